@@ -91,10 +91,14 @@ def airflow_environment(settings: Settings, airflow_home: Path | None = None, *,
                           f"LocalExecutor need it), got {metadata_url.split(':', 1)[0]}")
     shared = _shared_secrets(airflow_home)
     env.update({
+        # Airflow's own processes (standalone, the task runners) find `airflow` on the PATH.
+        "PATH": os.pathsep.join([str(AIRFLOW_BIN.parent), env.get("PATH", os.defpath)]),
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # Our DAGs are the deployment, not samples: they run as soon as they are parsed.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__EXECUTOR": executor,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
         "AIRFLOW__API_AUTH__JWT_SECRET": shared["jwt_secret"],

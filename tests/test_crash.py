@@ -1,0 +1,97 @@
+"""A sync killed at the worst moments loses nothing and doubles nothing."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from wheelwright.events import parse_row
+from wheelwright.fold import fold_log
+from wheelwright.pypi_double import PyPIDouble
+
+ROWS = [[f"pkg{i % 7}", f"1.{i}", 1000 + i, "new release", 10 + i] for i in range(40)] + \
+       [["pkg3", None, 5000, "remove project", 100], ["Pkg3", None, 6000, "create", 101]]
+
+
+def run_sync(settings, double, **popen):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHEELWRIGHT")}
+    env.update(WHEELWRIGHT_DSN=settings.dsn, WHEELWRIGHT_HOME=str(settings.home),
+               WHEELWRIGHT_PYPI_URL=double.xmlrpc_url)
+    return subprocess.Popen([sys.executable, "-m", "wheelwright", "sync", "--once"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def wait_until_blocked(conn, timeout=30.0):
+    """Wait until a wheelwright backend waits on a lock we hold."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'wheelwright' "
+                           "AND wait_event_type = 'Lock'").fetchone()
+        if row:
+            return row[0]
+        time.sleep(0.05)
+    raise AssertionError("the sync never reached the lock")
+
+
+def kill_and_release(proc, holder, blocked_pid):
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    # The server has not noticed yet that its client died; end that backend before letting go.
+    holder.execute("SELECT pg_terminate_backend(%s)", (blocked_pid,))
+    holder.rollback()
+
+
+def expected(rows):
+    return sorted((p, s.present, sorted(s.versions)) for p, s in fold_log(parse_row(r) for r in rows).items())
+
+
+def catalog_state(conn):
+    packages = conn.execute("SELECT package, present FROM packages ORDER BY package").fetchall()
+    return [(p, present, [v for (v,) in conn.execute(
+        "SELECT version FROM versions WHERE package = %s ORDER BY version", (p,))])
+        for p, present in packages]
+
+
+@pytest.fixture
+def double():
+    with PyPIDouble(ROWS, page_size=10) as pypi:
+        yield pypi
+
+
+def test_killed_between_fetching_and_committing_a_page(settings, double):
+    with psycopg.connect(settings.dsn) as holder, psycopg.connect(settings.dsn, autocommit=True) as check:
+        holder.execute("SELECT * FROM sync_state FOR UPDATE")  # the watermark update will wait here
+        proc = run_sync(settings, double)
+        blocked = wait_until_blocked(check)
+        # The page's events are inserted in the sync's open transaction, not yet committed.
+        kill_and_release(proc, holder, blocked)
+        assert check.execute("SELECT count(*) FROM journal").fetchone()[0] == 0
+        assert check.execute("SELECT last_serial FROM sync_state").fetchone()[0] == 0
+
+        finished = run_sync(settings, double)
+        assert finished.wait(timeout=120) == 0, finished.stderr.read().decode()
+        serials = [s for (s,) in check.execute("SELECT serial FROM journal ORDER BY serial")]
+        assert serials == sorted(r[4] for r in ROWS), "every serial exactly once"
+        assert catalog_state(check) == expected(ROWS)
+
+
+def test_killed_while_folding(settings, double):
+    with psycopg.connect(settings.dsn) as holder, psycopg.connect(settings.dsn, autocommit=True) as check:
+        holder.execute("LOCK TABLE packages IN ACCESS EXCLUSIVE MODE")  # derive will wait here
+        proc = run_sync(settings, double)
+        blocked = wait_until_blocked(check)
+        kill_and_release(proc, holder, blocked)
+        # Pages were committed with their watermark; the fold died, its pending marks survived.
+        assert check.execute("SELECT last_serial FROM sync_state").fetchone()[0] == 101
+        assert check.execute("SELECT count(*) FROM pending_packages").fetchone()[0] == 7
+        assert check.execute("SELECT count(*) FROM packages").fetchone()[0] == 0
+
+        finished = run_sync(settings, double)
+        assert finished.wait(timeout=120) == 0, finished.stderr.read().decode()
+        assert check.execute("SELECT count(*) FROM journal").fetchone()[0] == len(ROWS)
+        assert catalog_state(check) == expected(ROWS)
+        assert check.execute("SELECT count(*) FROM pending_packages").fetchone()[0] == 0

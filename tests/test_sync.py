@@ -1,0 +1,106 @@
+"""Sync: the real client against the PyPI double over HTTP, into a real catalog."""
+
+import pytest
+
+from conftest import catalog_snapshot
+from wheelwright import catalog as cat
+from wheelwright import sync
+from wheelwright.events import parse_row
+from wheelwright.fold import fold_log
+from wheelwright.pypi import PyPI
+from wheelwright.pypi_double import PyPIDouble
+
+LOG = [
+    ["chai", "0.1.18", 1320779633, "new release", 256850],
+    ["chai", "0.1.19", 1320788944, "new release", 256914],
+    ["chai", "0.1.17", 1320416429, "new release", 258871],
+    ["chai", "0.1.16", 1320361639, "new release", 259151],
+    ["chai", None, 1299029402, "create", 264082],
+    ["chai", "0.1.0", 1299029402, "new release", 264084],
+    ["chai", None, 1299029397, "remove", 264426],
+    ["RPi.GPIO", None, 1400000000, "create", 300000],
+    ["RPi.GPIO", "0.7.0", 1400000001, "new release", 300001],
+    ["RPi.GPIO", "0.7.0", 1400000002, "add source file RPi.GPIO-0.7.0.tar.gz", 300002],
+    ["rpi_gpio", "0.7.1", 1400000100, "new release", 300003],
+    ["RPi.GPIO", None, 1400000200, "remove Owner ben", 300004],
+    ["doomed", None, 1400000300, "create", 300005],
+    ["doomed", "1.0", 1400000301, "new release", 300006],
+    ["Doomed", None, 1400000400, "remove project", 300007],
+]
+
+
+@pytest.fixture
+def pypi():
+    with PyPIDouble(LOG, page_size=4) as double:
+        yield double
+
+
+def client(double, **kwargs):
+    return PyPI(double.xmlrpc_url, sleep=lambda s: None, **kwargs)
+
+
+def expected_snapshot_packages(rows):
+    states = fold_log(parse_row(r) for r in rows)
+    return sorted((p, s.display_name, s.present) for p, s in states.items())
+
+
+def test_sync_pages_through_the_changelog_and_reflects_every_event(catalog, pypi):
+    result = sync.sync_once(catalog, client(pypi))
+    assert (result.first_serial, result.last_serial, result.received) == (0, 300007, len(LOG))
+    assert cat.watermark(catalog) == 300007
+    calls = [params for method, params in pypi.calls if method == "changelog_since_serial"]
+    assert len(calls) >= 4, "a page size of 4 means several pages"
+    packages = catalog.execute("SELECT package, display_name, present FROM packages ORDER BY 1").fetchall()
+    assert packages == expected_snapshot_packages(LOG)
+    assert catalog.execute("SELECT count(*) FROM pending_packages").fetchone()[0] == 0
+
+
+def test_a_second_sync_is_a_no_op_and_new_events_are_picked_up(catalog, pypi):
+    sync.sync_once(catalog, client(pypi))
+    again = sync.sync_once(catalog, client(pypi))
+    assert (again.received, again.changed) == (0, [])
+    pypi.append([["RPi.GPIO", "0.7.1", 1400000500, "yank release", 300010]])
+    later = sync.sync_once(catalog, client(pypi))
+    assert later.changed == ["rpi-gpio"] and later.last_serial == 300010
+    assert catalog.execute("SELECT yanked FROM versions WHERE package = 'rpi-gpio' AND version = '0.7.1'"
+                           ).fetchone() == (True,)
+
+
+def test_a_rate_limited_pypi_is_waited_for_not_given_up_on(catalog, pypi):
+    waits = []
+    pypi.fail_next(2, "rate_limit")
+    result = sync.sync_once(catalog, PyPI(pypi.xmlrpc_url, sleep=waits.append))
+    assert result.last_serial == 300007
+    assert waits[:2] == [1, 1], "the fault says the limit resets in 1 second"
+
+
+def test_bulk_replay_and_incremental_sync_build_the_same_catalog(catalog, pypi, monkeypatch, settings):
+    monkeypatch.setattr(sync, "BULK_BACKLOG", 1)
+    bulk = sync.sync_once(catalog, client(pypi))
+    assert bulk.bulk
+    bulk_snapshot = catalog_snapshot(catalog)
+    assert catalog.execute("SELECT to_regclass('journal_history') IS NOT NULL").fetchone()[0], \
+        "the per-package index is rebuilt after a bulk replay"
+    catalog.execute("TRUNCATE journal, packages, aliases, versions, source_files, pending_packages CASCADE")
+    catalog.execute("UPDATE sync_state SET last_serial = 0")
+    monkeypatch.setattr(sync, "BULK_BACKLOG", 10**12)
+    for stop in (259151, 300003, 300007):
+        sync.sync_once(catalog, client(pypi), until=stop)
+    assert catalog_snapshot(catalog) == bulk_snapshot
+
+
+def test_malformed_rows_from_pypi_are_rejected_loudly_and_the_watermark_records_them(catalog, caplog):
+    rows = [["fine", None, 1, "create", 1], ["bad/name", None, 2, "create", 2], ["fine", "1.0", 3, "new release", 3]]
+    with PyPIDouble(rows) as double:
+        result = sync.sync_once(catalog, client(double))
+    assert (result.rejected, result.last_serial) == (1, 3)
+    assert "rejected changelog row" in caplog.text and "bad/name" in caplog.text
+    assert catalog.execute("SELECT serial FROM journal_rejects").fetchall() == [(2,)]
+
+
+def test_two_syncs_at_once_are_refused(catalog, pypi, settings):
+    from wheelwright import db
+    with db.connect(settings) as other:
+        other.execute("SELECT pg_advisory_lock(hashtext(%s))", (sync.SYNC_LOCK,))
+        with pytest.raises(sync.SyncBusy):
+            sync.sync_once(catalog, client(pypi))
