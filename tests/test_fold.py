@@ -165,3 +165,10 @@ def test_the_fold_of_a_log_does_not_depend_on_arrival_order(rows, rng):
     first = {p: s.fingerprint() for p, s in fold_log(events).items()}
     second = {p: s.fingerprint() for p, s in fold_log(shuffled).items()}
     assert first == second
+
+
+def test_a_file_name_belongs_to_one_version_the_latest_to_add_it():
+    state = fold([["x", "1.0", 1, "add source file f-1.0.tar.gz", 1],
+                  ["x", "2.0", 2, "add source file f-1.0.tar.gz", 2]])
+    assert state.versions["1.0"].files == {}
+    assert list(state.versions["2.0"].files) == ["f-1.0.tar.gz"]

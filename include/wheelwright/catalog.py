@@ -209,13 +209,15 @@ def _fold_pending(cur: psycopg.Cursor) -> Iterator[PackageState]:
     # Packages pending without any journal row cannot exist; nothing else to yield.
 
 
+_KINDS = {kind.value: kind for kind in Kind}  # Kind(value) is a slow call on a hot path
+
+
 def _event(serial, name, package, version, ts, action, kind, other) -> Event:
-    kind = Kind(kind)
-    filename = pyver = None
+    kind = _KINDS[kind]
     if kind is Kind.ADD_FILE or kind is Kind.REMOVE_FILE:
         parsed = parse_action(action)
-        filename, pyver = parsed.filename, parsed.pyver
-    return Event(serial, name, package, version, ts, action, kind, filename, pyver, other)
+        return Event(serial, name, package, version, ts, action, kind, parsed.filename, parsed.pyver, other)
+    return Event(serial, name, package, version, ts, action, kind, None, None, other)
 
 
 def _write_states(cur: psycopg.Cursor, changed: list[tuple[PackageState, str]]) -> None:

@@ -69,6 +69,8 @@ class PackageState:
     quarantined: bool = False
     aliases: dict[str, tuple[int, int]] = field(default_factory=dict)
     versions: dict[str, VersionState] = field(default_factory=dict)
+    # A file name belongs to one version of a package at a time (PyPI's rule, and our key).
+    file_owner: dict[str, str] = field(default_factory=dict)
 
     @property
     def display_name(self) -> str:
@@ -94,6 +96,7 @@ def _end_life(state: PackageState) -> None:
     state.quarantined = False
     state.aliases.clear()
     state.versions.clear()
+    state.file_owner.clear()
 
 
 def _ensure_present(state: PackageState, event: Event) -> None:
@@ -124,17 +127,24 @@ def apply_event(state: PackageState, event: Event) -> None:
         _ensure_version(state, event)
     elif kind is Kind.ADD_FILE:
         version = _ensure_version(state, event)
-        if event.filename not in version.files:
-            version.files[event.filename] = FileState(
-                event.filename, event.pyver, event.serial, event.timestamp)
+        filename = event.filename
+        if filename not in version.files:
+            # The same name added to another version later (never on PyPI, possible in a log)
+            # moves it: the latest upload is the file of that name.
+            previous = state.file_owner.get(filename)
+            if previous is not None:
+                del state.versions[previous].files[filename]
+            version.files[filename] = FileState(filename, event.pyver, event.serial, event.timestamp)
+            state.file_owner[filename] = event.version
     elif kind is Kind.REMOVE_FILE:
-        owner = state.versions.get(event.version) if event.version is not None else None
-        if owner is None or event.filename not in owner.files:
-            owner = next((v for v in state.versions.values() if event.filename in v.files), None)
+        owner = state.file_owner.pop(event.filename, None)
         if owner is not None:
-            del owner.files[event.filename]
+            del state.versions[owner].files[event.filename]
     elif kind is Kind.REMOVE_RELEASE:
-        state.versions.pop(event.version, None)
+        gone = state.versions.pop(event.version, None)
+        if gone is not None:
+            for filename in gone.files:
+                del state.file_owner[filename]
     elif kind is Kind.REMOVE_PROJECT:
         _end_life(state)
     elif kind is Kind.YANK or kind is Kind.UNYANK:
