@@ -101,6 +101,7 @@ CREATE TABLE source_files (
     sha256      text,                       -- JSON API
     size        bigint,                     -- JSON API
     url         text,                       -- JSON API
+    upload_time timestamptz,                -- JSON API (the journal's timestamp is in "uploaded")
     -- No foreign key to versions: derivation deletes a version's files itself, and a per-row
     -- key check would double the cost of replaying PyPI's history.
     PRIMARY KEY (package, filename)

@@ -76,7 +76,7 @@ def _record_missing(conn: psycopg.Connection, package: str, seen_seq: int) -> No
 
 
 def release_facts(document: dict) -> tuple[list[tuple], list[tuple]]:
-    """(version, requires_python, yanked_reason) and (filename, sha256, size, url) rows of a document."""
+    """(version, requires_python, yanked_reason) and (filename, sha256, size, url, upload_time) rows."""
     versions, files = [], []
     for version, entries in (document.get("releases") or {}).items():
         entries = [e for e in entries or () if isinstance(e, dict)]
@@ -87,7 +87,7 @@ def release_facts(document: dict) -> tuple[list[tuple], list[tuple]]:
         for e in entries:
             if e.get("filename"):
                 files.append((e["filename"], (e.get("digests") or {}).get("sha256"), e.get("size"),
-                              e.get("url")))
+                              e.get("url"), e.get("upload_time_iso_8601") or e.get("upload_time")))
     return versions, files
 
 
@@ -106,6 +106,7 @@ def _record(conn: psycopg.Connection, package: str, seen_seq: int, document: dic
             cur.executemany("UPDATE versions SET requires_python = %s, yanked_reason = %s "
                             "WHERE package = %s AND version = %s",
                             [(requires, reason, package, version) for version, requires, reason in versions])
-            cur.executemany("UPDATE source_files SET sha256 = %s, size = %s, url = %s "
-                            "WHERE package = %s AND filename = %s",
-                            [(sha, size, url, package, filename) for filename, sha, size, url in files])
+            cur.executemany("UPDATE source_files SET sha256 = %s, size = %s, url = %s, "
+                            "upload_time = %s::timestamptz WHERE package = %s AND filename = %s",
+                            [(sha, size, url, uploaded, package, filename)
+                             for filename, sha, size, url, uploaded in files])
