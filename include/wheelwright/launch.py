@@ -7,7 +7,8 @@ the UI, scheduler, DAG processor, triggerer) running our DAGs:
    applied;
 2. PyPI: the real one by default; ``--pypi double`` instead serves ``data/sample-changelog.jsonl`` (or
    ``--changelog FILE``) with the PyPI double, for machines that cannot reach PyPI's XML-RPC;
-3. Airflow's metadata database on the same server, migrated; the environment from airflow_env.
+3. Airflow's metadata database on the same server, migrated; the environment from airflow_env; a
+   build pool per enabled target.
 
 Ctrl-C stops Airflow and the double; the embedded catalog keeps running until `wheelwright db stop`.
 """
@@ -29,6 +30,14 @@ log = logging.getLogger(__name__)
 SAMPLE_CHANGELOG = REPO / "data" / "sample-changelog.jsonl"
 
 
+def create_build_pools(env: dict[str, str], slots: int = 1) -> None:
+    """One pool per enabled target (the build DAG's tasks wait forever for a missing pool)."""
+    from .targets import enabled_targets
+    for target in enabled_targets():
+        subprocess.run([str(AIRFLOW_BIN), "pools", "set", f"build_{target.name}", str(slots),
+                        f"builds for {target.name}"], env=env, check=True, stdout=subprocess.DEVNULL)
+
+
 def run(settings: Settings, *, pypi: str = "live", changelog: Path = SAMPLE_CHANGELOG,
         port: int = 8080, double_port: int = 8700) -> int:
     with db.connect(settings) as conn:
@@ -46,6 +55,7 @@ def run(settings: Settings, *, pypi: str = "live", changelog: Path = SAMPLE_CHAN
         env = airflow_environment(settings, api_port=port)
         log.info("migrating Airflow's metadata database (first run takes a minute)")
         migrate_metadata(env)
+        create_build_pools(env)
         log.info("starting Airflow: UI and API at http://127.0.0.1:%d (login details in %s)", port,
                  Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated")
         proc = subprocess.Popen([str(AIRFLOW_BIN), "standalone"], env=env, start_new_session=True)

