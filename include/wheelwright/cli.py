@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     stp.add_argument("--json", action="store_true", help="one JSON object instead of text")
     stp.set_defaults(handler=cmd_status)
 
+    from .admin import add_commands
+    add_commands(sub, _ready_connection)
+
     runp = sub.add_parser("run", help="run everything here: the catalog, Airflow with the DAGs")
     runp.add_argument("--pypi", choices=("live", "double"), default="live",
                       help="follow the real PyPI ($WHEELWRIGHT_PYPI_URL), or a local double replaying "

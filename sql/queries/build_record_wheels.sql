@@ -1,0 +1,9 @@
+-- The wheels of one successful build, in one statement.
+INSERT INTO wheels (filename, build_id, package, version, size, sha256, python_tag, abi_tag,
+                    platform_tag, requires_python, metadata_sha256)
+SELECT w.filename, %(build_id)s, %(package)s, %(version)s, w.size, w.sha256, w.python_tag, w.abi_tag,
+       w.platform_tag, w.requires_python, w.metadata_sha256
+FROM unnest(%(filename)s::text[], %(size)s::bigint[], %(sha256)s::text[], %(python_tag)s::text[],
+            %(abi_tag)s::text[], %(platform_tag)s::text[], %(requires_python)s::text[],
+            %(metadata_sha256)s::text[])
+     AS w(filename, size, sha256, python_tag, abi_tag, platform_tag, requires_python, metadata_sha256);

@@ -1,0 +1,371 @@
+"""The builder: real sdists built by real pip from the PyPI double, and hostile builds contained.
+
+Builds run as they would on a worker: as the unprivileged user ``nobody`` when the tests run as root,
+with the interpreter of this machine's target ABI (``python3.11`` on the clean PATH), against the
+PyPI double, which serves the test sdists and the setuptools/wheel wheels that build isolation
+installs. Those two wheels are fetched from PyPI once (``pip download``) and cached under
+``.wheelwright/test-wheels``; the builds themselves never leave 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import psutil
+import pytest
+
+from buildworld import make_sdist, open_folder, setup_py
+from wheelwright import builder
+from wheelwright.builder import BuildOutcome, build, check_request, pip_wheel_command
+from wheelwright.pypi_double import PyPIDouble
+
+REPO = Path(__file__).resolve().parents[1]
+ABI = "cp311"
+TARGET = "cp311-x86_64"
+MEMORY_LIMIT = 1 << 30   # every test build runs under 1 GiB of address space: ordinary builds fit
+PYPROJECT = """
+    [build-system]
+    requires = ["setuptools>=61", "wheel"]
+    build-backend = "setuptools.build_meta"
+"""
+C_SOURCE = """
+    #include <Python.h>
+    #include <unistd.h>
+    static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "cext", NULL, -1, NULL};
+    PyMODINIT_FUNC PyInit_cext(void) {
+        PyObject *m = PyModule_Create(&module);
+        if (m) PyModule_AddIntConstant(m, "pid", (long)getpid());  /* a call into libc */
+        return m;
+    }
+"""
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the builder runs on Linux workers")
+
+
+@pytest.fixture(scope="session")
+def backend_wheels() -> Path:
+    """setuptools and wheel as wheels, for build isolation: downloaded from PyPI once, then cached."""
+    cache = Path(os.environ.get("WHEELWRIGHT_TEST_WHEELS", REPO / ".wheelwright" / "test-wheels"))
+    if not (list(cache.glob("setuptools-*.whl")) and list(cache.glob("wheel-*.whl"))):
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--no-deps",
+                        "-d", str(cache), "setuptools==80.9.0", "wheel==0.45.1"], check=True)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def workdir_root():
+    path = open_folder("wheelwright-builds-")
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture(scope="session")
+def forbidden():
+    """A folder only root may write to, standing in for the index and the worker's own files."""
+    path = open_folder("wheelwright-forbidden-")
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture(scope="session")
+def witness():
+    """Where a hostile build leaves the pids of the processes it started (anyone may write here)."""
+    path = open_folder("wheelwright-witness-")
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture(scope="session")
+def index(tmp_path_factory, backend_wheels, forbidden, witness):
+    """The PyPI double serving every test sdist and the build backend; yields its simple index URL."""
+    files = tmp_path_factory.mktemp("files")
+    for wheel in backend_wheels.glob("*.whl"):
+        shutil.copy(wheel, files)
+    make_sdist(files, "purepkg", "1.0", {
+        "pyproject.toml": PYPROJECT,
+        "setup.py": setup_py("purepkg", "1.0", py_modules="['purepkg']", python_requires="'>=3.8'",
+                             install_requires="['requests>=2']"),
+        "purepkg.py": "ANSWER = 42\n"})
+    make_sdist(files, "cext", "1.0", {
+        "pyproject.toml": PYPROJECT,
+        "setup.py": setup_py("cext", "1.0", body="from setuptools import Extension",
+                             ext_modules="[Extension('cext', ['cext.c'])]"),
+        "cext.c": C_SOURCE})
+    make_sdist(files, "sleeper", "1.0", {"setup.py": setup_py("sleeper", "1.0", body=f"""
+        import subprocess, time
+        stays = subprocess.Popen(["sleep", "600"])                          # in the build's group
+        leaves = subprocess.Popen(["sleep", "600"], start_new_session=True)  # escapes the group
+        with open({str(witness / "sleeper.pids")!r}, "w") as f:
+            f.write(f"{{stays.pid}} {{leaves.pid}}")
+        time.sleep(600)
+    """)})
+    make_sdist(files, "daemon", "1.0", {"setup.py": setup_py("daemon", "1.0", body=f"""
+        import os, time
+        if os.fork() == 0:                 # the classic double fork: no parent, own session
+            os.setsid()
+            if os.fork() == 0:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):       # and lets go of the build's output, as daemons do
+                    os.dup2(devnull, fd)
+                with open({str(witness / "daemon.pid")!r}, "w") as f:
+                    f.write(str(os.getpid()))
+                time.sleep(600)
+            os._exit(0)
+        time.sleep(1)
+    """)})
+    make_sdist(files, "memhog", "1.0", {"setup.py": setup_py("memhog", "1.0", body="""
+        hog = bytearray(3 * 1024 ** 3)   # 3 GiB: the machine has it, the build may not
+    """)})
+    make_sdist(files, "escaper", "1.0", {"setup.py": setup_py("escaper", "1.0", body=f"""
+        for target in [{str(forbidden / "pwned.txt")!r}, {str(REPO / "pwned.txt")!r}]:
+            try:
+                with open(target, "w") as f:
+                    f.write("setup.py was here")
+            except OSError as exc:
+                print("escaper could not write", target, exc)
+    """, py_modules="[]")})
+    make_sdist(files, "gsas_ii_wonder_mac", "1.0.0", {"setup.py": setup_py("GSAS_II_WONDER_linux", "1.0.0")})
+    make_sdist(files, "chatty", "1.0", {"setup.py": setup_py("chatty", "1.0", body="""
+        print("x" * 100_000)
+        raise SystemExit("chatty fails on purpose")
+    """)})
+    with PyPIDouble([], files_dir=files) as pypi:
+        yield pypi.simple_url
+
+
+def run(index, workdir_root, package, version="1.0", build_id=1, **options) -> BuildOutcome:
+    options = {"timeout": 120, "memory_limit": MEMORY_LIMIT, **options}
+    request = {"build_id": build_id, "package": package, "version": version, "target": TARGET, "abi": ABI}
+    return build(request, index_url=index, workdir_root=workdir_root, **options)
+
+
+def log_text(outcome: BuildOutcome) -> str:
+    return gzip.decompress((outcome.files_dir / outcome.log.filename).read_bytes()).decode()
+
+
+@pytest.fixture(scope="session")
+def built(index, workdir_root):
+    """The two honest builds, shared by the tests that look at their results."""
+    outcomes = {"purepkg": run(index, workdir_root, "purepkg", build_id=11),
+                "cext": run(index, workdir_root, "cext", build_id=12)}
+    yield outcomes
+    for outcome in outcomes.values():
+        outcome.cleanup()
+
+
+# --- honest builds -----------------------------------------------------------------------------------
+
+def test_a_pure_python_sdist_becomes_a_pure_wheel(built):
+    outcome = built["purepkg"]
+    assert (outcome.status, outcome.reason) == ("success", None), log_text(outcome)
+    [wheel] = outcome.wheels
+    assert wheel.filename == "purepkg-1.0-py3-none-any.whl" and wheel.pure
+    assert wheel.requires_python == ">=3.8" and wheel.requires_dist == ("requests>=2",)
+    assert wheel.dependencies == ()
+    with zipfile.ZipFile(outcome.files_dir / wheel.filename) as zf:
+        assert zf.read("purepkg.py") == b"ANSWER = 42\n"
+
+
+def test_a_c_extension_becomes_a_wheel_for_this_machine_that_needs_libc6(built):
+    outcome = built["cext"]
+    assert outcome.status == "success", log_text(outcome)
+    [wheel] = outcome.wheels
+    assert wheel.filename == "cext-1.0-cp311-cp311-linux_x86_64.whl"
+    assert ("apt", "libc6") in wheel.dependencies
+
+
+def test_the_outcome_lists_every_file_to_send_and_survives_a_round_trip(built):
+    outcome = built["cext"]
+    names = [f.filename for f in outcome.files()]
+    assert names == ["cext-1.0-cp311-cp311-linux_x86_64.whl",
+                     "cext-1.0-cp311-cp311-linux_x86_64.whl.metadata", "12.txt.gz"]
+    for f in outcome.files():
+        assert (outcome.files_dir / f.filename).stat().st_size == f.size
+    again = BuildOutcome.from_dict(outcome.to_dict())
+    assert again.files() == outcome.files() and again.wheels == outcome.wheels
+
+
+def test_the_build_log_holds_the_command_and_pip_output(built):
+    text = log_text(built["cext"])
+    assert "pip wheel cext==1.0 --no-deps --no-binary cext --isolated" in text
+    assert "Successfully built cext" in text
+    assert text.rstrip().endswith("[wheelwright: success]")
+    if os.geteuid() == 0:
+        assert "as nobody" in text
+
+
+def test_the_build_leaves_no_sandbox_behind(built, workdir_root):
+    assert not list(workdir_root.glob("build-*")), "each build's sandbox is removed"
+
+
+# --- hostile builds ----------------------------------------------------------------------------------
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_build_that_never_ends_is_killed_with_everything_it_started(index, workdir_root, witness):
+    outcome = run(index, workdir_root, "sleeper", build_id=21, timeout=15)
+    try:
+        assert outcome.status == "failure" and outcome.reason.startswith("timed out after 15 s"), \
+            outcome.reason
+        pids_file = witness / "sleeper.pids"
+        assert pids_file.exists(), "setup.py never ran: raise the timeout\n" + log_text(outcome)
+        pids = [int(p) for p in pids_file.read_text().split()]
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [p for p in pids if alive(p)] == [], "a process the build started outlived it"
+    finally:
+        outcome.cleanup()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="daemons are found by the build user's uid")
+def test_a_daemon_a_build_detached_does_not_outlive_it(index, workdir_root, witness):
+    outcome = run(index, workdir_root, "daemon", build_id=26)
+    try:
+        assert outcome.status == "success", "the build itself ends normally\n" + log_text(outcome)
+        pid_file = witness / "daemon.pid"
+        assert pid_file.exists(), "setup.py never ran\n" + log_text(outcome)
+        pid = int(pid_file.read_text())
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(pid), "the detached daemon outlived the build"
+    finally:
+        outcome.cleanup()
+
+
+def test_a_build_that_fills_memory_fails_at_the_limit(index, workdir_root):
+    outcome = run(index, workdir_root, "memhog", build_id=22)
+    try:
+        assert outcome.status == "failure"
+        assert outcome.reason == "ran out of memory (limit 1024 MiB per process)", log_text(outcome)
+    finally:
+        outcome.cleanup()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a worker running as root drops privileges")
+def test_a_setup_py_cannot_write_outside_its_folder(index, workdir_root, forbidden):
+    outcome = run(index, workdir_root, "escaper", build_id=23)
+    try:
+        assert outcome.status == "success", log_text(outcome)
+        assert "escaper could not write" in log_text(outcome), "setup.py really tried"
+        assert not (forbidden / "pwned.txt").exists()
+        assert not (REPO / "pwned.txt").exists()
+    finally:
+        outcome.cleanup()
+
+
+def test_a_setup_py_that_names_another_package_is_refused(index, workdir_root):
+    outcome = run(index, workdir_root, "gsas_ii_wonder_mac", version="1.0.0", build_id=24)
+    try:
+        assert outcome.status == "failure" and outcome.wheels == []
+        assert outcome.reason == ("refused: its setup.py gives the name 'gsas-ii-wonder-linux', "
+                                  "not 'gsas-ii-wonder-mac'")
+    finally:
+        outcome.cleanup()
+
+
+def test_a_long_log_is_capped_with_a_note(index, workdir_root):
+    outcome = run(index, workdir_root, "chatty", build_id=25, log_cap=20_000)
+    try:
+        assert outcome.status == "failure" and outcome.reason == "pip wheel exited with status 1"
+        text = log_text(outcome)
+        assert "[wheelwright: log truncated at 20000 bytes;" in text
+        assert len(text) < 21_000
+    finally:
+        outcome.cleanup()
+
+
+@pytest.mark.parametrize("package, version", [
+    ("-e", "1.0"), ("--index-url=http://evil/", "1.0"), ("foo; rm -rf /", "1.0"), ("foo", "1.0 ; rm"),
+    ("foo", "--pre"), ("foo", "1.0\n--extra-index-url=http://evil/"), ("", "1.0"), ("foo", ""),
+])
+def test_a_hostile_name_or_version_is_refused_before_anything_runs(tmp_path, package, version):
+    request = {"build_id": 30, "package": package, "version": version, "target": TARGET, "abi": ABI}
+    outcome = build(request, index_url="http://127.0.0.1:9/simple/", workdir_root=tmp_path,
+                    python="/nonexistent/python")  # would fail loudly if anything ran
+    try:
+        assert outcome.status == "failure" and outcome.reason.startswith("refused")
+        assert outcome.wheels == [] and not list(tmp_path.glob("build-*"))
+    finally:
+        outcome.cleanup()
+
+
+def test_requests_are_checked_and_commands_are_argument_lists():
+    assert check_request({"build_id": 3, "package": "Foo.Bar_baz", "version": "1!2.0rc1+local"}) == (
+        3, "Foo.Bar_baz", "1!2.0rc1+local")
+    argv = pip_wheel_command("/usr/bin/python3.11", "Foo_Bar", "1.0", "http://i/simple/", Path("/w"))
+    assert argv[:5] == ["/usr/bin/python3.11", "-m", "pip", "wheel", "Foo_Bar==1.0"]
+    assert argv[argv.index("--no-binary") + 1] == "foo-bar"
+    assert argv[argv.index("--index-url") + 1] == "http://i/simple/"
+    assert "--isolated" in argv and "--no-deps" in argv
+    legacy = pip_wheel_command("python", "foo", "2004d", "http://i/", Path("/w"))
+    assert legacy[4] == "foo===2004d", "a legacy version is named exactly"
+
+
+def test_the_build_environment_holds_no_secrets(tmp_path):
+    env = builder.clean_environment(tmp_path, "nobody")
+    assert set(env) == {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "PIP_CONFIG_FILE", "PYTHONNOUSERSITE",
+                        "USER", "LOGNAME"}
+    assert env["PIP_CONFIG_FILE"] == os.devnull and env["HOME"].startswith(str(tmp_path))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root drops privileges")
+def test_a_work_folder_the_build_user_cannot_reach_is_a_clear_error(tmp_path):
+    from wheelwright.errors import ConfigError
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    request = {"build_id": 31, "package": "foo", "version": "1.0", "target": TARGET, "abi": ABI}
+    with pytest.raises(ConfigError, match="cannot reach the work folder"):
+        build(request, index_url="http://127.0.0.1:9/simple/", workdir_root=closed)
+
+
+# --- the whole journey -------------------------------------------------------------------------------
+
+def test_a_claimed_release_is_built_sent_over_sftp_and_published(catalog, index, workdir_root, tmp_path):
+    from buildworld import SFTPServer, add_release
+    from wheelwright.build_queue import claim_wave, queue_head
+    from wheelwright.record import log_path_for, receive
+    from wheelwright.targets import load_targets, mirror_targets
+    from wheelwright.transfer import send_outcome
+
+    mirror_targets(catalog, load_targets())  # the repository's file: this machine is the one enabled
+    add_release(catalog, "cext", "1.0")
+    [request] = claim_wave(catalog, TARGET, 10)
+    index_host = tmp_path / "index-host"
+    (index_host / "incoming").mkdir(parents=True)
+    server = SFTPServer(index_host, tmp_path / "keys").start()
+    try:
+        outcome = build(request, index_url=index, workdir_root=workdir_root, memory_limit=MEMORY_LIMIT)
+        ssh, sftp = server.client()
+        try:
+            sent = send_outcome(sftp, outcome, "/incoming")
+        finally:
+            sftp.close()
+            ssh.close()
+            outcome.cleanup()
+    finally:
+        server.stop()
+    output = tmp_path / "www"
+    assert receive(catalog, request, sent, index_host / "incoming", output) == ["cext"]
+    wheel = output / "simple" / "cext" / "cext-1.0-cp311-cp311-linux_x86_64.whl"
+    assert wheel.exists() and wheel.with_name(wheel.name + ".metadata").exists()
+    assert (output / log_path_for(request["build_id"])).exists()
+    assert catalog.execute("SELECT w.filename, d.tool, d.dependency FROM wheels w "
+                           "JOIN wheel_dependencies d USING (filename) WHERE d.tool = 'apt'").fetchall() == [
+        (wheel.name, "apt", "libc6")]
+    assert queue_head(catalog, TARGET) == [], "built: no longer queued for this target"

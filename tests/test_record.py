@@ -1,0 +1,221 @@
+"""Recording a build on the index host: all of it in one transaction, or nothing published."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+
+import pytest
+
+from buildworld import add_release, make_wheel, use_targets
+from wheelwright.build_queue import claim_wave
+from wheelwright.builder import BuildOutcome
+from wheelwright.record import log_path_for, receive, record
+from wheelwright.transfer import TransferError, accept, incoming_folder
+from wheelwright.wheel_analysis import FileInfo, analyse_wheel
+
+FIRST = "cp39-armv7l"
+METADATA = b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\nRequires-Python: >=3.7\n"
+
+
+@pytest.fixture
+def request_(catalog):
+    """The world: two targets, foo 1.0 released with an sdist, and its build claimed by the first."""
+    use_targets(catalog)
+    add_release(catalog, "foo", "1.0")
+    [claimed] = claim_wave(catalog, FIRST, 1)
+    return claimed
+
+
+@pytest.fixture
+def incoming(tmp_path):
+    return tmp_path / "incoming"
+
+
+@pytest.fixture
+def output(tmp_path):
+    return tmp_path / "www"
+
+
+def arrived(incoming, request, *, status="success", wheels=("foo-1.0-cp39-cp39-linux_armv7l.whl",),
+            reason=None) -> BuildOutcome:
+    """What a worker sent for ``request``, already in the incoming folder, and its outcome."""
+    folder = incoming_folder(incoming, request["build_id"])
+    folder.mkdir(parents=True, exist_ok=True)
+    infos = []
+    for filename in wheels if status == "success" else ():
+        path = make_wheel(folder, filename, {"foo/__init__.py": b"", "foo-1.0.dist-info/METADATA": METADATA})
+        info = analyse_wheel(path, "foo", "1.0")
+        infos.append(dataclasses.replace(info, dependencies=(("apt", "libc6"), ("unowned", "libfoo.so.1"))))
+    log = folder / f"{request['build_id']}.txt.gz"
+    log.write_bytes(gzip.compress(b"the build's output\n"))
+    return BuildOutcome(build_id=request["build_id"], package="foo", version="1.0", target=request["target"],
+                        abi=request["abi"], status=status, reason=reason, builder="pi-7", duration=93.5,
+                        log=FileInfo(log.name, hashlib.sha256(log.read_bytes()).hexdigest(),
+                                     log.stat().st_size), wheels=infos)
+
+
+def change_seq(conn, package="foo"):
+    return conn.execute("SELECT change_seq FROM packages WHERE package = %s", (package,)).fetchone()[0]
+
+
+def test_the_log_path_splits_the_build_id_into_folders_of_four():
+    assert log_path_for(42) == "logs/0000/0000/0042.txt.gz"
+    assert log_path_for(123456789012) == "logs/1234/5678/9012.txt.gz"
+
+
+def test_a_successful_build_is_recorded_and_published_whole(catalog, request_, incoming, output):
+    outcome = arrived(incoming, request_)
+    before = change_seq(catalog)
+    changed = receive(catalog, request_, outcome.to_dict(), incoming, output)
+    assert changed == ["foo"]
+    build = catalog.execute("SELECT status, builder, duration, log_path, reason, target, abi FROM builds "
+                            "WHERE build_id = %s", (request_["build_id"],)).fetchone()
+    log_path = log_path_for(request_["build_id"])
+    assert build[0:2] == ("success", "pi-7") and build[2].total_seconds() == 93.5
+    assert build[3:] == (log_path, None, FIRST, "cp39")
+    wheel = outcome.wheels[0]
+    assert catalog.execute(
+        "SELECT filename, package, version, size, sha256, python_tag, abi_tag, platform_tag, "
+        "requires_python, metadata_sha256 FROM wheels").fetchall() == [
+        (wheel.filename, "foo", "1.0", wheel.size, wheel.sha256, "cp39", "cp39", "linux_armv7l", ">=3.7",
+         hashlib.sha256(METADATA).hexdigest())]
+    assert catalog.execute("SELECT tool, dependency FROM wheel_dependencies ORDER BY 1").fetchall() == [
+        ("apt", "libc6"), ("unowned", "libfoo.so.1")]
+    published = output / "simple" / "foo"
+    assert hashlib.sha256((published / wheel.filename).read_bytes()).hexdigest() == wheel.sha256
+    assert (published / f"{wheel.filename}.metadata").read_bytes() == METADATA
+    assert gzip.decompress((output / log_path).read_bytes()) == b"the build's output\n"
+    assert not incoming_folder(incoming, request_["build_id"]).exists(), "incoming is emptied"
+    assert change_seq(catalog) > before, "the package's pages must follow"
+
+
+def test_a_failed_build_records_its_reason_and_log(catalog, request_, incoming, output):
+    outcome = arrived(incoming, request_, status="failure", reason="pip wheel exited with status 1")
+    assert receive(catalog, request_, outcome, incoming, output) == ["foo"]
+    assert catalog.execute("SELECT status, reason, log_path FROM builds").fetchone() == (
+        "failure", "pip wheel exited with status 1", log_path_for(request_["build_id"]))
+    assert catalog.execute("SELECT count(*) FROM wheels").fetchone()[0] == 0
+    assert (output / log_path_for(request_["build_id"])).exists()
+    assert not (output / "simple").exists()
+
+
+def test_a_release_deleted_while_it_was_built_is_not_published(catalog, request_, incoming, output):
+    outcome = arrived(incoming, request_)
+    catalog.execute("DELETE FROM versions WHERE package = 'foo'")  # the journal said "remove release"
+    catalog.commit()
+    assert receive(catalog, request_, outcome, incoming, output) == []
+    assert catalog.execute("SELECT count(*) FROM wheels").fetchone()[0] == 0
+    assert not output.exists() or not any(output.rglob("*")), "nothing reaches the published tree"
+    assert not incoming_folder(incoming, request_["build_id"]).exists(), "the files are dropped"
+
+
+@pytest.mark.parametrize("decision, why", [
+    ("UPDATE versions SET skip_reason = 'broken' WHERE package = 'foo'", "release was skipped"),
+    ("UPDATE packages SET skip_reason = 'miner' WHERE package = 'foo'", "package was skipped"),
+    ("UPDATE packages SET quarantined = true WHERE package = 'foo'", "quarantined"),
+    ("UPDATE versions SET quarantined = true WHERE package = 'foo'", "quarantined"),
+    ("UPDATE packages SET present = false WHERE package = 'foo'", "package was deleted"),
+])
+def test_a_release_skipped_or_quarantined_while_it_was_built_is_not_published(
+        catalog, request_, incoming, output, decision, why):
+    outcome = arrived(incoming, request_)
+    catalog.execute(decision)
+    catalog.commit()
+    assert receive(catalog, request_, outcome, incoming, output) == []
+    status, reason = catalog.execute("SELECT status, reason FROM builds").fetchone()
+    assert status == "lost" and why in reason, "dropped, and not counted as tried"
+    assert catalog.execute("SELECT count(*) FROM wheels").fetchone()[0] == 0
+    assert not (output / "simple").exists()
+
+
+def test_a_late_result_of_a_lost_build_is_dropped(catalog, request_, incoming, output):
+    outcome = arrived(incoming, request_)
+    catalog.execute("UPDATE builds SET status = 'lost'")
+    catalog.commit()
+    assert receive(catalog, request_, outcome, incoming, output) == []
+    assert catalog.execute("SELECT count(*) FROM wheels").fetchone()[0] == 0
+
+
+def test_a_result_is_recorded_once(catalog, request_, incoming, output):
+    outcome = arrived(incoming, request_)
+    accepted = accept(incoming_folder(incoming, request_["build_id"]), outcome.files())
+    assert record(catalog, request_, outcome, accepted, output) == ["foo"]
+    again = arrived(incoming, request_)
+    assert receive(catalog, request_, again, incoming, output) == []
+    assert catalog.execute("SELECT count(*) FROM wheels").fetchone()[0] == 1
+
+
+def test_a_corrupted_transfer_publishes_nothing_and_requeues_the_build(catalog, request_, incoming, output):
+    outcome = arrived(incoming, request_)
+    wheel = incoming_folder(incoming, request_["build_id"]) / outcome.wheels[0].filename
+    wheel.write_bytes(wheel.read_bytes()[:-10])  # the connection dropped, someone renamed it anyway
+    with pytest.raises(TransferError, match="bytes, the builder sent"):
+        receive(catalog, request_, outcome, incoming, output)
+    assert catalog.execute("SELECT status FROM builds").fetchone() == ("lost",)
+    assert catalog.execute("SELECT count(*) FROM wheels").fetchone()[0] == 0
+    assert not (output / "simple").exists()
+    assert [r["package"] for r in claim_wave(catalog, FIRST, 5)] == ["foo"], "it is built again"
+
+
+def test_a_wheel_name_already_published_by_another_build_is_not_overwritten(catalog, incoming, output):
+    use_targets(catalog)
+    add_release(catalog, "foo", "1.0")
+    [first] = claim_wave(catalog, FIRST, 1)
+    receive(catalog, first, arrived(incoming, first, wheels=("foo-1.0-py3-none-any.whl",)), incoming, output)
+    catalog.execute("DELETE FROM wheels")  # pretend the release re-queued with its old file published
+    catalog.execute("UPDATE builds SET status = 'lost'")
+    catalog.commit()
+    published = output / "simple" / "foo" / "foo-1.0-py3-none-any.whl"
+    original = published.read_bytes()
+    [second] = claim_wave(catalog, FIRST, 1)
+    catalog.execute("INSERT INTO wheels (filename, build_id, package, version, size, sha256, python_tag, "
+                    "abi_tag, platform_tag) VALUES ('foo-1.0-py3-none-any.whl', %s, 'foo', '1.0', 1, 'x', "
+                    "'py3', 'none', 'any')", (first["build_id"],))
+    catalog.commit()
+    assert receive(catalog, second, arrived(incoming, second, wheels=("foo-1.0-py3-none-any.whl",)),
+                   incoming, output) == ["foo"]
+    status, reason = catalog.execute("SELECT status, reason FROM builds WHERE build_id = %s",
+                                     (second["build_id"],)).fetchone()
+    assert status == "failure" and "already published by build" in reason
+    assert published.read_bytes() == original
+
+
+def test_an_outcome_for_another_request_is_refused(catalog, request_, incoming, output):
+    outcome = arrived(incoming, request_)
+    with pytest.raises(ValueError, match="does not answer"):
+        record(catalog, {**request_, "build_id": request_["build_id"] + 1}, outcome, [], output)
+
+
+def test_a_wheel_for_another_platform_is_not_published(catalog, request_, incoming, output):
+    """A worker of the wrong kind took the target's queue: its x86_64 wheel is no armv7l wheel."""
+    outcome = arrived(incoming, request_, wheels=("foo-1.0-cp39-cp39-linux_x86_64.whl",))
+    assert receive(catalog, request_, outcome, incoming, output) == ["foo"]
+    status, reason = catalog.execute("SELECT status, reason FROM builds").fetchone()
+    assert status == "failure" and "is for linux_x86_64, but the target builds for linux_armv7l" in reason
+    assert catalog.execute("SELECT count(*) FROM wheels").fetchone()[0] == 0
+    assert not (output / "simple").exists()
+
+
+def test_a_recording_that_fails_publishes_nothing_and_can_be_retried(catalog, request_, incoming, output,
+                                                                     monkeypatch):
+    import wheelwright.record as record_module
+    outcome = arrived(incoming, request_)
+    real_place = record_module.place
+    calls = []
+
+    def disk_full_on_the_second_file(source, destination):
+        calls.append(destination)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_place(source, destination)
+
+    monkeypatch.setattr(record_module, "place", disk_full_on_the_second_file)
+    with pytest.raises(OSError, match="No space left"):
+        receive(catalog, request_, outcome, incoming, output)
+    assert catalog.execute("SELECT status FROM builds").fetchone() == ("building",), "rolled back"
+    assert [p for p in output.rglob("*") if p.is_file()] == [], "the first file was taken back"
+    monkeypatch.setattr(record_module, "place", real_place)
+    assert receive(catalog, request_, outcome, incoming, output) == ["foo"], "the retry finds the files"
+    assert (output / "simple" / "foo" / outcome.wheels[0].filename).exists()

@@ -1,0 +1,143 @@
+"""SFTP transfer to a real SSH server on loopback, and the receiver that publishes only what matches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import paramiko
+import pytest
+
+from buildworld import SFTPServer
+from wheelwright.transfer import TransferError, accept, incoming_folder, place, upload, wheel_destination
+from wheelwright.wheel_analysis import FileInfo
+
+BUILD_ID = 42
+
+
+@pytest.fixture(scope="module")
+def index_host(tmp_path_factory):
+    root = tmp_path_factory.mktemp("index-host")
+    (root / "incoming").mkdir()
+    server = SFTPServer(root, tmp_path_factory.mktemp("keys")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sftp(index_host):
+    ssh, client = index_host.client()
+    yield client
+    client.close()
+    ssh.close()
+
+
+@pytest.fixture
+def sent_files(tmp_path):
+    """Two files on the worker, as the builder describes them."""
+    local = tmp_path / "results"
+    local.mkdir()
+    infos = []
+    for name, data in [("foo-1.0-py3-none-any.whl", b"PK\x03\x04 wheel bytes" * 1000),
+                       (f"{BUILD_ID}.txt.gz", b"log bytes")]:
+        (local / name).write_bytes(data)
+        infos.append(FileInfo(name, hashlib.sha256(data).hexdigest(), len(data)))
+    return local, infos
+
+
+def received(index_host, build_id=BUILD_ID):
+    return incoming_folder(index_host.root / "incoming", build_id)
+
+
+def test_files_sent_over_sftp_are_accepted_when_size_and_hash_match(index_host, sftp, sent_files):
+    local, infos = sent_files
+    upload(sftp, local, infos, "/incoming", BUILD_ID)
+    folder = received(index_host)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f.filename for f in infos), \
+        "no .part file is left behind"
+    accepted = accept(folder, infos)
+    assert [(a.filename, a.sha256, a.size) for a in accepted] == [tuple(vars(f).values()) for f in infos]
+
+
+def test_sending_the_same_build_again_replaces_its_files(index_host, sftp, sent_files):
+    local, infos = sent_files
+    upload(sftp, local, infos, "/incoming", BUILD_ID + 1)
+    upload(sftp, local, infos, "/incoming", BUILD_ID + 1)
+    assert len(accept(received(index_host, BUILD_ID + 1), infos)) == 2
+
+
+def test_a_corrupted_transfer_is_refused_and_discarded(index_host, sftp, sent_files):
+    local, infos = sent_files
+    upload(sftp, local, infos, "/incoming", BUILD_ID + 2)
+    folder = received(index_host, BUILD_ID + 2)
+    wheel = folder / infos[0].filename
+    data = bytearray(wheel.read_bytes())
+    data[100] ^= 0xFF  # one flipped byte on the way
+    wheel.write_bytes(bytes(data))
+    with pytest.raises(TransferError, match=r"foo-1.0-py3-none-any.whl has sha256 .*, the builder sent"):
+        accept(folder, infos)
+    assert not folder.exists(), "a refused transfer leaves nothing behind"
+
+
+def test_a_half_sent_file_is_never_accepted(index_host, sftp, sent_files):
+    local, infos = sent_files
+    folder = "/incoming/%d" % (BUILD_ID + 3)
+    sftp.mkdir(folder)
+    with sftp.open(f"{folder}/.{infos[0].filename}.part", "wb") as f:  # the connection drops here
+        f.write(local.joinpath(infos[0].filename).read_bytes()[:500])
+    with pytest.raises(TransferError, match="did not arrive"):
+        accept(received(index_host, BUILD_ID + 3), infos)
+
+
+def test_a_truncated_file_is_refused_by_its_size(tmp_path, sent_files):
+    local, infos = sent_files
+    folder = tmp_path / "incoming" / "7"
+    folder.mkdir(parents=True)
+    for f in infos:
+        folder.joinpath(f.filename).write_bytes(local.joinpath(f.filename).read_bytes()[:-1])
+    with pytest.raises(TransferError, match=r"is \d+ bytes, the builder sent \d+"):
+        accept(folder, infos)
+
+
+@pytest.mark.parametrize("name", ["../../simple/foo/evil-1.0-py3-none-any.whl", "a/b.whl", "..", ".hidden"])
+def test_a_file_name_with_a_path_is_refused(tmp_path, name):
+    folder = tmp_path / "incoming" / "8"
+    folder.mkdir(parents=True)
+    with pytest.raises(TransferError, match="not a plain file name"):
+        accept(folder, [(name, "0" * 64, 1)])
+
+
+def test_an_unknown_host_key_is_refused(index_host):
+    import asyncssh
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode()
+    with pytest.raises(paramiko.BadHostKeyException):
+        index_host.client(host_key_line=other)
+
+
+def test_placing_a_file_moves_it_into_the_published_tree(tmp_path):
+    source = tmp_path / "incoming" / "foo-1.0-py3-none-any.whl"
+    source.parent.mkdir()
+    source.write_bytes(b"wheel")
+    destination = wheel_destination(tmp_path / "www", "Foo_Bar", source.name)
+    assert destination == tmp_path / "www" / "simple" / "foo-bar" / source.name
+    place(source, destination)
+    assert destination.read_bytes() == b"wheel" and not source.exists()
+    assert destination.stat().st_mode & 0o777 == 0o644
+
+
+def test_the_airflow_ssh_hook_uploads_with_the_pinned_host_key(index_host, sent_files, monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("AIRFLOW_CONN_WHEELWRIGHT_INDEX_HOST", json.dumps({
+        "conn_type": "ssh", "host": "127.0.0.1", "port": index_host.port, "login": "builder",
+        "extra": {"key_file": str(index_host.client_key_file), "host_key": index_host.host_key_line,
+                  "no_host_key_check": False, "look_for_keys": False}}))
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+
+    hook = SSHHook(ssh_conn_id="wheelwright_index_host")
+    assert hook.no_host_key_check is False and hook.host_key is not None
+    with hook.get_conn() as ssh:
+        sftp = ssh.open_sftp()
+        local, infos = sent_files
+        upload(sftp, local, infos, "/incoming", BUILD_ID + 4)
+        sftp.close()
+    assert len(accept(received(index_host, BUILD_ID + 4), infos)) == 2

@@ -1,0 +1,177 @@
+"""Wheel analysis: names checked against what was built, metadata kept, apt dependencies found."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from buildworld import make_wheel, open_folder
+from wheelwright.wheel_analysis import (WheelInfo, WheelRefused, analyse_wheel, check_wheel_filename,
+                                        parse_dpkg_search, parse_ldd, parse_metadata, path_aliases,
+                                        safe_member_path)
+
+METADATA = b"""Metadata-Version: 2.1
+Name: Foo-Bar
+Version: 1.0
+Requires-Python: >=3.9
+Requires-Dist: requests (>=2)
+Requires-Dist: tomli; python_version < "3.11"
+
+A description that mentions Requires-Dist: nothing.
+"""
+
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("ldd") is None,
+                               reason="needs gcc and ldd")
+
+
+# --- file names -------------------------------------------------------------------------------------
+
+def test_a_wheel_name_gives_its_tags():
+    assert check_wheel_filename("Foo_Bar-1.0-cp311-cp311-linux_armv7l.whl", "foo-bar", "1.0") == (
+        "cp311", "cp311", "linux_armv7l")
+    assert check_wheel_filename("foo-1.0-1-py2.py3-none-any.whl", "foo", "1.0") == ("py2.py3", "none", "any")
+
+
+def test_a_wheel_of_another_package_is_refused_the_gsas_ii_wonder_case():
+    with pytest.raises(WheelRefused, match="wheel of gsas-ii-wonder-linux, not of gsas-ii-wonder-mac"):
+        check_wheel_filename("GSAS_II_WONDER_linux-1.0.0-py3-none-any.whl", "GSAS_II_WONDER_mac", "1.0.0")
+
+
+def test_a_wheel_of_another_version_is_refused():
+    with pytest.raises(WheelRefused, match="version 2.0, not 1.0"):
+        check_wheel_filename("foo-2.0-py3-none-any.whl", "foo", "1.0")
+    assert check_wheel_filename("foo-1.0.0-py3-none-any.whl", "foo", "1.0"), "1.0.0 is 1.0"
+
+
+@pytest.mark.parametrize("name", ["foo-1.0.tar.gz", "foo-1.0-py3-none.whl", "foo.whl", "",
+                                  "foo-1.0-py3-none-any.whl.metadata"])
+def test_an_invalid_wheel_name_is_refused(name):
+    with pytest.raises(WheelRefused):
+        check_wheel_filename(name, "foo", "1.0")
+
+
+@pytest.mark.parametrize("name", ["../foo-1.0-py3-none-any.whl", "dir/foo-1.0-py3-none-any.whl",
+                                  "..\\foo-1.0-py3-none-any.whl", "/tmp/foo-1.0-py3-none-any.whl",
+                                  "foo-1.0-py3-none-any.whl\x00.txt"])
+def test_a_wheel_name_with_a_path_is_refused(name):
+    with pytest.raises(WheelRefused, match="not a plain file name"):
+        check_wheel_filename(name, "foo", "1.0")
+
+
+@pytest.mark.parametrize("member, safe", [("pkg/mod.so", "pkg/mod.so"), ("../../etc/x.so", None),
+                                          ("/etc/x.so", None), ("a/../../x.so", None)])
+def test_zip_members_never_extract_outside_the_scratch_folder(member, safe):
+    assert safe_member_path(member) == safe
+
+
+# --- metadata and tool output ------------------------------------------------------------------------
+
+def test_metadata_gives_name_requires_python_and_requires_dist():
+    assert parse_metadata(METADATA) == ("Foo-Bar", ">=3.9", ("requests (>=2)",
+                                                              'tomli; python_version < "3.11"'))
+    assert parse_metadata(b"Metadata-Version: 2.1\nName: x\nVersion: 1\n") == ("x", None, ())
+
+
+def test_ldd_output_gives_resolved_paths_and_missing_libraries():
+    output = ("/tmp/x/a.so:\n"
+              "\tlinux-vdso.so.1 (0x00007ffc)\n"
+              "\tlibfoo.so.1 => not found\n"
+              "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f12)\n"
+              "\t/lib64/ld-linux-x86-64.so.2 (0x00007f34)\n"
+              "/tmp/x/b.so:\n"
+              "\tstatically linked\n")
+    assert parse_ldd(output) == ({"/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"},
+                                 {"libfoo.so.1"})
+
+
+def test_dpkg_search_output_gives_owners_without_architectures():
+    output = ("libc6:amd64: /lib/x86_64-linux-gnu/libc.so.6\n"
+              "diversion by foo from: /usr/lib/x\n"
+              "libfoo1:armhf, libfoo-dev: /usr/lib/libfoo.so.1\n")
+    assert parse_dpkg_search(output) == {"/lib/x86_64-linux-gnu/libc.so.6": {"libc6"},
+                                         "/usr/lib/libfoo.so.1": {"libfoo1", "libfoo-dev"}}
+
+
+def test_merged_usr_paths_are_looked_up_both_ways():
+    assert path_aliases("/usr/lib/x86_64-linux-gnu/libz.so.1") == [
+        "/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libz.so.1"]
+    assert path_aliases("/lib64/ld.so") == ["/lib64/ld.so", "/usr/lib64/ld.so"]
+
+
+# --- whole wheels ------------------------------------------------------------------------------------
+
+def test_a_pure_wheel_is_described_and_its_metadata_kept_beside_it(tmp_path):
+    wheel = make_wheel(tmp_path, "Foo_Bar-1.0-py3-none-any.whl", {
+        "foo_bar/__init__.py": b"", "Foo_Bar-1.0.dist-info/METADATA": METADATA,
+        "Foo_Bar-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\n"})
+    info = analyse_wheel(wheel, "foo-bar", "1.0")
+    data = wheel.read_bytes()
+    assert (info.sha256, info.size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert (info.python_tag, info.abi_tag, info.platform_tag, info.pure) == ("py3", "none", "any", True)
+    assert info.requires_python == ">=3.9" and info.requires_dist[0] == "requests (>=2)"
+    sidecar = tmp_path / "Foo_Bar-1.0-py3-none-any.whl.metadata"
+    assert sidecar.read_bytes() == METADATA
+    assert info.metadata.sha256 == hashlib.sha256(METADATA).hexdigest()
+    assert info.dependencies == ()
+    assert WheelInfo.from_dict(info.to_dict()) == info
+
+
+def test_a_wheel_whose_metadata_names_another_package_is_refused(tmp_path):
+    wheel = make_wheel(tmp_path, "foo-1.0-py3-none-any.whl", {
+        "foo-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: bar\nVersion: 1.0\n"})
+    with pytest.raises(WheelRefused, match="METADATA names 'bar'"):
+        analyse_wheel(wheel, "foo", "1.0")
+
+
+def test_a_wheel_without_metadata_is_refused(tmp_path):
+    wheel = make_wheel(tmp_path, "foo-1.0-py3-none-any.whl", {"foo.py": b""})
+    with pytest.raises(WheelRefused, match="expected one .dist-info/METADATA, found 0"):
+        analyse_wheel(wheel, "foo", "1.0")
+
+
+def test_a_wheel_that_is_not_a_zip_is_refused(tmp_path):
+    wheel = tmp_path / "foo-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"not a zip")
+    with pytest.raises(WheelRefused, match="not a readable zip"):
+        analyse_wheel(wheel, "foo", "1.0")
+
+
+@pytest.fixture
+def open_tmp():
+    path = open_folder("wheelwright-analysis-")
+    yield path
+    shutil.rmtree(path)
+
+
+@needs_gcc
+def test_compiled_objects_give_apt_packages_and_unowned_libraries(open_tmp):
+    tmp_path = open_tmp
+    libdir = tmp_path / "libs"
+    libdir.mkdir()
+    (tmp_path / "helper.c").write_text("int helper(void) { return 1; }\n")
+    (tmp_path / "gone.c").write_text("int gone(void) { return 2; }\n")
+    (tmp_path / "ext.c").write_text(
+        "#include <unistd.h>\nint helper(void); int gone(void);\n"
+        "int entry(void) { return (int)getpid() + helper() + gone(); }\n")
+    for lib in ("helper", "gone"):
+        subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(libdir / f"lib{lib}.so"),
+                        str(tmp_path / f"{lib}.c")], check=True)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(tmp_path / "ext.so"), str(tmp_path / "ext.c"),
+                    f"-L{libdir}", "-lhelper", "-lgone", f"-Wl,-rpath,{libdir}", "-Wl,--no-as-needed"],
+                   check=True)
+    (libdir / "libgone.so").unlink()  # a library the worker no longer has
+    wheel = make_wheel(tmp_path, "ext-1.0-cp311-cp311-linux_x86_64.whl", {
+        "ext/_ext.so": (tmp_path / "ext.so").read_bytes(),
+        "ext-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: ext\nVersion: 1.0\n"})
+    run_as = None
+    if os.geteuid() == 0:  # ldd then runs as nobody, who must reach the library folder
+        import pwd
+        run_as = pwd.getpwnam("nobody").pw_uid
+    info = analyse_wheel(wheel, "ext", "1.0", run_as=run_as)
+    assert ("apt", "libc6") in info.dependencies
+    assert ("unowned", str(libdir / "libhelper.so")) in info.dependencies
+    assert ("unowned", "libgone.so") in info.dependencies
