@@ -7,21 +7,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import catalog_snapshot
+from histories import CHAI, ROW, numbered
 from wheelwright import catalog as cat
 from wheelwright import status
 from wheelwright.events import parse_row
 from wheelwright.fold import fold_log
-
-CHAI = [
-    ["chai", "0.1.18", 1320779633, "new release", 256850],
-    ["chai", "0.1.19", 1320788944, "new release", 256914],
-    ["chai", "0.1.17", 1320416429, "new release", 258871],
-    ["chai", "0.1.16", 1320361639, "new release", 259151],
-    ["chai", None, 1299029402, "create", 264082],
-    ["chai", "0.1.0", 1299029402, "new release", 264084],
-    ["chai", None, 1299029397, "remove", 264426],
-]
-
 
 def apply(conn, rows):
     with conn.transaction():
@@ -140,22 +130,7 @@ def _changes(conn, mark):
     return cat.changes_since(conn, mark)
 
 
-def catalog_module_mark_changed(conn, packages):
-    cat.mark_changed(conn, packages)
-
-
 # --- the property: any shuffle or split of the same events gives the same catalog ------------------
-
-ROW = st.tuples(
-    st.sampled_from(["pkg", "Pkg", "PKG", "other", "pkg_", "third.one"]),
-    st.sampled_from([None, "1.0", "2.0", "2.0b1", "not valid"]),
-    st.integers(0, 30),
-    st.sampled_from(["create", "new release", "add source file f-1.0.tar.gz", "add py3 file f.whl",
-                     "remove file f-1.0.tar.gz", "remove release", "remove project", "remove",
-                     "yank release", "unyank release", "add Owner bob", "remove Owner bob",
-                     "release quarantined", "rename from other", "frobnicate"]),
-)
-
 
 def _reset(conn):
     conn.execute("TRUNCATE journal, journal_rejects, pending_packages, packages, aliases, versions, "
@@ -165,7 +140,7 @@ def _reset(conn):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(ROW, min_size=1, max_size=30), seed=st.integers(0, 2**32))
 def test_any_shuffle_or_split_of_the_events_yields_the_same_catalog(catalog, rows, seed):
-    log = [[name, version, ts, action, serial] for serial, (name, version, ts, action) in enumerate(rows, 1)]
+    log = numbered(rows)
     _reset(catalog)
     apply(catalog, log)
     in_order = catalog_snapshot(catalog)

@@ -3,21 +3,10 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from histories import CHAI, ROW, numbered
+from wheelwright.errors import MalformedEvent
 from wheelwright.events import parse_row
 from wheelwright.fold import fold_log, fold_package, version_ranks
-
-# The chai history from the seeds, in serial (arrival) order: releases before the back-dated create,
-# and a remove timestamped before the create.
-CHAI = [
-    ["chai", "0.1.18", 1320779633, "new release", 256850],
-    ["chai", "0.1.19", 1320788944, "new release", 256914],
-    ["chai", "0.1.17", 1320416429, "new release", 258871],
-    ["chai", "0.1.16", 1320361639, "new release", 259151],
-    ["chai", None, 1299029402, "create", 264082],
-    ["chai", "0.1.0", 1299029402, "new release", 264084],
-    ["chai", None, 1299029397, "remove", 264426],
-]
-
 
 def fold(rows, package=None):
     events = [parse_row(r) for r in rows]
@@ -135,23 +124,12 @@ def test_invalid_versions_sort_after_every_valid_one():
 
 # --- order independence, without a database -------------------------------------------------------
 
-ROW = st.tuples(
-    st.sampled_from(["pkg", "Pkg", "PKG", "other", "pkg_"]),
-    st.sampled_from([None, "1.0", "2.0", "2.0b1", "weird version"]),
-    st.integers(0, 20),
-    st.sampled_from(["create", "new release", "add source file f-1.0.tar.gz", "add py3 file f.whl",
-                     "remove file f-1.0.tar.gz", "remove release", "remove project", "remove",
-                     "yank release", "unyank release", "add Owner bob", "remove Owner bob",
-                     "project quarantined", "project quarantine cleared", "rename from other"]),
-)
-
-
 def _valid(rows):
     events = []
-    for serial, (name, version, ts, action) in enumerate(rows, 1):
+    for row in numbered(rows):
         try:
-            events.append(parse_row([name, version, ts, action, serial]))
-        except Exception:
+            events.append(parse_row(row))
+        except MalformedEvent:
             pass
     return events
 

@@ -3,6 +3,7 @@
 import pytest
 
 from conftest import catalog_snapshot
+from histories import CHAI
 from wheelwright import catalog as cat
 from wheelwright import sync
 from wheelwright.events import parse_row
@@ -10,14 +11,7 @@ from wheelwright.fold import fold_log
 from wheelwright.pypi import PyPI
 from wheelwright.pypi_double import PyPIDouble
 
-LOG = [
-    ["chai", "0.1.18", 1320779633, "new release", 256850],
-    ["chai", "0.1.19", 1320788944, "new release", 256914],
-    ["chai", "0.1.17", 1320416429, "new release", 258871],
-    ["chai", "0.1.16", 1320361639, "new release", 259151],
-    ["chai", None, 1299029402, "create", 264082],
-    ["chai", "0.1.0", 1299029402, "new release", 264084],
-    ["chai", None, 1299029397, "remove", 264426],
+LOG = CHAI + [
     ["RPi.GPIO", None, 1400000000, "create", 300000],
     ["RPi.GPIO", "0.7.0", 1400000001, "new release", 300001],
     ["RPi.GPIO", "0.7.0", 1400000002, "add source file RPi.GPIO-0.7.0.tar.gz", 300002],
