@@ -14,8 +14,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-.PHONY: setup run test bench
-setup: $(STAMP)
+# nginx serves the published tree (the tests use it with the shipped config, else a Python stand-in).
+.PHONY: setup run test bench system-packages
+system-packages:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; } || \
+	  echo "nginx not installed: tests serve the index with wheelwright's own static server"
+
+setup: $(STAMP) system-packages
 
 run: setup
 	$(VENV)/bin/wheelwright run --pypi $(PYPI)

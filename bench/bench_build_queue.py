@@ -84,8 +84,7 @@ def load(conn: psycopg.Connection, rows, per_package: int) -> int:
                     copy.write_row((name, version if k == 0 else f"{version}.old{k}", 1, released,
                                     per_package - k, True, False, False, False, True))
                     versions += 1
-        with cur.copy("COPY builds (build_id, package, version, abi, target, status) FROM STDIN") as copy, \
-                conn.cursor() as cur2:
+        with cur.copy("COPY builds (build_id, package, version, abi, target, status) FROM STDIN") as copy:
             wheel_rows = []
             for i, (name, version, _) in enumerate(rows):
                 for k in range(per_package):

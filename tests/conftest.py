@@ -1,5 +1,7 @@
 """Fixtures in layers, each naming the world a test needs.
 
+airflow_env    a migrated Airflow metadata database and the environment to run `dag.test()` in
+
 pg_server      one real PostgreSQL for the whole run: the embedded one, or any server given by
                WHEELWRIGHT_TEST_DSN (a maintenance DSN with rights to create databases)
 catalog_dsn    a fresh database with the current schema, made from a migrated template (fast)
@@ -80,6 +82,22 @@ def catalog(settings):
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def airflow_env(pg_server, tmp_path_factory) -> dict:
+    """A migrated Airflow metadata database (once per run) and the environment for `dag.test()`."""
+    from wheelwright.airflow_env import airflow_environment, migrate_metadata, sqlalchemy_url
+    name = f"airflow_dag_tests_{os.getpid()}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    home = tmp_path_factory.mktemp("airflow")
+    settings = Settings(home=home, dsn=None, pypi_url="http://127.0.0.1:9/pypi", output=home / "www")
+    env = airflow_environment(settings, home / "airflow",
+                              metadata_url=sqlalchemy_url(database_dsn(pg_server, name)))
+    migrate_metadata(env)
+    return env
 
 
 def catalog_snapshot(conn) -> dict:

@@ -2,7 +2,6 @@
 
 import random
 
-import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

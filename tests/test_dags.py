@@ -6,10 +6,8 @@ import sys
 import textwrap
 
 import psycopg
-import pytest
 
-from conftest import REPO, database_dsn
-from wheelwright.airflow_env import airflow_environment, migrate_metadata, sqlalchemy_url
+from conftest import REPO
 from wheelwright.pypi_double import PyPIDouble
 
 PARSE_WITHOUT_IO = textwrap.dedent("""
@@ -35,22 +33,6 @@ RUN_DAG_TEST = textwrap.dedent("""
     run = bag.get_dag(sys.argv[2]).test()
     print(json.dumps({"state": str(run.state)}))
 """)
-
-
-@pytest.fixture(scope="module")
-def airflow_env(pg_server, tmp_path_factory):
-    """A migrated Airflow metadata database and the environment to use it."""
-    name = "airflow_dags_test"
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    from wheelwright.config import Settings
-    home = tmp_path_factory.mktemp("airflow")
-    settings = Settings(home=home, dsn=None, pypi_url="http://127.0.0.1:9/pypi", output=home / "www")
-    env = airflow_environment(settings, home / "airflow",
-                              metadata_url=sqlalchemy_url(database_dsn(pg_server, name)))
-    migrate_metadata(env)
-    return env
 
 
 def test_every_dag_file_imports_without_errors_and_without_io(airflow_env):

@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     stp.add_argument("--json", action="store_true", help="one JSON object instead of text")
     stp.set_defaults(handler=cmd_status)
 
+    idxp = sub.add_parser("index", help="publish the static index (only what changed; --full: everything)")
+    idxp.add_argument("--output", type=Path, help="the published tree (default: $WHEELWRIGHT_OUTPUT)")
+    idxp.add_argument("--full", action="store_true", help="re-render every package and remove strays")
+    idxp.set_defaults(handler=cmd_index)
+
     from .admin import add_commands
     add_commands(sub, _ready_connection)
 
@@ -146,6 +151,17 @@ def cmd_enrich(settings: Settings, args) -> int:
     print(f"enriched {len(result.enriched)}, without visible releases {len(result.missing)}, "
           f"failed {len(result.failed)}")
     return 1 if result.failed and not result.enriched else 0
+
+
+def cmd_index(settings: Settings, args) -> int:
+    from .config import pypi_base
+    from .index import progress_to, publish
+    output = args.output.absolute() if args.output else settings.output
+    with _ready_connection(settings) as conn:
+        result = publish(conn, output, full=args.full, pypi_url=pypi_base(settings.pypi_url),
+                         progress=progress_to(sys.stderr))
+    print(result.summary())
+    return 0
 
 
 def cmd_run(settings: Settings, args) -> int:

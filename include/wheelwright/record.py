@@ -25,17 +25,10 @@ from . import db
 from .build_queue import mark_lost
 from .builder import BuildOutcome
 from .catalog import mark_changed
+from .index import log_path_for  # the published tree's layout belongs to the index writer
 from .transfer import AcceptedFile, TransferError, accept, discard, incoming_folder, place, wheel_destination
 
 log = logging.getLogger(__name__)
-
-
-def log_path_for(build_id: int) -> str:
-    """``logs/NNNN/NNNN/NNNN.txt.gz``: the build id zero-padded to 12 digits, in three folders of 4."""
-    digits = f"{int(build_id):012d}"
-    if len(digits) > 12:
-        raise ValueError(f"build id {build_id} does not fit the log layout")
-    return f"logs/{digits[:4]}/{digits[4:8]}/{digits[8:]}.txt.gz"
 
 
 def receive(conn: psycopg.Connection, request, outcome: BuildOutcome | dict,

@@ -1,0 +1,71 @@
+"""publish_index: bring the static index in line with the catalog whenever the catalog or builds change.
+
+    (Asset catalog | Asset builds) ─▶ publish ─▶ (Asset index: the packages whose files changed)
+
+Either Asset triggers a run; runs never overlap (max_active_runs=1), and events that arrive during a
+run queue the next one. The Asset events' extras only say what is likely to have changed: the
+catalog's high-water mark (consumer_marks 'publish_index') is what decides, so a failed or skipped
+run loses nothing, and the next run rewrites exactly the packages changed since the last success.
+The task runs on the index host (queue ``default``), where the catalog and the published tree live.
+Its outlet event lists the changed packages for whoever purges the CDN.
+
+All the logic is in ``wheelwright.index``; this file only wires it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, dag, task
+
+CATALOG = Asset("wheelwright://catalog")
+BUILDS = Asset("wheelwright://builds")
+INDEX = Asset("wheelwright://index")
+
+INDEX_HOST_QUEUE = "default"
+CHANGED_IN_EVENT = 1000   # packages named in the outlet event; more than that is "purge everything"
+
+
+@dag(
+    dag_id="publish_index",
+    schedule=(CATALOG | BUILDS),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=2),
+    default_args={"queue": INDEX_HOST_QUEUE, "retries": 3, "retry_delay": timedelta(seconds=30),
+                  "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=5)},
+    tags=["wheelwright", "index"],
+    doc_md=__doc__,
+)
+def publish_index():
+    @task(outlets=[INDEX])
+    def publish(*, outlet_events=None) -> dict:
+        """Rewrite the pages of every package changed since the last publish (and the root if needed)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from wheelwright import db, index
+        from wheelwright.dag_support import settings_from_airflow
+
+        settings = settings_from_airflow()
+        with db.connect(settings) as conn:
+            db.require_schema(conn)
+            result = index.publish(conn, settings.output)
+        summary = {"packages": result.packages, "changed": len(result.changed),
+                   "removed": result.removed, "root_written": result.root_written,
+                   "files_written": result.files_written, "mark": result.mark_to,
+                   "seconds": round(result.seconds, 3)}
+        if not result.changed and not result.root_written:
+            raise AirflowSkipException(f"nothing to publish: {summary}")
+        outlet_events[INDEX].extra = {
+            **summary,
+            "packages_changed": result.changed[:CHANGED_IN_EVENT],
+            "all": len(result.changed) > CHANGED_IN_EVENT or result.root_written,
+        }
+        return summary
+
+    publish()
+
+
+publish_index()

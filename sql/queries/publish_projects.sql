@@ -1,0 +1,38 @@
+-- Everything the pages of one package show, one row per package whose change_seq lies in
+-- (%(after)s, %(upto)s]: the package, its aliases, its visible releases (newest first), its builds and
+-- its wheels (of every version, so the publisher knows which files the catalog still lists).
+-- Nested rows are JSON arrays (positional, to keep the rows small); times are ISO 8601 UTC strings.
+SELECT p.package,
+       p.display_name,
+       p.present AND NOT p.quarantined AS visible,
+       p.present,
+       p.summary,
+       p.skip_reason,
+       coalesce((SELECT array_agg(a.alias ORDER BY a.alias)
+                   FROM aliases a
+                  WHERE a.package = p.package), '{}') AS aliases,
+       (SELECT json_agg(json_build_array(
+                   v.version,
+                   to_char(v.released AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                   v.prerelease, v.yanked, v.yanked_reason, v.requires_python, v.skip_reason)
+                   ORDER BY v.rank DESC)
+          FROM versions v
+         WHERE v.package = p.package AND NOT v.quarantined) AS releases,
+       (SELECT json_agg(json_build_array(
+                   b.build_id, b.version, b.abi, b.status, b.builder,
+                   extract(epoch FROM b.duration), b.log_path, b.reason, b.target)
+                   ORDER BY b.build_id)
+          FROM builds b
+         WHERE b.package = p.package) AS builds,
+       (SELECT json_agg(json_build_array(
+                   w.filename, w.build_id, w.version, w.size, w.sha256, w.abi_tag, w.platform_tag,
+                   w.requires_python, w.metadata_sha256,
+                   to_char(w.uploaded AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                   (SELECT json_agg(json_build_array(d.tool, d.dependency) ORDER BY d.tool, d.dependency)
+                      FROM wheel_dependencies d
+                     WHERE d.filename = w.filename))
+                   ORDER BY w.filename)
+          FROM wheels w
+         WHERE w.package = p.package) AS wheels
+  FROM packages p
+ WHERE p.change_seq > %(after)s AND p.change_seq <= %(upto)s

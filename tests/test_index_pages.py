@@ -1,0 +1,226 @@
+"""Golden tests of every format the index writer produces, from literal data (no database, no disk)."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+
+from wheelwright import index_pages as pages
+from wheelwright.index_pages import Build, Project, Release, WheelFile
+from wheelwright.reports import missing_in_log, needed_apt, provider
+
+SHA = "a" * 64
+META = "b" * 64
+
+
+def wheel(filename, version, **kw) -> WheelFile:
+    fields = dict(filename=filename, build_id=7, version=version, size=2048, sha256=SHA, builder_abi="cp311",
+                  target="cp311", abi_tag="cp311", platform_tag="linux_armv7l", requires_python=None,
+                  metadata_sha256=None, uploaded="2024-05-01T12:00:00Z")
+    fields.update(kw)
+    return WheelFile(**fields)
+
+
+@pytest.fixture
+def project() -> Project:
+    """Two releases: 1.0 (a wheel with metadata and Requires-Python) and 2.0rc1 (yanked, hostile reason)."""
+    old = Release(version="1.0", released="2024-05-01T12:00:00Z", prerelease=False, yanked=False,
+                  yanked_reason=None, requires_python=">=3.9,<4", skip_reason=None,
+                  files=[wheel("demo_pkg-1.0-cp311-cp311-linux_armv7l.whl", "1.0",
+                               requires_python=">=3.9,<4", metadata_sha256=META,
+                               apt_dependencies=("libxml2",))],
+                  builds=[Build(build_id=7, version="1.0", abi="cp311", status="success", builder="pi-1",
+                                duration=75.0, log_path="logs/0000/0000/0007.txt.gz", reason=None,
+                                target="cp311")])
+    new = Release(version="2.0rc1", released="2024-06-01T08:30:00Z", prerelease=True, yanked=True,
+                  yanked_reason='broken "<script>" & more', requires_python=None, skip_reason=None,
+                  files=[wheel("demo_pkg-2.0rc1-py3-none-any.whl", "2.0rc1", build_id=8, abi_tag="none",
+                               platform_tag="any", uploaded="2024-06-01T09:00:00Z")],
+                  builds=[Build(build_id=8, version="2.0rc1", abi="cp311", status="success", builder=None,
+                                duration=None, log_path=None, reason=None, target="cp311")])
+    return Project(package="demo-pkg", display_name="Demo.Pkg", summary="A <b>demo</b> & friends",
+                   skip_reason=None, aliases=("Demo.Pkg",), releases=[new, old])
+
+
+class Anchors(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.anchors, self.meta, self._attrs = [], {}, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "a":
+            self._attrs = dict(attrs)
+        elif tag == "meta":
+            d = dict(attrs)
+            self.meta[d.get("name")] = d.get("content")
+
+    def handle_data(self, data):
+        if self._attrs is not None:
+            self.anchors.append((data, self._attrs))
+            self._attrs = None
+
+
+def test_simple_project_html_golden(project):
+    assert pages.simple_project_html(project).decode() == (
+        '<!DOCTYPE html>\n<html>\n  <head>\n'
+        '    <meta name="pypi:repository-version" content="1.1">\n'
+        '    <title>Links for Demo.Pkg</title>\n  </head>\n  <body>\n'
+        '    <h1>Links for Demo.Pkg</h1>\n'
+        f'    <a href="demo_pkg-1.0-cp311-cp311-linux_armv7l.whl#sha256={SHA}" '
+        'data-requires-python="&gt;=3.9,&lt;4" '
+        f'data-core-metadata="sha256={META}" data-dist-info-metadata="sha256={META}">'
+        'demo_pkg-1.0-cp311-cp311-linux_armv7l.whl</a><br>\n'
+        f'    <a href="demo_pkg-2.0rc1-py3-none-any.whl#sha256={SHA}" '
+        'data-yanked="broken &quot;&lt;script&gt;&quot; &amp; more">'
+        'demo_pkg-2.0rc1-py3-none-any.whl</a><br>\n'
+        '  </body>\n</html>\n')
+
+
+def test_simple_project_html_parses_as_pip_sees_it(project):
+    parser = Anchors()
+    parser.feed(pages.simple_project_html(project).decode())
+    assert parser.meta["pypi:repository-version"] == "1.1"
+    (text1, a1), (text2, a2) = parser.anchors
+    assert text1 == a1["href"].split("#")[0] and a1["href"].endswith(f"#sha256={SHA}")
+    assert a1["data-requires-python"] == ">=3.9,<4"
+    assert "data-yanked" not in a1
+    assert a2["data-yanked"] == 'broken "<script>" & more'
+    assert "data-core-metadata" not in a2
+
+
+def test_a_yanked_file_without_a_reason_has_an_empty_data_yanked(project):
+    project.releases[0].yanked_reason = None
+    html = pages.simple_project_html(project).decode()
+    assert 'data-yanked="">demo_pkg-2.0rc1' in html
+    files = json.loads(pages.simple_project_json(project))["files"]
+    assert files[1]["yanked"] is True
+
+
+def test_simple_project_json_golden(project):
+    assert json.loads(pages.simple_project_json(project)) == {
+        "meta": {"api-version": "1.1"},
+        "name": "demo-pkg",
+        "versions": ["1.0", "2.0rc1"],
+        "files": [
+            {"filename": "demo_pkg-1.0-cp311-cp311-linux_armv7l.whl",
+             "url": "demo_pkg-1.0-cp311-cp311-linux_armv7l.whl",
+             "hashes": {"sha256": SHA}, "requires-python": ">=3.9,<4", "size": 2048,
+             "upload-time": "2024-05-01T12:00:00Z", "yanked": False,
+             "core-metadata": {"sha256": META}, "dist-info-metadata": {"sha256": META}},
+            {"filename": "demo_pkg-2.0rc1-py3-none-any.whl", "url": "demo_pkg-2.0rc1-py3-none-any.whl",
+             "hashes": {"sha256": SHA}, "size": 2048, "upload-time": "2024-06-01T09:00:00Z",
+             "yanked": 'broken "<script>" & more', "core-metadata": False, "dist-info-metadata": False},
+        ],
+    }
+
+
+def test_file_names_are_url_quoted_in_links():
+    local = Release(version="1.0+pi", released="2024-01-01T00:00:00Z", prerelease=False, yanked=False,
+                    yanked_reason=None, requires_python=None, skip_reason=None,
+                    files=[wheel("x-1.0+pi-py3-none-any.whl", "1.0+pi")])
+    p = Project(package="x", display_name="x", summary=None, skip_reason=None, releases=[local])
+    assert 'href="x-1.0%2Bpi-py3-none-any.whl#sha256=' in pages.simple_project_html(p).decode()
+    assert json.loads(pages.simple_project_json(p))["files"][0]["url"] == "x-1.0%2Bpi-py3-none-any.whl"
+
+
+def test_root_pages_golden():
+    names = [("demo-pkg", "Demo.Pkg"), ("evil", "<evil>")]
+    assert pages.simple_root_html(names).decode() == (
+        '<!DOCTYPE html>\n<html>\n  <head>\n'
+        '    <meta name="pypi:repository-version" content="1.1">\n'
+        '    <title>Simple index</title>\n  </head>\n  <body>\n'
+        '    <a href="demo-pkg/">Demo.Pkg</a><br>\n'
+        '    <a href="evil/">&lt;evil&gt;</a><br>\n'
+        '  </body>\n</html>\n')
+    assert json.loads(pages.simple_root_json(names)) == {
+        "meta": {"api-version": "1.1"}, "projects": [{"name": "Demo.Pkg"}, {"name": "<evil>"}]}
+
+
+def test_packages_json_golden():
+    assert json.loads(pages.packages_json([("demo-pkg", "Demo.Pkg", "A demo"), ("bare", "bare", None)])) == [
+        ["demo-pkg", "Demo.Pkg", "A demo"], ["bare", "bare", ""]]
+
+
+def test_project_json_golden(project):
+    data = json.loads(pages.project_json(project))
+    assert list(data["releases"]) == ["2.0rc1", "1.0"], "newest first"
+    assert data["package"] == "demo-pkg" and data["name"] == "Demo.Pkg"
+    assert data["summary"] == "A <b>demo</b> & friends"
+    assert data["aliases"] == ["Demo.Pkg"]
+    assert data["releases"]["1.0"] == {
+        "released": "2024-05-01T12:00:00Z", "prerelease": False, "yanked": False, "yanked_reason": None,
+        "requires_python": ">=3.9,<4", "skip_reason": "",
+        "files": {"demo_pkg-1.0-cp311-cp311-linux_armv7l.whl": {
+            "file_url": "/simple/demo-pkg/demo_pkg-1.0-cp311-cp311-linux_armv7l.whl",
+            "filehash": SHA, "filesize": 2048, "builder_abi": "cp311", "target": "cp311",
+            "file_abi_tag": "cp311", "platform": "linux_armv7l", "requires_python": ">=3.9,<4",
+            "apt_dependencies": ["libxml2"], "unowned_libraries": []}},
+        "builds": [{"build_id": 7, "abi": "cp311", "target": "cp311", "status": "success",
+                    "builder": "pi-1", "duration": 75.0, "log_url": "/logs/0000/0000/0007.txt.gz",
+                    "reason": None}],
+    }
+    assert data["releases"]["2.0rc1"]["yanked"] is True
+    assert data["releases"]["2.0rc1"]["prerelease"] is True
+
+
+def test_project_page_shows_what_people_need_and_escapes_pypi_text(project):
+    html = pages.project_html(project).decode()
+    assert "<title>Demo.Pkg</title>" in html
+    assert "A &lt;b&gt;demo&lt;/b&gt; &amp; friends" in html
+    assert "<b>demo</b>" not in html
+    assert "pip install Demo.Pkg" in html
+    assert html.index("2.0rc1") < html.index(">1.0"), "releases newest first"
+    assert '<span class="badge yanked"' in html and '<span class="badge prerelease">' in html
+    assert "&lt;script&gt;" in html and "<script>" not in html
+    assert "2.0 KiB" in html
+    assert "&gt;=3.9,&lt;4" in html
+    assert "libxml2" in html
+    assert 'href="../../logs/0000/0000/0007.txt.gz"' in html
+    assert 'href="../../simple/demo-pkg/demo_pkg-1.0-cp311-cp311-linux_armv7l.whl"' in html
+
+
+def test_project_page_shows_skip_reasons_and_failures():
+    release = Release(version="1.0", released="2024-01-01T00:00:00Z", prerelease=False, yanked=False,
+                      yanked_reason=None, requires_python=None, skip_reason="needs CUDA",
+                      builds=[Build(build_id=9, version="1.0", abi="cp39", status="failure", builder="pi-2",
+                                    duration=3700.0, log_path="logs/0000/0000/0009.txt.gz",
+                                    reason="pip wheel exited with 1", target="cp39")])
+    p = Project(package="gpu", display_name="gpu", summary=None, skip_reason="binary only <sorry>",
+                releases=[release])
+    html = pages.project_html(p).decode()
+    assert "not built: needs CUDA" in html
+    assert "binary only &lt;sorry&gt;" in html
+    assert "failure: pip wheel exited with 1" in html
+    assert "1h 01m" in html
+
+
+@pytest.mark.parametrize("log, found", [
+    ("x.c:1:10: fatal error: ffi.h: No such file or directory",
+     {("header", "ffi.h")}),
+    ("In file included from a.c:2:\nsrc/lxml.c:4:10: fatal error: libxml/xmlversion.h: No such file or directory",
+     {("header", "libxml/xmlversion.h")}),
+    ("a.cpp:1:10: fatal error: 'boost/shared_ptr.hpp' file not found", {("header", "boost/shared_ptr.hpp")}),
+    ("/usr/bin/ld: cannot find -lxml2: No such file or directory\n/usr/bin/ld: cannot find -lz",
+     {("library", "xml2"), ("library", "z")}),
+    ("Package libffi was not found in the pkg-config search path.", {("pkg-config", "libffi")}),
+    ("error: command 'gcc' failed: No such file or directory", set()),
+])
+def test_missing_headers_and_libraries_are_found_in_logs(log, found):
+    assert missing_in_log(log) == found
+
+
+def test_missing_files_map_to_debian_packages():
+    assert provider("header", "ffi.h") == "libffi-dev"
+    assert provider("header", "libxml/xmlversion.h") == "libxml2-dev"
+    assert provider("header", "openssl/ssl.h") == "libssl-dev"
+    assert provider("library", "z") == "zlib1g-dev"
+    assert provider("pkg-config", "libffi") == "libffi-dev"
+    assert provider("header", "nothing-like-it.h") is None
+
+
+def test_preinstalled_packages_are_left_out_per_distro():
+    assert needed_apt(["libc6", "libssl3", "libxml2"], "bookworm") == ("libxml2",)
+    assert needed_apt(["libc6", "libssl3t64", "libxml2"], "trixie") == ("libxml2",)
+    assert needed_apt(["libc6", "libxml2"], "no-such-distro") == ("libc6", "libxml2")

@@ -1,0 +1,152 @@
+"""The web server in front of the tree: content negotiation, content types, cache lifetimes.
+
+Every behaviour is checked against both servers the tests can run: nginx with the shipped
+``nginx/wheelwright.conf`` (where nginx is installed) and wheelwright's own static server, which must
+apply the same rules.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from index_serving import NGINX, serve
+from wheelwright.static_server import negotiate
+
+PIP_ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
+              "text/html; q=0.01")
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+# (Accept header, the representation it must get: "json", "html" or None for 406)
+NEGOTIATION = [
+    (PIP_ACCEPT, "json"),
+    (BROWSER_ACCEPT, "html"),
+    ("*/*", "html"),
+    (None, "html"),
+    ("application/vnd.pypi.simple.v1+json", "json"),
+    ("application/vnd.pypi.simple.latest+json", "json"),
+    ("application/vnd.pypi.simple.v1+html", "html"),
+    ("text/html", "html"),
+    ("application/vnd.pypi.simple.v1+json;q=0.2, text/html", "html"),
+    ("text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.55", "json"),
+    ("text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.5", "json"),
+    ("application/vnd.pypi.simple.v1+json;q=0, text/html;q=0.1", "html"),
+    ("application/vnd.pypi.simple.v1+json;q=0, */*", "html"),
+    ("application/vnd.pypi.simple.v1+json, */*;q=0.1", "json"),
+    ("application/json", None),
+    ("text/plain", None),
+    ("application/vnd.pypi.simple.v1+json;q=0", None),
+    ("text/html;q=0.0, application/vnd.pypi.simple.v1+json;q=0.000", None),
+    ("APPLICATION/VND.PYPI.SIMPLE.V1+JSON", "json"),
+]
+
+SERVERS = ["python"] + (["nginx"] if NGINX else [])
+
+
+@pytest.mark.parametrize("accept, expected", NEGOTIATION)
+def test_negotiation_rules(accept, expected):
+    assert negotiate(accept) == expected, f"Accept: {accept!r}"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("www")
+    simple = root / "simple"
+    (simple / "demo").mkdir(parents=True)
+    (simple / "index.html").write_text("<html>root</html>")
+    (simple / "index.json").write_text('{"meta": {"api-version": "1.1"}, "projects": []}')
+    (simple / "demo" / "index.html").write_text("<html>demo</html>")
+    (simple / "demo" / "index.json").write_text('{"meta": {"api-version": "1.1"}, "name": "demo"}')
+    (simple / "demo" / ".ww-tmp.index.html").write_text("half-written")
+    (simple / "demo" / "demo-1.0-py3-none-any.whl").write_bytes(b"PK\x03\x04wheel")
+    (simple / "demo" / "demo-1.0-py3-none-any.whl.metadata").write_text("Name: demo\n")
+    (simple / "hidden").mkdir()  # a quarantined project: its folder stays for its files, no pages
+    (root / "project" / "demo" / "json").mkdir(parents=True)
+    (root / "project" / "demo" / "index.html").write_text("<html>project demo</html>")
+    (root / "project" / "demo" / "json" / "index.json").write_text('{"package": "demo"}')
+    (root / "project" / "Demo").symlink_to("demo")
+    (root / "logs" / "0000" / "0000").mkdir(parents=True)
+    (root / "logs" / "0000" / "0000" / "0001.txt.gz").write_bytes(gzip.compress(b"the log\n"))
+    (root / "packages.json").write_text('[["demo", "Demo", ""]]')
+    return root
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def server(request, tree, tmp_path_factory):
+    served = serve(tree, tmp_path_factory.mktemp(f"serve-{request.param}"), request.param)
+    yield served
+    served.stop()
+
+
+@pytest.mark.parametrize("accept, expected", NEGOTIATION)
+@pytest.mark.parametrize("path", ["/simple/", "/simple/demo/"])
+def test_simple_pages_are_negotiated_on_accept(server, path, accept, expected):
+    status, headers, body = server.get(path, accept)
+    if expected is None:
+        assert status == 406, f"{server.kind}: Accept {accept!r} should be refused, got {status}"
+        return
+    assert status == 200, f"{server.kind}: {path} with Accept {accept!r}: {status}"
+    content_type = headers["Content-Type"]
+    if expected == "json":
+        assert content_type == "application/vnd.pypi.simple.v1+json"
+        json.loads(body)
+    else:
+        assert content_type.startswith("text/html")
+        assert body.startswith(b"<html>")
+    assert "Accept" in headers.get("Vary", "")
+    assert "max-age=60" in headers["Cache-Control"]
+
+
+def test_a_project_without_pages_is_not_found(server):
+    assert server.get("/simple/hidden/", PIP_ACCEPT)[0] == 404
+    assert server.get("/simple/nonexistent/", PIP_ACCEPT)[0] == 404
+
+
+def test_a_project_url_without_slash_redirects(server):
+    status, headers, _ = server.get("/simple/demo")
+    assert status == 301
+    assert headers["Location"].endswith("/simple/demo/")
+
+
+def test_wheels_are_binary_and_cached_long(server):
+    status, headers, body = server.get("/simple/demo/demo-1.0-py3-none-any.whl")
+    assert status == 200 and body == b"PK\x03\x04wheel"
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert "max-age=31536000" in headers["Cache-Control"]
+
+
+def test_core_metadata_is_text(server):
+    status, headers, body = server.get("/simple/demo/demo-1.0-py3-none-any.whl.metadata")
+    assert status == 200 and body == b"Name: demo\n"
+    assert headers["Content-Type"].startswith("text/plain")
+
+
+def test_build_logs_are_gzip_encoded_text(server):
+    status, headers, body = server.get("/logs/0000/0000/0001.txt.gz")
+    assert status == 200
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["Content-Type"].startswith("text/plain")
+    assert gzip.decompress(body) == b"the log\n"
+
+
+def test_temporary_files_are_never_served(server):
+    assert server.get("/simple/demo/.ww-tmp.index.html")[0] == 404
+
+
+def test_project_pages_and_alias_symlinks(server):
+    status, headers, body = server.get("/project/demo/")
+    assert status == 200 and b"project demo" in body
+    assert headers["Content-Type"].startswith("text/html")
+    assert "max-age=300" in headers["Cache-Control"]
+    assert server.get("/project/Demo/")[2] == body
+    status, headers, body = server.get("/project/demo/json/")
+    assert status == 200 and json.loads(body) == {"package": "demo"}
+    assert headers["Content-Type"].startswith("application/json")
+
+
+def test_packages_json(server):
+    status, headers, body = server.get("/packages.json")
+    assert status == 200 and json.loads(body) == [["demo", "Demo", ""]]
+    assert headers["Content-Type"].startswith("application/json")
