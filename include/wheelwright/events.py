@@ -123,6 +123,12 @@ def canonical(name: str) -> str:
     return canon
 
 
+@lru_cache(maxsize=1 << 18)
+def _usable_text(text: str) -> bool:
+    """Names and versions repeat across a package's history: check each spelling once."""
+    return bool(text.strip()) and len(text) <= _MAX_TEXT and not _CONTROL.search(text)
+
+
 def _is_filename(name: str) -> bool:
     return ("/" not in name and "\\" not in name and name not in (".", "..")
             and not _CONTROL.search(name) and len(name) <= 255)
@@ -163,10 +169,9 @@ def parse_row(row) -> Event:
     # type() rather than isinstance(): True is an int to isinstance, and not a serial.
     if type(serial) is not int or serial <= 0:
         raise MalformedEvent(f"serial must be a positive integer, got {serial!r:.50}")
-    if type(name) is not str or not name.strip() or len(name) > _MAX_TEXT or _CONTROL.search(name):
+    if type(name) is not str or not _usable_text(name):
         raise MalformedEvent(f"serial {serial}: bad project name {name!r:.100}")
-    if version is not None and (type(version) is not str or not version.strip()
-                                or len(version) > _MAX_TEXT or _CONTROL.search(version)):
+    if version is not None and (type(version) is not str or not _usable_text(version)):
         raise MalformedEvent(f"serial {serial}: bad version {version!r:.100}")
     if type(timestamp) is float and timestamp.is_integer():
         timestamp = int(timestamp)

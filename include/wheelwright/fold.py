@@ -29,6 +29,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from packaging.version import InvalidVersion, Version
 
@@ -189,36 +190,32 @@ def fold_log(events: Iterable[Event]) -> dict[str, PackageState]:
     return {package: fold_package(package, evs) for package, evs in by_package.items()}
 
 
-def version_key(version: str) -> tuple:
-    """Sort key: valid PEP 440 versions in PEP 440 order, then invalid ones as text, last."""
+@lru_cache(maxsize=1 << 16)
+def version_facts(version: str) -> tuple[bool, bool, Version | None]:
+    """(valid PEP 440, pre-release, parsed): one parse per distinct version string."""
     try:
-        return (0, Version(version), "")
+        parsed = Version(version)
     except InvalidVersion:
-        return (1, None, version)
+        return (False, False, None)
+    return (True, parsed.is_prerelease, parsed)
 
 
 def is_valid_version(version: str) -> bool:
-    try:
-        Version(version)
-    except InvalidVersion:
-        return False
-    return True
+    return version_facts(version)[0]
 
 
 def is_prerelease(version: str) -> bool:
-    try:
-        return Version(version).is_prerelease
-    except InvalidVersion:
-        return False
+    return version_facts(version)[1]
 
 
 def version_ranks(versions: Iterable[str]) -> dict[str, int]:
-    """Position of each version in the package's order, 1 for the oldest."""
+    """Position of each version in the package's order, 1 for the oldest: valid PEP 440 versions in
+    PEP 440 order, then invalid ones as text, last."""
     ordered = sorted(versions, key=_rank_key)
     return {v: i for i, v in enumerate(ordered, 1)}
 
 
 def _rank_key(version: str):
-    key = version_key(version)
-    # Version objects and None do not compare; keep the two classes apart.
-    return (key[0], key[1] if key[0] == 0 else key[2])
+    valid, _, parsed = version_facts(version)
+    # Version objects and strings do not compare; keep the two classes apart.
+    return (0, parsed) if valid else (1, version)
