@@ -3,7 +3,7 @@
 Each subcommand is a thin wrapper over a function of the package. Errors the product raises on
 purpose (wheelwright.errors) become one sentence on stderr and the exit code of their class, so
 scripts can trust them: 0 done, 1 failed, 2 bad configuration or usage, 3 catalog unreachable or
-unusable, 4 PyPI failing, 130 interrupted.
+unusable, 4 PyPI failing, 5 unknown release (admin), 6 publishing failed, 130 interrupted.
 """
 
 from __future__ import annotations
