@@ -18,12 +18,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from wheelwright import db
 from wheelwright.config import Settings
 
 _counter = itertools.count()
+
+# CI gates a submission on one run: there the property tests replay the same examples every time
+# (still hundreds of them); elsewhere each run explores new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -206,7 +206,6 @@ def _fold_pending(cur: psycopg.Cursor) -> Iterator[PackageState]:
         apply_event(state, _event(serial, name, package, version, ts, action, kind, other))
     if state is not None:
         yield state
-    # Packages pending without any journal row cannot exist; nothing else to yield.
 
 
 _KINDS = {kind.value: kind for kind in Kind}  # Kind(value) is a slow call on a hot path
