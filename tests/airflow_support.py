@@ -334,28 +334,9 @@ def migrate(env: dict[str, str], workdir: Path) -> None:
 
 # --- the world the real build_wheels DAG touches -----------------------------------------------------
 
-PYPROJECT = """
-    [build-system]
-    requires = ["setuptools>=61"]
-    build-backend = "setuptools.build_meta"
-"""
-
-
-def backend_wheels() -> Path:
-    """setuptools and wheel as wheels, for build isolation: fetched from PyPI once, then cached
-    (the same cache as the builder's tests); builds themselves never leave 127.0.0.1."""
-    repo = Path(__file__).resolve().parents[1]
-    cache = Path(os.environ.get("WHEELWRIGHT_TEST_WHEELS", repo / ".wheelwright" / "test-wheels"))
-    if not (list(cache.glob("setuptools-*.whl")) and list(cache.glob("wheel-*.whl"))):
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--no-deps",
-                        "-d", str(cache), "setuptools==80.9.0", "wheel==0.45.1"], check=True)
-    return cache
-
-
 def pure_sdist(files_dir: Path, name: str, version: str) -> Path:
     """A trivial pure-Python sdist, as small a real build as pip can make."""
-    from buildworld import make_sdist, setup_py
+    from buildworld import PYPROJECT, make_sdist, setup_py
     return make_sdist(files_dir, name, version, {
         "pyproject.toml": PYPROJECT,
         "setup.py": setup_py(name, version, py_modules=f"[{name!r}]"),
@@ -387,7 +368,7 @@ class BuildWorld:
 
 
 def start_build_world(workdir: Path, catalog_dsn: str, files_dir: Path, targets_text: str) -> BuildWorld:
-    from buildworld import SFTPServer, open_folder
+    from buildworld import SFTPServer, backend_wheels, open_folder
     from wheelwright.config import Settings
     from wheelwright.pypi_double import PyPIDouble
 

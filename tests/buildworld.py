@@ -8,6 +8,9 @@ would make them.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import tarfile
 import textwrap
 from datetime import datetime, timedelta, timezone
@@ -208,3 +211,35 @@ def make_wheel(directory: Path, filename: str, members: dict[str, bytes]) -> Pat
         for name, data in members.items():
             zf.writestr(name, data)
     return path
+
+
+# A pyproject that builds with setuptools from the index (the build is isolated, as on a worker).
+PYPROJECT = """
+    [build-system]
+    requires = ["setuptools>=61", "wheel"]
+    build-backend = "setuptools.build_meta"
+"""
+
+# A tiny C extension: it yields a platform wheel for this machine and an apt dependency on libc6.
+C_SOURCE = """
+    #include <Python.h>
+    #include <unistd.h>
+    static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "cext", NULL, -1, NULL};
+    PyMODINIT_FUNC PyInit_cext(void) {
+        PyObject *m = PyModule_Create(&module);
+        if (m) PyModule_AddIntConstant(m, "pid", (long)getpid());  /* a call into libc */
+        return m;
+    }
+"""
+
+
+def backend_wheels() -> Path:
+    """setuptools and wheel as wheels, for build isolation: fetched from PyPI once, then cached;
+    builds themselves never leave 127.0.0.1."""
+    repo = Path(__file__).resolve().parents[1]
+    cache = Path(os.environ.get("WHEELWRIGHT_TEST_WHEELS", repo / ".wheelwright" / "test-wheels"))
+    if not (list(cache.glob("setuptools-*.whl")) and list(cache.glob("wheel-*.whl"))):
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--no-deps",
+                        "-d", str(cache), "setuptools==80.9.0", "wheel==0.45.1"], check=True)
+    return cache

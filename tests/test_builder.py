@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import subprocess
 import sys
 import time
 import zipfile
@@ -21,7 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from buildworld import make_sdist, open_folder, setup_py
+import buildworld
+from buildworld import C_SOURCE, PYPROJECT, make_sdist, open_folder, setup_py
 from wheelwright import builder
 from wheelwright.builder import BuildOutcome, build, check_request, pip_wheel_command
 from wheelwright.pypi_double import PyPIDouble
@@ -30,34 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 ABI = "cp311"
 TARGET = "cp311-x86_64"
 MEMORY_LIMIT = 1 << 30   # every test build runs under 1 GiB of address space: ordinary builds fit
-PYPROJECT = """
-    [build-system]
-    requires = ["setuptools>=61", "wheel"]
-    build-backend = "setuptools.build_meta"
-"""
-C_SOURCE = """
-    #include <Python.h>
-    #include <unistd.h>
-    static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "cext", NULL, -1, NULL};
-    PyMODINIT_FUNC PyInit_cext(void) {
-        PyObject *m = PyModule_Create(&module);
-        if (m) PyModule_AddIntConstant(m, "pid", (long)getpid());  /* a call into libc */
-        return m;
-    }
-"""
-
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the builder runs on Linux workers")
 
 
 @pytest.fixture(scope="session")
 def backend_wheels() -> Path:
-    """setuptools and wheel as wheels, for build isolation: downloaded from PyPI once, then cached."""
-    cache = Path(os.environ.get("WHEELWRIGHT_TEST_WHEELS", REPO / ".wheelwright" / "test-wheels"))
-    if not (list(cache.glob("setuptools-*.whl")) and list(cache.glob("wheel-*.whl"))):
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--no-deps",
-                        "-d", str(cache), "setuptools==80.9.0", "wheel==0.45.1"], check=True)
-    return cache
+    return buildworld.backend_wheels()
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ import pytest
 
 from airflow_support import (AirflowStack, BuildWorld, Process, airflow_variables, create_database,
                              drop_database, free_port, migrate, pure_sdist, start_build_world, start_redis)
-from buildworld import add_release, make_sdist, setup_py
+from buildworld import C_SOURCE, add_release, make_sdist, setup_py
 from conftest import REPO, database_dsn
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -99,17 +99,6 @@ platform = "linux_aarch64"
 distro = "trixie"
 enabled = false
 """
-C_SOURCE = """
-    #include <Python.h>
-    #include <unistd.h>
-    static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "cext", NULL, -1, NULL};
-    PyMODINIT_FUNC PyInit_cext(void) {
-        PyObject *m = PyModule_Create(&module);
-        if (m) PyModule_AddIntConstant(m, "pid", (long)getpid());  /* a call into libc */
-        return m;
-    }
-"""
-
 
 @dataclass
 class Deployment:

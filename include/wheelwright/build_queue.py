@@ -68,12 +68,9 @@ def claim_wave(conn: psycopg.Connection, target: Target | str, limit: int, *,
         for window in [fresh_window, *(w for w in BACKLOG_WINDOWS if w > fresh_window), None]:
             if len(rows) >= limit:
                 break
-            params = {"target": name, "fresh": fresh_window, "limit": limit - len(rows)}
-            if window is None:
-                rows += conn.execute(db.query("build_claim_wave"), params).fetchall()
-            else:
-                rows += conn.execute(db.query("build_claim_since"),
-                                     {**params, "since": now - window}).fetchall()
+            rows += conn.execute(db.query("build_claim_wave"), {
+                "target": name, "fresh": fresh_window, "limit": limit - len(rows),
+                "since": None if window is None else now - window}).fetchall()
     wave = [_request(row) for row in rows]
     if wave:
         log.info("claimed %d builds for %s: %s%s", len(wave), name,

@@ -1,10 +1,11 @@
--- Claim the head of a target's whole build queue (a pass over every release): one 'building' row per
--- release, returned to the caller.
+-- Claim the head of a target's build queue: one 'building' row per release, returned to the caller.
+-- With `since`, only releases from then on (an index range: cheap however big the catalog, when the
+-- window is short); with a NULL `since`, the whole queue.
 -- The caller holds the target's claim lock, so two schedulers never claim the same release; the
 -- unique index on in-flight builds is the last word if anything else races.
 INSERT INTO builds (package, version, abi, target, status)
 SELECT q.package, q.version, t.abi, t.name, 'building'
-FROM build_queue(%(target)s, %(fresh)s) AS q
+FROM build_queue(%(target)s, %(fresh)s, %(since)s) AS q
 CROSS JOIN targets t
 WHERE t.name = %(target)s
 ORDER BY q.released DESC, q.package, q.version
