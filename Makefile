@@ -4,8 +4,9 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
-# live: follow pypi.org; double: replay data/sample-changelog.jsonl with the local PyPI double
-PYPI ?= live
+# double: replay data/sample-changelog.jsonl with the local PyPI double (works offline);
+# live: follow $WHEELWRIGHT_PYPI_URL (default https://pypi.org/pypi, whose XML-RPC needs POST)
+PYPI ?= double
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -16,6 +16,7 @@ import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from wheelwright.sftp_server import SFTPServer  # noqa: F401  (the tests' index host)
 from wheelwright.targets import mirror_targets, parse_targets
 
 NOW = datetime.now(timezone.utc)
@@ -103,95 +104,6 @@ def setup_py(name: str, version: str, body: str = "", **setup_args) -> str:
 
 
 # --- an SFTP server on loopback -----------------------------------------------------------------------
-
-class SFTPServer:
-    """A real SSH server (asyncssh) on 127.0.0.1 serving SFTP rooted at ``root``, in a thread.
-
-    It has its own host key and accepts exactly one client key; ``client_key_file`` is that key's
-    private half (OpenSSH format) and ``host_key_line`` the ``ssh-ed25519 AAAA...`` line a client pins.
-    """
-
-    def __init__(self, root: Path, keys_dir: Path):
-        import asyncssh
-        self.root = Path(root)
-        keys_dir = Path(keys_dir)
-        keys_dir.mkdir(parents=True, exist_ok=True)
-        self._host_key = asyncssh.generate_private_key("ssh-ed25519")
-        client_key = asyncssh.generate_private_key("ssh-ed25519")
-        self.client_key_file = keys_dir / "client_ed25519"
-        self.client_key_file.write_bytes(client_key.export_private_key("openssh"))
-        self.client_key_file.chmod(0o600)
-        self._authorized = asyncssh.import_authorized_keys(
-            client_key.export_public_key("openssh").decode())
-        self.host_key_line = self._host_key.export_public_key("openssh").decode().strip()
-        self.port = None
-        self._loop = self._thread = self._server = None
-
-    @property
-    def host_key_base64(self) -> str:
-        return self.host_key_line.split()[1]
-
-    def start(self) -> "SFTPServer":
-        import asyncio
-        import threading
-
-        import asyncssh
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        async def serve():
-            root = str(self.root)
-            self._server = await asyncssh.listen(
-                "127.0.0.1", 0, server_host_keys=[self._host_key],
-                authorized_client_keys=self._authorized,
-                sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=root.encode()),
-                allow_scp=False)
-            self.port = self._server.sockets[0].getsockname()[1]
-            ready.set()
-
-        def run():
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="sftp-server", daemon=True)
-        self._thread.start()
-        if not ready.wait(20):
-            raise RuntimeError("the SFTP server did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-
-        async def close():
-            self._server.close()
-            await self._server.wait_closed()
-
-        import asyncio
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop = None
-
-    def client(self, *, host_key_line: str | None = None):
-        """A paramiko SFTP client that trusts only the pinned host key (``host_key_line``, default ours)."""
-        import paramiko
-        key_type, key_data = (host_key_line or self.host_key_line).split()[:2]
-        ssh = paramiko.SSHClient()
-        ssh.set_missing_host_key_policy(paramiko.RejectPolicy())
-        ssh.get_host_keys().add(f"[127.0.0.1]:{self.port}", key_type,
-                                paramiko.PKey.from_type_string(key_type, _b64(key_data)))
-        ssh.connect("127.0.0.1", port=self.port, username="builder",
-                    key_filename=str(self.client_key_file), look_for_keys=False, allow_agent=False,
-                    timeout=10)
-        return ssh, ssh.open_sftp()
-
-
-def _b64(text: str) -> bytes:
-    import base64
-    return base64.b64decode(text)
-
 
 def open_folder(prefix: str) -> Path:
     """A fresh folder in the system temp dir that the unprivileged build user can reach.

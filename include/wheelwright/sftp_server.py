@@ -1,0 +1,113 @@
+"""The index host's SFTP endpoint, for a deployment on one machine and for the tests.
+
+On a real deployment the index host runs OpenSSH and builders reach it over the network. When
+everything runs on one machine (`wheelwright run`) and in the tests, this real SSH server (asyncssh)
+listens on 127.0.0.1 with SFTP chrooted to a folder, its own host key (which clients pin: the ssh
+provider checks host keys) and exactly one authorised client key. The transfer code is the same either
+way: the ssh provider's SSHHook on the worker, transfer.py on both ends.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+
+def _key(path: Path):
+    """The ed25519 private key at ``path``, made (mode 0600) if it is not there yet."""
+    import asyncssh
+    if path.exists():
+        return asyncssh.read_private_key(str(path))
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    path.write_bytes(key.export_private_key("openssh"))
+    path.chmod(0o600)
+    return key
+
+
+class SFTPServer:
+    """A real SSH server (asyncssh) on 127.0.0.1 serving SFTP rooted at ``root``, in a thread.
+
+    It has its own host key and accepts exactly one client key; ``client_key_file`` is that key's
+    private half (OpenSSH format) and ``host_key_line`` the ``ssh-ed25519 AAAA...`` line a client pins.
+    """
+
+    def __init__(self, root: Path, keys_dir: Path, port: int = 0):
+        import asyncssh
+        self.root = Path(root)
+        keys_dir = Path(keys_dir)
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        # Keys are made once and kept, so a pinned host key stays valid across restarts.
+        self._host_key = _key(keys_dir / "host_ed25519")
+        self.client_key_file = keys_dir / "client_ed25519"
+        client_key = _key(self.client_key_file)
+        self._authorized = asyncssh.import_authorized_keys(
+            client_key.export_public_key("openssh").decode())
+        self._port = port
+        self.host_key_line = self._host_key.export_public_key("openssh").decode().strip()
+        self.port = None
+        self._loop = self._thread = self._server = None
+
+    @property
+    def host_key_base64(self) -> str:
+        return self.host_key_line.split()[1]
+
+    def start(self) -> "SFTPServer":
+        import asyncio
+        import threading
+
+        import asyncssh
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def serve():
+            root = str(self.root)
+            self._server = await asyncssh.listen(
+                "127.0.0.1", self._port, server_host_keys=[self._host_key],
+                authorized_client_keys=self._authorized,
+                sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=root.encode()),
+                allow_scp=False)
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+
+        def run():
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(serve())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="sftp-server", daemon=True)
+        self._thread.start()
+        if not ready.wait(20):
+            raise RuntimeError("the SFTP server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+
+        async def close():
+            self._server.close()
+            await self._server.wait_closed()
+
+        import asyncio
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop = None
+
+    def client(self, *, host_key_line: str | None = None):
+        """A paramiko SFTP client that trusts only the pinned host key (``host_key_line``, default ours)."""
+        import paramiko
+        key_type, key_data = (host_key_line or self.host_key_line).split()[:2]
+        ssh = paramiko.SSHClient()
+        ssh.set_missing_host_key_policy(paramiko.RejectPolicy())
+        ssh.get_host_keys().add(f"[127.0.0.1]:{self.port}", key_type,
+                                paramiko.PKey.from_type_string(key_type, _b64(key_data)))
+        ssh.connect("127.0.0.1", port=self.port, username="builder",
+                    key_filename=str(self.client_key_file), look_for_keys=False, allow_agent=False,
+                    timeout=10)
+        return ssh, ssh.open_sftp()
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text)
+
