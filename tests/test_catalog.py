@@ -134,6 +134,11 @@ def _changes(conn, mark):
 def _reset(conn):
     conn.execute("TRUNCATE journal, journal_rejects, pending_packages, packages, aliases, versions, "
                  "source_files CASCADE")
+    conn.execute("UPDATE sync_state SET last_serial = 0, derived_serial = 0")
+
+
+def _hashes(conn):
+    return conn.execute("SELECT package, state_hash FROM packages ORDER BY package").fetchall()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -158,6 +163,58 @@ def test_any_shuffle_or_split_of_the_events_yields_the_same_catalog(catalog, row
             cat.derive(catalog)
     cat.derive(catalog)
     assert catalog_snapshot(catalog) == in_order
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(ROW, min_size=1, max_size=30), seed=st.integers(0, 2**32),
+       memory=st.sampled_from([0, 6, 10_000]))
+def test_a_bulk_replay_over_any_catalog_ends_where_row_by_row_derivation_does(catalog, rows, seed, memory):
+    log = numbered(rows)
+    _reset(catalog)
+    apply(catalog, log)
+    expected, expected_hashes = catalog_snapshot(catalog), _hashes(catalog)
+
+    # Some events derived as usual, some journalled by a sync that died before deriving, the rest
+    # replayed in bulk (with re-deliveries of rows the journal has); memory 0 and 6 overflow the buffer.
+    rng = random.Random(seed)
+    shuffled = log[:]
+    rng.shuffle(shuffled)
+    cut1, cut2 = sorted(rng.randint(0, len(shuffled)) for _ in range(2))
+    derived, crashed, replayed = shuffled[:cut1], shuffled[cut1:cut2], shuffled[cut2:]
+    _reset(catalog)
+    apply(catalog, derived)
+    with catalog.transaction():
+        cat.ingest(catalog, crashed)
+    replay = cat.ReplayBuffer(cat.journal_end(catalog), memory)
+    while replayed:
+        cut = rng.randint(1, len(replayed))
+        batch, replayed = replayed[:cut], replayed[cut:]
+        if rng.random() < 0.3:
+            batch += rng.sample(log[:cut2], rng.randint(0, min(3, cut2)))
+        with catalog.transaction():
+            replay.add(cat.ingest(catalog, batch))
+    cat.derive(catalog, replay=replay)
+    assert catalog_snapshot(catalog) == expected
+    assert _hashes(catalog) == expected_hashes, "a later row-by-row fold must see no change"
+
+
+def test_a_replay_that_meets_a_serial_the_journal_has_folds_the_stored_row(catalog):
+    replay = cat.ReplayBuffer(cat.journal_end(catalog), 100)
+    for page in ([["keep", "1.0", 10, "new release", 1]],
+                 [["keep", "1.0", 11, "remove release", 1], ["keep", "2.0", 12, "new release", 2]]):
+        with catalog.transaction():
+            replay.add(cat.ingest(catalog, page))
+    cat.derive(catalog, replay=replay)
+    assert versions(catalog, "keep") == ["1.0", "2.0"], "serial 1 is the row the journal kept"
+
+
+def test_a_row_arriving_below_the_derived_mark_is_still_derived(catalog):
+    apply(catalog, [["late", None, 100, "create", 10], ["late", "1.0", 101, "new release", 11]])
+    assert catalog.execute("SELECT derived_serial FROM sync_state").fetchone() == (11,)
+    _, derived = apply(catalog, [["late", "1.0", 102, "add source file late-1.0.tar.gz", 5]])
+    assert derived.changed == ["late"]
+    assert catalog.execute("SELECT has_sdist FROM versions WHERE package = 'late'").fetchone() == (True,)
+    assert catalog.execute("SELECT count(*) FROM pending_packages").fetchone() == (0,)
 
 
 def test_the_database_fold_agrees_with_the_pure_fold(catalog):

@@ -9,6 +9,7 @@ import time
 import psycopg
 import pytest
 
+from wheelwright import status
 from wheelwright.events import parse_row
 from wheelwright.fold import fold_log
 from wheelwright.pypi_double import PyPIDouble
@@ -17,11 +18,17 @@ ROWS = [[f"pkg{i % 7}", f"1.{i}", 1000 + i, "new release", 10 + i] for i in rang
        [["pkg3", None, 5000, "remove project", 100], ["Pkg3", None, 6000, "create", 101]]
 
 
-def run_sync(settings, double, **popen):
+# `wheelwright sync --once`, with any backlog replayed in bulk (indexes dropped, events kept in memory).
+BULK_SYNC = ("import sys; from wheelwright import cli, sync; sync.BULK_BACKLOG = 1; "
+             "sys.exit(cli.main(['sync', '--once']))")
+
+
+def run_sync(settings, double, *, bulk=False, **popen):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHEELWRIGHT")}
     env.update(WHEELWRIGHT_DSN=settings.dsn, WHEELWRIGHT_HOME=str(settings.home),
                WHEELWRIGHT_PYPI_URL=double.xmlrpc_url)
-    return subprocess.Popen([sys.executable, "-m", "wheelwright", "sync", "--once"], env=env,
+    command = ["-c", BULK_SYNC] if bulk else ["-m", "wheelwright", "sync", "--once"]
+    return subprocess.Popen([sys.executable, *command], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
@@ -79,19 +86,28 @@ def test_killed_between_fetching_and_committing_a_page(settings, double):
         assert catalog_state(check) == expected(ROWS)
 
 
-def test_killed_while_folding(settings, double):
+def waiting_to_fold(conn) -> int:
+    return status.read_status(conn).pending_packages
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["incremental", "bulk"])
+def test_killed_while_folding(settings, double, bulk):
     with psycopg.connect(settings.dsn) as holder, psycopg.connect(settings.dsn, autocommit=True) as check:
         holder.execute("LOCK TABLE packages IN ACCESS EXCLUSIVE MODE")  # derive will wait here
-        proc = run_sync(settings, double)
+        proc = run_sync(settings, double, bulk=bulk)
         blocked = wait_until_blocked(check)
         kill_and_release(proc, holder, blocked)
-        # Pages were committed with their watermark; the fold died, its pending marks survived.
-        assert check.execute("SELECT last_serial FROM sync_state").fetchone()[0] == 101
-        assert check.execute("SELECT count(*) FROM pending_packages").fetchone()[0] == 7
+        # Pages were committed with their watermark; the fold died, and the derived mark with it.
+        assert check.execute("SELECT last_serial, derived_serial FROM sync_state").fetchone() == (101, 0)
+        assert waiting_to_fold(check) == 7
         assert check.execute("SELECT count(*) FROM packages").fetchone()[0] == 0
 
         finished = run_sync(settings, double)
         assert finished.wait(timeout=120) == 0, finished.stderr.read().decode()
         assert check.execute("SELECT count(*) FROM journal").fetchone()[0] == len(ROWS)
         assert catalog_state(check) == expected(ROWS)
-        assert check.execute("SELECT count(*) FROM pending_packages").fetchone()[0] == 0
+        assert check.execute("SELECT derived_serial FROM sync_state").fetchone()[0] == 101
+        assert waiting_to_fold(check) == 0
+        assert check.execute("SELECT to_regclass('journal_history') IS NOT NULL AND "
+                             "to_regclass('versions_newest_first') IS NOT NULL").fetchone()[0], \
+            "a replay's dropped indexes are back"

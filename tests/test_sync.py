@@ -72,15 +72,21 @@ def test_bulk_replay_and_incremental_sync_build_the_same_catalog(catalog, pypi, 
     monkeypatch.setattr(sync, "BULK_BACKLOG", 1)
     bulk = sync.sync_once(catalog, client(pypi))
     assert bulk.bulk
-    bulk_snapshot = catalog_snapshot(catalog)
-    assert catalog.execute("SELECT to_regclass('journal_history') IS NOT NULL").fetchone()[0], \
-        "the per-package index is rebuilt after a bulk replay"
+    bulk_snapshot, bulk_hashes = catalog_snapshot(catalog), state_hashes(catalog)
+    assert catalog.execute("SELECT to_regclass('journal_history') IS NOT NULL AND "
+                           "to_regclass('versions_newest_first') IS NOT NULL").fetchone()[0], \
+        "the indexes dropped for a bulk replay are rebuilt after it"
     catalog.execute("TRUNCATE journal, packages, aliases, versions, source_files, pending_packages CASCADE")
-    catalog.execute("UPDATE sync_state SET last_serial = 0")
+    catalog.execute("UPDATE sync_state SET last_serial = 0, derived_serial = 0")
     monkeypatch.setattr(sync, "BULK_BACKLOG", 10**12)
     for stop in (259151, 300003, 300007):
         sync.sync_once(catalog, client(pypi), until=stop)
     assert catalog_snapshot(catalog) == bulk_snapshot
+    assert state_hashes(catalog) == bulk_hashes, "both paths fingerprint a package alike"
+
+
+def state_hashes(conn):
+    return conn.execute("SELECT package, state_hash FROM packages ORDER BY package").fetchall()
 
 
 def test_malformed_rows_from_pypi_are_rejected_loudly_and_the_watermark_records_them(catalog, caplog):

@@ -3,13 +3,14 @@
 Two steps, each one transaction, each safe to crash in:
 
 ``ingest``  stores raw changelog rows in the append-only journal (keyed by serial, so re-delivery is a
-            no-op), records rows it cannot read in ``journal_rejects`` with the reason, and marks every
-            package the rows touch as pending. The caller moves the serial watermark in the same
-            transaction (see sync.py).
-``derive``  re-folds every pending package from its *whole* journal (fold.py) and writes the result
-            back set-based: rows that vanished or were reborn are deleted (their builds cascade away),
-            new ones inserted, flags updated. A package whose folded state did not change (same
-            fingerprint) is left alone; one that did takes the next ``change_seq`` number.
+            no-op) and records rows it cannot read in ``journal_rejects`` with the reason. The caller
+            moves the serial watermark in the same transaction (see sync.py).
+``derive``  re-folds every package with journal rows past the *derived mark* (``derived_serial``), or
+            marked pending, from its *whole* journal (fold.py) and writes the result back set-based:
+            rows that vanished or were reborn are deleted (their builds cascade away), new ones
+            inserted, flags updated. A package whose folded state did not change (same fingerprint)
+            is left alone; one that did takes the next ``change_seq`` number. The mark moves only when
+            every such package is written, so a derive that dies is simply done again.
 
 Because derivation always starts from the full journal of a package, the catalog is a function of
 the set of events, whatever order or batches they came in.
@@ -23,15 +24,20 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import psycopg
+from psycopg.copy import QueuedLibpqWriter
 
 from . import db
 from .errors import MalformedEvent
 from .events import Event, Kind, parse_action, parse_row
-from .fold import PackageState, apply_event, is_prerelease, is_valid_version, version_ranks
+from .fold import (PackageState, apply_event, is_prerelease, is_valid_version, packages_touched, version_facts,
+                   version_ranks)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,8 @@ class IngestResult:
     stored: int = 0
     rejected: int = 0
     max_serial: int | None = None
+    redelivered: bool = False
+    events: list[Event] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -55,61 +63,86 @@ class DeriveResult:
 
 
 def ingest(conn: psycopg.Connection, rows: Iterable) -> IngestResult:
-    """Journal raw changelog rows; malformed rows are rejected (logged, kept with the reason)."""
+    """Journal raw changelog rows; malformed rows are rejected (logged, kept with the reason).
+
+    Rows are parsed as they are copied, so the server stores one part of a page while this process
+    reads the next. ``result.events`` holds the parsed events; ``result.redelivered`` says whether
+    some serials were in the journal already (their stored rows win).
+    """
     result = IngestResult()
-    events: list[Event] = []
     rejects: list[tuple] = []
-    for row in rows:
-        result.received += 1
-        serial = _serial_of(row)
-        if serial is not None and (result.max_serial is None or serial > result.max_serial):
-            result.max_serial = serial
-        try:
-            events.append(parse_row(row))
-        except MalformedEvent as exc:
-            log.warning("rejected changelog row: %s", exc)
-            rejects.append((serial, _raw_text(row), str(exc)))
-    result.rejected = len(rejects)
+    events: list[Event] = []
     with conn.transaction(), conn.cursor() as cur:
-        result.stored = _store(conn, cur, events)
+        parsed = _parse(rows, result, rejects)
+        try:
+            # Usually every serial is new: copy straight into the journal.
+            with conn.transaction(), _copy_in(cur, f"COPY journal ({_JOURNAL_COLUMNS}) FROM STDIN") as copy:
+                _copy_events(copy, parsed, events)
+            result.stored = len(events)
+        except psycopg.errors.UniqueViolation:
+            # Some are re-deliveries: stage them and keep only the new serials.
+            events.extend(parsed)
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS journal_incoming "
+                        "(LIKE journal INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+            with cur.copy(f"COPY journal_incoming ({_JOURNAL_COLUMNS}) FROM STDIN") as copy:
+                _copy_events(copy, events, [])
+            cur.execute(db.query("journal_store"))
+            result.stored = cur.rowcount
+            result.redelivered = True
+        _mark_below_derived(cur, events)
         if rejects:
             cur.executemany("INSERT INTO journal_rejects (serial, raw, reason) VALUES (%s, %s, %s) "
                             "ON CONFLICT DO NOTHING", rejects)
+    result.rejected = len(rejects)
+    result.events = events
     return result
 
 
 _JOURNAL_COLUMNS = "serial, name, package, version, ts, action, kind, other_package"
 
 
-def _copy_events(cur: psycopg.Cursor, table: str, events: list[Event]) -> None:
-    with cur.copy(f"COPY {table} ({_JOURNAL_COLUMNS}) FROM STDIN") as copy:
-        write = copy.write_row
-        for e in events:
-            write((e.serial, e.name, e.package, e.version, e.timestamp, e.action, e.kind.value,
-                   e.other_package))
+def _copy_in(cur: psycopg.Cursor, statement: str):
+    """A COPY whose rows go to the server from a worker thread: this process formats the next rows
+    while the server stores the last ones, instead of waiting on the socket."""
+    return cur.copy(statement, writer=QueuedLibpqWriter(cur))
 
 
-def _store(conn: psycopg.Connection, cur: psycopg.Cursor, events: list[Event]) -> int:
-    """Append events to the journal, skipping serials it has; mark their packages pending."""
+def _parse(rows: Iterable, result: IngestResult, rejects: list[tuple]) -> Iterator[Event]:
+    for row in rows:
+        result.received += 1
+        try:
+            event = parse_row(row)
+        except MalformedEvent as exc:
+            log.warning("rejected changelog row: %s", exc)
+            serial = _serial_of(row)
+            rejects.append((serial, _raw_text(row), str(exc)))
+            # A rejected row is kept (journal_rejects), so the watermark may pass it.
+            if serial is not None and (result.max_serial is None or serial > result.max_serial):
+                result.max_serial = serial
+            continue
+        if result.max_serial is None or event.serial > result.max_serial:
+            result.max_serial = event.serial
+        yield event
+
+
+def _copy_events(copy, events: Iterable[Event], keep: list[Event]) -> None:
+    write, append = copy.write_row, keep.append
+    for e in events:
+        append(e)
+        # A Kind is a str: it is written as its value (Kind.value is a slow property on this path).
+        write((e.serial, e.name, e.package, e.version, e.timestamp, e.action, e.kind, e.other_package))
+
+
+def _mark_below_derived(cur: psycopg.Cursor, events: list[Event]) -> None:
+    """Packages of rows stored below the derived mark would be missed by it: mark them pending."""
     if not events:
-        return 0
-    try:
-        # Usually every serial is new: copy straight into the journal.
-        with conn.transaction():
-            _copy_events(cur, "journal", events)
-        stored = len(events)
-    except psycopg.errors.UniqueViolation:
-        # Some are re-deliveries: stage them and keep only the new serials.
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS journal_incoming "
-                    "(LIKE journal INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-        _copy_events(cur, "journal_incoming", events)
-        cur.execute(db.query("journal_store"))
-        stored = cur.rowcount
-    touched = {e.package for e in events}
-    touched.update(e.other_package for e in events if e.other_package is not None)
+        return
+    derived = cur.execute("SELECT derived_serial FROM sync_state").fetchone()[0]
+    if min(e.serial for e in events) > derived:
+        return
+    touched = {p for e in events if e.serial <= derived for p in packages_touched(e)}
     cur.execute("INSERT INTO pending_packages (package) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
                 (sorted(touched),))
-    return stored
 
 
 def _serial_of(row) -> int | None:
@@ -127,17 +160,16 @@ def _raw_text(row) -> str:
         return repr(row)[:4000]
 
 
-def drop_history_index(conn: psycopg.Connection) -> None:
-    """Before a bulk replay: journal rows go in far faster without the per-package index."""
+def drop_bulk_indexes(conn: psycopg.Connection) -> None:
+    """Before a bulk replay: rows go in far faster without the indexes that are cheaper to rebuild."""
     with conn.transaction():
-        conn.execute("DROP INDEX IF EXISTS journal_history")
+        conn.execute(db.query("bulk_indexes_drop"))
 
 
-def ensure_history_index(conn: psycopg.Connection) -> None:
-    """After a bulk replay (or a crash in one): build the per-package index in one sorted pass."""
+def ensure_bulk_indexes(conn: psycopg.Connection) -> None:
+    """After a bulk replay (or a crash in one): build those indexes in one sorted pass each."""
     with conn.transaction():
-        conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-        conn.execute("CREATE INDEX IF NOT EXISTS journal_history ON journal (package, ts, serial)")
+        conn.execute(db.query("bulk_indexes_create"))
 
 
 def journal_size_estimate(conn: psycopg.Connection) -> int:
@@ -150,30 +182,151 @@ def advance_watermark(conn: psycopg.Connection, serial: int) -> None:
                  (serial,))
 
 
+def journal_end(conn: psycopg.Connection) -> int:
+    """The highest serial in the journal (0 when empty)."""
+    return conn.execute("SELECT coalesce(max(serial), 0) FROM journal").fetchone()[0]
+
+
 def watermark(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT last_serial FROM sync_state").fetchone()[0]
 
 
 # --- derivation -----------------------------------------------------------------------------------
 
-def derive(conn: psycopg.Connection, *, chunk: int = 50_000) -> DeriveResult:
-    """Re-fold every pending package and write what changed, ``chunk`` packages per transaction."""
+class ReplayBuffer:
+    """The events of a bulk replay, kept by package as they are journalled, so the packages the replay
+    brings for the first time can be folded without reading their history back (see :func:`derive`).
+
+    Bounded: past ``limit`` events it lets go of them all, and derivation reads the journal instead.
+    ``before`` is the journal's last serial when the replay began: rows up to it are not in the buffer.
+    """
+
+    def __init__(self, before: int, limit: int):
+        self.before = before
+        self.limit = limit
+        self.count = 0
+        self.histories: dict[str, list[Event]] | None = defaultdict(list)
+        self.tainted: set[str] = set()   # packages whose rows the journal may hold otherwise
+
+    def add(self, ingested: IngestResult) -> None:
+        if self.histories is None:
+            return
+        self.count += len(ingested.events)
+        if self.count > self.limit:
+            log.info("bulk replay past %d events: derivation will read the journal back", self.limit)
+            self.histories = None
+            return
+        histories = self.histories
+        for event in ingested.events:
+            histories[event.package].append(event)
+            if event.other_package is not None and event.other_package != event.package:
+                histories[event.other_package].append(event)
+        if ingested.redelivered:
+            self.tainted.update(p for e in ingested.events for p in packages_touched(e))
+
+
+def derive(conn: psycopg.Connection, *, chunk: int = 50_000, replay: ReplayBuffer | None = None) -> DeriveResult:
+    """Re-fold every package with journal rows past the derived mark (or pending), and write what
+    changed, ``chunk`` packages per transaction; then move the mark.
+
+    With ``replay``, packages the catalog has never seen are folded from the buffer and written in one
+    set of COPYs, with no history to read back and no old rows to compare with.
+    """
     result = DeriveResult()
-    while _derive_chunk(conn, chunk, result):
-        pass
+    upto = journal_end(conn)
+    derived = conn.execute("SELECT derived_serial FROM sync_state").fetchone()[0]
+    todo = {row[0] for row in conn.execute(db.query("derive_todo"), {"after": derived, "upto": upto})}
+    if replay is not None and replay.histories:
+        fresh = _fresh_packages(conn, replay, derived, todo)
+        _derive_fresh(conn, replay.histories, fresh, result)
+        todo.difference_update(fresh)
+    ordered = sorted(todo)
+    for i in range(0, len(ordered), chunk):
+        _derive_chunk(conn, ordered[i:i + chunk], result)
+    with conn.transaction():
+        conn.execute("UPDATE sync_state SET derived_serial = greatest(derived_serial, %s)", (upto,))
     if result.changed:
         log.info("derived %d packages, %d changed (change_seq %s..%s)", result.folded,
                  len(result.changed), result.first_change, result.last_change)
     return result
 
 
-def _derive_chunk(conn: psycopg.Connection, limit: int, result: DeriveResult) -> bool:
+def _fresh_packages(conn: psycopg.Connection, replay: ReplayBuffer, derived: int, todo: set[str]) -> list[str]:
+    """Packages whose whole journal is in the buffer: not derived before, nor pending, nor touched by
+    rows journalled before the replay."""
+    before = {row[0] for row in conn.execute(db.query("derive_todo"), {"after": derived, "upto": replay.before})}
+    candidates = sorted(todo.intersection(replay.histories).difference(replay.tainted, before))
+    known = {row[0] for row in conn.execute(db.query("derive_known"), {"packages": candidates})}
+    return [p for p in candidates if p not in known]
+
+
+def _derive_fresh(conn: psycopg.Connection, histories: dict[str, list[Event]], fresh: list[str],
+                  result: DeriveResult) -> None:
+    if not fresh:
+        return
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (CHANGE_LOCK,))
+        # One block of change numbers; the lock is held to commit, so they still commit in order.
+        first = cur.execute("SELECT nextval('change_seq')").fetchone()[0]
+        cur.execute("SELECT setval('change_seq', %s)", (first + len(fresh) - 1,))
+        states = []
+        for package in fresh:
+            state = PackageState(package)
+            for event in sorted(histories[package], key=_history_order):
+                apply_event(state, event)
+            states.append(state)
+        result.folded += len(states)
+        _insert_states(cur, states, first)
+        result.changed.extend(fresh)
+        result.first_change = first if result.first_change is None else result.first_change
+        result.last_change = first + len(fresh) - 1
+
+
+_history_order = operator.itemgetter(4, 0)  # Event.timestamp, Event.serial
+
+
+def _insert_states(cur: psycopg.Cursor, states: list[PackageState], first_change: int) -> None:
+    """COPY the rows of packages the catalog has none of, in key order (cheap index appends)."""
+    now = datetime.now(timezone.utc)
+    with _copy_in(cur, "COPY packages (package, display_name, present, born_serial, quarantined, state_hash, "
+                  "change_seq, changed_at) FROM STDIN") as copy:
+        write = copy.write_row
+        for seq, state in enumerate(states, first_change):
+            write((state.package, state.display_name, state.present, state.born_serial, state.quarantined,
+                   state.fingerprint(), seq, now))
+    with _copy_in(cur, "COPY aliases (package, alias, last_ts, last_serial) FROM STDIN") as copy:
+        write = copy.write_row
+        for state in states:
+            for alias, (ts, serial) in sorted(state.aliases.items()):
+                write((state.package, alias, ts, serial))
+    utc = timezone.utc
+    with _copy_in(cur, "COPY versions (package, version, born_serial, released, rank, valid, prerelease, yanked, "
+                  "quarantined, has_sdist) FROM STDIN") as copy:
+        write = copy.write_row
+        for state in states:
+            ranks = version_ranks(state.versions)
+            for name in sorted(state.versions):
+                v = state.versions[name]
+                valid, prerelease, _ = version_facts(name)
+                write((state.package, name, v.born_serial, datetime.fromtimestamp(v.released, utc),
+                       ranks[name], valid, prerelease, v.yanked, v.quarantined, v.has_sdist))
+    with _copy_in(cur, "COPY source_files (package, filename, version, pyver, born_serial, uploaded) "
+                  "FROM STDIN") as copy:
+        write = copy.write_row
+        for state in states:
+            owner = state.file_owner
+            for filename in sorted(owner):
+                f = state.versions[owner[filename]].files[filename]
+                write((state.package, filename, owner[filename], f.pyver, f.born_serial,
+                       datetime.fromtimestamp(f.uploaded, utc)))
+
+
+def _derive_chunk(conn: psycopg.Connection, packages: list[str], result: DeriveResult) -> None:
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS derive_set (package text PRIMARY KEY) "
                     "ON COMMIT DELETE ROWS")
-        cur.execute(db.query("derive_take_pending"), {"limit": limit})
-        if cur.rowcount == 0:
-            return False
+        cur.execute("INSERT INTO derive_set (package) SELECT unnest(%s::text[])", (packages,))
+        cur.execute("DELETE FROM pending_packages WHERE package = ANY(%s)", (packages,))
         cur.execute("SET LOCAL work_mem = '256MB'")
         cur.execute("ANALYZE derive_set")
         known = dict(cur.execute("SELECT p.package, p.state_hash FROM packages p "
@@ -191,7 +344,6 @@ def _derive_chunk(conn: psycopg.Connection, limit: int, result: DeriveResult) ->
                                       "JOIN derive_packages USING (package)").fetchone()
             result.first_change = first if result.first_change is None else result.first_change
             result.last_change = last
-    return True
 
 
 def _fold_pending(cur: psycopg.Cursor) -> Iterator[PackageState]:

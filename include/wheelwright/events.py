@@ -123,10 +123,39 @@ def canonical(name: str) -> str:
     return canon
 
 
-@lru_cache(maxsize=1 << 18)
 def _usable_text(text: str) -> bool:
-    """Names and versions repeat across a package's history: check each spelling once."""
     return bool(text.strip()) and len(text) <= _MAX_TEXT and not _CONTROL.search(text)
+
+
+class _Memo(dict):
+    """A bounded memo for the parser's hot path: names and versions repeat across a package's history,
+    so each spelling is checked once. A plain dict lookup costs a fraction of an lru_cache call, which
+    shows at millions of rows; when full it simply starts over."""
+
+    __slots__ = ("compute", "limit")
+
+    def __init__(self, compute, limit: int = 1 << 18):
+        super().__init__()
+        self.compute, self.limit = compute, limit
+
+    def __missing__(self, key):
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.compute(key)
+        return value
+
+
+_USABLE = _Memo(_usable_text)
+
+
+def _canonical_or_none(name: str) -> str | None:
+    try:
+        return canonical(name)
+    except MalformedEvent:
+        return None
+
+
+_CANONICAL_OF = _Memo(_canonical_or_none)
 
 
 def _is_filename(name: str) -> bool:
@@ -161,6 +190,10 @@ class Event(NamedTuple):
         return [self.name, self.version, self.timestamp, self.action, self.serial]
 
 
+_new_event = tuple.__new__  # Event(...) goes through a Python-level __new__: too slow for a replay
+_MAX_TIMESTAMP = 253_402_300_800  # year 10000: past it no calendar of ours (nor Python's) goes
+
+
 def parse_row(row) -> Event:
     """Validate one raw changelog row; raise MalformedEvent with the reason if it is not usable."""
     if not isinstance(row, (list, tuple)) or len(row) != 5:
@@ -169,22 +202,38 @@ def parse_row(row) -> Event:
     # type() rather than isinstance(): True is an int to isinstance, and not a serial.
     if type(serial) is not int or serial <= 0:
         raise MalformedEvent(f"serial must be a positive integer, got {serial!r:.50}")
-    if type(name) is not str or not _usable_text(name):
+    if type(name) is not str or not _USABLE[name]:
         raise MalformedEvent(f"serial {serial}: bad project name {name!r:.100}")
-    if version is not None and (type(version) is not str or not _usable_text(version)):
+    if version is not None and (type(version) is not str or not _USABLE[version]):
         raise MalformedEvent(f"serial {serial}: bad version {version!r:.100}")
-    if type(timestamp) is float and timestamp.is_integer():
-        timestamp = int(timestamp)
-    if type(timestamp) is not int or not 0 <= timestamp < 1 << 40:
+    if type(timestamp) is not int:
+        if type(timestamp) is float and timestamp.is_integer():
+            timestamp = int(timestamp)
+        else:
+            raise MalformedEvent(f"serial {serial}: bad timestamp {timestamp!r:.50}")
+    if not 0 <= timestamp < _MAX_TIMESTAMP:
         raise MalformedEvent(f"serial {serial}: bad timestamp {timestamp!r:.50}")
     if type(action) is not str or len(action) > 4 * _MAX_TEXT or "\x00" in action:
         raise MalformedEvent(f"serial {serial}: bad action {action!r:.100}")
-    package = canonical(name)
+    package = _CANONICAL_OF[name]
+    if package is None:
+        canonical(name)  # raises with the reason
     kind = _EXACT.get(action)
     if kind is not None:
         if version is None and kind in NEEDS_VERSION:
             raise MalformedEvent(f"serial {serial}: {action!r} on {name} names no version")
-        return Event(serial, name, package, version, timestamp, action, kind)
+        return _new_event(Event, (serial, name, package, version, timestamp, action, kind, None, None, None))
+    if action.startswith("add "):
+        # Most of PyPI's history is file uploads: the same split as parse_action, without its object.
+        parts = action.split(" ", 3)
+        if len(parts) == 4 and parts[2] == "file" and parts[1] and parts[3].strip():
+            if version is None:
+                raise MalformedEvent(f"serial {serial}: {action!r} on {name} names no version")
+            filename = parts[3]
+            if not _is_filename(filename):
+                raise MalformedEvent(f"serial {serial}: unsafe file name {filename!r:.100}")
+            return _new_event(Event, (serial, name, package, version, timestamp, action, Kind.ADD_FILE,
+                                      filename, parts[1], None))
     parsed = parse_action(action)
     kind = parsed.kind
     if action == "remove" and version is None:
@@ -194,5 +243,5 @@ def parse_row(row) -> Event:
     if parsed.filename is not None and not _is_filename(parsed.filename):
         raise MalformedEvent(f"serial {serial}: unsafe file name {parsed.filename!r:.100}")
     other = canonical(parsed.old_name) if parsed.old_name is not None else None
-    return Event(serial, name, package, version, timestamp, action, kind,
-                 parsed.filename, parsed.pyver, other)
+    return _new_event(Event, (serial, name, package, version, timestamp, action, kind,
+                              parsed.filename, parsed.pyver, other))

@@ -26,18 +26,21 @@ display name is the latest one.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from packaging.version import InvalidVersion, Version
 
 from .events import Event, Kind
 
 
-@dataclass(slots=True)
-class FileState:
+class FileState(NamedTuple):
+    """A file never changes once uploaded; a tuple also lets the fingerprint take it whole, in C."""
+
     filename: str
     pyver: str
     born_serial: int
@@ -59,7 +62,7 @@ class VersionState:
 
     @property
     def has_sdist(self) -> bool:
-        return any(f.is_sdist for f in self.files.values())
+        return "source" in map(_pyver_of, self.files.values())
 
 
 @dataclass(slots=True)
@@ -84,11 +87,16 @@ class PackageState:
         h = hashlib.blake2b(digest_size=16)
         h.update(repr((self.present, self.born_serial, self.quarantined,
                        sorted(self.aliases.items()))).encode())
+        update = h.update
         for v in self.versions.values():
-            h.update(repr((v.version, v.born_serial, v.released, v.yanked, v.quarantined,
-                           [(f.filename, f.pyver, f.born_serial, f.uploaded)
-                            for f in v.files.values()])).encode())
+            # map(tuple, ...) turns the files into plain tuples without a Python-level loop.
+            update(repr((v.version, v.born_serial, v.released, v.yanked, v.quarantined,
+                         list(map(tuple, v.files.values())))).encode())
         return h.hexdigest()
+
+
+_new_file = tuple.__new__  # FileState(...) goes through a Python-level __new__
+_pyver_of = operator.itemgetter(1)  # FileState.pyver
 
 
 def _end_life(state: PackageState) -> None:
@@ -107,26 +115,29 @@ def _ensure_present(state: PackageState, event: Event) -> None:
 
 
 def _ensure_version(state: PackageState, event: Event) -> VersionState:
-    _ensure_present(state, event)
+    if not state.present:
+        state.present = True
+        state.born_serial = event.serial
     version = state.versions.get(event.version)
     if version is None:
-        version = state.versions[event.version] = VersionState(
-            event.version, event.serial, event.timestamp)
+        version = state.versions[event.version] = VersionState(event.version, event.serial, event.timestamp)
     return version
+
+
+# Module-level names for the kinds: this function runs once per event of PyPI's history, and a global
+# lookup is cheaper than an Enum attribute.
+_ADD_FILE, _NEW_RELEASE, _CREATE, _RENAME_FROM = Kind.ADD_FILE, Kind.NEW_RELEASE, Kind.CREATE, Kind.RENAME_FROM
+_REMOVE_FILE, _REMOVE_RELEASE, _REMOVE_PROJECT = Kind.REMOVE_FILE, Kind.REMOVE_RELEASE, Kind.REMOVE_PROJECT
+_YANK, _UNYANK = Kind.YANK, Kind.UNYANK
+_PROJECT_QUARANTINED, _PROJECT_QUARANTINE_CLEARED = Kind.PROJECT_QUARANTINED, Kind.PROJECT_QUARANTINE_CLEARED
+_RELEASE_QUARANTINED, _RELEASE_QUARANTINE_CLEARED = Kind.RELEASE_QUARANTINED, Kind.RELEASE_QUARANTINE_CLEARED
 
 
 def apply_event(state: PackageState, event: Event) -> None:
     """Apply one event (already in its place in history) to the package's state."""
     kind = event.kind
-    if kind is Kind.RENAME_FROM and event.package != state.package:
-        # This package is the old name of a rename: its life ends here.
-        _end_life(state)
-        return
-    if kind is Kind.CREATE or kind is Kind.RENAME_FROM:
-        _ensure_present(state, event)
-    elif kind is Kind.NEW_RELEASE:
-        _ensure_version(state, event)
-    elif kind is Kind.ADD_FILE:
+    # File uploads and releases first: they are nine events in ten.
+    if kind is _ADD_FILE:
         version = _ensure_version(state, event)
         filename = event.filename
         if filename not in version.files:
@@ -135,31 +146,39 @@ def apply_event(state: PackageState, event: Event) -> None:
             previous = state.file_owner.get(filename)
             if previous is not None:
                 del state.versions[previous].files[filename]
-            version.files[filename] = FileState(filename, event.pyver, event.serial, event.timestamp)
+            version.files[filename] = _new_file(FileState, (filename, event.pyver, event.serial, event.timestamp))
             state.file_owner[filename] = event.version
-    elif kind is Kind.REMOVE_FILE:
+    elif kind is _NEW_RELEASE:
+        _ensure_version(state, event)
+    elif kind is _RENAME_FROM and event.package != state.package:
+        # This package is the old name of a rename: its life ends here.
+        _end_life(state)
+        return
+    elif kind is _CREATE or kind is _RENAME_FROM:
+        _ensure_present(state, event)
+    elif kind is _REMOVE_FILE:
         owner = state.file_owner.pop(event.filename, None)
         if owner is not None:
             del state.versions[owner].files[event.filename]
-    elif kind is Kind.REMOVE_RELEASE:
+    elif kind is _REMOVE_RELEASE:
         gone = state.versions.pop(event.version, None)
         if gone is not None:
             for filename in gone.files:
                 del state.file_owner[filename]
-    elif kind is Kind.REMOVE_PROJECT:
+    elif kind is _REMOVE_PROJECT:
         _end_life(state)
-    elif kind is Kind.YANK or kind is Kind.UNYANK:
+    elif kind is _YANK or kind is _UNYANK:
         if version := state.versions.get(event.version):
-            version.yanked = kind is Kind.YANK
-    elif kind is Kind.PROJECT_QUARANTINED or kind is Kind.PROJECT_QUARANTINE_CLEARED:
+            version.yanked = kind is _YANK
+    elif kind is _PROJECT_QUARANTINED or kind is _PROJECT_QUARANTINE_CLEARED:
         if state.present:
-            state.quarantined = kind is Kind.PROJECT_QUARANTINED
-    elif kind is Kind.RELEASE_QUARANTINED or kind is Kind.RELEASE_QUARANTINE_CLEARED:
+            state.quarantined = kind is _PROJECT_QUARANTINED
+    elif kind is _RELEASE_QUARANTINED or kind is _RELEASE_QUARANTINE_CLEARED:
         if version := state.versions.get(event.version):
-            version.quarantined = kind is Kind.RELEASE_QUARANTINED
+            version.quarantined = kind is _RELEASE_QUARANTINED
     # ROLE, METADATA and UNKNOWN change nothing: a role change must never delete anything.
     if state.present and event.package == state.package:
-        state.aliases[event.name] = event.order
+        state.aliases[event.name] = (event.timestamp, event.serial)
 
 
 def fold_package(package: str, events: Iterable[Event]) -> PackageState:
@@ -208,9 +227,11 @@ def is_prerelease(version: str) -> bool:
     return version_facts(version)[1]
 
 
-def version_ranks(versions: Iterable[str]) -> dict[str, int]:
+def version_ranks(versions: Collection[str]) -> dict[str, int]:
     """Position of each version in the package's order, 1 for the oldest: valid PEP 440 versions in
     PEP 440 order, then invalid ones as text, last."""
+    if len(versions) == 1:  # most packages of a replay: nothing to compare
+        return dict.fromkeys(versions, 1)
     ordered = sorted(versions, key=_rank_key)
     return {v: i for i, v in enumerate(ordered, 1)}
 

@@ -5,19 +5,23 @@ journalled in one transaction that also moves the watermark, so a crash at any p
 and doubles nothing: the next sync fetches from the watermark again, and a re-delivered serial is a
 no-op. After the pages, every package they touched is folded again (catalog.derive), so when a sync
 returns, every event it received is reflected in the catalog; a derive interrupted by a crash is
-redone by the next sync, because the pending marks commit with the journal rows.
+redone by the next sync, because the derived mark moves only when it is done.
 
 A catch-up much larger than the journal (the first replay of PyPI's history) runs in bulk: the
-per-package journal index is dropped first and rebuilt once at the end, which is several times faster
-than maintaining it row by row.
+per-package journal index and the versions' date index are dropped first and rebuilt once at the end,
+which is several times faster than maintaining them row by row. The events are also kept in memory
+(up to a bound), so the packages they bring for the first time are folded without reading their
+history back (catalog.ReplayBuffer).
 
 Only one sync runs at a time (a session advisory lock); a second one is refused with a clear error.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 SYNC_LOCK = "wheelwright.sync"
 # A backlog this large, and at least a quarter of the journal, is replayed in bulk.
 BULK_BACKLOG = 200_000
+# Events a bulk replay keeps in memory (about 300 bytes each); past this, derivation reads them back.
+REPLAY_MEMORY = 4_000_000
 PROGRESS_EVERY = 10.0  # seconds between progress lines
 
 
@@ -80,17 +86,21 @@ def sync_once(conn: psycopg.Connection, source: ChangelogSource, *, until: int |
         target = source.last_serial() if until is None else until
         result = SyncResult(first_serial=start, last_serial=start, target_serial=target)
         backlog = target - start
+        replay = None
         if backlog >= BULK_BACKLOG and backlog >= catalog.journal_size_estimate(conn) // 4:
             log.info("replaying %d serials in bulk", backlog)
-            catalog.drop_history_index(conn)
+            catalog.drop_bulk_indexes(conn)
+            replay = catalog.ReplayBuffer(catalog.journal_end(conn), REPLAY_MEMORY)
             result.bulk = True
-        if backlog > 0:
-            _fetch(conn, source, result)
-        derived = catalog.derive(conn)
+        with _bulk_allocation(result.bulk):
+            if backlog > 0:
+                _fetch(conn, source, result, replay)
+            derived = catalog.derive(conn, replay=replay)
+            del replay
         result.changed = derived.changed
         result.first_change, result.last_change = derived.first_change, derived.last_change
         # Also mends an index a crashed bulk replay left dropped.
-        catalog.ensure_history_index(conn)
+        catalog.ensure_bulk_indexes(conn)
     finally:
         conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (SYNC_LOCK,))
     result.seconds = time.monotonic() - started
@@ -100,13 +110,30 @@ def sync_once(conn: psycopg.Connection, source: ChangelogSource, *, until: int |
     return result
 
 
-def _fetch(conn: psycopg.Connection, source: ChangelogSource, result: SyncResult) -> None:
+@contextmanager
+def _bulk_allocation(bulk: bool):
+    """A bulk replay makes millions of small objects, none of them cyclic: the cyclic garbage collector
+    would only rescan them again and again (it doubled the time of a fold)."""
+    if not bulk or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _fetch(conn: psycopg.Connection, source: ChangelogSource, result: SyncResult,
+           replay: catalog.ReplayBuffer | None) -> None:
     next_progress = time.monotonic() + PROGRESS_EVERY
     for page in source.changelog_pages(result.first_serial, result.target_serial):
         with conn.transaction():
             ingested = catalog.ingest(conn, page)
             if ingested.max_serial is not None:
                 catalog.advance_watermark(conn, ingested.max_serial)
+        if replay is not None:
+            replay.add(ingested)
         result.received += ingested.received
         result.stored += ingested.stored
         result.rejected += ingested.rejected

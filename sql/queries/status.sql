@@ -4,7 +4,12 @@ SELECT
     (SELECT count(*) FROM journal),
     (SELECT count(*) FROM journal_rejects),
     (SELECT count(*) FROM journal WHERE kind = 'unknown'),
-    (SELECT count(*) FROM pending_packages),
+    (SELECT count(*) FROM (SELECT package FROM pending_packages
+                           UNION
+                           SELECT j.package FROM journal j, sync_state s WHERE j.serial > s.derived_serial
+                           UNION
+                           SELECT j.other_package FROM journal j, sync_state s
+                           WHERE j.serial > s.derived_serial AND j.other_package IS NOT NULL) waiting),
     (SELECT count(*) FROM packages WHERE present),
     (SELECT count(*) FROM packages WHERE NOT present),
     (SELECT count(*) FROM versions),
