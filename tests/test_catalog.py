@@ -11,6 +11,7 @@ from wheelwright import catalog as cat
 from wheelwright import status
 from wheelwright.events import parse_row
 from wheelwright.fold import fold_log
+from wheelwright.replay import ReplayBuffer
 
 def apply(conn, rows):
     with conn.transaction():
@@ -185,26 +186,26 @@ def test_a_bulk_replay_over_any_catalog_ends_where_row_by_row_derivation_does(ca
     apply(catalog, derived)
     with catalog.transaction():
         cat.ingest(catalog, crashed)
-    replay = cat.ReplayBuffer(cat.journal_end(catalog), memory)
+    buffer = ReplayBuffer(cat.journal_end(catalog), memory)
     while replayed:
         cut = rng.randint(1, len(replayed))
         batch, replayed = replayed[:cut], replayed[cut:]
         if rng.random() < 0.3:
             batch += rng.sample(log[:cut2], rng.randint(0, min(3, cut2)))
         with catalog.transaction():
-            replay.add(cat.ingest(catalog, batch))
-    cat.derive(catalog, replay=replay)
+            buffer.add(cat.ingest(catalog, batch))
+    cat.derive(catalog, replayed=buffer)
     assert catalog_snapshot(catalog) == expected
     assert _hashes(catalog) == expected_hashes, "a later row-by-row fold must see no change"
 
 
 def test_a_replay_that_meets_a_serial_the_journal_has_folds_the_stored_row(catalog):
-    replay = cat.ReplayBuffer(cat.journal_end(catalog), 100)
+    buffer = ReplayBuffer(cat.journal_end(catalog), 100)
     for page in ([["keep", "1.0", 10, "new release", 1]],
                  [["keep", "1.0", 11, "remove release", 1], ["keep", "2.0", 12, "new release", 2]]):
         with catalog.transaction():
-            replay.add(cat.ingest(catalog, page))
-    cat.derive(catalog, replay=replay)
+            buffer.add(cat.ingest(catalog, page))
+    cat.derive(catalog, replayed=buffer)
     assert versions(catalog, "keep") == ["1.0", "2.0"], "serial 1 is the row the journal kept"
 
 

@@ -5,7 +5,7 @@ import pytest
 from conftest import catalog_snapshot
 from histories import CHAI
 from wheelwright import catalog as cat
-from wheelwright import sync
+from wheelwright import replay, sync
 from wheelwright.events import parse_row
 from wheelwright.fold import fold_log
 from wheelwright.pypi import PyPI
@@ -70,6 +70,9 @@ def test_a_rate_limited_pypi_is_waited_for_not_given_up_on(catalog, pypi):
 
 def test_bulk_replay_and_incremental_sync_build_the_same_catalog(catalog, pypi, monkeypatch, settings):
     monkeypatch.setattr(sync, "BULK_BACKLOG", 1)
+    # Forked workers fold the new packages, a few per slice, as in a replay of PyPI's history.
+    monkeypatch.setattr(replay, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(replay, "SLICE", 3)
     bulk = sync.sync_once(catalog, client(pypi))
     assert bulk.bulk
     bulk_snapshot, bulk_hashes = catalog_snapshot(catalog), state_hashes(catalog)

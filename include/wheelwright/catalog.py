@@ -24,19 +24,16 @@ from __future__ import annotations
 
 import json
 import logging
-import operator
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import psycopg
 from psycopg.copy import QueuedLibpqWriter
 
-from . import db
+from . import db, replay
 from .errors import MalformedEvent
 from .events import Event, Kind, parse_action, parse_row
-from .fold import (PackageState, apply_event, is_prerelease, is_valid_version, packages_touched, version_facts,
+from .fold import (PackageState, apply_event, is_prerelease, is_valid_version, packages_touched,
                    version_ranks)
 
 log = logging.getLogger(__name__)
@@ -193,52 +190,21 @@ def watermark(conn: psycopg.Connection) -> int:
 
 # --- derivation -----------------------------------------------------------------------------------
 
-class ReplayBuffer:
-    """The events of a bulk replay, kept by package as they are journalled, so the packages the replay
-    brings for the first time can be folded without reading their history back (see :func:`derive`).
-
-    Bounded: past ``limit`` events it lets go of them all, and derivation reads the journal instead.
-    ``before`` is the journal's last serial when the replay began: rows up to it are not in the buffer.
-    """
-
-    def __init__(self, before: int, limit: int):
-        self.before = before
-        self.limit = limit
-        self.count = 0
-        self.histories: dict[str, list[Event]] | None = defaultdict(list)
-        self.tainted: set[str] = set()   # packages whose rows the journal may hold otherwise
-
-    def add(self, ingested: IngestResult) -> None:
-        if self.histories is None:
-            return
-        self.count += len(ingested.events)
-        if self.count > self.limit:
-            log.info("bulk replay past %d events: derivation will read the journal back", self.limit)
-            self.histories = None
-            return
-        histories = self.histories
-        for event in ingested.events:
-            histories[event.package].append(event)
-            if event.other_package is not None and event.other_package != event.package:
-                histories[event.other_package].append(event)
-        if ingested.redelivered:
-            self.tainted.update(p for e in ingested.events for p in packages_touched(e))
-
-
-def derive(conn: psycopg.Connection, *, chunk: int = 50_000, replay: ReplayBuffer | None = None) -> DeriveResult:
+def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
+           replayed: replay.ReplayBuffer | None = None) -> DeriveResult:
     """Re-fold every package with journal rows past the derived mark (or pending), and write what
     changed, ``chunk`` packages per transaction; then move the mark.
 
-    With ``replay``, packages the catalog has never seen are folded from the buffer and written in one
-    set of COPYs, with no history to read back and no old rows to compare with.
+    With ``replayed``, packages the catalog has never seen are folded from that buffer and COPYed in
+    (replay.py), with no history to read back and no old rows to compare with.
     """
     result = DeriveResult()
     upto = journal_end(conn)
     derived = conn.execute("SELECT derived_serial FROM sync_state").fetchone()[0]
     todo = {row[0] for row in conn.execute(db.query("derive_todo"), {"after": derived, "upto": upto})}
-    if replay is not None and replay.histories:
-        fresh = _fresh_packages(conn, replay, derived, todo)
-        _derive_fresh(conn, replay.histories, fresh, result)
+    if replayed is not None and replayed.histories:
+        fresh = _fresh_packages(conn, replayed, derived, todo)
+        _derive_fresh(conn, replayed.histories, fresh, result)
         todo.difference_update(fresh)
     ordered = sorted(todo)
     for i in range(0, len(ordered), chunk):
@@ -251,11 +217,12 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000, replay: ReplayBuffe
     return result
 
 
-def _fresh_packages(conn: psycopg.Connection, replay: ReplayBuffer, derived: int, todo: set[str]) -> list[str]:
+def _fresh_packages(conn: psycopg.Connection, replayed: replay.ReplayBuffer, derived: int,
+                    todo: set[str]) -> list[str]:
     """Packages whose whole journal is in the buffer: not derived before, nor pending, nor touched by
     rows journalled before the replay."""
-    before = {row[0] for row in conn.execute(db.query("derive_todo"), {"after": derived, "upto": replay.before})}
-    candidates = sorted(todo.intersection(replay.histories).difference(replay.tainted, before))
+    before = {row[0] for row in conn.execute(db.query("derive_todo"), {"after": derived, "upto": replayed.before})}
+    candidates = sorted(todo.intersection(replayed.histories).difference(replayed.tainted, before))
     known = {row[0] for row in conn.execute(db.query("derive_known"), {"packages": candidates})}
     return [p for p in candidates if p not in known]
 
@@ -269,56 +236,11 @@ def _derive_fresh(conn: psycopg.Connection, histories: dict[str, list[Event]], f
         # One block of change numbers; the lock is held to commit, so they still commit in order.
         first = cur.execute("SELECT nextval('change_seq')").fetchone()[0]
         cur.execute("SELECT setval('change_seq', %s)", (first + len(fresh) - 1,))
-        states = []
-        for package in fresh:
-            state = PackageState(package)
-            for event in sorted(histories[package], key=_history_order):
-                apply_event(state, event)
-            states.append(state)
-        result.folded += len(states)
-        _insert_states(cur, states, first)
-        result.changed.extend(fresh)
-        result.first_change = first if result.first_change is None else result.first_change
-        result.last_change = first + len(fresh) - 1
-
-
-_history_order = operator.itemgetter(4, 0)  # Event.timestamp, Event.serial
-
-
-def _insert_states(cur: psycopg.Cursor, states: list[PackageState], first_change: int) -> None:
-    """COPY the rows of packages the catalog has none of, in key order (cheap index appends)."""
-    now = datetime.now(timezone.utc)
-    with _copy_in(cur, "COPY packages (package, display_name, present, born_serial, quarantined, state_hash, "
-                  "change_seq, changed_at) FROM STDIN") as copy:
-        write = copy.write_row
-        for seq, state in enumerate(states, first_change):
-            write((state.package, state.display_name, state.present, state.born_serial, state.quarantined,
-                   state.fingerprint(), seq, now))
-    with _copy_in(cur, "COPY aliases (package, alias, last_ts, last_serial) FROM STDIN") as copy:
-        write = copy.write_row
-        for state in states:
-            for alias, (ts, serial) in sorted(state.aliases.items()):
-                write((state.package, alias, ts, serial))
-    utc = timezone.utc
-    with _copy_in(cur, "COPY versions (package, version, born_serial, released, rank, valid, prerelease, yanked, "
-                  "quarantined, has_sdist) FROM STDIN") as copy:
-        write = copy.write_row
-        for state in states:
-            ranks = version_ranks(state.versions)
-            for name in sorted(state.versions):
-                v = state.versions[name]
-                valid, prerelease, _ = version_facts(name)
-                write((state.package, name, v.born_serial, datetime.fromtimestamp(v.released, utc),
-                       ranks[name], valid, prerelease, v.yanked, v.quarantined, v.has_sdist))
-    with _copy_in(cur, "COPY source_files (package, filename, version, pyver, born_serial, uploaded) "
-                  "FROM STDIN") as copy:
-        write = copy.write_row
-        for state in states:
-            owner = state.file_owner
-            for filename in sorted(owner):
-                f = state.versions[owner[filename]].files[filename]
-                write((state.package, filename, owner[filename], f.pyver, f.born_serial,
-                       datetime.fromtimestamp(f.uploaded, utc)))
+        replay.write_fresh(cur, histories, fresh, first)
+    result.folded += len(fresh)
+    result.changed.extend(fresh)
+    result.first_change = first if result.first_change is None else result.first_change
+    result.last_change = first + len(fresh) - 1
 
 
 def _derive_chunk(conn: psycopg.Connection, packages: list[str], result: DeriveResult) -> None:

@@ -11,7 +11,7 @@ A catch-up much larger than the journal (the first replay of PyPI's history) run
 per-package journal index and the versions' date index are dropped first and rebuilt once at the end,
 which is several times faster than maintaining them row by row. The events are also kept in memory
 (up to a bound), so the packages they bring for the first time are folded without reading their
-history back (catalog.ReplayBuffer).
+history back (replay.py).
 
 Only one sync runs at a time (a session advisory lock); a second one is refused with a clear error.
 """
@@ -27,7 +27,7 @@ from typing import Protocol
 
 import psycopg
 
-from . import catalog
+from . import catalog, replay
 from .errors import WheelwrightError
 
 log = logging.getLogger(__name__)
@@ -86,17 +86,17 @@ def sync_once(conn: psycopg.Connection, source: ChangelogSource, *, until: int |
         target = source.last_serial() if until is None else until
         result = SyncResult(first_serial=start, last_serial=start, target_serial=target)
         backlog = target - start
-        replay = None
+        buffer = None
         if backlog >= BULK_BACKLOG and backlog >= catalog.journal_size_estimate(conn) // 4:
             log.info("replaying %d serials in bulk", backlog)
             catalog.drop_bulk_indexes(conn)
-            replay = catalog.ReplayBuffer(catalog.journal_end(conn), REPLAY_MEMORY)
+            buffer = replay.ReplayBuffer(catalog.journal_end(conn), REPLAY_MEMORY)
             result.bulk = True
         with _bulk_allocation(result.bulk):
             if backlog > 0:
-                _fetch(conn, source, result, replay)
-            derived = catalog.derive(conn, replay=replay)
-            del replay
+                _fetch(conn, source, result, buffer)
+            derived = catalog.derive(conn, replayed=buffer)
+            del buffer  # let go of the events before the indexes are built
         result.changed = derived.changed
         result.first_change, result.last_change = derived.first_change, derived.last_change
         # Also mends an index a crashed bulk replay left dropped.
@@ -125,15 +125,15 @@ def _bulk_allocation(bulk: bool):
 
 
 def _fetch(conn: psycopg.Connection, source: ChangelogSource, result: SyncResult,
-           replay: catalog.ReplayBuffer | None) -> None:
+           buffer: replay.ReplayBuffer | None) -> None:
     next_progress = time.monotonic() + PROGRESS_EVERY
     for page in source.changelog_pages(result.first_serial, result.target_serial):
         with conn.transaction():
             ingested = catalog.ingest(conn, page)
             if ingested.max_serial is not None:
                 catalog.advance_watermark(conn, ingested.max_serial)
-        if replay is not None:
-            replay.add(ingested)
+        if buffer is not None:
+            buffer.add(ingested)
         result.received += ingested.received
         result.stored += ingested.stored
         result.rejected += ingested.rejected
