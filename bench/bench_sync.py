@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 
 from scratch import scratch_database, scratch_server
-from wheelwright import db, sync
+from wheelwright import catalog, db, sync
 
 PAGE = 50_000
 
@@ -119,7 +119,6 @@ class InMemoryChangelog:
 
     def __init__(self, rows: list[list]):
         self.rows = rows
-        self.fetch_done = None
 
     def last_serial(self) -> int:
         return self.rows[-1][4]
@@ -127,7 +126,19 @@ class InMemoryChangelog:
     def changelog_pages(self, since: int, until: int | None = None):
         for start in range(0, len(self.rows), PAGE):
             yield self.rows[start:start + PAGE]
-        self.fetch_done = time.perf_counter()
+
+
+def timing_derive():
+    """Wrap catalog.derive to note when it starts: everything before it is journalling."""
+    started = []
+    derive = catalog.derive
+
+    def timed(*args, **kwargs):
+        started.append(time.perf_counter())
+        return derive(*args, **kwargs)
+
+    catalog.derive = timed
+    return started
 
 
 def main(argv=None) -> int:
@@ -167,10 +178,11 @@ def run(args, server: str) -> None:
     with scratch_database(server, "bench_catalog") as dsn, psycopg.connect(dsn, autocommit=True) as conn:
         db.init_schema(conn)
         source = InMemoryChangelog(rows)
+        derive_started = timing_derive()
         t0 = time.perf_counter()
         result = sync.sync_once(conn, source)
         total_s = time.perf_counter() - t0
-        ingest_s = source.fetch_done - t0
+        ingest_s = derive_started[0] - t0
         counts = conn.execute("SELECT (SELECT count(*) FROM packages WHERE present), "
                               "(SELECT count(*) FROM versions), (SELECT count(*) FROM source_files)"
                               ).fetchone()

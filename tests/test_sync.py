@@ -92,11 +92,15 @@ def state_hashes(conn):
     return conn.execute("SELECT package, state_hash FROM packages ORDER BY package").fetchall()
 
 
-def test_malformed_rows_from_pypi_are_rejected_loudly_and_the_watermark_records_them(catalog, caplog):
+@pytest.mark.parametrize("bulk", [False, True], ids=["incremental", "bulk"])
+def test_malformed_rows_from_pypi_are_rejected_loudly_and_the_watermark_records_them(catalog, caplog, monkeypatch,
+                                                                                      bulk):
+    if bulk:  # pages are parsed by forked workers
+        monkeypatch.setattr(sync, "BULK_BACKLOG", 1)
     rows = [["fine", None, 1, "create", 1], ["bad/name", None, 2, "create", 2], ["fine", "1.0", 3, "new release", 3]]
     with PyPIDouble(rows) as double:
         result = sync.sync_once(catalog, client(double))
-    assert (result.rejected, result.last_serial) == (1, 3)
+    assert (result.rejected, result.last_serial, result.bulk) == (1, 3, bulk)
     assert "rejected changelog row" in caplog.text and "bad/name" in caplog.text
     assert catalog.execute("SELECT serial FROM journal_rejects").fetchall() == [(2,)]
 

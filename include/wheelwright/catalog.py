@@ -22,19 +22,19 @@ N (``changes_since``). Builds and enrichment bump them too, through ``mark_chang
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg.copy import QueuedLibpqWriter
+from psycopg.copy import Copy, FileWriter, QueuedLibpqWriter
 
 from . import db, replay
 from .errors import MalformedEvent
-from .events import Event, Kind, parse_action, parse_row
-from .fold import (PackageState, apply_event, is_prerelease, is_valid_version, packages_touched,
-                   version_ranks)
+from .events import Event, Kind, packages_touched, parse_action, parse_row
+from .fold import PackageState, apply_event, is_prerelease, is_valid_version, version_ranks
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +79,71 @@ def ingest(conn: psycopg.Connection, rows: Iterable) -> IngestResult:
         except psycopg.errors.UniqueViolation:
             # Some are re-deliveries: stage them and keep only the new serials.
             events.extend(parsed)
-            cur.execute("CREATE TEMP TABLE IF NOT EXISTS journal_incoming "
-                        "(LIKE journal INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-            with cur.copy(f"COPY journal_incoming ({_JOURNAL_COLUMNS}) FROM STDIN") as copy:
-                _copy_events(copy, events, [])
-            cur.execute(db.query("journal_store"))
-            result.stored = cur.rowcount
-            result.redelivered = True
-        _mark_below_derived(cur, events)
-        if rejects:
-            cur.executemany("INSERT INTO journal_rejects (serial, raw, reason) VALUES (%s, %s, %s) "
-                            "ON CONFLICT DO NOTHING", rejects)
+            _stage_redelivery(cur, result, lambda copy: _copy_events(copy, events, []))
+        _finish_page(cur, result, events, rejects)
+    return result
+
+
+@dataclass
+class PreparedPage:
+    """A page parsed away from the database (by :func:`prepare_page`, in a worker process)."""
+
+    received: int
+    max_serial: int | None
+    rejects: list[tuple]
+    events: list[tuple]   # Event fields, with the kind as plain text: it travels between processes
+    journal: bytes        # the events as COPY data for the journal
+
+
+def prepare_page(rows: Iterable, cursor: psycopg.Cursor) -> PreparedPage:
+    """Parse a page and format its journal rows; ``cursor`` only lends psycopg's adapters (no I/O)."""
+    result = IngestResult()
+    rejects: list[tuple] = []
+    events = list(_parse(rows, result, rejects))
+    buffer = io.BytesIO()
+    with Copy(cursor, writer=FileWriter(buffer)) as copy:
+        _copy_events(copy, events, [])
+    plain = [e[:6] + (_KIND_TEXT[e[6]],) + e[7:] for e in events]
+    return PreparedPage(result.received, result.max_serial, rejects, plain, buffer.getvalue())
+
+
+_KIND_TEXT = {kind: kind.value for kind in Kind}
+
+
+def ingest_prepared(conn: psycopg.Connection, page: PreparedPage) -> IngestResult:
+    """:func:`ingest` for a page :func:`prepare_page` parsed; ``result.events`` are plain tuples."""
+    result = IngestResult(received=page.received, max_serial=page.max_serial)
+    with conn.transaction(), conn.cursor() as cur:
+        try:
+            with conn.transaction(), cur.copy(f"COPY journal ({_JOURNAL_COLUMNS}) FROM STDIN") as copy:
+                copy.write(page.journal)
+            result.stored = len(page.events)
+        except psycopg.errors.UniqueViolation:
+            _stage_redelivery(cur, result, lambda copy: copy.write(page.journal))
+        _finish_page(cur, result, page.events, page.rejects)
+    return result
+
+
+def _stage_redelivery(cur: psycopg.Cursor, result: IngestResult, write) -> None:
+    """Some serials are in the journal already: stage the page and keep only the new ones."""
+    cur.execute("CREATE TEMP TABLE IF NOT EXISTS journal_incoming "
+                "(LIKE journal INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+    with cur.copy(f"COPY journal_incoming ({_JOURNAL_COLUMNS}) FROM STDIN") as copy:
+        write(copy)
+    cur.execute(db.query("journal_store"))
+    result.stored = cur.rowcount
+    result.redelivered = True
+
+
+def _finish_page(cur: psycopg.Cursor, result: IngestResult, events: list, rejects: list[tuple]) -> None:
+    _mark_below_derived(cur, events)
+    for _serial, _raw, reason in rejects:
+        log.warning("rejected changelog row: %s", reason)
+    if rejects:
+        cur.executemany("INSERT INTO journal_rejects (serial, raw, reason) VALUES (%s, %s, %s) "
+                        "ON CONFLICT DO NOTHING", rejects)
     result.rejected = len(rejects)
     result.events = events
-    return result
 
 
 _JOURNAL_COLUMNS = "serial, name, package, version, ts, action, kind, other_package"
@@ -110,7 +161,6 @@ def _parse(rows: Iterable, result: IngestResult, rejects: list[tuple]) -> Iterat
         try:
             event = parse_row(row)
         except MalformedEvent as exc:
-            log.warning("rejected changelog row: %s", exc)
             serial = _serial_of(row)
             rejects.append((serial, _raw_text(row), str(exc)))
             # A rejected row is kept (journal_rejects), so the watermark may pass it.
@@ -130,14 +180,14 @@ def _copy_events(copy, events: Iterable[Event], keep: list[Event]) -> None:
         write((e.serial, e.name, e.package, e.version, e.timestamp, e.action, e.kind, e.other_package))
 
 
-def _mark_below_derived(cur: psycopg.Cursor, events: list[Event]) -> None:
+def _mark_below_derived(cur: psycopg.Cursor, events: list) -> None:
     """Packages of rows stored below the derived mark would be missed by it: mark them pending."""
     if not events:
         return
     derived = cur.execute("SELECT derived_serial FROM sync_state").fetchone()[0]
-    if min(e.serial for e in events) > derived:
+    if min(e[0] for e in events) > derived:
         return
-    touched = {p for e in events if e.serial <= derived for p in packages_touched(e)}
+    touched = {p for e in events if e[0] <= derived for p in packages_touched(e)}
     cur.execute("INSERT INTO pending_packages (package) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
                 (sorted(touched),))
 
@@ -227,7 +277,7 @@ def _fresh_packages(conn: psycopg.Connection, replayed: replay.ReplayBuffer, der
     return [p for p in candidates if p not in known]
 
 
-def _derive_fresh(conn: psycopg.Connection, histories: dict[str, list[Event]], fresh: list[str],
+def _derive_fresh(conn: psycopg.Connection, histories: dict[str, list[tuple]], fresh: list[str],
                   result: DeriveResult) -> None:
     if not fresh:
         return

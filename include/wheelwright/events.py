@@ -190,6 +190,13 @@ class Event(NamedTuple):
         return [self.name, self.version, self.timestamp, self.action, self.serial]
 
 
+def packages_touched(event: tuple) -> tuple[str, ...]:
+    """Every package whose history an event is part of (two for a rename). Fields are read by position,
+    so this also serves an event's plain tuple (as it travels between processes, see catalog.py)."""
+    package, other = event[2], event[9]
+    return (package,) if other is None or other == package else (package, other)
+
+
 _new_event = tuple.__new__  # Event(...) goes through a Python-level __new__: too slow for a replay
 _MAX_TIMESTAMP = 253_402_300_800  # year 10000: past it no calendar of ours (nor Python's) goes
 

@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 from packaging.version import InvalidVersion, Version
 
-from .events import Event, Kind
+from .events import Event, Kind, packages_touched
 
 
 class FileState(NamedTuple):
@@ -191,13 +191,6 @@ def fold_package(package: str, events: Iterable[Event]) -> PackageState:
 
 def _order(event: Event) -> tuple[int, int]:
     return (event.timestamp, event.serial)
-
-
-def packages_touched(event: Event) -> tuple[str, ...]:
-    """Every package whose history this event is part of (two for a rename)."""
-    if event.other_package is not None and event.other_package != event.package:
-        return (event.package, event.other_package)
-    return (event.package,)
 
 
 def fold_log(events: Iterable[Event]) -> dict[str, PackageState]:

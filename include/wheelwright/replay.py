@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg.copy import Copy, FileWriter
 
-from .events import Event
-from .fold import PackageState, apply_event, packages_touched, version_facts, version_ranks
+from .events import Event, Kind, packages_touched
+from .fold import PackageState, apply_event, version_facts, version_ranks
 
 if TYPE_CHECKING:
     from .catalog import IngestResult
@@ -58,7 +58,7 @@ class ReplayBuffer:
         self.before = before
         self.limit = limit
         self.count = 0
-        self.histories: dict[str, list[Event]] | None = defaultdict(list)
+        self.histories: dict[str, list[tuple]] | None = defaultdict(list)
         self.tainted: set[str] = set()   # packages whose rows the journal may hold otherwise
 
     def add(self, ingested: IngestResult) -> None:
@@ -70,25 +70,26 @@ class ReplayBuffer:
             self.histories = None
             return
         histories = self.histories
-        for event in ingested.events:
-            histories[event.package].append(event)
-            if event.other_package is not None and event.other_package != event.package:
-                histories[event.other_package].append(event)
+        for event in ingested.events:  # Events, or their plain tuples (read by position)
+            histories[event[2]].append(event)
+            other = event[9]
+            if other is not None and other != event[2]:
+                histories[other].append(event)
         if ingested.redelivered:
             # The journal kept its own row for a serial seen before, which may differ from this one.
             self.tainted.update(p for e in ingested.events for p in packages_touched(e))
 
 
-def write_fresh(cur: psycopg.Cursor, histories: dict[str, list[Event]], fresh: list[str], first_change: int,
+def write_fresh(cur: psycopg.Cursor, histories: dict[str, list[tuple]], fresh: list[str], first_change: int,
                 *, workers: int | None = None) -> None:
     """Fold ``fresh`` (sorted) from ``histories`` and COPY their rows; package i takes change number
     ``first_change + i``. The catalog must hold no rows of these packages."""
     tasks = [(fresh[i:i + SLICE], first_change + i) for i in range(0, len(fresh), SLICE)]
-    workers = workers or os.cpu_count() or 1
+    workers = workers or worker_count()
     global _HISTORIES
     _HISTORIES = (histories, cur.connection)
     try:
-        if workers > 1 and len(fresh) >= PARALLEL_FROM and not multiprocessing.current_process().daemon:
+        if workers > 1 and len(fresh) >= PARALLEL_FROM:
             with multiprocessing.get_context("fork").Pool(workers) as pool:
                 for payload in pool.imap(_render_slice, tasks):
                     _copy_payload(cur, payload)
@@ -99,9 +100,19 @@ def write_fresh(cur: psycopg.Cursor, histories: dict[str, list[Event]], fresh: l
         _HISTORIES = None
 
 
+def worker_count() -> int:
+    """How many processes to fork for a replay: one per CPU, or none where a process may not have
+    children (a daemonic one, as in some executors' task runners)."""
+    if multiprocessing.current_process().daemon:
+        return 1
+    return os.cpu_count() or 1
+
+
 # What forked workers read: set by write_fresh just before the fork, so they inherit it for free.
-_HISTORIES: tuple[dict[str, list[Event]], psycopg.Connection] | None = None
+_HISTORIES: tuple[dict[str, list[tuple]], psycopg.Connection] | None = None
 _history_order = operator.itemgetter(4, 0)  # Event.timestamp, Event.serial
+_new_event = tuple.__new__
+_KINDS = {kind.value: kind for kind in Kind}
 
 
 def _copy_payload(cur: psycopg.Cursor, payload: tuple[bytes, ...]) -> None:
@@ -119,6 +130,8 @@ def _render_slice(task: tuple[list[str], int]) -> tuple[bytes, ...]:
     for package in packages:
         state = PackageState(package)
         for event in sorted(histories[package], key=_history_order):
+            if type(event) is not Event:  # a plain tuple from a parsing worker: the kind is its text
+                event = _new_event(Event, event[:6] + (_KINDS[event[6]],) + event[7:])
             apply_event(state, event)
         states.append(state)
     # The formatting is psycopg's own (a Copy that writes to memory); the connection only lends its

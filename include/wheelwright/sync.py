@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing
 import time
+from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -127,11 +130,10 @@ def _bulk_allocation(bulk: bool):
 def _fetch(conn: psycopg.Connection, source: ChangelogSource, result: SyncResult,
            buffer: replay.ReplayBuffer | None) -> None:
     next_progress = time.monotonic() + PROGRESS_EVERY
-    for page in source.changelog_pages(result.first_serial, result.target_serial):
-        with conn.transaction():
-            ingested = catalog.ingest(conn, page)
-            if ingested.max_serial is not None:
-                catalog.advance_watermark(conn, ingested.max_serial)
+    pages = source.changelog_pages(result.first_serial, result.target_serial)
+    workers = replay.worker_count() if buffer is not None else 1
+    journalled = _journal_forked(conn, pages, workers) if workers > 1 else _journal_each(conn, pages)
+    for ingested in journalled:
         if buffer is not None:
             buffer.add(ingested)
         result.received += ingested.received
@@ -145,6 +147,51 @@ def _fetch(conn: psycopg.Connection, source: ChangelogSource, result: SyncResult
             log.info("sync progress: serial %d of %d (%.0f%%), %d events",
                      result.last_serial, result.target_serial, 100 * done / total, result.received)
             next_progress = time.monotonic() + PROGRESS_EVERY
+
+
+def _journal_each(conn: psycopg.Connection, pages) -> Iterator[catalog.IngestResult]:
+    """Each page journalled with its watermark in one transaction."""
+    for page in pages:
+        with conn.transaction():
+            ingested = catalog.ingest(conn, page)
+            if ingested.max_serial is not None:
+                catalog.advance_watermark(conn, ingested.max_serial)
+        yield ingested
+
+
+def _journal_forked(conn: psycopg.Connection, pages, workers: int) -> Iterator[catalog.IngestResult]:
+    """:func:`_journal_each` for a bulk replay: parsing a page costs this process more than storing it
+    costs the database, so forked workers parse pages a few ahead, and this process journals them, in
+    order, each with its watermark in one transaction as before."""
+    global _FORMATTING
+    _FORMATTING = conn
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            ahead: deque = deque()
+            for page in pages:
+                ahead.append(pool.apply_async(_prepare_page, (page,)))
+                if len(ahead) > PARSE_AHEAD * workers:
+                    yield _journal_prepared(conn, ahead.popleft().get())
+            while ahead:
+                yield _journal_prepared(conn, ahead.popleft().get())
+    finally:
+        _FORMATTING = None
+
+
+PARSE_AHEAD = 2  # pages per worker parsed ahead of the one being journalled
+_FORMATTING: psycopg.Connection | None = None  # lends psycopg's adapters to forked workers (no I/O)
+
+
+def _prepare_page(page) -> catalog.PreparedPage:
+    return catalog.prepare_page(page, _FORMATTING.cursor())
+
+
+def _journal_prepared(conn: psycopg.Connection, page: catalog.PreparedPage) -> catalog.IngestResult:
+    with conn.transaction():
+        ingested = catalog.ingest_prepared(conn, page)
+        if ingested.max_serial is not None:
+            catalog.advance_watermark(conn, ingested.max_serial)
+    return ingested
 
 
 def sync_forever(connect, source: ChangelogSource, *, interval: float = 60.0, sleep=time.sleep) -> None:
