@@ -129,3 +129,70 @@ def test_a_publish_killed_halfway_leaves_a_consistent_tree(catalog, catalog_dsn,
     leftovers = [f for _d, _s, files in os.walk(www / "simple") for f in files if f.startswith(".ww-tmp")]
     assert leftovers == [], "the next publish cleans up the temporary files of the killed one"
     assert mark(catalog) > first_mark
+
+
+RENAME_KILLER = """
+import os, signal, sys
+from pathlib import Path
+import psycopg
+from wheelwright.index import publish
+
+renames = 0
+real_rename = os.rename
+
+def rename_then_die(src, dst):
+    global renames
+    real_rename(src, dst)
+    renames += 1
+    if renames == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.rename = rename_then_die
+with psycopg.connect(sys.argv[1]) as conn:
+    publish(conn, Path(sys.argv[2]), workers=1)
+print("done", flush=True)
+"""
+
+
+def test_a_first_publish_killed_between_folder_renames_shows_only_whole_folders(catalog, catalog_dsn,
+                                                                                 settings):
+    """New packages' folders are built hidden and renamed into place: a kill leaves none half-made."""
+    www = settings.output
+    catalog.execute("""
+        INSERT INTO packages (package, display_name, present, state_hash, change_seq)
+        SELECT 'new-' || n, 'New-' || n, true, 'x', nextval('change_seq') FROM generate_series(1, %s) n""",
+                    (PACKAGES,))
+    catalog.execute("""
+        INSERT INTO versions (package, version, born_serial, released, rank, valid, prerelease, yanked,
+                              quarantined, has_sdist)
+        SELECT package, '1.0', 1, '2024-01-01', 1, true, false, false, false, true FROM packages""")
+    catalog.commit()
+    names = [row[0] for row in catalog.execute("SELECT package FROM packages")]
+    catalog.commit()
+
+    child = subprocess.run([sys.executable, "-c", RENAME_KILLER, catalog_dsn, str(www), "301"],
+                           capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, f"the publish was not killed: {child.stdout} {child.stderr}"
+
+    visible = 0
+    for name in names:
+        simple, project = www / "simple" / name, www / "project" / name
+        if simple.exists():
+            visible += 1
+            assert sorted(p.name for p in simple.iterdir()) == ["index.html", "index.json"], name
+            assert json.loads((simple / "index.json").read_text())["versions"] == ["1.0"], name
+        if project.exists():
+            assert sorted(p.name for p in project.iterdir()) == ["index.html", "json"], name
+            assert json.loads((project / "json" / "index.json").read_text())["package"] == name
+    assert 0 < visible < PACKAGES, "the kill must land halfway through the folder renames"
+    hidden = [p.name for p in (www / "simple").iterdir() if p.name.startswith(".ww-tmp")]
+    assert hidden, "the killed run left folders it was still building (hidden from the web server)"
+
+    result = publish(catalog, www)
+    assert result.packages == PACKAGES
+    for name in names:
+        assert (www / "simple" / name / "index.html").is_file(), name
+        assert (www / "project" / name / "json" / "index.json").is_file(), name
+    leftovers = [p.name for folder in ("simple", "project") for p in (www / folder).iterdir()
+                 if p.name.startswith(".ww-tmp")]
+    assert leftovers == [], "the next publish rebuilds what the killed one left hidden"

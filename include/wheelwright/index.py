@@ -42,9 +42,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import psycopg
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
+from psycopg.types.string import TextLoader
 
 from . import db, index_pages as pages, reports
 from .errors import CatalogError, WheelwrightError
@@ -71,6 +73,7 @@ _CANONICAL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*\Z")
 _SAFE_ALIAS = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?\Z")
 _LOG_PATH = re.compile(r"logs/(\d{4})/(\d{4})/(\d{4})\.txt\.gz\Z")
 _PAGES = ("index.html", "index.json")
+_decode_json = msgspec.json.decode
 
 
 class PublishError(WheelwrightError):
@@ -229,6 +232,7 @@ class Publisher:
                 result = PublishResult(full=self.full, mark_from=mark, mark_to=max(mark, upto))
                 try:
                     self._publish_packages(-1 if self.full else mark, upto, result)
+                    self.tree.commit()  # no staged folder may look like a stray to the sweep
                     if self.full:
                         self._sweep_strays()
                     if self.root_dirty or not os.path.exists(os.path.join(self.simple, "index.json")):
@@ -270,6 +274,9 @@ class Publisher:
         workers = self.workers if total >= _PARALLEL_FROM else 1
         with self.conn.cursor(name="publish_projects") as cur:
             cur.itersize = _FETCH
+            # The nested rows arrive as JSON text and are parsed where the package is rendered (in a
+            # worker, when forked): this process only streams, and it shares the CPUs with them.
+            cur.adapters.register_loader("json", TextLoader)
             cur.execute(db.query("publish_projects"), {"after": after, "upto": upto})
             if workers > 1:
                 # Rendering and writing are per package and independent: share them out to forked
@@ -298,6 +305,7 @@ class Publisher:
                 continue
             if self._publish_one(package):
                 batch.changed.append(package.package)
+            tree.commit_if_full()
             if package.visible:
                 batch.published += 1
             else:
@@ -340,6 +348,8 @@ class Publisher:
         if not is_canonical(package):
             log.warning("package name %r is not a safe canonical name: not published", package)
             return None
+        release_rows, build_rows, wheel_rows = (
+            _decode_json(rows) if rows else None for rows in (release_rows, build_rows, wheel_rows))
         builds_by_version: dict[str, list[Build]] = defaultdict(list)
         build_of: dict[int, Build] = {}
         logs = set()
@@ -404,12 +414,15 @@ class Publisher:
             p = pkg.project
             if old is None or old.name != p.display_name or old.summary != (p.summary or None):
                 self.root_dirty = True
-            simple_dir = self.simple + "/" + name
+            # A folder that does not exist yet is built whole under a hidden name and renamed into
+            # place at the next commit (see index_tree): all of its pages are written right here.
+            simple_folder = self.tree.stage_dir(self.simple + "/" + name)
+            project_folder = self.tree.stage_dir(project_dir)
             write = self.tree.write_in
-            write(simple_dir, "index.html", pages.simple_project_html(p))
-            write(simple_dir, "index.json", pages.simple_project_json(p))
-            write(project_dir, "index.html", pages.project_html(p, self.pypi_url))
-            write(project_dir + "/json", "index.json", pages.project_json(p, self.pypi_url))
+            write(simple_folder, "index.html", pages.simple_project_html(p))
+            write(simple_folder, "index.json", pages.simple_project_json(p))
+            write(project_folder, "index.html", pages.project_html(p, self.pypi_url))
+            write(project_folder + "/json", "index.json", pages.project_json(p, self.pypi_url))
             for alias in p.aliases:
                 self.tree.symlink(join(self.projects, alias), name)
                 if self.full:

@@ -15,7 +15,6 @@ from jinja2 templates with autoescaping.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -23,6 +22,7 @@ from html import escape
 from urllib.parse import quote
 
 import jinja2
+import msgspec
 
 REPOSITORY_VERSION = "1.1"
 SIMPLE_JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -122,7 +122,8 @@ def simple_project_html(project: Project) -> bytes:
 
 
 def json_bytes(data) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON (msgspec: several times faster than the json module, on the hot path)."""
+    return msgspec.json.encode(data)
 
 
 def simple_project_json(project: Project) -> bytes:

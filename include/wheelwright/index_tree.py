@@ -11,6 +11,13 @@ when a batch is full, makes them all durable at once (``syncfs`` on the tree's f
 data is on disk, and :meth:`StagedTree.finish` makes the renames themselves durable before the caller
 records progress anywhere else.
 
+A directory that does not exist yet (a new package, or every package of a first publish) is built whole
+instead: its files are written straight into a hidden temporary directory beside it, which is renamed
+into place once, after the batch is durable. That is one rename instead of one per file, and the
+directory appears complete or not at all. Should the directory appear meanwhile (the build side moves a
+package's first wheel into ``simple/<package>/`` before the publisher hears of it), its files are
+renamed into the existing one one by one instead.
+
 A file whose new bytes equal its current bytes is not written at all, so an unchanged page keeps its
 mtime and ETag, and caches stay warm.
 """
@@ -54,6 +61,16 @@ def read_bytes(path) -> bytes | None:
         return None
 
 
+def _write_file(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
 def _sync_path(path: str, flags: int = os.O_RDONLY) -> None:
     fd = os.open(path, flags)
     try:
@@ -69,7 +86,8 @@ class StagedTree:
     Only one publisher writes a tree at a time (the caller holds the catalog's publish lock), so the
     temporary name of each target is fixed: a temp file left by a killed run is simply overwritten.
     ``touched`` counts every change as it is staged, so a caller can tell whether a step changed
-    anything before the batch is committed.
+    anything before the batch is committed. Nothing is committed behind the caller's back: it calls
+    :meth:`commit_if_full` between packages, so a directory staged whole is never renamed half-written.
     """
 
     def __init__(self, root, *, batch: int = 2000):
@@ -79,7 +97,11 @@ class StagedTree:
         self.unchanged = 0
         self.removed = 0
         self.touched = 0
-        self._staged: list[tuple[str, str]] = []
+        self._staged: list[tuple[str, str]] = []       # (temporary file, target)
+        self._staged_dirs: list[tuple[str, str]] = []  # (temporary directory, target): see stage_dir
+        self._fresh: set[str] = set()       # staged directories and their subfolders: written directly
+        self._fresh_paths: list[str] = []   # what was written in them, to fsync when the batch is small
+        self._fresh_files = 0
         self._dirs: set[str] = set()        # directories whose entries changed since the last sync
         self._known_dirs: set[str] = set()  # directories known to exist
         self._new_dirs: set[str] = set()    # directories this run created (nothing old inside)
@@ -103,13 +125,41 @@ class StagedTree:
             except FileExistsError:
                 self._known_dirs.add(path)
                 return False
-        self._dirs.add(os.path.dirname(path))
+        parent = os.path.dirname(path)
         self._known_dirs.add(path)
         self._new_dirs.add(path)
+        if parent in self._fresh:  # part of a directory staged whole
+            self._fresh.add(path)
+            self._fresh_paths.append(path)
+        else:
+            self._dirs.add(parent)
         return True
 
-    def is_new_dir(self, path: str) -> bool:
-        return path in self._new_dirs
+    def stage_dir(self, path: str) -> str:
+        """The folder to write the files of directory ``path`` in.
+
+        ``path`` itself if it exists. If not, a new hidden directory beside it (the temporary name of
+        ``path``), whose files need no temporary names of their own: :meth:`commit` renames the whole
+        directory into place. The caller must write all of it before the next commit.
+        """
+        tmp = temp_name(path)
+        if path in self._known_dirs or os.path.lexists(path):
+            if os.path.lexists(tmp):  # left by a killed run that was building this directory
+                shutil.rmtree(tmp)
+            return path
+        try:
+            os.mkdir(tmp)
+        except FileExistsError:  # left by a killed run; we are the only publisher
+            shutil.rmtree(tmp)
+            os.mkdir(tmp)
+        except FileNotFoundError:
+            self.ensure_dir(os.path.dirname(path))
+            os.mkdir(tmp)
+        self._known_dirs.add(tmp)
+        self._fresh.add(tmp)
+        self._fresh_paths.append(tmp)
+        self._staged_dirs.append((tmp, path))
+        return tmp
 
     def write(self, path: str, data: bytes) -> bool:
         """Stage ``data`` for ``path``; False (and nothing staged) when the file already holds it."""
@@ -119,21 +169,20 @@ class StagedTree:
     def write_in(self, folder: str, name: str, data: bytes) -> bool:
         """:meth:`write` for a path already split into its folder and file name (the hot path)."""
         path = folder + "/" + name
-        if not self.ensure_dir(folder) and folder not in self._new_dirs and read_bytes(path) == data:
+        created = self.ensure_dir(folder)
+        if folder in self._fresh:  # nobody sees it before its directory is renamed into place
+            _write_file(path, data)
+            self._fresh_paths.append(path)
+            self._fresh_files += 1
+            self.touched += 1
+            return True
+        if not created and folder not in self._new_dirs and read_bytes(path) == data:
             self.unchanged += 1
             return False
         tmp = folder + "/" + TEMP_PREFIX + name
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+        _write_file(tmp, data)
         self._staged.append((tmp, path))
         self.touched += 1
-        if len(self._staged) >= self.batch:
-            self.commit()
         return True
 
     def symlink(self, path: str, target: str) -> bool:
@@ -162,21 +211,55 @@ class StagedTree:
         self.touched += 1
         return True
 
+    def commit_if_full(self) -> None:
+        """Commit when a batch's worth is staged (call it where no directory is half-written)."""
+        if len(self._staged) + self._fresh_files >= self.batch:
+            self.commit()
+
     def commit(self) -> None:
-        """Make the staged files durable and rename them into place."""
-        if not self._staged:
+        """Make the staged files and directories durable and rename them into place."""
+        if not self._staged and not self._staged_dirs:
             return
-        if len(self._staged) > _FSYNC_EACH_LIMIT:
+        if len(self._staged) + len(self._fresh_paths) > _FSYNC_EACH_LIMIT:
             self._flush_filesystem()
         else:
             for tmp, _path in self._staged:
                 _sync_path(tmp)
+            for path in self._fresh_paths:  # files, and folders (for their entries)
+                _sync_path(path, os.O_RDONLY | os.O_DIRECTORY if path in self._fresh else os.O_RDONLY)
         replace, dirname, dirs = os.replace, os.path.dirname, self._dirs
         for tmp, path in self._staged:
             replace(tmp, path)
             dirs.add(dirname(path))
         self.written += len(self._staged)
         self._staged.clear()
+        for tmp, path in self._staged_dirs:
+            self._place_dir(tmp, path)
+        self.written += self._fresh_files
+        self._staged_dirs.clear()
+        self._fresh.clear()
+        self._fresh_paths.clear()
+        self._fresh_files = 0
+
+    def _place_dir(self, tmp: str, path: str) -> None:
+        """Rename a staged directory into place, or move its files into ``path`` if that appeared."""
+        try:
+            # rename(2) replaces only an empty directory, which holds nothing anyone could miss.
+            os.rename(tmp, path)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise
+            log.info("%s appeared while it was being published: moving its pages in one by one", path)
+            for folder, _dirs, files in os.walk(tmp):
+                target = os.path.normpath(os.path.join(path, os.path.relpath(folder, tmp)))
+                self.ensure_dir(target)
+                for name in files:  # each file is durable already: a rename is all it takes
+                    os.replace(os.path.join(folder, name), os.path.join(target, name))
+                self._dirs.add(target)
+            shutil.rmtree(tmp)
+        self._known_dirs.discard(tmp)
+        self._known_dirs.add(path)
+        self._dirs.add(os.path.dirname(path))
 
     def finish(self) -> None:
         """Commit what is staged and make every rename and removal durable."""
@@ -193,13 +276,20 @@ class StagedTree:
         self._new_dirs.clear()
 
     def abandon(self) -> None:
-        """Drop staged files (after an error): the old files stay as they were."""
+        """Drop staged files and directories (after an error): the old files stay as they were."""
         for tmp, _path in self._staged:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+        for tmp, _path in self._staged_dirs:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._known_dirs.discard(tmp)
         self._staged.clear()
+        self._staged_dirs.clear()
+        self._fresh.clear()
+        self._fresh_paths.clear()
+        self._fresh_files = 0
 
     def _flush_filesystem(self) -> None:
         if _syncfs is not None:
