@@ -35,18 +35,24 @@ print("done", flush=True)
 """
 
 
+def insert_releases(catalog, prefix: str) -> None:
+    """PACKAGES packages named ``prefix-N``, with one release each, set-based."""
+    catalog.execute("""
+        INSERT INTO packages (package, display_name, present, state_hash, change_seq)
+        SELECT %s || '-' || n, initcap(%s) || '-' || n, true, 'x', nextval('change_seq')
+        FROM generate_series(1, %s) n""", (prefix, prefix, PACKAGES))
+    catalog.execute("""
+        INSERT INTO versions (package, version, born_serial, released, rank, valid, prerelease, yanked,
+                              quarantined, has_sdist)
+        SELECT package, '1.0', 1, '2024-01-01', 1, true, false, false, false, true FROM packages
+        WHERE package LIKE %s || '-%%'""", (prefix,))
+
+
 def make_world(catalog, www) -> list[str]:
     """PACKAGES packages with one release and one (dummy) wheel each, set-based."""
     catalog.execute("INSERT INTO targets (name, queue, abi, platform, distro, enabled, position)"
                     " VALUES ('cp311', 'cp311', 'cp311', 'linux_armv7l', 'bookworm', true, 1)")
-    catalog.execute("""
-        INSERT INTO packages (package, display_name, present, state_hash, change_seq)
-        SELECT 'pkg-' || n, 'Pkg-' || n, true, 'x', nextval('change_seq') FROM generate_series(1, %s) n""",
-                    (PACKAGES,))
-    catalog.execute("""
-        INSERT INTO versions (package, version, born_serial, released, rank, valid, prerelease, yanked,
-                              quarantined, has_sdist)
-        SELECT package, '1.0', 1, '2024-01-01', 1, true, false, false, false, true FROM packages""")
+    insert_releases(catalog, "pkg")
     catalog.execute("""
         INSERT INTO builds (package, version, abi, target, status)
         SELECT package, '1.0', 'cp311', 'cp311', 'success' FROM packages""")
@@ -158,14 +164,7 @@ def test_a_first_publish_killed_between_folder_renames_shows_only_whole_folders(
                                                                                  settings):
     """New packages' folders are built hidden and renamed into place: a kill leaves none half-made."""
     www = settings.output
-    catalog.execute("""
-        INSERT INTO packages (package, display_name, present, state_hash, change_seq)
-        SELECT 'new-' || n, 'New-' || n, true, 'x', nextval('change_seq') FROM generate_series(1, %s) n""",
-                    (PACKAGES,))
-    catalog.execute("""
-        INSERT INTO versions (package, version, born_serial, released, rank, valid, prerelease, yanked,
-                              quarantined, has_sdist)
-        SELECT package, '1.0', 1, '2024-01-01', 1, true, false, false, false, true FROM packages""")
+    insert_releases(catalog, "new")
     catalog.commit()
     names = [row[0] for row in catalog.execute("SELECT package FROM packages")]
     catalog.commit()
