@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conftest import database_dsn
 from index_serving import serve
 from index_world import World
 from wheelwright.index import publish
@@ -26,14 +27,11 @@ PIP_TIMEOUT = 120
 
 @pytest.fixture(scope="module")
 def module_catalog(pg_server, catalog_template):
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
     name = f"wheelwright_pip_{os.getpid()}"
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{catalog_template}"')
-    params = conninfo_to_dict(pg_server)
-    params["dbname"] = name
-    with psycopg.connect(make_conninfo(**params)) as conn:
+    with psycopg.connect(database_dsn(pg_server, name)) as conn:
         yield conn
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

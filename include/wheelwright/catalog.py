@@ -33,7 +33,7 @@ from psycopg.copy import Copy, FileWriter, QueuedLibpqWriter
 
 from . import db, replay
 from .errors import MalformedEvent
-from .events import Event, Kind, packages_touched, parse_action, parse_row
+from .events import KIND_BY_TEXT, Event, Kind, packages_touched, parse_action, parse_row, plain_event
 from .fold import PackageState, apply_event, is_prerelease, is_valid_version, version_ranks
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,9 @@ def prepare_page(rows: Iterable, cursor: psycopg.Cursor) -> PreparedPage:
     buffer = io.BytesIO()
     with Copy(cursor, writer=FileWriter(buffer)) as copy:
         _copy_events(copy, events, [])
-    plain = [e[:6] + (_KIND_TEXT[e[6]],) + e[7:] for e in events]
+    plain = [plain_event(e) for e in events]
     return PreparedPage(result.received, result.max_serial, rejects, plain, buffer.getvalue())
 
-
-_KIND_TEXT = {kind: kind.value for kind in Kind}
 
 
 def ingest_prepared(conn: psycopg.Connection, page: PreparedPage) -> IngestResult:
@@ -332,11 +330,8 @@ def _fold_pending(cur: psycopg.Cursor) -> Iterator[PackageState]:
         yield state
 
 
-_KINDS = {kind.value: kind for kind in Kind}  # Kind(value) is a slow call on a hot path
-
-
 def _event(serial, name, package, version, ts, action, kind, other) -> Event:
-    kind = _KINDS[kind]
+    kind = KIND_BY_TEXT[kind]
     if kind is Kind.ADD_FILE or kind is Kind.REMOVE_FILE:
         parsed = parse_action(action)
         return Event(serial, name, package, version, ts, action, kind, parsed.filename, parsed.pyver, other)

@@ -198,6 +198,18 @@ def packages_touched(event: tuple) -> tuple[str, ...]:
 
 
 _new_event = tuple.__new__  # Event(...) goes through a Python-level __new__: too slow for a replay
+KIND_BY_TEXT = {kind.value: kind for kind in Kind}  # Kind(text) is a slow call on a hot path
+_KIND_TEXT = {kind: kind.value for kind in Kind}    # and so is Kind.value
+
+
+def plain_event(event: Event) -> tuple:
+    """An event as a plain tuple with its kind as text: it travels between processes cheaply."""
+    return event[:6] + (_KIND_TEXT[event[6]],) + event[7:]
+
+
+def event_from_plain(row: tuple) -> Event:
+    """The Event again from :func:`plain_event`'s tuple."""
+    return _new_event(Event, row[:6] + (KIND_BY_TEXT[row[6]],) + row[7:])
 _MAX_TIMESTAMP = 253_402_300_800  # year 10000: past it no calendar of ours (nor Python's) goes
 
 

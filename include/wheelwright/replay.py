@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg.copy import Copy, FileWriter
 
-from .events import Event, Kind, packages_touched
+from .events import Event, event_from_plain, packages_touched
 from .fold import PackageState, apply_event, version_facts, version_ranks
 
 if TYPE_CHECKING:
@@ -111,8 +111,6 @@ def worker_count() -> int:
 # What forked workers read: set by write_fresh just before the fork, so they inherit it for free.
 _HISTORIES: tuple[dict[str, list[tuple]], psycopg.Connection] | None = None
 _history_order = operator.itemgetter(4, 0)  # Event.timestamp, Event.serial
-_new_event = tuple.__new__
-_KINDS = {kind.value: kind for kind in Kind}
 
 
 def _copy_payload(cur: psycopg.Cursor, payload: tuple[bytes, ...]) -> None:
@@ -131,7 +129,7 @@ def _render_slice(task: tuple[list[str], int]) -> tuple[bytes, ...]:
         state = PackageState(package)
         for event in sorted(histories[package], key=_history_order):
             if type(event) is not Event:  # a plain tuple from a parsing worker: the kind is its text
-                event = _new_event(Event, event[:6] + (_KINDS[event[6]],) + event[7:])
+                event = event_from_plain(event)
             apply_event(state, event)
         states.append(state)
     # The formatting is psycopg's own (a Copy that writes to memory); the connection only lends its
