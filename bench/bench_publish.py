@@ -156,8 +156,17 @@ def main(argv=None) -> int:
     return 0
 
 
+def inode_usage(path: Path) -> str:
+    """How full the file system's inode tables are: creating files slows down a lot as they fill."""
+    fs = os.statvfs(path)
+    if not fs.f_files:
+        return "no inode table"
+    return f"{(fs.f_files - fs.f_ffree) / fs.f_files:.0%} of {fs.f_files:,} inodes in use"
+
+
 def run(args, workdir: Path, maintenance: str, dsn: str) -> None:
     rows = read_names(args.names, args.limit)
+    print(f"output file system: {inode_usage(workdir)}", flush=True)
     with psycopg.connect(dsn) as conn:
         db.init_schema(conn)
         started = time.perf_counter()

@@ -224,3 +224,41 @@ def test_preinstalled_packages_are_left_out_per_distro():
     assert needed_apt(["libc6", "libssl3", "libxml2"], "bookworm") == ("libxml2",)
     assert needed_apt(["libc6", "libssl3t64", "libxml2"], "trixie") == ("libxml2",)
     assert needed_apt(["libc6", "libxml2"], "no-such-distro") == ("libc6", "libxml2")
+
+
+class Balance(HTMLParser):
+    """Checks that every element the page opens is closed, in order (void elements aside)."""
+
+    VOID = {"meta", "br", "link", "img", "input", "hr"}
+
+    def __init__(self):
+        super().__init__()
+        self.open, self.errors, self.text = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.open or self.open.pop() != tag:
+            self.errors.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.mark.parametrize("hostile", ["<td>", "</div></table>", '"><script>x</script>', "a & b"])
+def test_project_page_is_well_formed_whatever_pypi_sends(project, hostile):
+    failed = Build(build_id=9, version="1.0", abi="cp39", status="failure", builder="pi-2", duration=None,
+                   log_path=None, reason=hostile, target="cp39")
+    project.summary = project.skip_reason = hostile
+    project.releases[0].yanked_reason = project.releases[0].skip_reason = hostile
+    project.releases[1].builds.append(failed)
+    project.releases.append(Release(version=hostile, released="2020-01-01T00:00:00Z", prerelease=False,
+                                    yanked=False, yanked_reason=None, requires_python=hostile,
+                                    skip_reason=None))
+    checker = Balance()
+    checker.feed(pages.project_html(project).decode())
+    checker.close()
+    assert checker.errors == [] and checker.open == []
+    assert "".join(checker.text).count(hostile) >= 5, "hostile text shows as text, never as markup"

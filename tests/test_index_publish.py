@@ -14,6 +14,7 @@ import time
 import pytest
 
 from index_world import World, make_wheel
+from wheelwright import index
 from wheelwright.index import (CONSUMER, GRACE_SECONDS, build_id_for_log, log_path_for, publish,
                                safe_alias)
 
@@ -293,6 +294,49 @@ def test_full_publish_rewrites_everything_and_sweeps_strays(world, catalog, www)
     assert not stray_log.exists()
     assert (www / log_path_for(1)).exists()
     assert "solid-1.0-py3-none-any.whl" in page(www, "simple/solid/index.html")
+
+
+def published_pages(root) -> dict[str, bytes | str]:
+    """What the publisher itself wrote (pages, links, root lists): every file but wheels, logs, reports."""
+    found = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files + [d for d in _dirs if os.path.islink(os.path.join(folder, d))]:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root)
+            if os.path.islink(path):
+                found[rel] = os.readlink(path)
+            elif name.endswith(".json") or name.endswith(".html"):
+                if not rel.startswith("reports"):
+                    found[rel] = open(path, "rb").read()
+    return found
+
+
+def test_forked_workers_publish_what_one_process_does(world, catalog, www, tmp_path, monkeypatch):
+    """Big runs fork workers that hand their staged writes back to the parent to commit."""
+    for i in range(12):
+        p = world.package(f"Pkg.{i}", summary=f"number {i}", aliases=(f"PKG_{i}",))
+        world.release(p, "1.0")
+        if i % 3 == 0:
+            world.wheel(p, "1.0", apt=("libxml2",))  # simple/<p>/ exists before its first publish
+        if i == 4:
+            world.set(p, quarantined=True)
+        if i == 5:
+            world.delete_package(p)
+    monkeypatch.setattr(index, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(index, "_BATCH", 2)
+    forked = publish(catalog, www, workers=2)
+    single = publish(catalog, tmp_path / "single", workers=1, full=True)
+    assert published_pages(www) == published_pages(tmp_path / "single")
+    assert (forked.packages, forked.published, forked.removed) == (12, 10, 2)
+    assert forked.files_written == single.files_written
+    assert not [n for _f, dirs, files in os.walk(www) for n in dirs + files if n.startswith(".ww-tmp.")]
+    assert mark(catalog) == forked.mark_to
+
+    world.release("pkg-3", "2.0")  # a folder that exists: its pages are staged as temporary files
+    again = publish(catalog, www, workers=2)
+    assert again.changed == ["pkg-3"]
+    assert '"2.0"' in page(www, "simple/pkg-3/index.json")
+    assert not [n for n in os.listdir(www / "simple" / "pkg-3") if n.startswith(".ww-tmp.")]
 
 
 # -- apt reports --------------------------------------------------------------------------------------

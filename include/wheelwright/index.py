@@ -20,7 +20,8 @@ the quarantine republishes it without rebuilding anything.
 
 Everything a run reads comes from one REPEATABLE READ snapshot, and only one publisher runs at a time
 (an advisory lock), whoever started it. Big runs (a full publish) render and write in forked worker
-processes, each making its own batches durable before it reports them done.
+processes that never wait for the disk: each hands back the batch it staged, and this process makes it
+durable and renames it into place while they go on with the next.
 
 The formats live in :mod:`wheelwright.index_pages`, the apt reports in :mod:`wheelwright.reports`.
 ``publish(conn, output, full=...)`` is the one entry point; the CLI's ``wheelwright index`` and the
@@ -35,6 +36,7 @@ import logging
 import multiprocessing
 import os
 import re
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -51,7 +53,7 @@ from psycopg.types.string import TextLoader
 from . import db, index_pages as pages, reports
 from .errors import CatalogError, WheelwrightError
 from .index_pages import Build, Project, Release, WheelFile
-from .index_tree import StagedTree, is_temp, read_bytes
+from .index_tree import Staged, StagedTree, is_temp, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +177,7 @@ class _Batch:
     root_dirty: bool = False
     touched_builds: bool = False
     files: tuple[int, int, int] | None = None   # written, unchanged, removed (workers only)
+    staged: Staged | None = None                # what a worker wrote, for the parent to commit
 
 
 @dataclass(slots=True)
@@ -283,11 +286,15 @@ class Publisher:
                 # workers (each with its own staging), while this process streams rows from the catalog.
                 global _FORKED
                 _FORKED = self
+                # Workers never wait for the disk: each hands its staged batch back, and this process
+                # makes it durable and renames it into place while they render the next ones.
+                self.tree.many_writers = True
                 with multiprocessing.get_context("fork").Pool(workers) as pool:
                     for batch in pool.imap_unordered(_publish_batch_in_worker, _batches(cur)):
                         self._merge(batch, result, total)
+                        self.tree.adopt(batch.staged)
+                        self.tree.commit_if_full()
                 _FORKED = None
-                self.tree.many_writers = True
             else:
                 for rows in _batches(cur):
                     self._merge(self._publish_batch(rows), result, total)
@@ -315,8 +322,8 @@ class Publisher:
         batch.seen, self.seen = self.seen, set()
         batch.seen_visible, self.seen_visible = self.seen_visible, set()
         batch.links, self.links = self.links, set()
-        if _FORKED is self:  # a worker: its files must be in place before the batch counts as done
-            tree.commit()
+        if _FORKED is self:  # a worker: the parent commits what it staged
+            batch.staged = tree.hand_over()
             batch.files = (tree.written - counters[0], tree.unchanged - counters[1], tree.removed - counters[2])
         return batch
 
@@ -568,7 +575,9 @@ def _batches(cursor):
 
 
 def _publish_batch_in_worker(rows) -> _Batch:
-    return _FORKED._publish_batch(rows)
+    publisher = _FORKED
+    publisher.tree.batch = sys.maxsize  # never commit here: the parent commits (see _publish_packages)
+    return publisher._publish_batch(rows)
 
 
 def _scandir(path: str) -> list[os.DirEntry]:

@@ -9,8 +9,8 @@ what lets the writer skip files that did not change.
 
 Everything here that came from PyPI (names, summaries, versions, reasons, Requires-Python) is hostile
 input and is escaped where it lands. The simple pages sit on the hot path (every package, every full
-publish) and are built from strings with :func:`html.escape`; the project pages, read by people, come
-from jinja2 templates with autoescaping.
+publish) and are built from strings with :func:`html.escape`, and so is the project page people read,
+inside the frame of ``templates/base.html``, which the jinja2 report pages share.
 """
 
 from __future__ import annotations
@@ -285,12 +285,91 @@ def _template(name: str) -> jinja2.Template:
     return _templates().get_template(name)
 
 
+@lru_cache(maxsize=None)
+def _page_frame() -> tuple[str, str, str]:
+    """``base.html`` cut around its title and its body, so every page shares one frame and style."""
+    page = _templates().from_string(
+        '{% extends "base.html" %}{% block title %}\0{% endblock %}{% block body %}\0{% endblock %}'
+    ).render()
+    head, middle, tail = page.split("\0")
+    return head, middle, tail
+
+
 def project_html(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
-    return _template("project.html").render(
-        project=project,
-        releases=[(r, _release_rows(r)) for r in project.releases],
-        pypi_url=pypi_url,
-    ).encode()
+    """The page people read. Built from strings, not a template: it is written for every package on
+    every full publish, and a jinja2 render cost five times the other three pages together."""
+    head, middle, tail = _page_frame()
+    name = escape(project.display_name)
+    package = escape(project.package)
+    out = [head, name, middle, f"<h1>{name}</h1>\n"]
+    if project.summary:
+        out.append(f'<p class="summary">{escape(project.summary)}</p>\n')
+    out.append(f'<pre class="install">pip install {name}</pre>\n'
+               f'<p class="muted">\n'
+               f'  <a href="{escape(pypi_url)}/project/{package}/">on PyPI</a> ·\n'
+               f'  <a href="../../simple/{package}/">simple index</a> ·\n'
+               f'  <a href="json/">JSON</a>\n'
+               f'</p>\n')
+    if project.skip_reason:
+        out.append(f'<p><span class="badge skipped">not built</span> {escape(project.skip_reason)}</p>\n')
+    if not project.releases:
+        out.append('<p class="muted">No releases.</p>\n')
+    for release in project.releases:
+        _release_html(out, package, release, project.skip_reason)
+    out.append(tail)
+    return "".join(out).encode()
+
+
+def _release_html(out: list[str], package: str, release: Release, project_skipped: str | None) -> None:
+    version = escape(release.version)
+    out.append(f'<div class="release" id="v{version}">\n  <h2>{version}')
+    if release.yanked:
+        out.append(f' <span class="badge yanked" title="{escape(release.yanked_reason or "")}">yanked</span>')
+    if release.prerelease:
+        out.append(' <span class="badge prerelease">pre-release</span>')
+    if release.skip_reason:
+        out.append(' <span class="badge skipped">skipped</span>')
+    out.append(f'</h2>\n  <p class="muted">released {escape(release.released[:10])}')
+    if release.requires_python:
+        out.append(f" · Requires-Python {escape(release.requires_python)}")
+    if release.yanked and release.yanked_reason:
+        out.append(f" · yanked: {escape(release.yanked_reason)}")
+    if release.skip_reason:
+        out.append(f" · not built: {escape(release.skip_reason)}")
+    out.append("</p>\n")
+    rows = _release_rows(release) if release.files or release.builds else ()
+    if rows:
+        out.append("  <table>\n    <tr><th>target</th><th>file</th><th>size</th><th>Requires-Python</th>"
+                   "<th>apt dependencies</th><th>build</th></tr>\n")
+        for row in rows:
+            target = escape(row["target"])
+            for f in row["files"]:
+                deps = escape(" ".join(f.apt_dependencies))
+                if f.unowned:
+                    deps += f' <span class="muted">(unowned: {escape(" ".join(f.unowned))})</span>'
+                logs = "".join(f'<a href="../../{escape(b.log_path)}">log</a>' for b in row["builds"]
+                               if b.build_id == f.build_id and b.log_path)
+                out.append(f"    <tr>\n      <td>{target}</td>\n"
+                           f'      <td><a href="../../simple/{package}/{escape(quote(f.filename))}">'
+                           f"{escape(f.filename)}</a></td>\n"
+                           f"      <td>{human_size(f.size)}</td>\n"
+                           f"      <td>{escape(f.requires_python or '')}</td>\n"
+                           f"      <td>{deps}</td>\n"
+                           f"      <td>{logs}</td>\n    </tr>\n")
+            for b in row["builds"]:
+                if b.status == "success":
+                    continue
+                status = escape(b.status)
+                reason = f": {escape(b.reason)}" if b.reason else ""
+                log_link = f'<a href="../../{escape(b.log_path)}">log</a> ' if b.log_path else ""
+                out.append(f"    <tr>\n      <td>{target}</td>\n"
+                           f'      <td colspan="4" class="{status}">{status}{reason}</td>\n'
+                           f'      <td>{log_link}<span class="muted">{human_duration(b.duration)}</span></td>\n'
+                           f"    </tr>\n")
+        out.append("  </table>\n")
+    elif not release.skip_reason and not project_skipped:
+        out.append('  <p class="muted">Not built yet.</p>\n')
+    out.append("</div>\n")
 
 
 def reports_html(apt_counts: dict[str, list[tuple[str, int]]], missing: list[dict],

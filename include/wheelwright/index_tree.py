@@ -29,6 +29,7 @@ import errno
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,17 @@ def _sync_path(path: str, flags: int = os.O_RDONLY) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass
+class Staged:
+    """Writes staged by one process and committed by another (see :meth:`StagedTree.hand_over`)."""
+
+    files: list[tuple[str, str]]        # (temporary file, target)
+    dirs: list[tuple[str, str]]         # (temporary directory, target)
+    fresh_dirs: set[str]                # the staged directories and their subfolders
+    fresh_paths: list[str]              # everything written in them
+    fresh_files: int
 
 
 class StagedTree:
@@ -210,6 +222,29 @@ class StagedTree:
         self.written += 1
         self.touched += 1
         return True
+
+    def hand_over(self) -> Staged:
+        """Give up everything staged, unrenamed, for another process to :meth:`adopt` and commit.
+
+        Forked publishing workers do this so that they never wait for the disk: the parent makes
+        their batches durable and renames them into place while they render the next ones.
+        """
+        staged = Staged(files=self._staged, dirs=self._staged_dirs, fresh_dirs=self._fresh,
+                        fresh_paths=self._fresh_paths, fresh_files=self._fresh_files)
+        for tmp, path in self._staged_dirs:  # the adopter renames them before anyone looks again
+            self._known_dirs.discard(tmp)
+            self._known_dirs.add(path)
+        self._staged, self._staged_dirs, self._fresh, self._fresh_paths = [], [], set(), []
+        self._fresh_files = 0
+        return staged
+
+    def adopt(self, staged: Staged) -> None:
+        """Take over writes another process staged in this tree, to commit them with this one's."""
+        self._staged.extend(staged.files)
+        self._staged_dirs.extend(staged.dirs)
+        self._fresh |= staged.fresh_dirs
+        self._fresh_paths.extend(staged.fresh_paths)
+        self._fresh_files += staged.fresh_files
 
     def commit_if_full(self) -> None:
         """Commit when a batch's worth is staged (call it where no directory is half-written)."""
