@@ -107,7 +107,6 @@ def prepare_page(rows: Iterable, cursor: psycopg.Cursor) -> PreparedPage:
     return PreparedPage(result.received, result.max_serial, rejects, plain, buffer.getvalue())
 
 
-
 def ingest_prepared(conn: psycopg.Connection, page: PreparedPage) -> IngestResult:
     """:func:`ingest` for a page :func:`prepare_page` parsed; ``result.events`` are plain tuples."""
     result = IngestResult(received=page.received, max_serial=page.max_serial)

@@ -210,6 +210,8 @@ def plain_event(event: Event) -> tuple:
 def event_from_plain(row: tuple) -> Event:
     """The Event again from :func:`plain_event`'s tuple."""
     return _new_event(Event, row[:6] + (KIND_BY_TEXT[row[6]],) + row[7:])
+
+
 _MAX_TIMESTAMP = 253_402_300_800  # year 10000: past it no calendar of ours (nor Python's) goes
 
 

@@ -36,7 +36,6 @@ import logging
 import multiprocessing
 import os
 import re
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -300,8 +299,9 @@ class Publisher:
                     self._merge(self._publish_batch(rows), result, total)
 
     def _publish_batch(self, rows) -> "_Batch":
-        """Publish some packages; in a worker process, also make its files durable and in place."""
+        """Publish some packages; a worker process only stages them, for the parent to commit."""
         tree = self.tree
+        in_worker = _FORKED is self
         counters = (tree.written, tree.unchanged, tree.removed)
         batch = _Batch()
         for row in rows:
@@ -312,7 +312,8 @@ class Publisher:
                 continue
             if self._publish_one(package):
                 batch.changed.append(package.package)
-            tree.commit_if_full()
+            if not in_worker:
+                tree.commit_if_full()
             if package.visible:
                 batch.published += 1
             else:
@@ -322,7 +323,7 @@ class Publisher:
         batch.seen, self.seen = self.seen, set()
         batch.seen_visible, self.seen_visible = self.seen_visible, set()
         batch.links, self.links = self.links, set()
-        if _FORKED is self:  # a worker: the parent commits what it staged
+        if in_worker:
             batch.staged = tree.hand_over()
             batch.files = (tree.written - counters[0], tree.unchanged - counters[1], tree.removed - counters[2])
         return batch
@@ -575,9 +576,7 @@ def _batches(cursor):
 
 
 def _publish_batch_in_worker(rows) -> _Batch:
-    publisher = _FORKED
-    publisher.tree.batch = sys.maxsize  # never commit here: the parent commits (see _publish_packages)
-    return publisher._publish_batch(rows)
+    return _FORKED._publish_batch(rows)
 
 
 def _scandir(path: str) -> list[os.DirEntry]:

@@ -337,7 +337,7 @@ def _release_html(out: list[str], package: str, release: Release, project_skippe
     if release.skip_reason:
         out.append(f" · not built: {escape(release.skip_reason)}")
     out.append("</p>\n")
-    rows = _release_rows(release) if release.files or release.builds else ()
+    rows = _release_rows(release)
     if rows:
         out.append("  <table>\n    <tr><th>target</th><th>file</th><th>size</th><th>Requires-Python</th>"
                    "<th>apt dependencies</th><th>build</th></tr>\n")

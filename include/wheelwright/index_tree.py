@@ -29,7 +29,7 @@ import errno
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,23 @@ def _sync_path(path: str, flags: int = os.O_RDONLY) -> None:
 
 @dataclass
 class Staged:
-    """Writes staged by one process and committed by another (see :meth:`StagedTree.hand_over`)."""
+    """What a tree has staged and not committed yet; another process may commit it (see
+    :meth:`StagedTree.hand_over`)."""
 
-    files: list[tuple[str, str]]        # (temporary file, target)
-    dirs: list[tuple[str, str]]         # (temporary directory, target)
-    fresh_dirs: set[str]                # the staged directories and their subfolders
-    fresh_paths: list[str]              # everything written in them
-    fresh_files: int
+    files: list[tuple[str, str]] = field(default_factory=list)   # (temporary file, target)
+    dirs: list[tuple[str, str]] = field(default_factory=list)    # (temporary directory, target)
+    # The staged directories and their subfolders: files in them are written directly.
+    fresh_dirs: set[str] = field(default_factory=set)
+    # Those folders and the files in them, to fsync when a batch is small.
+    fresh_paths: list[str] = field(default_factory=list)
+
+    @property
+    def fresh_files(self) -> int:
+        return len(self.fresh_paths) - len(self.fresh_dirs)
+
+    def __len__(self) -> int:
+        """The files to rename into place, one by one or with their directory."""
+        return len(self.files) + self.fresh_files
 
 
 class StagedTree:
@@ -109,11 +119,7 @@ class StagedTree:
         self.unchanged = 0
         self.removed = 0
         self.touched = 0
-        self._staged: list[tuple[str, str]] = []       # (temporary file, target)
-        self._staged_dirs: list[tuple[str, str]] = []  # (temporary directory, target): see stage_dir
-        self._fresh: set[str] = set()       # staged directories and their subfolders: written directly
-        self._fresh_paths: list[str] = []   # what was written in them, to fsync when the batch is small
-        self._fresh_files = 0
+        self._pending = Staged()
         self._dirs: set[str] = set()        # directories whose entries changed since the last sync
         self._known_dirs: set[str] = set()  # directories known to exist
         self._new_dirs: set[str] = set()    # directories this run created (nothing old inside)
@@ -140,9 +146,10 @@ class StagedTree:
         parent = os.path.dirname(path)
         self._known_dirs.add(path)
         self._new_dirs.add(path)
-        if parent in self._fresh:  # part of a directory staged whole
-            self._fresh.add(path)
-            self._fresh_paths.append(path)
+        pending = self._pending
+        if parent in pending.fresh_dirs:  # part of a directory staged whole
+            pending.fresh_dirs.add(path)
+            pending.fresh_paths.append(path)
         else:
             self._dirs.add(parent)
         return True
@@ -168,9 +175,9 @@ class StagedTree:
             self.ensure_dir(os.path.dirname(path))
             os.mkdir(tmp)
         self._known_dirs.add(tmp)
-        self._fresh.add(tmp)
-        self._fresh_paths.append(tmp)
-        self._staged_dirs.append((tmp, path))
+        self._pending.fresh_dirs.add(tmp)
+        self._pending.fresh_paths.append(tmp)
+        self._pending.dirs.append((tmp, path))
         return tmp
 
     def write(self, path: str, data: bytes) -> bool:
@@ -182,10 +189,10 @@ class StagedTree:
         """:meth:`write` for a path already split into its folder and file name (the hot path)."""
         path = folder + "/" + name
         created = self.ensure_dir(folder)
-        if folder in self._fresh:  # nobody sees it before its directory is renamed into place
+        pending = self._pending
+        if folder in pending.fresh_dirs:  # nobody sees it before its directory is renamed into place
             _write_file(path, data)
-            self._fresh_paths.append(path)
-            self._fresh_files += 1
+            pending.fresh_paths.append(path)
             self.touched += 1
             return True
         if not created and folder not in self._new_dirs and read_bytes(path) == data:
@@ -193,7 +200,7 @@ class StagedTree:
             return False
         tmp = folder + "/" + TEMP_PREFIX + name
         _write_file(tmp, data)
-        self._staged.append((tmp, path))
+        pending.files.append((tmp, path))
         self.touched += 1
         return True
 
@@ -229,52 +236,45 @@ class StagedTree:
         Forked publishing workers do this so that they never wait for the disk: the parent makes
         their batches durable and renames them into place while they render the next ones.
         """
-        staged = Staged(files=self._staged, dirs=self._staged_dirs, fresh_dirs=self._fresh,
-                        fresh_paths=self._fresh_paths, fresh_files=self._fresh_files)
-        for tmp, path in self._staged_dirs:  # the adopter renames them before anyone looks again
+        staged, self._pending = self._pending, Staged()
+        for tmp, path in staged.dirs:  # the adopter renames them before anyone looks again
             self._known_dirs.discard(tmp)
             self._known_dirs.add(path)
-        self._staged, self._staged_dirs, self._fresh, self._fresh_paths = [], [], set(), []
-        self._fresh_files = 0
         return staged
 
     def adopt(self, staged: Staged) -> None:
         """Take over writes another process staged in this tree, to commit them with this one's."""
-        self._staged.extend(staged.files)
-        self._staged_dirs.extend(staged.dirs)
-        self._fresh |= staged.fresh_dirs
-        self._fresh_paths.extend(staged.fresh_paths)
-        self._fresh_files += staged.fresh_files
+        pending = self._pending
+        pending.files.extend(staged.files)
+        pending.dirs.extend(staged.dirs)
+        pending.fresh_dirs |= staged.fresh_dirs
+        pending.fresh_paths.extend(staged.fresh_paths)
 
     def commit_if_full(self) -> None:
         """Commit when a batch's worth is staged (call it where no directory is half-written)."""
-        if len(self._staged) + self._fresh_files >= self.batch:
+        if len(self._pending) >= self.batch:
             self.commit()
 
     def commit(self) -> None:
         """Make the staged files and directories durable and rename them into place."""
-        if not self._staged and not self._staged_dirs:
+        pending = self._pending
+        if not pending.files and not pending.dirs:
             return
-        if len(self._staged) + len(self._fresh_paths) > _FSYNC_EACH_LIMIT:
+        if len(pending.files) + len(pending.fresh_paths) > _FSYNC_EACH_LIMIT:
             self._flush_filesystem()
         else:
-            for tmp, _path in self._staged:
+            for tmp, _path in pending.files:
                 _sync_path(tmp)
-            for path in self._fresh_paths:  # files, and folders (for their entries)
-                _sync_path(path, os.O_RDONLY | os.O_DIRECTORY if path in self._fresh else os.O_RDONLY)
+            for path in pending.fresh_paths:  # files, and folders (for their entries)
+                _sync_path(path, os.O_RDONLY | os.O_DIRECTORY if path in pending.fresh_dirs else os.O_RDONLY)
         replace, dirname, dirs = os.replace, os.path.dirname, self._dirs
-        for tmp, path in self._staged:
+        for tmp, path in pending.files:
             replace(tmp, path)
             dirs.add(dirname(path))
-        self.written += len(self._staged)
-        self._staged.clear()
-        for tmp, path in self._staged_dirs:
+        for tmp, path in pending.dirs:
             self._place_dir(tmp, path)
-        self.written += self._fresh_files
-        self._staged_dirs.clear()
-        self._fresh.clear()
-        self._fresh_paths.clear()
-        self._fresh_files = 0
+        self.written += len(pending)
+        self._pending = Staged()
 
     def _place_dir(self, tmp: str, path: str) -> None:
         """Rename a staged directory into place, or move its files into ``path`` if that appeared."""
@@ -312,19 +312,15 @@ class StagedTree:
 
     def abandon(self) -> None:
         """Drop staged files and directories (after an error): the old files stay as they were."""
-        for tmp, _path in self._staged:
+        pending, self._pending = self._pending, Staged()
+        for tmp, _path in pending.files:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-        for tmp, _path in self._staged_dirs:
+        for tmp, _path in pending.dirs:
             shutil.rmtree(tmp, ignore_errors=True)
             self._known_dirs.discard(tmp)
-        self._staged.clear()
-        self._staged_dirs.clear()
-        self._fresh.clear()
-        self._fresh_paths.clear()
-        self._fresh_files = 0
 
     def _flush_filesystem(self) -> None:
         if _syncfs is not None:

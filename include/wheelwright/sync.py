@@ -149,14 +149,18 @@ def _fetch(conn: psycopg.Connection, source: ChangelogSource, result: SyncResult
             next_progress = time.monotonic() + PROGRESS_EVERY
 
 
+def _journal(conn: psycopg.Connection, store, page) -> catalog.IngestResult:
+    """One page journalled by ``store`` with its watermark, in one transaction."""
+    with conn.transaction():
+        ingested = store(conn, page)
+        if ingested.max_serial is not None:
+            catalog.advance_watermark(conn, ingested.max_serial)
+    return ingested
+
+
 def _journal_each(conn: psycopg.Connection, pages) -> Iterator[catalog.IngestResult]:
-    """Each page journalled with its watermark in one transaction."""
     for page in pages:
-        with conn.transaction():
-            ingested = catalog.ingest(conn, page)
-            if ingested.max_serial is not None:
-                catalog.advance_watermark(conn, ingested.max_serial)
-        yield ingested
+        yield _journal(conn, catalog.ingest, page)
 
 
 def _journal_forked(conn: psycopg.Connection, pages, workers: int) -> Iterator[catalog.IngestResult]:
@@ -171,9 +175,9 @@ def _journal_forked(conn: psycopg.Connection, pages, workers: int) -> Iterator[c
             for page in pages:
                 ahead.append(pool.apply_async(_prepare_page, (page,)))
                 if len(ahead) > PARSE_AHEAD * workers:
-                    yield _journal_prepared(conn, ahead.popleft().get())
+                    yield _journal(conn, catalog.ingest_prepared, ahead.popleft().get())
             while ahead:
-                yield _journal_prepared(conn, ahead.popleft().get())
+                yield _journal(conn, catalog.ingest_prepared, ahead.popleft().get())
     finally:
         _FORMATTING = None
 
@@ -184,14 +188,6 @@ _FORMATTING: psycopg.Connection | None = None  # lends psycopg's adapters to for
 
 def _prepare_page(page) -> catalog.PreparedPage:
     return catalog.prepare_page(page, _FORMATTING.cursor())
-
-
-def _journal_prepared(conn: psycopg.Connection, page: catalog.PreparedPage) -> catalog.IngestResult:
-    with conn.transaction():
-        ingested = catalog.ingest_prepared(conn, page)
-        if ingested.max_serial is not None:
-            catalog.advance_watermark(conn, ingested.max_serial)
-    return ingested
 
 
 def sync_forever(connect, source: ChangelogSource, *, interval: float = 60.0, sleep=time.sleep) -> None:
