@@ -296,6 +296,23 @@ def test_full_publish_rewrites_everything_and_sweeps_strays(world, catalog, www)
     assert "solid-1.0-py3-none-any.whl" in page(www, "simple/solid/index.html")
 
 
+def test_a_full_publish_finds_a_folder_made_after_it_listed_simple(world, catalog, www, monkeypatch):
+    """A full publish looks on disk only for names simple/ held when it began; the build side may have
+    made simple/<p>/ for a first wheel since."""
+    p = world.package("late")
+    world.release(p, "1.0")
+    wheel = world.wheel(p, "1.0")  # already moved into simple/late/
+    listed = index._names_in
+    monkeypatch.setattr(index, "_names_in",
+                        lambda folder: frozenset() if folder.endswith("simple") else listed(folder))
+    result = publish(catalog, www, full=True)
+    assert result.published == 1
+    assert sorted(os.listdir(www / "simple" / "late")) == sorted(
+        ["index.html", "index.json", wheel.filename, wheel.filename + ".metadata"])
+    assert wheel.filename in page(www, "simple/late/index.html")
+    assert json.loads(page(www, "project/late/json/index.json"))["name"] == "late"
+
+
 def published_pages(root) -> dict[str, bytes | str]:
     """What the publisher itself wrote (pages, links, root lists): every file but wheels, logs, reports."""
     found = {}

@@ -215,6 +215,11 @@ class Publisher:
         self.seen_visible: set[str] = set()    # full mode: ... and the visible ones
         self.looked_at: list[str] = []         # every package this run handled
         self.links: set[str] = set()           # full mode: every alias symlink that should exist
+        # Full mode: the names simple/ and project/ held when the run began, so that a name in neither
+        # costs no look at the disk (a first publish asks about a million names that do not exist).
+        # Only the publisher makes entries in project/; a folder the build side makes in simple/
+        # meanwhile is found when the staged one is renamed into place (see index_tree).
+        self.existing: tuple[frozenset[str], frozenset[str]] | None = None
         self.now = time.time()
 
     # -- the run -------------------------------------------------------------------------------------
@@ -233,6 +238,8 @@ class Publisher:
                 upto = self.conn.execute("SELECT coalesce(max(change_seq), 0) FROM packages").fetchone()[0]
                 result = PublishResult(full=self.full, mark_from=mark, mark_to=max(mark, upto))
                 try:
+                    if self.full:
+                        self.existing = (_names_in(self.simple), _names_in(self.projects))
                     self._publish_packages(-1 if self.full else mark, upto, result)
                     self.tree.commit()  # no staged folder may look like a stray to the sweep
                     if self.full:
@@ -412,20 +419,25 @@ class Publisher:
                 self.seen_visible.add(name)
         before = self.tree.touched
         join = os.path.join
+        simple_dir = self.simple + "/" + name
         project_dir = self.projects + "/" + name
-        old = _Published.read(project_dir + "/json/index.json")
+        in_simple = in_project = True
+        if self.existing is not None:
+            in_simple, in_project = name in self.existing[0], name in self.existing[1]
+        old = _Published.read(project_dir + "/json/index.json") if in_project else None
         if pkg.has_builds or (old and old.logs):
             self.touched_builds = True
 
-        self._clean_simple_dir(pkg)
+        if in_simple:
+            self._clean_simple_dir(pkg)
         if pkg.visible:
             p = pkg.project
             if old is None or old.name != p.display_name or old.summary != (p.summary or None):
                 self.root_dirty = True
             # A folder that does not exist yet is built whole under a hidden name and renamed into
             # place at the next commit (see index_tree): all of its pages are written right here.
-            simple_folder = self.tree.stage_dir(self.simple + "/" + name)
-            project_folder = self.tree.stage_dir(project_dir)
+            simple_folder = self.tree.stage_dir(simple_dir, new=not in_simple)
+            project_folder = self.tree.stage_dir(project_dir, new=not in_project)
             write = self.tree.write_in
             write(simple_folder, "index.html", pages.simple_project_html(p))
             write(simple_folder, "index.json", pages.simple_project_json(p))
@@ -442,10 +454,12 @@ class Publisher:
                 self.root_dirty = True
             for alias in set(old.aliases if old else ()) | set(pkg.project.aliases):
                 self._remove_link(alias, name)
-            for page in _PAGES:
-                self.tree.remove(join(self.simple, name, page))
-            self.tree.remove_tree(project_dir)
-            self.tree.remove_empty_dir(join(self.simple, name))
+            if in_simple:
+                for page in _PAGES:
+                    self.tree.remove(join(simple_dir, page))
+                self.tree.remove_empty_dir(simple_dir)
+            if in_project:
+                self.tree.remove_tree(project_dir)
         for path in set(old.logs if old else ()) - pkg.logs:
             if build_id_for_log(path) is not None:
                 self.tree.remove(join(self.root, path))
@@ -577,6 +591,13 @@ def _batches(cursor):
 
 def _publish_batch_in_worker(rows) -> _Batch:
     return _FORKED._publish_batch(rows)
+
+
+def _names_in(folder: str) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(folder))
+    except FileNotFoundError:
+        return frozenset()
 
 
 def _scandir(path: str) -> list[os.DirEntry]:

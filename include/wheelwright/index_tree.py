@@ -46,8 +46,8 @@ except (OSError, AttributeError):  # pragma: no cover - not Linux
 
 
 def temp_name(path: str) -> str:
-    head, tail = os.path.split(path)
-    return os.path.join(head, TEMP_PREFIX + tail)
+    head, sep, tail = path.rpartition("/")
+    return head + sep + TEMP_PREFIX + tail
 
 
 def is_temp(name: str) -> bool:
@@ -154,15 +154,18 @@ class StagedTree:
             self._dirs.add(parent)
         return True
 
-    def stage_dir(self, path: str) -> str:
+    def stage_dir(self, path: str, *, new: bool = False) -> str:
         """The folder to write the files of directory ``path`` in.
 
         ``path`` itself if it exists. If not, a new hidden directory beside it (the temporary name of
         ``path``), whose files need no temporary names of their own: :meth:`commit` renames the whole
         directory into place. The caller must write all of it before the next commit.
+
+        ``new``: the caller knows that ``path`` did not exist a moment ago, so nobody looks. Should it
+        have appeared since, the commit finds it there and moves the files in one by one.
         """
         tmp = temp_name(path)
-        if path in self._known_dirs or os.path.lexists(path):
+        if not new and (path in self._known_dirs or os.path.lexists(path)):
             if os.path.lexists(tmp):  # left by a killed run that was building this directory
                 shutil.rmtree(tmp)
             return path
