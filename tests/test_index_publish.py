@@ -285,8 +285,19 @@ def test_full_publish_rewrites_everything_and_sweeps_strays(world, catalog, www)
     old = time.time() - GRACE_SECONDS - 60
     os.utime(stray_log, (old, old))
     (www / "simple" / "solid" / "index.html").write_text("damaged")
+    fresh = world.package("fresh")  # a killed run was building its folders
+    world.release(fresh, "1.0")
+    for tree in ("simple", "project"):
+        (www / tree / ".ww-tmp.fresh").mkdir()
+        (www / tree / ".ww-tmp.fresh" / "index.html").write_text("half")
+        (www / tree / ".ww-tmp.fresh" / "junk").write_text("half")
     result = publish(catalog, www, full=True)
-    assert result.full and result.packages == 1
+    assert result.full and result.packages == 2
+    assert "1.0" in page(www, "project/fresh/index.html")
+    assert json.loads(page(www, "simple/fresh/index.json"))["versions"] == ["1.0"]
+    assert sorted(os.listdir(www / "simple" / "fresh")) == ["index.html", "index.json"]
+    assert sorted(os.listdir(www / "project" / "fresh")) == ["index.html", "json"]
+    assert not [n for _f, dirs, files in os.walk(www) for n in dirs + files if n.startswith(".ww-tmp.")]
     assert not (www / "simple" / "ghost").exists()
     assert not (www / "project" / "ghost").exists()
     assert not os.path.lexists(www / "project" / "Ghost")
