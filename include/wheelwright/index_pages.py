@@ -229,7 +229,7 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
 
 @lru_cache(maxsize=None)
 def _templates() -> jinja2.Environment:
-    env = jinja2.Environment(
+    return jinja2.Environment(
         loader=jinja2.PackageLoader("wheelwright", "templates"),
         autoescape=True,
         trim_blocks=True,
@@ -237,9 +237,6 @@ def _templates() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         auto_reload=False,
     )
-    env.filters["filesize"] = human_size
-    env.filters["duration"] = human_duration
-    return env
 
 
 def human_size(size: int) -> str:
