@@ -69,9 +69,9 @@ def load(conn: psycopg.Connection, rows, per_package: int) -> int:
     now = datetime.now(timezone.utc)
     versions = builds = 0
     with conn.cursor() as cur:
-        with cur.copy("COPY packages (package, display_name, present, state_hash, change_seq) FROM STDIN") as copy:
+        with cur.copy("COPY packages (package, display_name, present, change_seq) FROM STDIN") as copy:
             for i, (name, _, _) in enumerate(rows, 1):
-                copy.write_row((name, name, True, "bench", i))
+                copy.write_row((name, name, True, i))
         with cur.copy("COPY versions (package, version, born_serial, released, rank, valid, prerelease,"
                       " yanked, quarantined, has_sdist) FROM STDIN") as copy:
             for i, (name, version, month) in enumerate(rows):

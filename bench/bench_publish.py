@@ -66,10 +66,10 @@ def load_catalog(conn: psycopg.Connection, rows) -> None:
     conn.execute("INSERT INTO targets (name, queue, abi, platform, distro, enabled, position)"
                  " VALUES ('cp311', 'cp311', 'cp311', 'linux_armv7l', 'bookworm', true, 1)")
     with conn.cursor() as cur:
-        with cur.copy("COPY packages (package, display_name, present, state_hash, change_seq, summary)"
+        with cur.copy("COPY packages (package, display_name, present, change_seq, summary)"
                       " FROM STDIN") as copy:
             for i, (name, _version, _month) in enumerate(rows, start=1):
-                copy.write_row((name, name, True, "bench", i, None))
+                copy.write_row((name, name, True, i, None))
         with cur.copy("COPY aliases (package, alias, last_ts, last_serial) FROM STDIN") as copy:
             for i, (name, _version, _month) in enumerate(rows, start=1):
                 copy.write_row((name, name, i, i))

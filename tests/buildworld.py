@@ -44,8 +44,8 @@ def use_targets(conn, text: str = TWO_TARGETS):
 
 def add_package(conn, package: str, *, present=True, quarantined=False, skip_reason=None) -> None:
     conn.execute(
-        "INSERT INTO packages (package, display_name, present, quarantined, state_hash, change_seq, "
-        "skip_reason) VALUES (%s, %s, %s, %s, 'test', nextval('change_seq'), %s) "
+        "INSERT INTO packages (package, display_name, present, quarantined, change_seq, "
+        "skip_reason) VALUES (%s, %s, %s, %s, nextval('change_seq'), %s) "
         "ON CONFLICT (package) DO NOTHING",
         (package, package, present, quarantined, skip_reason))
 

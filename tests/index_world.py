@@ -83,8 +83,8 @@ class World:
                 aliases=()) -> str:
         canon = canonicalize_name(name)
         self.conn.execute(
-            "INSERT INTO packages (package, display_name, present, quarantined, state_hash, change_seq,"
-            " summary, skip_reason) VALUES (%s, %s, %s, %s, 'test', nextval('change_seq'), %s, %s)"
+            "INSERT INTO packages (package, display_name, present, quarantined, change_seq,"
+            " summary, skip_reason) VALUES (%s, %s, %s, %s, nextval('change_seq'), %s, %s)"
             " ON CONFLICT (package) DO UPDATE SET display_name = excluded.display_name,"
             " present = excluded.present, quarantined = excluded.quarantined,"
             " summary = excluded.summary, skip_reason = excluded.skip_reason,"

@@ -38,8 +38,8 @@ print("done", flush=True)
 def insert_releases(catalog, prefix: str) -> None:
     """PACKAGES packages named ``prefix-N``, with one release each, set-based."""
     catalog.execute("""
-        INSERT INTO packages (package, display_name, present, state_hash, change_seq)
-        SELECT %s || '-' || n, initcap(%s) || '-' || n, true, 'x', nextval('change_seq')
+        INSERT INTO packages (package, display_name, present, change_seq)
+        SELECT %s || '-' || n, initcap(%s) || '-' || n, true, nextval('change_seq')
         FROM generate_series(1, %s) n""", (prefix, prefix, PACKAGES))
     catalog.execute("""
         INSERT INTO versions (package, version, born_serial, released, rank, valid, prerelease, yanked,

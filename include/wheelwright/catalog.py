@@ -8,8 +8,8 @@ Two steps, each one transaction, each safe to crash in:
 ``derive``  re-folds every package with journal rows past the *derived mark* (``derived_serial``), or
             marked pending, from its *whole* journal (fold.py) and writes the result back set-based:
             rows that vanished or were reborn are deleted (their builds cascade away), new ones
-            inserted, flags updated. A package whose folded state did not change (same fingerprint)
-            is left alone; one that did takes the next ``change_seq`` number. The mark moves only when
+            inserted, flags updated. A package whose rows come out as the catalog has them is left
+            alone; one whose rows differ takes the next ``change_seq`` number. The mark moves only when
             every such package is written, so a derive that dies is simply done again.
 
 Because derivation always starts from the full journal of a package, the catalog is a function of
@@ -22,18 +22,18 @@ N (``changes_since``). Builds and enrichment bump them too, through ``mark_chang
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import polars as pl
 import psycopg
-from psycopg.copy import Copy, FileWriter, QueuedLibpqWriter
+from psycopg.copy import QueuedLibpqWriter
 
-from . import db, replay
+from . import bulk_fold, db, event_frames, replay
 from .errors import MalformedEvent
-from .events import KIND_BY_TEXT, Event, Kind, packages_touched, parse_action, parse_row, plain_event
+from .events import _MAX_SERIAL, KIND_BY_TEXT, Event, Kind, packages_touched, parse_action, parse_row
 from .fold import PackageState, apply_event, is_prerelease, is_valid_version, version_ranks
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class IngestResult:
     max_serial: int | None = None
     redelivered: bool = False
     events: list[Event] = field(default_factory=list, repr=False)
+    frame: pl.DataFrame | None = field(default=None, repr=False)  # the events, from prepare_page
 
 
 @dataclass
@@ -86,61 +87,74 @@ def ingest(conn: psycopg.Connection, rows: Iterable) -> IngestResult:
 
 @dataclass
 class PreparedPage:
-    """A page parsed away from the database (by :func:`prepare_page`, in a worker process)."""
+    """A page parsed before its transaction (by :func:`prepare_page`)."""
 
     received: int
     max_serial: int | None
     rejects: list[tuple]
-    events: list[tuple]   # Event fields, with the kind as plain text: it travels between processes
-    journal: bytes        # the events as COPY data for the journal
+    frame: pl.DataFrame   # the events (event_frames.EVENT_SCHEMA)
+    journal: bytes        # the events as CSV COPY data for the journal
 
 
-def prepare_page(rows: Iterable, cursor: psycopg.Cursor) -> PreparedPage:
-    """Parse a page and format its journal rows; ``cursor`` only lends psycopg's adapters (no I/O)."""
+def prepare_page(rows: Sequence) -> PreparedPage:
+    """Parse a page and format its journal rows: column by column where rows take the common shapes
+    (event_frames.py), row by row for the others."""
     result = IngestResult()
     rejects: list[tuple] = []
-    events = list(_parse(rows, result, rejects))
-    buffer = io.BytesIO()
-    with Copy(cursor, writer=FileWriter(buffer)) as copy:
-        _copy_events(copy, events, [])
-    plain = [plain_event(e) for e in events]
-    return PreparedPage(result.received, result.max_serial, rejects, plain, buffer.getvalue())
+    plain, others = event_frames.plain_rows(rows)
+    frame = event_frames.events_frame(list(_parse(others, result, rejects)))
+    if plain.height:
+        frame = pl.concat([plain, frame]) if frame.height else plain
+        highest = plain.get_column("serial").max()
+        result.max_serial = highest if result.max_serial is None else max(result.max_serial, highest)
+    journal = frame.select(*_JOURNAL_COLUMNS.split(", ")).write_csv(include_header=False).encode()
+    return PreparedPage(len(rows), result.max_serial, rejects, frame, journal)
 
 
 def ingest_prepared(conn: psycopg.Connection, page: PreparedPage) -> IngestResult:
-    """:func:`ingest` for a page :func:`prepare_page` parsed; ``result.events`` are plain tuples."""
-    result = IngestResult(received=page.received, max_serial=page.max_serial)
+    """:func:`ingest` for a page :func:`prepare_page` parsed; the events are in ``result.frame``."""
+    result = IngestResult(received=page.received, max_serial=page.max_serial, frame=page.frame)
     with conn.transaction(), conn.cursor() as cur:
         try:
-            with conn.transaction(), cur.copy(f"COPY journal ({_JOURNAL_COLUMNS}) FROM STDIN") as copy:
+            with conn.transaction(), cur.copy(f"COPY journal ({_JOURNAL_COLUMNS}) FROM STDIN (FORMAT csv)") as copy:
                 copy.write(page.journal)
-            result.stored = len(page.events)
+            result.stored = page.frame.height
         except psycopg.errors.UniqueViolation:
-            _stage_redelivery(cur, result, lambda copy: copy.write(page.journal))
-        _finish_page(cur, result, page.events, page.rejects)
+            _stage_redelivery(cur, result, lambda copy: copy.write(page.journal), "(FORMAT csv)")
+        below = _below_derived(cur, page.frame.get_column("serial").min())
+        if below is not None:
+            _mark_pending(cur, replay.packages_of(page.frame.filter(pl.col("serial") <= below)))
+        _log_rejects(cur, result, page.rejects)
     return result
 
 
-def _stage_redelivery(cur: psycopg.Cursor, result: IngestResult, write) -> None:
+def _stage_redelivery(cur: psycopg.Cursor, result: IngestResult, write, options: str = "") -> None:
     """Some serials are in the journal already: stage the page and keep only the new ones."""
     cur.execute("CREATE TEMP TABLE IF NOT EXISTS journal_incoming "
                 "(LIKE journal INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-    with cur.copy(f"COPY journal_incoming ({_JOURNAL_COLUMNS}) FROM STDIN") as copy:
+    with cur.copy(f"COPY journal_incoming ({_JOURNAL_COLUMNS}) FROM STDIN {options}") as copy:
         write(copy)
     cur.execute(db.query("journal_store"))
     result.stored = cur.rowcount
     result.redelivered = True
 
 
-def _finish_page(cur: psycopg.Cursor, result: IngestResult, events: list, rejects: list[tuple]) -> None:
-    _mark_below_derived(cur, events)
+def _finish_page(cur: psycopg.Cursor, result: IngestResult, events: list[Event], rejects: list[tuple]) -> None:
+    if events:
+        below = _below_derived(cur, min(e.serial for e in events))
+        if below is not None:
+            _mark_pending(cur, {p for e in events if e.serial <= below for p in packages_touched(e)})
+    _log_rejects(cur, result, rejects)
+    result.events = events
+
+
+def _log_rejects(cur: psycopg.Cursor, result: IngestResult, rejects: list[tuple]) -> None:
     for _serial, _raw, reason in rejects:
         log.warning("rejected changelog row: %s", reason)
     if rejects:
         cur.executemany("INSERT INTO journal_rejects (serial, raw, reason) VALUES (%s, %s, %s) "
                         "ON CONFLICT DO NOTHING", rejects)
     result.rejected = len(rejects)
-    result.events = events
 
 
 _JOURNAL_COLUMNS = "serial, name, package, version, ts, action, kind, other_package"
@@ -177,22 +191,24 @@ def _copy_events(copy, events: Iterable[Event], keep: list[Event]) -> None:
         write((e.serial, e.name, e.package, e.version, e.timestamp, e.action, e.kind, e.other_package))
 
 
-def _mark_below_derived(cur: psycopg.Cursor, events: list) -> None:
-    """Packages of rows stored below the derived mark would be missed by it: mark them pending."""
-    if not events:
-        return
+def _below_derived(cur: psycopg.Cursor, lowest: int | None) -> int | None:
+    """The derived mark, if rows from ``lowest`` on reach below it: their packages would be missed by
+    it, so they are marked pending."""
+    if lowest is None:
+        return None
     derived = cur.execute("SELECT derived_serial FROM sync_state").fetchone()[0]
-    if min(e[0] for e in events) > derived:
-        return
-    touched = {p for e in events if e[0] <= derived for p in packages_touched(e)}
+    return derived if lowest <= derived else None
+
+
+def _mark_pending(cur: psycopg.Cursor, packages: set[str]) -> None:
     cur.execute("INSERT INTO pending_packages (package) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING",
-                (sorted(touched),))
+                (sorted(packages),))
 
 
 def _serial_of(row) -> int | None:
     if isinstance(row, (list, tuple)) and len(row) == 5:
         serial = row[4]
-        if type(serial) is int and serial > 0:
+        if type(serial) is int and 0 < serial <= _MAX_SERIAL:
             return serial
     return None
 
@@ -249,9 +265,10 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
     upto = journal_end(conn)
     derived = conn.execute("SELECT derived_serial FROM sync_state").fetchone()[0]
     todo = {row[0] for row in conn.execute(db.query("derive_todo"), {"after": derived, "upto": upto})}
-    if replayed is not None and replayed.histories:
-        fresh = _fresh_packages(conn, replayed, derived, todo)
-        _derive_fresh(conn, replayed.histories, fresh, result)
+    events = replayed.events() if replayed is not None else None
+    if events is not None and events.height:
+        fresh = _fresh_packages(conn, replayed, events, derived, todo)
+        _derive_fresh(conn, events, fresh, result)
         todo.difference_update(fresh)
     ordered = sorted(todo)
     for i in range(0, len(ordered), chunk):
@@ -264,17 +281,17 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
     return result
 
 
-def _fresh_packages(conn: psycopg.Connection, replayed: replay.ReplayBuffer, derived: int,
-                    todo: set[str]) -> list[str]:
+def _fresh_packages(conn: psycopg.Connection, replayed: replay.ReplayBuffer, events: pl.DataFrame,
+                    derived: int, todo: set[str]) -> list[str]:
     """Packages whose whole journal is in the buffer: not derived before, nor pending, nor touched by
     rows journalled before the replay."""
     before = {row[0] for row in conn.execute(db.query("derive_todo"), {"after": derived, "upto": replayed.before})}
-    candidates = sorted(todo.intersection(replayed.histories).difference(replayed.tainted, before))
+    candidates = sorted(todo.intersection(replay.packages_of(events)).difference(replayed.tainted, before))
     known = {row[0] for row in conn.execute(db.query("derive_known"), {"packages": candidates})}
     return [p for p in candidates if p not in known]
 
 
-def _derive_fresh(conn: psycopg.Connection, histories: dict[str, list[tuple]], fresh: list[str],
+def _derive_fresh(conn: psycopg.Connection, events: pl.DataFrame, fresh: list[str],
                   result: DeriveResult) -> None:
     if not fresh:
         return
@@ -283,7 +300,7 @@ def _derive_fresh(conn: psycopg.Connection, histories: dict[str, list[tuple]], f
         # One block of change numbers; the lock is held to commit, so they still commit in order.
         first = cur.execute("SELECT nextval('change_seq')").fetchone()[0]
         cur.execute("SELECT setval('change_seq', %s)", (first + len(fresh) - 1,))
-        replay.write_fresh(cur, histories, fresh, first)
+        bulk_fold.write_fresh(cur, events, fresh, first)
     result.folded += len(fresh)
     result.changed.extend(fresh)
     result.first_change = first if result.first_change is None else result.first_change
@@ -298,21 +315,17 @@ def _derive_chunk(conn: psycopg.Connection, packages: list[str], result: DeriveR
         cur.execute("DELETE FROM pending_packages WHERE package = ANY(%s)", (packages,))
         cur.execute("SET LOCAL work_mem = '256MB'")
         cur.execute("ANALYZE derive_set")
-        known = dict(cur.execute("SELECT p.package, p.state_hash FROM packages p "
-                                 "JOIN derive_set USING (package)").fetchall())
-        changed: list[tuple[PackageState, str]] = []
-        for state in _fold_pending(cur):
-            result.folded += 1
-            fingerprint = state.fingerprint()
-            if known.get(state.package) != fingerprint:
-                changed.append((state, fingerprint))
+        states = list(_fold_pending(cur))
+        result.folded += len(states)
+        _stage_states(cur, states)
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (CHANGE_LOCK,))
+        cur.execute(db.query("derive_apply"))
+        changed = cur.execute("SELECT package, change_seq FROM packages JOIN derive_packages USING (package) "
+                              "ORDER BY change_seq").fetchall()
         if changed:
-            _write_states(cur, changed)
-            result.changed.extend(state.package for state, _ in changed)
-            first, last = cur.execute("SELECT min(change_seq), max(change_seq) FROM packages "
-                                      "JOIN derive_packages USING (package)").fetchone()
-            result.first_change = first if result.first_change is None else result.first_change
-            result.last_change = last
+            result.changed.extend(package for package, _ in changed)
+            result.first_change = changed[0][1] if result.first_change is None else result.first_change
+            result.last_change = changed[-1][1]
 
 
 def _fold_pending(cur: psycopg.Cursor) -> Iterator[PackageState]:
@@ -337,31 +350,30 @@ def _event(serial, name, package, version, ts, action, kind, other) -> Event:
     return Event(serial, name, package, version, ts, action, kind, None, None, other)
 
 
-def _write_states(cur: psycopg.Cursor, changed: list[tuple[PackageState, str]]) -> None:
+def _stage_states(cur: psycopg.Cursor, states: list[PackageState]) -> None:
+    """COPY the folded states into the staging tables that derive_apply.sql compares and writes."""
     cur.execute(db.query("derive_stage"))
     with cur.copy("COPY derive_packages FROM STDIN") as copy:
-        for state, fingerprint in changed:
+        for state in states:
             copy.write_row((state.package, state.display_name, state.present, state.born_serial,
-                            state.quarantined, fingerprint))
+                            state.quarantined))
     with cur.copy("COPY derive_aliases FROM STDIN") as copy:
-        for state, _ in changed:
+        for state in states:
             for alias, (ts, serial) in state.aliases.items():
                 copy.write_row((state.package, alias, ts, serial))
     with cur.copy("COPY derive_versions FROM STDIN") as copy:
-        for state, _ in changed:
+        for state in states:
             ranks = version_ranks(state.versions)
             for v in state.versions.values():
                 copy.write_row((state.package, v.version, v.born_serial, v.released, ranks[v.version],
                                 is_valid_version(v.version), is_prerelease(v.version), v.yanked,
                                 v.quarantined, v.has_sdist))
     with cur.copy("COPY derive_files FROM STDIN") as copy:
-        for state, _ in changed:
+        for state in states:
             for v in state.versions.values():
                 for f in v.files.values():
                     copy.write_row((state.package, f.filename, v.version, f.pyver, f.born_serial,
                                     f.uploaded))
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (CHANGE_LOCK,))
-    cur.execute(db.query("derive_apply"))
 
 
 # --- change tracking ------------------------------------------------------------------------------

@@ -191,28 +191,17 @@ class Event(NamedTuple):
 
 
 def packages_touched(event: tuple) -> tuple[str, ...]:
-    """Every package whose history an event is part of (two for a rename). Fields are read by position,
-    so this also serves an event's plain tuple (as it travels between processes, see catalog.py)."""
+    """Every package whose history an event is part of (two for a rename)."""
     package, other = event[2], event[9]
     return (package,) if other is None or other == package else (package, other)
 
 
 _new_event = tuple.__new__  # Event(...) goes through a Python-level __new__: too slow for a replay
 KIND_BY_TEXT = {kind.value: kind for kind in Kind}  # Kind(text) is a slow call on a hot path
-_KIND_TEXT = {kind: kind.value for kind in Kind}    # and so is Kind.value
-
-
-def plain_event(event: Event) -> tuple:
-    """An event as a plain tuple with its kind as text: it travels between processes cheaply."""
-    return event[:6] + (_KIND_TEXT[event[6]],) + event[7:]
-
-
-def event_from_plain(row: tuple) -> Event:
-    """The Event again from :func:`plain_event`'s tuple."""
-    return _new_event(Event, row[:6] + (KIND_BY_TEXT[row[6]],) + row[7:])
 
 
 _MAX_TIMESTAMP = 253_402_300_800  # year 10000: past it no calendar of ours (nor Python's) goes
+_MAX_SERIAL = 2**63 - 1  # the journal's bigint
 
 
 def parse_row(row) -> Event:
@@ -221,8 +210,8 @@ def parse_row(row) -> Event:
         raise MalformedEvent(f"expected [name, version, timestamp, action, serial], got {row!r:.200}")
     name, version, timestamp, action, serial = row
     # type() rather than isinstance(): True is an int to isinstance, and not a serial.
-    if type(serial) is not int or serial <= 0:
-        raise MalformedEvent(f"serial must be a positive integer, got {serial!r:.50}")
+    if type(serial) is not int or not 0 < serial <= _MAX_SERIAL:
+        raise MalformedEvent(f"serial must be a positive 64-bit integer, got {serial!r:.50}")
     if type(name) is not str or not _USABLE[name]:
         raise MalformedEvent(f"serial {serial}: bad project name {name!r:.100}")
     if version is not None and (type(version) is not str or not _USABLE[version]):

@@ -25,7 +25,6 @@ display name is the latest one.
 
 from __future__ import annotations
 
-import hashlib
 import operator
 from collections import defaultdict
 from collections.abc import Collection, Iterable
@@ -39,7 +38,7 @@ from .events import Event, Kind, packages_touched
 
 
 class FileState(NamedTuple):
-    """A file never changes once uploaded; a tuple also lets the fingerprint take it whole, in C."""
+    """A file never changes once uploaded."""
 
     filename: str
     pyver: str
@@ -81,18 +80,6 @@ class PackageState:
         if not self.aliases:
             return self.package
         return max(self.aliases.items(), key=lambda item: item[1])[0]
-
-    def fingerprint(self) -> str:
-        """A digest of everything the journal decides about this package (not enrichment, not builds)."""
-        h = hashlib.blake2b(digest_size=16)
-        h.update(repr((self.present, self.born_serial, self.quarantined,
-                       sorted(self.aliases.items()))).encode())
-        update = h.update
-        for v in self.versions.values():
-            # map(tuple, ...) turns the files into plain tuples without a Python-level loop.
-            update(repr((v.version, v.born_serial, v.released, v.yanked, v.quarantined,
-                         list(map(tuple, v.files.values())))).encode())
-        return h.hexdigest()
 
 
 _new_file = tuple.__new__  # FileState(...) goes through a Python-level __new__

@@ -9,9 +9,9 @@ redone by the next sync, because the derived mark moves only when it is done.
 
 A catch-up much larger than the journal (the first replay of PyPI's history) runs in bulk: the
 per-package journal index and the versions' date index are dropped first and rebuilt once at the end,
-which is several times faster than maintaining them row by row. The events are also kept in memory
-(up to a bound), so the packages they bring for the first time are folded without reading their
-history back (replay.py).
+which is several times faster than maintaining them row by row. Its pages are parsed column by column
+(event_frames.py), and the events are kept in memory (up to a bound), so the packages they bring for
+the first time are folded in bulk without reading their history back (replay.py, bulk_fold.py).
 
 Only one sync runs at a time (a session advisory lock); a second one is refused with a clear error.
 """
@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import gc
 import logging
-import multiprocessing
 import time
-from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,7 +37,7 @@ log = logging.getLogger(__name__)
 SYNC_LOCK = "wheelwright.sync"
 # A backlog this large, and at least a quarter of the journal, is replayed in bulk.
 BULK_BACKLOG = 200_000
-# Events a bulk replay keeps in memory (about 300 bytes each); past this, derivation reads them back.
+# Events a bulk replay keeps in memory (about 110 bytes each); past this, derivation reads them back.
 REPLAY_MEMORY = 4_000_000
 PROGRESS_EVERY = 10.0  # seconds between progress lines
 
@@ -131,8 +130,7 @@ def _fetch(conn: psycopg.Connection, source: ChangelogSource, result: SyncResult
            buffer: replay.ReplayBuffer | None) -> None:
     next_progress = time.monotonic() + PROGRESS_EVERY
     pages = source.changelog_pages(result.first_serial, result.target_serial)
-    workers = replay.worker_count() if buffer is not None else 1
-    journalled = _journal_forked(conn, pages, workers) if workers > 1 else _journal_each(conn, pages)
+    journalled = _journal_bulk(conn, pages) if buffer is not None else _journal_each(conn, pages)
     for ingested in journalled:
         if buffer is not None:
             buffer.add(ingested)
@@ -163,31 +161,19 @@ def _journal_each(conn: psycopg.Connection, pages) -> Iterator[catalog.IngestRes
         yield _journal(conn, catalog.ingest, page)
 
 
-def _journal_forked(conn: psycopg.Connection, pages, workers: int) -> Iterator[catalog.IngestResult]:
-    """:func:`_journal_each` for a bulk replay: parsing a page costs this process more than storing it
-    costs the database, so forked workers parse pages a few ahead, and this process journals them, in
-    order, each with its watermark in one transaction as before."""
-    global _FORMATTING
-    _FORMATTING = conn
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            ahead: deque = deque()
-            for page in pages:
-                ahead.append(pool.apply_async(_prepare_page, (page,)))
-                if len(ahead) > PARSE_AHEAD * workers:
-                    yield _journal(conn, catalog.ingest_prepared, ahead.popleft().get())
-            while ahead:
-                yield _journal(conn, catalog.ingest_prepared, ahead.popleft().get())
-    finally:
-        _FORMATTING = None
-
-
-PARSE_AHEAD = 2  # pages per worker parsed ahead of the one being journalled
-_FORMATTING: psycopg.Connection | None = None  # lends psycopg's adapters to forked workers (no I/O)
-
-
-def _prepare_page(page) -> catalog.PreparedPage:
-    return catalog.prepare_page(page, _FORMATTING.cursor())
+def _journal_bulk(conn: psycopg.Connection, pages) -> Iterator[catalog.IngestResult]:
+    """:func:`_journal_each` for a bulk replay: pages are parsed column by column (event_frames.py),
+    the next one in a thread while the database stores this one, and journalled in order, each with
+    its watermark in one transaction as before."""
+    with ThreadPoolExecutor(1, thread_name_prefix="parse") as parser:
+        ahead = None
+        for page in pages:
+            parsed = parser.submit(catalog.prepare_page, page)
+            if ahead is not None:
+                yield _journal(conn, catalog.ingest_prepared, ahead.result())
+            ahead = parsed
+        if ahead is not None:
+            yield _journal(conn, catalog.ingest_prepared, ahead.result())
 
 
 def sync_forever(connect, source: ChangelogSource, *, interval: float = 60.0, sleep=time.sleep) -> None:

@@ -1,16 +1,59 @@
--- Write the staged state of the changed packages (derive_packages) over the catalog, set-based.
+-- Write the staged state of the derived packages (derive_packages) over the catalog, set-based.
 -- Caller holds the change_seq lock, so numbers commit in order.
 ANALYZE derive_packages, derive_aliases, derive_versions, derive_files;
 
-INSERT INTO packages AS p (package, display_name, present, born_serial, quarantined, state_hash,
-                           change_seq, changed_at)
-SELECT package, display_name, present, born_serial, quarantined, state_hash, nextval('change_seq'), now()
+-- A package changed when any of its rows differs from the catalog's: the journal decides these
+-- columns (rank, validity and has_sdist follow from the versions and files). The others are left as
+-- they are, and take no change number.
+INSERT INTO derive_unchanged (package)
+SELECT package FROM derive_packages
+EXCEPT SELECT package FROM (
+    SELECT package, display_name, present, born_serial, quarantined FROM derive_packages
+    EXCEPT
+    SELECT p.package, p.display_name, p.present, p.born_serial, p.quarantined
+    FROM packages p JOIN derive_packages USING (package)) AS differs
+EXCEPT SELECT package FROM (
+    SELECT package, alias, last_ts, last_serial FROM derive_aliases
+    EXCEPT
+    SELECT a.package, a.alias, a.last_ts, a.last_serial FROM aliases a JOIN derive_packages USING (package)) AS differs
+EXCEPT SELECT package FROM (
+    SELECT a.package, a.alias, a.last_ts, a.last_serial FROM aliases a JOIN derive_packages USING (package)
+    EXCEPT
+    SELECT package, alias, last_ts, last_serial FROM derive_aliases) AS differs
+EXCEPT SELECT package FROM (
+    SELECT package, version, born_serial, to_timestamp(released), yanked, quarantined FROM derive_versions
+    EXCEPT
+    SELECT v.package, v.version, v.born_serial, v.released, v.yanked, v.quarantined
+    FROM versions v JOIN derive_packages USING (package)) AS differs
+EXCEPT SELECT package FROM (
+    SELECT v.package, v.version, v.born_serial, v.released, v.yanked, v.quarantined
+    FROM versions v JOIN derive_packages USING (package)
+    EXCEPT
+    SELECT package, version, born_serial, to_timestamp(released), yanked, quarantined FROM derive_versions) AS differs
+EXCEPT SELECT package FROM (
+    SELECT package, filename, version, pyver, born_serial, to_timestamp(uploaded) FROM derive_files
+    EXCEPT
+    SELECT f.package, f.filename, f.version, f.pyver, f.born_serial, f.uploaded
+    FROM source_files f JOIN derive_packages USING (package)) AS differs
+EXCEPT SELECT package FROM (
+    SELECT f.package, f.filename, f.version, f.pyver, f.born_serial, f.uploaded
+    FROM source_files f JOIN derive_packages USING (package)
+    EXCEPT
+    SELECT package, filename, version, pyver, born_serial, to_timestamp(uploaded) FROM derive_files) AS differs;
+
+DELETE FROM derive_packages d USING derive_unchanged u WHERE d.package = u.package;
+DELETE FROM derive_aliases d USING derive_unchanged u WHERE d.package = u.package;
+DELETE FROM derive_versions d USING derive_unchanged u WHERE d.package = u.package;
+DELETE FROM derive_files d USING derive_unchanged u WHERE d.package = u.package;
+
+INSERT INTO packages AS p (package, display_name, present, born_serial, quarantined, change_seq, changed_at)
+SELECT package, display_name, present, born_serial, quarantined, nextval('change_seq'), now()
 FROM derive_packages
 ORDER BY package
 ON CONFLICT (package) DO UPDATE SET
     display_name = EXCLUDED.display_name, present = EXCLUDED.present,
     born_serial = EXCLUDED.born_serial, quarantined = EXCLUDED.quarantined,
-    state_hash = EXCLUDED.state_hash, change_seq = EXCLUDED.change_seq, changed_at = EXCLUDED.changed_at;
+    change_seq = EXCLUDED.change_seq, changed_at = EXCLUDED.changed_at;
 
 -- Versions that are gone, or whose current life began elsewhere (deleted and re-created): their
 -- files, builds and wheels cascade away with them.
@@ -45,4 +88,3 @@ ON CONFLICT (package, filename) DO NOTHING;
 DELETE FROM aliases a USING derive_packages d WHERE a.package = d.package;
 INSERT INTO aliases (package, alias, last_ts, last_serial)
 SELECT package, alias, last_ts, last_serial FROM derive_aliases;
-

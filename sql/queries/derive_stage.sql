@@ -1,7 +1,7 @@
--- Staging tables for the folded state of the packages that changed in this transaction.
+-- Staging tables for the folded state of the packages derived in this transaction.
 CREATE TEMP TABLE IF NOT EXISTS derive_packages (
     package text PRIMARY KEY, display_name text, present boolean, born_serial bigint,
-    quarantined boolean, state_hash text
+    quarantined boolean
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS derive_aliases (
     package text, alias text, last_ts bigint, last_serial bigint
@@ -14,4 +14,7 @@ CREATE TEMP TABLE IF NOT EXISTS derive_versions (
 CREATE TEMP TABLE IF NOT EXISTS derive_files (
     package text, filename text, version text, pyver text, born_serial bigint, uploaded bigint,
     PRIMARY KEY (package, filename)
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS derive_unchanged (
+    package text PRIMARY KEY
 ) ON COMMIT DELETE ROWS;

@@ -1,0 +1,244 @@
+"""The fold of fold.py, for many packages at once: set-based, in a data frame.
+
+A replay of PyPI's history folds millions of events, most of them for packages the catalog has never
+seen. Folding them one event at a time in Python costs several times what the database takes to store
+the result, so a bulk replay folds them here instead, with polars, and COPYs the rows straight into the
+catalog tables (:func:`copy_fresh`). fold.py stays the definition: tests check that both folds agree on
+any log (tests/test_bulk_fold.py).
+
+The rules of fold.py, restated for a package's history in ``(timestamp, serial)`` order:
+
+* its current *life* is what follows its last ``remove project`` (or a rename away from it);
+* it is *present* from the first event of that life that brings it about (create, release, file,
+  rename to it); that event's serial is its ``born_serial``; each spelling seen from then on is an
+  alias, last seen at its latest event, and the latest one is the display name;
+* the project quarantine flag is the last quarantine event after it became present;
+* a version lives from its first release or file after its last ``remove release`` (within the life);
+  its yank and quarantine flags are the last such events after that birth;
+* a file name's last ``add file`` keeps the file unless the name is removed later or its version is;
+  the file kept is the earliest upload of the unbroken run of adds of that name to that version (an
+  add to another version, a ``remove file`` or the version's removal breaks the run).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import polars as pl
+import psycopg
+
+from .fold import _rank_key, version_facts
+
+c = pl.col
+
+_BRINGS = ["add_file", "new_release", "create", "rename_from"]
+_CREATES_VERSION = ["add_file", "new_release"]
+_PROJECT_QUARANTINE = ["project_quarantined", "project_quarantine_cleared"]
+_RELEASE_QUARANTINE = ["release_quarantined", "release_quarantine_cleared"]
+_YANKS = ["yank", "unyank"]
+
+
+class Folded(NamedTuple):
+    """The catalog rows of the folded packages, each frame in key order."""
+
+    packages: pl.DataFrame   # package, display_name, present, born_serial, quarantined
+    aliases: pl.DataFrame    # package, alias, last_ts, last_serial
+    versions: pl.DataFrame   # package, version, born_serial, released, rank, valid, prerelease, yanked,
+                             # quarantined, has_sdist
+    files: pl.DataFrame      # package, filename, version, pyver, born_serial, uploaded
+
+
+def fold_frame(events: pl.DataFrame, packages: Iterable[str] | None = None) -> Folded:
+    """Fold the events of ``packages`` (all the frame's, by default): the same rows fold.py would give.
+
+    ``events`` must hold every event of those packages (a rename's event belongs to both names).
+    """
+    histories = _histories(events)
+    if packages is not None:
+        histories = histories.filter(c.subject.is_in(pl.Series(list(packages), dtype=pl.String)))
+    return _fold(histories)
+
+
+def write_fresh(cur: psycopg.Cursor, events: pl.DataFrame, fresh: list[str], first_change: int) -> None:
+    """Fold ``fresh`` (sorted) from ``events`` and COPY their rows (:func:`copy_fresh`); package i takes
+    change number ``first_change + i``. A thread folds the next slice of packages while the database
+    stores this one."""
+    histories = _histories(events)
+    subjects = histories.get_column("subject")
+
+    def fold_slice(packages: list[str]) -> Folded:
+        low, high = subjects.search_sorted(packages[0], "left"), subjects.search_sorted(packages[-1], "right")
+        return _fold(histories.slice(low, high - low)
+                     .filter(c.subject.is_in(pl.Series(packages, dtype=pl.String))))
+
+    slices = [fresh[i:i + FOLD_SLICE] for i in range(0, len(fresh), FOLD_SLICE)]
+    with ThreadPoolExecutor(1, thread_name_prefix="fold") as folder:
+        folding = folder.submit(fold_slice, slices[0])
+        for i in range(len(slices)):
+            folded = folding.result()
+            if i + 1 < len(slices):
+                folding = folder.submit(fold_slice, slices[i + 1])
+            copy_fresh(cur, folded, first_change + i * FOLD_SLICE)
+
+
+FOLD_SLICE = 15_000  # packages per slice of a bulk fold
+
+
+def _histories(events: pl.DataFrame) -> pl.DataFrame:
+    """Each package's history in order: a rename's event appears in both names' (``subject``)."""
+    return pl.concat([
+        events.with_columns(subject=c.package),
+        events.filter(c.other_package.is_not_null() & (c.other_package != c.package))
+              .with_columns(subject=c.other_package),
+    ]).sort("subject", "ts", "serial")
+
+
+def _fold(histories: pl.DataFrame) -> Folded:
+    histories = histories.with_columns(pos=pl.int_range(pl.len(), dtype=pl.Int64),
+                                       sid=(c.subject != c.subject.shift()).fill_null(True).cum_sum())
+    # The current life: after the last event that ended one.
+    ends_life = (c.kind == "remove_project") | ((c.kind == "rename_from") & (c.package != c.subject))
+    starts = histories.filter(ends_life).group_by("sid").agg(start=c.pos.max())
+    life = histories.join(starts, on="sid", how="left", maintain_order="left").filter(c.start.is_null() | (c.pos > c.start))
+    births = life.filter(c.kind.is_in(_BRINGS)).group_by("sid").agg(born=c.pos.min(), born_serial=c.serial.first())
+    life = life.join(births, on="sid", how="left", maintain_order="left")
+    present = life.filter(c.pos >= c.born)
+
+    # Within a group, rows keep the frame's order: history order.
+    aliases = present.group_by("sid", "name").agg(package=c.subject.first(), last_ts=c.ts.last(),
+                                                  last_serial=c.serial.last())
+    display = present.group_by("sid").agg(display_name=c.name.last())
+    quarantine = (present.filter(c.kind.is_in(_PROJECT_QUARANTINE) & (c.pos > c.born))
+                  .group_by("sid").agg(quarantined=c.kind.last() == "project_quarantined"))
+    package_rows = (histories.group_by("sid").agg(package=c.subject.first())
+                    .join(births, on="sid", how="left").join(display, on="sid", how="left")
+                    .join(quarantine, on="sid", how="left")
+                    .select("package", display_name=c.display_name.fill_null(c.package),
+                            present=c.born_serial.is_not_null(), born_serial="born_serial",
+                            quarantined=c.quarantined.fill_null(False))
+                    .sort("package"))
+
+    versions, version_ends = _versions(life)
+    files = _files(life, version_ends)
+    sdists = files.filter(c.pyver == "source").select("sid", "version", has_sdist=pl.lit(True)).unique()
+    versions = (versions.join(sdists, on=["sid", "version"], how="left")
+                .with_columns(has_sdist=c.has_sdist.fill_null(False)))
+    return Folded(
+        package_rows,
+        aliases.select("package", alias="name", last_ts="last_ts", last_serial="last_serial")
+               .sort("package", "alias"),
+        _ranked(versions).sort("package", "version"),
+        files.select("package", "filename", "version", "pyver", "born_serial", "uploaded")
+             .sort("package", "filename"),
+    )
+
+
+def _versions(life: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Each version's current life: born at its first release or file after its last removal."""
+    events = (life.filter(c.version.is_not_null())
+              .select("sid", "subject", "version", "pos", "kind", "serial", "ts"))
+    ends = (events.filter(c.kind == "remove_release").group_by("sid", "version")
+            .agg(version_end=c.pos.max()))
+    events = (events.join(ends, on=["sid", "version"], how="left", maintain_order="left")
+              .with_columns(version_end=c.version_end.fill_null(-1))
+              .filter(c.pos > c.version_end))
+    births = (events.filter(c.kind.is_in(_CREATES_VERSION)).group_by("sid", "version")
+              .agg(version_born=c.pos.min()))
+    events = events.join(births, on=["sid", "version"], how="inner", maintain_order="left").filter(c.pos >= c.version_born)
+    yank = c.kind.filter(c.kind.is_in(_YANKS)).last() == "yank"
+    quarantine = c.kind.filter(c.kind.is_in(_RELEASE_QUARANTINE)).last() == "release_quarantined"
+    versions = events.group_by("sid", "version").agg(
+        package=c.subject.first(), born_serial=c.serial.first(), released=c.ts.first(),
+        version_born=c.version_born.first(),
+        yanked=yank.fill_null(False), quarantined=quarantine.fill_null(False))
+    return versions, ends
+
+
+def _files(life: pl.DataFrame, version_ends: pl.DataFrame) -> pl.DataFrame:
+    """The files alive at the end, each as its run's first upload (see the module's rules)."""
+    events = (life.filter(c.kind.is_in(["add_file", "remove_file"]))
+              .select("sid", "subject", "filename", "version", "pos", "kind", "pyver", "serial", "ts"))
+    adds = events.filter(c.kind == "add_file")
+    last_adds = adds.group_by("sid", "filename").agg(last=c.pos.last(), kept_version=c.version.last())
+    removals = (events.filter(c.kind == "remove_file").group_by("sid", "filename")
+                .agg(removed=c.pos.max()))
+    kept = (last_adds.join(removals, on=["sid", "filename"], how="left")
+            .join(version_ends.rename({"version": "kept_version"}), on=["sid", "kept_version"], how="left")
+            .filter((c.removed.is_null() | (c.removed < c.last))
+                    & (c.version_end.is_null() | (c.version_end < c.last))))
+    moved = (adds.join(kept.select("sid", "filename", "kept_version"), on=["sid", "filename"])
+             .filter(c.version != c.kept_version).group_by("sid", "filename").agg(moved=c.pos.max()))
+    kept = (kept.join(moved, on=["sid", "filename"], how="left")
+            .with_columns(run_after=pl.max_horizontal(c.removed.fill_null(-1), c.moved.fill_null(-1),
+                                                      c.version_end.fill_null(-1))))
+    return (adds.join(kept.select("sid", "filename", "kept_version", "run_after"),
+                      left_on=["sid", "filename", "version"], right_on=["sid", "filename", "kept_version"],
+                      maintain_order="left")
+            .filter(c.pos > c.run_after)
+            .group_by("sid", "filename")
+            .agg(package=c.subject.first(), version=c.version.first(), pyver=c.pyver.first(),
+                 born_serial=c.serial.first(), uploaded=c.ts.first()))
+
+
+def _ranked(versions: pl.DataFrame) -> pl.DataFrame:
+    """Rank, validity and pre-release flag, as fold.version_ranks and version_facts give them: PEP 440
+    order (equal versions in the order they were born), invalid versions last, as text."""
+    distinct = versions.get_column("version").unique().to_list()
+    distinct.sort(key=_rank_key)
+    keys, valid, prerelease = [], [], []
+    key, previous = 0, None
+    for text in distinct:
+        facts = version_facts(text)
+        order = _rank_key(text)
+        if previous is None or order != previous:
+            key += 1
+            previous = order
+        keys.append(key)
+        valid.append(facts[0])
+        prerelease.append(facts[1])
+    facts = pl.DataFrame({"version": distinct, "order": keys, "valid": valid, "prerelease": prerelease},
+                         schema={"version": pl.String, "order": pl.Int64, "valid": pl.Boolean,
+                                 "prerelease": pl.Boolean})
+    return (versions.join(facts, on="version", how="left")
+            .sort("sid", "order", "version_born")
+            .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over("sid"))
+            .select("package", "version", "born_serial", "released", "rank", "valid", "prerelease",
+                    "yanked", "quarantined", "has_sdist"))
+
+
+_COPY = {
+    "packages": "COPY packages (package, display_name, present, born_serial, quarantined, change_seq) "
+                "FROM STDIN (FORMAT csv)",
+    "aliases": "COPY aliases (package, alias, last_ts, last_serial) FROM STDIN (FORMAT csv)",
+    "versions": "COPY versions (package, version, born_serial, released, rank, valid, prerelease, yanked, "
+                "quarantined, has_sdist) FROM STDIN (FORMAT csv)",
+    "files": "COPY source_files (package, filename, version, pyver, born_serial, uploaded) "
+             "FROM STDIN (FORMAT csv)",
+}
+
+
+def copy_fresh(cur: psycopg.Cursor, folded: Folded, first_change: int) -> None:
+    """COPY folded packages the catalog holds no rows of; package i (in name order) takes change number
+    ``first_change + i``."""
+    utc = "%Y-%m-%d %H:%M:%S+00"
+    packages = folded.packages.with_columns(
+        change_seq=pl.int_range(first_change, first_change + pl.len(), dtype=pl.Int64))
+    frames = {
+        "packages": packages,
+        "aliases": folded.aliases,
+        "versions": folded.versions.with_columns(released=pl.from_epoch("released").dt.strftime(utc)),
+        "files": folded.files.with_columns(uploaded=pl.from_epoch("uploaded").dt.strftime(utc)),
+    }
+    for table, frame in frames.items():
+        if frame.height:
+            _copy_csv(cur, _COPY[table], frame)
+
+
+def _copy_csv(cur: psycopg.Cursor, statement: str, frame: pl.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.write_csv(buffer, include_header=False)
+    with cur.copy(statement) as copy:
+        copy.write(buffer.getbuffer())
