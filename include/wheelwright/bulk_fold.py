@@ -160,7 +160,19 @@ def _versions(life: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 def _files(life: pl.DataFrame, version_ends: pl.DataFrame) -> pl.DataFrame:
     """The files alive at the end, each as its run's first upload (see the module's rules)."""
     events = (life.filter(c.kind.is_in(["add_file", "remove_file"]))
-              .select("sid", "subject", "filename", "version", "pos", "kind", "pyver", "serial", "ts"))
+              .select("sid", "subject", "filename", "version", "pos", "kind", "pyver", "serial", "ts")
+              .with_columns(once=(pl.len().over("sid", "filename") == 1) & (c.kind == "add_file")))
+    # Most names are uploaded once and never touched again: such a file lives unless its version
+    # was removed after it. The others take the general rule.
+    once = (events.filter(c.once)
+            .join(version_ends, on=["sid", "version"], how="left")
+            .filter(c.version_end.is_null() | (c.version_end < c.pos))
+            .select("sid", "filename", package="subject", version="version", pyver="pyver",
+                    born_serial="serial", uploaded="ts"))
+    return pl.concat([once, _files_of_runs(events.filter(~c.once), version_ends)])
+
+
+def _files_of_runs(events: pl.DataFrame, version_ends: pl.DataFrame) -> pl.DataFrame:
     adds = events.filter(c.kind == "add_file")
     last_adds = adds.group_by("sid", "filename").agg(last=c.pos.last(), kept_version=c.version.last())
     removals = (events.filter(c.kind == "remove_file").group_by("sid", "filename")
