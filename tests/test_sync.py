@@ -88,7 +88,7 @@ def test_bulk_replay_and_incremental_sync_build_the_same_catalog(catalog, pypi, 
 @pytest.mark.parametrize("bulk", [False, True], ids=["incremental", "bulk"])
 def test_malformed_rows_from_pypi_are_rejected_loudly_and_the_watermark_records_them(catalog, caplog, monkeypatch,
                                                                                       bulk):
-    if bulk:  # pages are parsed by forked workers
+    if bulk:  # pages are parsed column by column
         monkeypatch.setattr(sync, "BULK_BACKLOG", 1)
     rows = [["fine", None, 1, "create", 1], ["bad/name", None, 2, "create", 2], ["fine", "1.0", 3, "new release", 3]]
     with PyPIDouble(rows) as double:
