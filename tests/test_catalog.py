@@ -196,6 +196,23 @@ def test_a_bulk_replay_over_any_catalog_ends_where_row_by_row_derivation_does(ca
     assert cat.derive(catalog).changed == [], "a later row-by-row fold must see no change"
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(ROW, min_size=1, max_size=40), memory=st.sampled_from([0, 4]))
+def test_a_replay_past_its_buffer_folds_the_journal_read_back_in_partitions(catalog, rows, memory):
+    log = numbered(rows)
+    _reset(catalog)
+    apply(catalog, log)
+    expected = catalog_snapshot(catalog)
+
+    _reset(catalog)
+    buffer = ReplayBuffer(cat.journal_end(catalog), memory)
+    with catalog.transaction():
+        buffer.add(cat.ingest(catalog, log))
+    derived = cat.derive(catalog, replayed=buffer)
+    assert catalog_snapshot(catalog) == expected
+    assert derived.folded == len(expected["packages"])
+
+
 def test_a_replay_that_meets_a_serial_the_journal_has_folds_the_stored_row(catalog):
     buffer = ReplayBuffer(cat.journal_end(catalog), 100)
     for page in ([["keep", "1.0", 10, "new release", 1]],

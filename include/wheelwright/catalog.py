@@ -258,18 +258,21 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
     """Re-fold every package with journal rows past the derived mark (or pending), and write what
     changed, ``chunk`` packages per transaction; then move the mark.
 
-    With ``replayed``, packages the catalog has never seen are folded from that buffer and COPYed in
-    (replay.py), with no history to read back and no old rows to compare with.
+    With ``replayed``, packages the catalog has never seen are folded in bulk (bulk_fold.py) and COPYed
+    in, with no old rows to compare with: from the events the buffer kept, or, if it let go of them,
+    from the replay's journal rows read back, a hash partition of packages at a time.
     """
     result = DeriveResult()
     upto = journal_end(conn)
     derived = conn.execute("SELECT derived_serial FROM sync_state").fetchone()[0]
     todo = {row[0] for row in conn.execute(db.query("derive_todo"), {"after": derived, "upto": upto})}
-    events = replayed.events() if replayed is not None else None
-    if events is not None and events.height:
-        fresh = _fresh_packages(conn, replayed, events, derived, todo)
-        _derive_fresh(conn, events, fresh, result)
-        todo.difference_update(fresh)
+    if replayed is not None:
+        # Not fresh: packages with rows journalled before the replay, or whose rows it may not hold.
+        seen = {row[0] for row in conn.execute(db.query("derive_todo"), {"after": derived, "upto": replayed.before})}
+        for events, own, tainted in _replayed_events(conn, replayed, upto):
+            fresh = _fresh_packages(conn, events, own, todo, seen | tainted)
+            _derive_fresh(conn, events, fresh, result)
+            todo.difference_update(fresh)
     ordered = sorted(todo)
     for i in range(0, len(ordered), chunk):
         _derive_chunk(conn, ordered[i:i + chunk], result)
@@ -281,14 +284,58 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
     return result
 
 
-def _fresh_packages(conn: psycopg.Connection, replayed: replay.ReplayBuffer, events: pl.DataFrame,
-                    derived: int, todo: set[str]) -> list[str]:
-    """Packages whose whole journal is in the buffer: not derived before, nor pending, nor touched by
-    rows journalled before the replay."""
-    before = {row[0] for row in conn.execute(db.query("derive_todo"), {"after": derived, "upto": replayed.before})}
-    candidates = sorted(todo.intersection(replay.packages_of(events)).difference(replayed.tainted, before))
+def _fresh_packages(conn: psycopg.Connection, events: pl.DataFrame, own: set[str] | None, todo: set[str],
+                    excluded: set[str]) -> list[str]:
+    """Packages whose whole journal is in ``events`` (of them, those in ``own``, if given), to derive,
+    not ``excluded``, and not in the catalog yet."""
+    candidates = todo.intersection(replay.packages_of(events)).difference(excluded)
+    if own is not None:
+        candidates.intersection_update(own)
+    candidates = sorted(candidates)
     known = {row[0] for row in conn.execute(db.query("derive_known"), {"packages": candidates})}
     return [p for p in candidates if p not in known]
+
+
+def _replayed_events(conn: psycopg.Connection, replayed: replay.ReplayBuffer, upto: int):
+    """The replay's events, as (frame, the packages whose histories it holds whole or None for all,
+    packages to leave out): the buffer's, or the journal's rows read back in partitions of about the
+    buffer's size."""
+    events = replayed.events()
+    if events is not None:
+        if events.height:
+            yield events, None, replayed.tainted
+        return
+    rows = conn.execute("SELECT count(*) FROM journal WHERE serial > %s AND serial <= %s",
+                        (replayed.before, upto)).fetchone()[0]
+    parts = min(MAX_REPLAY_PARTS, max(1, -(-rows // max(replayed.limit, 1))))
+    for part in range(parts):
+        frame = _read_replayed(conn, replayed.before, upto, part, parts)
+        own = set(frame.filter(pl.col("part_package") == part).get_column("package").unique().to_list())
+        own.update(frame.filter(pl.col("part_other") == part).get_column("other_package").unique().to_list())
+        # The journal's own rows: nothing to leave out.
+        yield frame.drop("part_package", "part_other"), own, set()
+
+
+MAX_REPLAY_PARTS = 256
+
+
+def _read_replayed(conn: psycopg.Connection, after: int, upto: int, part: int, parts: int) -> pl.DataFrame:
+    statement = db.query("replay_rows").format(after=int(after), upto=int(upto), part=int(part),
+                                               parts=int(parts))
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        data = b"".join(copy)
+    columns = {**{name: event_frames.EVENT_SCHEMA[name] for name in _JOURNAL_COLUMNS.split(", ")},
+               "part_package": pl.Int64, "part_other": pl.Int64}
+    # PostgreSQL writes NULL as a bare empty field and an empty string as "": polars reads them so.
+    frame = pl.read_csv(data, has_header=False, schema=columns)
+    # The journal keeps the action: its file name and Python tag are read off it as parse_row did.
+    parts_of = pl.col("action").str.splitn(" ", 4)
+    kind = pl.col("kind")
+    return frame.with_columns(
+        filename=pl.when(kind == "add_file").then(parts_of.struct.field("field_3"))
+                   .when(kind == "remove_file").then(pl.col("action").str.slice(12)),
+        pyver=pl.when(kind == "add_file").then(parts_of.struct.field("field_1")),
+    ).select(*event_frames.EVENT_SCHEMA, "part_package", "part_other")
 
 
 def _derive_fresh(conn: psycopg.Connection, events: pl.DataFrame, fresh: list[str],

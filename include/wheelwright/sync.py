@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 SYNC_LOCK = "wheelwright.sync"
 # A backlog this large, and at least a quarter of the journal, is replayed in bulk.
 BULK_BACKLOG = 200_000
-# Events a bulk replay keeps in memory (about 110 bytes each); past this, derivation reads them back.
+# Events a bulk replay keeps in memory (about 110 bytes each); past this, derivation reads them back
+# from the journal, a partition of packages with about this many events at a time.
 REPLAY_MEMORY = 4_000_000
 PROGRESS_EVERY = 10.0  # seconds between progress lines
 
