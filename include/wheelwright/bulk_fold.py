@@ -30,7 +30,7 @@ from typing import NamedTuple
 import polars as pl
 import psycopg
 
-from .fold import _rank_key, version_facts
+from .fold import rank_key, version_facts
 
 c = pl.col
 
@@ -199,12 +199,12 @@ def _ranked(versions: pl.DataFrame) -> pl.DataFrame:
     """Rank, validity and pre-release flag, as fold.version_ranks and version_facts give them: PEP 440
     order (equal versions in the order they were born), invalid versions last, as text."""
     distinct = versions.get_column("version").unique().to_list()
-    distinct.sort(key=_rank_key)
+    distinct.sort(key=rank_key)
     keys, valid, prerelease = [], [], []
     key, previous = 0, None
     for text in distinct:
         facts = version_facts(text)
-        order = _rank_key(text)
+        order = rank_key(text)
         if previous is None or order != previous:
             key += 1
             previous = order

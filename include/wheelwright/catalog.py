@@ -33,7 +33,7 @@ from psycopg.copy import QueuedLibpqWriter
 
 from . import bulk_fold, db, event_frames, replay
 from .errors import MalformedEvent
-from .events import _MAX_SERIAL, KIND_BY_TEXT, Event, Kind, packages_touched, parse_action, parse_row
+from .events import KIND_BY_TEXT, MAX_SERIAL, Event, Kind, packages_touched, parse_action, parse_row
 from .fold import PackageState, apply_event, is_prerelease, is_valid_version, version_ranks
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def _mark_pending(cur: psycopg.Cursor, packages: set[str]) -> None:
 def _serial_of(row) -> int | None:
     if isinstance(row, (list, tuple)) and len(row) == 5:
         serial = row[4]
-        if type(serial) is int and 0 < serial <= _MAX_SERIAL:
+        if type(serial) is int and 0 < serial <= MAX_SERIAL:
             return serial
     return None
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from .events import _EXACT, _MAX_TEXT, _MAX_TIMESTAMP, NEEDS_VERSION
+from .events import EXACT_ACTIONS, MAX_TEXT, MAX_TIMESTAMP, NEEDS_VERSION
 
 c = pl.col
 
@@ -27,7 +27,7 @@ EVENT_SCHEMA = {
 _RAW_SCHEMA = {"name": pl.String, "version": pl.String, "ts": pl.Int64, "action": pl.String,
                "serial": pl.Int64}
 
-_EXACT_TEXT = {action: kind.value for action, kind in _EXACT.items()}
+_EXACT_TEXT = {action: kind.value for action, kind in EXACT_ACTIONS.items()}
 _NEEDS_VERSION = [kind.value for kind in NEEDS_VERSION]
 # Within these shapes parse_row accepts every row, and the checks below are exactly its own.
 _PLAIN_NAME = r"\A[A-Za-z0-9._-]{1,1024}\z"
@@ -89,14 +89,14 @@ def plain_rows(rows: Sequence) -> tuple[pl.DataFrame, list]:
     )
     plain = (c.name.str.contains(_PLAIN_NAME) & c.package.str.contains(_CANONICAL)
              & (c.version.is_null() | (c.version.str.contains(_PRINTABLE)
-                                       & (c.version.str.len_chars() <= _MAX_TEXT)
+                                       & (c.version.str.len_chars() <= MAX_TEXT)
                                        & (c.version.str.strip_chars(" ") != "")))
-             & c.ts.is_between(0, _MAX_TIMESTAMP, closed="left") & (c.serial > 0)
+             & c.ts.is_between(0, MAX_TIMESTAMP, closed="left") & (c.serial > 0)
              & c.kind.is_not_null() & (c.version.is_not_null() | ~c.kind.is_in(_NEEDS_VERSION))
              & (c.filename.is_null() | (c.filename.str.contains(_FILENAME)
                                         & (c.filename.str.strip_chars(" ") != "")
                                         & ~c.filename.is_in([".", ".."])))
-             & (c.action.str.len_chars() <= 4 * _MAX_TEXT))
+             & (c.action.str.len_chars() <= 4 * MAX_TEXT))
     parsed = parsed.with_columns(plain=plain.fill_null(False))
     fast = (parsed.filter(c.plain)
             .with_columns(other_package=pl.lit(None, dtype=pl.String))

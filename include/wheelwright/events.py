@@ -51,7 +51,7 @@ NEEDS_VERSION = frozenset({
     Kind.RELEASE_QUARANTINED, Kind.RELEASE_QUARANTINE_CLEARED,
 })
 
-_EXACT = {
+EXACT_ACTIONS = {
     "create": Kind.CREATE,
     "new release": Kind.NEW_RELEASE,
     "remove release": Kind.REMOVE_RELEASE,
@@ -79,7 +79,7 @@ _UPDATE = re.compile(r"update .*\Z", re.S)
 # path separator or anything else a file system or a shell would read.
 _CANONICAL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_MAX_TEXT = 1024
+MAX_TEXT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ class Action:
 
 def parse_action(action: str) -> Action:
     """Classify an action string; never raises: what we do not know is ``UNKNOWN``."""
-    kind = _EXACT.get(action)
+    kind = EXACT_ACTIONS.get(action)
     if kind is not None:
         return Action(kind)
     if action == "remove":
@@ -124,7 +124,7 @@ def canonical(name: str) -> str:
 
 
 def _usable_text(text: str) -> bool:
-    return bool(text.strip()) and len(text) <= _MAX_TEXT and not _CONTROL.search(text)
+    return bool(text.strip()) and len(text) <= MAX_TEXT and not _CONTROL.search(text)
 
 
 class _Memo(dict):
@@ -200,8 +200,8 @@ _new_event = tuple.__new__  # Event(...) goes through a Python-level __new__: to
 KIND_BY_TEXT = {kind.value: kind for kind in Kind}  # Kind(text) is a slow call on a hot path
 
 
-_MAX_TIMESTAMP = 253_402_300_800  # year 10000: past it no calendar of ours (nor Python's) goes
-_MAX_SERIAL = 2**63 - 1  # the journal's bigint
+MAX_TIMESTAMP = 253_402_300_800  # year 10000: past it no calendar of ours (nor Python's) goes
+MAX_SERIAL = 2**63 - 1  # the journal's bigint
 
 
 def parse_row(row) -> Event:
@@ -210,7 +210,7 @@ def parse_row(row) -> Event:
         raise MalformedEvent(f"expected [name, version, timestamp, action, serial], got {row!r:.200}")
     name, version, timestamp, action, serial = row
     # type() rather than isinstance(): True is an int to isinstance, and not a serial.
-    if type(serial) is not int or not 0 < serial <= _MAX_SERIAL:
+    if type(serial) is not int or not 0 < serial <= MAX_SERIAL:
         raise MalformedEvent(f"serial must be a positive 64-bit integer, got {serial!r:.50}")
     if type(name) is not str or not _USABLE[name]:
         raise MalformedEvent(f"serial {serial}: bad project name {name!r:.100}")
@@ -221,14 +221,14 @@ def parse_row(row) -> Event:
             timestamp = int(timestamp)
         else:
             raise MalformedEvent(f"serial {serial}: bad timestamp {timestamp!r:.50}")
-    if not 0 <= timestamp < _MAX_TIMESTAMP:
+    if not 0 <= timestamp < MAX_TIMESTAMP:
         raise MalformedEvent(f"serial {serial}: bad timestamp {timestamp!r:.50}")
-    if type(action) is not str or len(action) > 4 * _MAX_TEXT or "\x00" in action:
+    if type(action) is not str or len(action) > 4 * MAX_TEXT or "\x00" in action:
         raise MalformedEvent(f"serial {serial}: bad action {action!r:.100}")
     package = _CANONICAL_OF[name]
     if package is None:
         canonical(name)  # raises with the reason
-    kind = _EXACT.get(action)
+    kind = EXACT_ACTIONS.get(action)
     if kind is not None:
         if version is None and kind in NEEDS_VERSION:
             raise MalformedEvent(f"serial {serial}: {action!r} on {name} names no version")

@@ -212,11 +212,12 @@ def version_ranks(versions: Collection[str]) -> dict[str, int]:
     PEP 440 order, then invalid ones as text, last."""
     if len(versions) == 1:  # most packages of a replay: nothing to compare
         return dict.fromkeys(versions, 1)
-    ordered = sorted(versions, key=_rank_key)
+    ordered = sorted(versions, key=rank_key)
     return {v: i for i, v in enumerate(ordered, 1)}
 
 
-def _rank_key(version: str):
+def rank_key(version: str):
+    """What versions sort by: PEP 440 order, equal versions equal, then invalid ones as text."""
     valid, _, parsed = version_facts(version)
     # Version objects and strings do not compare; keep the two classes apart.
     return (0, parsed) if valid else (1, version)
