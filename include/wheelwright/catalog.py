@@ -107,7 +107,7 @@ def prepare_page(rows: Sequence) -> PreparedPage:
         frame = pl.concat([plain, frame]) if frame.height else plain
         highest = plain.get_column("serial").max()
         result.max_serial = highest if result.max_serial is None else max(result.max_serial, highest)
-    journal = frame.select(*_JOURNAL_COLUMNS.split(", ")).write_csv(include_header=False).encode()
+    journal = frame.select(event_frames.JOURNAL_FIELDS).write_csv(include_header=False).encode()
     return PreparedPage(len(rows), result.max_serial, rejects, frame, journal)
 
 
@@ -157,7 +157,7 @@ def _log_rejects(cur: psycopg.Cursor, result: IngestResult, rejects: list[tuple]
     result.rejected = len(rejects)
 
 
-_JOURNAL_COLUMNS = "serial, name, package, version, ts, action, kind, other_package"
+_JOURNAL_COLUMNS = ", ".join(event_frames.JOURNAL_FIELDS)
 
 
 def _copy_in(cur: psycopg.Cursor, statement: str):
@@ -324,18 +324,7 @@ def _read_replayed(conn: psycopg.Connection, after: int, upto: int, part: int, p
                                                parts=int(parts))
     with conn.cursor() as cur, cur.copy(statement) as copy:
         data = b"".join(copy)
-    columns = {**{name: event_frames.EVENT_SCHEMA[name] for name in _JOURNAL_COLUMNS.split(", ")},
-               "part_package": pl.Int64, "part_other": pl.Int64}
-    # PostgreSQL writes NULL as a bare empty field and an empty string as "": polars reads them so.
-    frame = pl.read_csv(data, has_header=False, schema=columns)
-    # The journal keeps the action: its file name and Python tag are read off it as parse_row did.
-    parts_of = pl.col("action").str.splitn(" ", 4)
-    kind = pl.col("kind")
-    return frame.with_columns(
-        filename=pl.when(kind == "add_file").then(parts_of.struct.field("field_3"))
-                   .when(kind == "remove_file").then(pl.col("action").str.slice(12)),
-        pyver=pl.when(kind == "add_file").then(parts_of.struct.field("field_1")),
-    ).select(*event_frames.EVENT_SCHEMA, "part_package", "part_other")
+    return event_frames.from_journal_csv(data, {"part_package": pl.Int64, "part_other": pl.Int64})
 
 
 def _derive_fresh(conn: psycopg.Connection, events: pl.DataFrame, fresh: list[str],

@@ -24,6 +24,8 @@ EVENT_SCHEMA = {
     "action": pl.String, "kind": pl.String, "filename": pl.String, "pyver": pl.String,
     "other_package": pl.String,
 }
+# The journal's columns: an event frame's, less what its action says again (file name, Python tag).
+JOURNAL_FIELDS = ["serial", "name", "package", "version", "ts", "action", "kind", "other_package"]
 _RAW_SCHEMA = {"name": pl.String, "version": pl.String, "ts": pl.Int64, "action": pl.String,
                "serial": pl.Int64}
 
@@ -55,6 +57,20 @@ def events_frame(events: Sequence[tuple]) -> pl.DataFrame:
         return pl.DataFrame(schema=EVENT_SCHEMA)
     # A Kind is a str whose value is the text the journal stores: polars takes it as it is.
     return pl.DataFrame(dict(zip(EVENT_SCHEMA, zip(*events))), schema=EVENT_SCHEMA)
+
+
+def from_journal_csv(data: bytes, extra: dict[str, pl.DataType]) -> pl.DataFrame:
+    """An event frame from journal rows as PostgreSQL's CSV (JOURNAL_FIELDS, then ``extra`` columns,
+    which are kept): the file name and Python tag are read off the action, as parse_row read them."""
+    schema = {**{name: EVENT_SCHEMA[name] for name in JOURNAL_FIELDS}, **extra}
+    # PostgreSQL writes NULL as a bare empty field and an empty string as "": polars reads them so.
+    frame = pl.read_csv(data, has_header=False, schema=schema)
+    words = c.action.str.splitn(" ", 4)  # add, tag, file, name
+    return frame.with_columns(
+        filename=pl.when(c.kind == "add_file").then(words.struct.field("field_3"))
+                   .when(c.kind == "remove_file").then(c.action.str.slice(len("remove file "))),
+        pyver=pl.when(c.kind == "add_file").then(words.struct.field("field_1")),
+    ).select(*EVENT_SCHEMA, *extra)
 
 
 def plain_rows(rows: Sequence) -> tuple[pl.DataFrame, list]:
