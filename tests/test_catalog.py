@@ -2,11 +2,14 @@
 
 import random
 
+import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import catalog_snapshot
 from histories import CHAI, ROW, numbered
+from wheelwright import bulk_fold
 from wheelwright import catalog as cat
 from wheelwright import status
 from wheelwright.events import parse_row
@@ -211,6 +214,55 @@ def test_a_replay_past_its_buffer_folds_the_journal_read_back_in_partitions(cata
     derived = cat.derive(catalog, replayed=buffer)
     assert catalog_snapshot(catalog) == expected
     assert derived.folded == len(expected["packages"])
+
+
+def schema_keys(conn) -> list[tuple]:
+    """Every key, foreign key and index of the catalog, as its definition."""
+    return conn.execute(
+        "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE contype IN ('p', 'u', 'f', 'x') AND connamespace = 'public'::regnamespace "
+        "UNION ALL SELECT indrelid::regclass::text, indexrelid::regclass::text, pg_get_indexdef(indexrelid) "
+        "FROM pg_index JOIN pg_class ON pg_class.oid = indexrelid "
+        "WHERE relnamespace = 'public'::regnamespace ORDER BY 1, 2, 3").fetchall()
+
+
+def replay(conn, rows) -> cat.DeriveResult:
+    buffer = ReplayBuffer(cat.journal_end(conn), 100)
+    with conn.transaction():
+        buffer.add(cat.ingest(conn, rows))
+    return cat.derive(conn, replayed=buffer)
+
+
+def test_a_replay_into_an_empty_catalog_loads_without_keys_and_builds_them_again(catalog):
+    keys = schema_keys(catalog)
+    assert ("versions", "versions_pkey", "PRIMARY KEY (package, version)") in keys
+    replay(catalog, CHAI)
+    assert schema_keys(catalog) == keys
+    assert versions(catalog, "chai") == ["0.1.0", "0.1.16", "0.1.17", "0.1.18", "0.1.19"]
+
+    # The restored keys hold: one more release replayed into the now filled tables keeps them.
+    replay(catalog, [["sip", None, 1, "create", 900], ["sip", "1.0", 2, "new release", 901]])
+    assert schema_keys(catalog) == keys
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        catalog.execute("INSERT INTO versions SELECT * FROM versions WHERE package = 'sip'")
+
+
+def test_a_fresh_load_that_fails_leaves_the_keys_and_the_catalog_as_they_were(catalog, monkeypatch):
+    keys = schema_keys(catalog)
+    write_fresh = bulk_fold.write_fresh
+
+    def dies_after_writing(*args):
+        write_fresh(*args)
+        raise RuntimeError("killed halfway")
+
+    monkeypatch.setattr(bulk_fold, "write_fresh", dies_after_writing)
+    with pytest.raises(RuntimeError):
+        replay(catalog, CHAI)
+    assert schema_keys(catalog) == keys
+    assert catalog.execute("SELECT count(*) FROM versions").fetchone() == (0,)
+    monkeypatch.setattr(bulk_fold, "write_fresh", write_fresh)
+    cat.derive(catalog)
+    assert versions(catalog, "chai") == ["0.1.0", "0.1.16", "0.1.17", "0.1.18", "0.1.19"]
 
 
 def test_a_replay_that_meets_a_serial_the_journal_has_folds_the_stored_row(catalog):

@@ -3,7 +3,7 @@
 A replay of PyPI's history folds millions of events, most of them for packages the catalog has never
 seen. Folding them one event at a time in Python costs several times what the database takes to store
 the result, so a bulk replay folds them here instead, with polars, and COPYs the rows straight into the
-catalog tables (:func:`copy_fresh`). fold.py stays the definition: tests check that both folds agree on
+catalog tables (:func:`write_fresh`). fold.py stays the definition: tests check that both folds agree on
 any log (tests/test_bulk_fold.py).
 
 The rules of fold.py, restated for a package's history in ``(timestamp, serial)`` order:
@@ -22,7 +22,6 @@ The rules of fold.py, restated for a package's history in ``(timestamp, serial)`
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -63,25 +62,29 @@ def fold_frame(events: pl.DataFrame, packages: Iterable[str] | None = None) -> F
 
 
 def write_fresh(cur: psycopg.Cursor, events: pl.DataFrame, fresh: list[str], first_change: int) -> None:
-    """Fold ``fresh`` (sorted) from ``events`` and COPY their rows (:func:`copy_fresh`); package i takes
-    change number ``first_change + i``. A thread folds the next slice of packages while the database
-    stores this one."""
+    """Fold ``fresh`` (sorted) from ``events`` and COPY their rows into the catalog tables, which hold no
+    rows of them; package i takes change number ``first_change + i``. A thread folds and formats the
+    next slice of packages while the database stores this one."""
     histories = _histories(events)
     subjects = histories.get_column("subject")
 
-    def fold_slice(packages: list[str]) -> Folded:
+    def render_slice(start: int) -> dict[str, bytes]:
+        packages = fresh[start:start + FOLD_SLICE]
         low, high = subjects.search_sorted(packages[0], "left"), subjects.search_sorted(packages[-1], "right")
-        return _fold(histories.slice(low, high - low)
-                     .filter(c.subject.is_in(pl.Series(packages, dtype=pl.String))))
+        folded = _fold(histories.slice(low, high - low)
+                       .filter(c.subject.is_in(pl.Series(packages, dtype=pl.String))))
+        return copy_data(folded, first_change + start)
 
-    slices = [fresh[i:i + FOLD_SLICE] for i in range(0, len(fresh), FOLD_SLICE)]
+    starts = range(0, len(fresh), FOLD_SLICE)
     with ThreadPoolExecutor(1, thread_name_prefix="fold") as folder:
-        folding = folder.submit(fold_slice, slices[0])
-        for i in range(len(slices)):
-            folded = folding.result()
-            if i + 1 < len(slices):
-                folding = folder.submit(fold_slice, slices[i + 1])
-            copy_fresh(cur, folded, first_change + i * FOLD_SLICE)
+        rendering = folder.submit(render_slice, starts[0])
+        for i in range(len(starts)):
+            data = rendering.result()
+            if i + 1 < len(starts):
+                rendering = folder.submit(render_slice, starts[i + 1])
+            for table, csv in data.items():
+                with cur.copy(_COPY[table]) as copy:
+                    copy.write(csv)
 
 
 FOLD_SLICE = 15_000  # packages per slice of a bulk fold
@@ -232,9 +235,9 @@ _COPY = {
 }
 
 
-def copy_fresh(cur: psycopg.Cursor, folded: Folded, first_change: int) -> None:
-    """COPY folded packages the catalog holds no rows of; package i (in name order) takes change number
-    ``first_change + i``."""
+def copy_data(folded: Folded, first_change: int) -> dict[str, bytes]:
+    """The COPY data (CSV) of folded packages, by table (keys of ``_COPY``); package i (in name order)
+    takes change number ``first_change + i``."""
     utc = "%Y-%m-%d %H:%M:%S+00"
     packages = folded.packages.with_columns(
         change_seq=pl.int_range(first_change, first_change + pl.len(), dtype=pl.Int64))
@@ -244,13 +247,5 @@ def copy_fresh(cur: psycopg.Cursor, folded: Folded, first_change: int) -> None:
         "versions": folded.versions.with_columns(released=pl.from_epoch("released").dt.strftime(utc)),
         "files": folded.files.with_columns(uploaded=pl.from_epoch("uploaded").dt.strftime(utc)),
     }
-    for table, frame in frames.items():
-        if frame.height:
-            _copy_csv(cur, _COPY[table], frame)
-
-
-def _copy_csv(cur: psycopg.Cursor, statement: str, frame: pl.DataFrame) -> None:
-    buffer = io.BytesIO()
-    frame.write_csv(buffer, include_header=False)
-    with cur.copy(statement) as copy:
-        copy.write(buffer.getbuffer())
+    return {table: frame.write_csv(include_header=False).encode() for table, frame in frames.items()
+            if frame.height}
