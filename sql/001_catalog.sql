@@ -27,7 +27,7 @@ CREATE TABLE journal (
     received_at   timestamptz NOT NULL DEFAULT now()
 );
 -- Dropped during a bulk replay (random-order index inserts cost more than the rest of a replay) and
--- rebuilt once at its end: see catalog.ensure_history_index.
+-- rebuilt once at its end: see catalog.ensure_bulk_indexes.
 CREATE INDEX journal_history ON journal (package, ts, serial);
 CREATE INDEX journal_renames ON journal (other_package) WHERE other_package IS NOT NULL;
 CREATE INDEX journal_kinds ON journal (kind) WHERE kind = 'unknown';

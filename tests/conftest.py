@@ -121,3 +121,13 @@ def catalog_snapshot(conn) -> dict:
         "files": conn.execute("SELECT package, filename, version, pyver, born_serial, uploaded "
                               "FROM source_files ORDER BY package, filename").fetchall(),
     }
+
+
+def schema_keys(conn) -> list[tuple]:
+    """Every key, foreign key and index of the catalog, as its definition."""
+    return conn.execute(
+        "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE contype IN ('p', 'u', 'f', 'x') AND connamespace = 'public'::regnamespace "
+        "UNION ALL SELECT indrelid::regclass::text, indexrelid::regclass::text, pg_get_indexdef(indexrelid) "
+        "FROM pg_index JOIN pg_class ON pg_class.oid = indexrelid "
+        "WHERE relnamespace = 'public'::regnamespace ORDER BY 1, 2, 3").fetchall()

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import catalog_snapshot
+from conftest import catalog_snapshot, schema_keys
 from histories import CHAI, ROW, numbered
 from wheelwright import bulk_fold
 from wheelwright import catalog as cat
@@ -214,16 +214,6 @@ def test_a_replay_past_its_buffer_folds_the_journal_read_back_in_partitions(cata
     derived = cat.derive(catalog, replayed=buffer)
     assert catalog_snapshot(catalog) == expected
     assert derived.folded == len(expected["packages"])
-
-
-def schema_keys(conn) -> list[tuple]:
-    """Every key, foreign key and index of the catalog, as its definition."""
-    return conn.execute(
-        "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE contype IN ('p', 'u', 'f', 'x') AND connamespace = 'public'::regnamespace "
-        "UNION ALL SELECT indrelid::regclass::text, indexrelid::regclass::text, pg_get_indexdef(indexrelid) "
-        "FROM pg_index JOIN pg_class ON pg_class.oid = indexrelid "
-        "WHERE relnamespace = 'public'::regnamespace ORDER BY 1, 2, 3").fetchall()
 
 
 def replay(conn, rows) -> cat.DeriveResult:

@@ -1,11 +1,12 @@
 """Sync: the real client against the PyPI double over HTTP, into a real catalog."""
 
+import psycopg
 import pytest
 
-from conftest import catalog_snapshot
+from conftest import catalog_snapshot, schema_keys
 from histories import CHAI
 from wheelwright import catalog as cat
-from wheelwright import bulk_fold, sync
+from wheelwright import bulk_fold, db, sync
 from wheelwright.events import parse_row
 from wheelwright.fold import fold_log
 from wheelwright.pypi import PyPI
@@ -71,18 +72,49 @@ def test_a_rate_limited_pypi_is_waited_for_not_given_up_on(catalog, pypi):
 def test_bulk_replay_and_incremental_sync_build_the_same_catalog(catalog, pypi, monkeypatch, settings):
     monkeypatch.setattr(sync, "BULK_BACKLOG", 1)
     monkeypatch.setattr(bulk_fold, "FOLD_SLICE", 3)  # many slices, folded while others are stored
+    keys = schema_keys(catalog)
     bulk = sync.sync_once(catalog, client(pypi))
     assert bulk.bulk
     bulk_snapshot = catalog_snapshot(catalog)
-    assert catalog.execute("SELECT to_regclass('journal_history') IS NOT NULL AND "
-                           "to_regclass('versions_newest_first') IS NOT NULL").fetchone()[0], \
-        "the indexes dropped for a bulk replay are rebuilt after it"
+    assert schema_keys(catalog) == keys, "the indexes and keys set aside for a bulk replay are built again"
     catalog.execute("TRUNCATE journal, packages, aliases, versions, source_files, pending_packages CASCADE")
     catalog.execute("UPDATE sync_state SET last_serial = 0, derived_serial = 0")
     monkeypatch.setattr(sync, "BULK_BACKLOG", 10**12)
     for stop in (259151, 300003, 300007):
         sync.sync_once(catalog, client(pypi), until=stop)
     assert catalog_snapshot(catalog) == bulk_snapshot
+
+
+def test_a_bulk_replay_without_a_second_connection_builds_the_journal_indexes_itself(catalog, pypi, monkeypatch):
+    monkeypatch.setattr(sync, "BULK_BACKLOG", 1)
+    keys = schema_keys(catalog)
+
+    def refused(conn):
+        raise psycopg.OperationalError("too many clients already")
+
+    monkeypatch.setattr(db, "connect_like", refused)
+    assert sync.sync_once(catalog, client(pypi)).bulk
+    assert schema_keys(catalog) == keys
+    assert catalog.execute("SELECT package, display_name, present FROM packages ORDER BY 1").fetchall() == \
+        expected_snapshot_packages(LOG)
+
+
+def test_a_bulk_replay_whose_fold_fails_raises_that_error_and_the_next_sync_mends_it(catalog, pypi, monkeypatch):
+    monkeypatch.setattr(sync, "BULK_BACKLOG", 1)
+    keys = schema_keys(catalog)
+    derive = cat.derive
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("fold failed")
+
+    monkeypatch.setattr(cat, "derive", fails)
+    with pytest.raises(RuntimeError, match="fold failed"):
+        sync.sync_once(catalog, client(pypi))
+    monkeypatch.setattr(cat, "derive", derive)
+    sync.sync_once(catalog, client(pypi))
+    assert schema_keys(catalog) == keys
+    assert catalog.execute("SELECT package, display_name, present FROM packages ORDER BY 1").fetchall() == \
+        expected_snapshot_packages(LOG)
 
 
 @pytest.mark.parametrize("bulk", [False, True], ids=["incremental", "bulk"])

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -227,10 +229,43 @@ def drop_bulk_indexes(conn: psycopg.Connection) -> None:
         conn.execute(db.query("bulk_indexes_drop"))
 
 
-def ensure_bulk_indexes(conn: psycopg.Connection) -> None:
+BULK_INDEXES = ("bulk_index_journal", "bulk_index_versions_newest_first")
+
+
+def ensure_bulk_indexes(conn: psycopg.Connection, names: Sequence[str] = BULK_INDEXES) -> None:
     """After a bulk replay (or a crash in one): build those indexes in one sorted pass each."""
-    with conn.transaction():
-        conn.execute(db.query("bulk_indexes_create"))
+    for name in names:
+        with conn.transaction():
+            conn.execute(db.query(name))
+
+
+@contextmanager
+def history_index_aside(conn: psycopg.Connection) -> Iterator[Callable[[], None]]:
+    """Build the journal's history index, dropped for a bulk replay, on a connection of its own while
+    the caller derives on ``conn``: the derive folds most packages from memory and needs the index only
+    for the rest. Yields the function that waits until it is built. Should the second connection fail,
+    ensure_bulk_indexes builds the index afterwards."""
+    other: list[psycopg.Connection] = []
+
+    def build() -> None:
+        try:
+            other.append(db.connect_like(conn))
+        except psycopg.Error as exc:
+            log.warning("building the journal's history index later: no second connection (%s)", exc)
+            return
+        with other[0]:
+            ensure_bulk_indexes(other[0], ["bulk_index_journal"])
+
+    with ThreadPoolExecutor(1, thread_name_prefix="history-index") as builder:
+        building = builder.submit(build)
+        try:
+            yield building.result
+        except BaseException:
+            if other:
+                other[0].cancel_safe()
+            building.exception()  # wait for it to stop: the caller's error is the one to raise
+            raise
+        building.result()
 
 
 def journal_size_estimate(conn: psycopg.Connection) -> int:
@@ -255,13 +290,16 @@ def watermark(conn: psycopg.Connection) -> int:
 # --- derivation -----------------------------------------------------------------------------------
 
 def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
-           replayed: replay.ReplayBuffer | None = None) -> DeriveResult:
+           replayed: replay.ReplayBuffer | None = None,
+           history_ready: Callable[[], None] | None = None) -> DeriveResult:
     """Re-fold every package with journal rows past the derived mark (or pending), and write what
     changed, ``chunk`` packages per transaction; then move the mark.
 
     With ``replayed``, packages the catalog has never seen are folded in bulk (bulk_fold.py) and COPYed
     in, with no old rows to compare with: from the events the buffer kept, or, if it let go of them,
     from the replay's journal rows read back, a hash partition of packages at a time.
+    ``history_ready`` is called before folding packages from their history in the journal (it waits
+    for the journal's history index: see history_index_aside).
     """
     result = DeriveResult()
     upto = journal_end(conn)
@@ -275,6 +313,8 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
             _derive_fresh(conn, events, fresh, result)
             todo.difference_update(fresh)
     ordered = sorted(todo)
+    if ordered and history_ready is not None:
+        history_ready()
     for i in range(0, len(ordered), chunk):
         _derive_chunk(conn, ordered[i:i + chunk], result)
     with conn.transaction():

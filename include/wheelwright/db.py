@@ -79,6 +79,14 @@ def connect(settings: Settings, *, autocommit: bool = True) -> psycopg.Connectio
         raise CatalogError(f"cannot reach the catalog database: {exc}".strip()) from exc
 
 
+def connect_like(conn: psycopg.Connection) -> psycopg.Connection:
+    """A second connection to the database of ``conn``, with the same parameters (password included),
+    in autocommit mode."""
+    params = {option.keyword.decode(): option.val.decode() for option in conn.pgconn.info
+              if option.val is not None}
+    return psycopg.connect(**params, autocommit=True)
+
+
 def stop_embedded(settings: Settings) -> bool:
     """Stop the embedded catalog if it runs; False if there was nothing to stop."""
     if settings.dsn:
