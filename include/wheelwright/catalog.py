@@ -304,10 +304,15 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
     result = DeriveResult()
     upto = journal_end(conn)
     derived = conn.execute("SELECT derived_serial FROM sync_state").fetchone()[0]
-    todo = {row[0] for row in conn.execute(db.query("derive_todo"), {"after": derived, "upto": upto})}
-    if replayed is not None:
+    if replayed is None:
+        todo = _todo(conn, derived, upto)
+    else:
         # Not fresh: packages with rows journalled before the replay, or whose rows it may not hold.
-        seen = {row[0] for row in conn.execute(db.query("derive_todo"), {"after": derived, "upto": replayed.before})}
+        seen = _todo(conn, derived, replayed.before)
+        kept = replayed.events()
+        # The replay journalled exactly the rows past replayed.before: when the buffer kept them, their
+        # packages need no pass over those rows.
+        todo = seen | replay.packages_of(kept) if kept is not None else _todo(conn, derived, upto)
         for events, own, tainted in _replayed_events(conn, replayed, upto):
             fresh = _fresh_packages(conn, events, own, todo, seen | tainted)
             _derive_fresh(conn, events, fresh, result)
@@ -323,6 +328,11 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
         log.info("derived %d packages, %d changed (change_seq %s..%s)", result.folded,
                  len(result.changed), result.first_change, result.last_change)
     return result
+
+
+def _todo(conn: psycopg.Connection, after: int, upto: int) -> set[str]:
+    """Packages marked pending or with journal rows in (after, upto]."""
+    return {row[0] for row in conn.execute(db.query("derive_todo"), {"after": after, "upto": upto})}
 
 
 def _fresh_packages(conn: psycopg.Connection, events: pl.DataFrame, own: set[str] | None, todo: set[str],
