@@ -57,7 +57,7 @@ def fold_frame(events: pl.DataFrame, packages: Iterable[str] | None = None) -> F
     """
     histories = _histories(events)
     if packages is not None:
-        histories = histories.filter(c.subject.is_in(pl.Series(list(packages), dtype=pl.String)))
+        histories = histories.filter(c.subject.is_in(pl.Series(list(packages), dtype=pl.String).implode()))
     return _fold(histories)
 
 
@@ -72,7 +72,7 @@ def write_fresh(cur: psycopg.Cursor, events: pl.DataFrame, fresh: list[str], fir
         packages = fresh[start:start + FOLD_SLICE]
         low, high = subjects.search_sorted(packages[0], "left"), subjects.search_sorted(packages[-1], "right")
         folded = _fold(histories.slice(low, high - low)
-                       .filter(c.subject.is_in(pl.Series(packages, dtype=pl.String))))
+                       .filter(c.subject.is_in(pl.Series(packages, dtype=pl.String).implode())))
         return copy_data(folded, first_change + start)
 
     starts = range(0, len(fresh), FOLD_SLICE)
