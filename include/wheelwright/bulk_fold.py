@@ -22,8 +22,10 @@ The rules of fold.py, restated for a package's history in ``(timestamp, serial)`
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from typing import NamedTuple
 
 import polars as pl
@@ -63,8 +65,8 @@ def fold_frame(events: pl.DataFrame, packages: Iterable[str] | None = None) -> F
 
 def write_fresh(cur: psycopg.Cursor, events: pl.DataFrame, fresh: list[str], first_change: int) -> None:
     """Fold ``fresh`` (sorted) from ``events`` and COPY their rows into the catalog tables, which hold no
-    rows of them; package i takes change number ``first_change + i``. A thread folds and formats the
-    next slice of packages while the database stores this one."""
+    rows of them; package i takes change number ``first_change + i``. Threads fold and format the next
+    slices of packages while the database stores this one."""
     histories = _histories(events)
     subjects = histories.get_column("subject")
 
@@ -75,19 +77,22 @@ def write_fresh(cur: psycopg.Cursor, events: pl.DataFrame, fresh: list[str], fir
                        .filter(c.subject.is_in(pl.Series(packages, dtype=pl.String).implode())))
         return copy_data(folded, first_change + start)
 
-    starts = range(0, len(fresh), FOLD_SLICE)
-    with ThreadPoolExecutor(1, thread_name_prefix="fold") as folder:
-        rendering = folder.submit(render_slice, starts[0])
-        for i in range(len(starts)):
-            data = rendering.result()
-            if i + 1 < len(starts):
-                rendering = folder.submit(render_slice, starts[i + 1])
+    starts = iter(range(0, len(fresh), FOLD_SLICE))
+    with ThreadPoolExecutor(FOLD_THREADS, thread_name_prefix="fold") as folder:
+        rendering = deque(folder.submit(render_slice, start) for start in islice(starts, FOLD_THREADS))
+        while rendering:
+            data = rendering.popleft().result()
+            if (start := next(starts, None)) is not None:
+                rendering.append(folder.submit(render_slice, start))
             for table, csv in data.items():
                 with cur.copy(_COPY[table]) as copy:
                     copy.write(csv)
 
 
 FOLD_SLICE = 15_000  # packages per slice of a bulk fold
+# Slices folded at once: much of a fold runs on one core, and two of them beside the database's COPY
+# shortened the fold of 1M events by about 6% (bench, median of 4).
+FOLD_THREADS = 2
 
 
 def _histories(events: pl.DataFrame) -> pl.DataFrame:

@@ -240,23 +240,23 @@ def ensure_bulk_indexes(conn: psycopg.Connection, names: Sequence[str] = BULK_IN
 
 
 @contextmanager
-def history_index_aside(conn: psycopg.Connection) -> Iterator[Callable[[], None]]:
-    """Build the journal's history index, dropped for a bulk replay, on a connection of its own while
-    the caller derives on ``conn``: the derive folds most packages from memory and needs the index only
-    for the rest. Yields the function that waits until it is built. Should the second connection fail,
-    ensure_bulk_indexes builds the index afterwards."""
+def journal_indexes_aside(conn: psycopg.Connection) -> Iterator[Callable[[], None]]:
+    """Build the journal's indexes, dropped for a bulk replay, on a connection of its own while the
+    caller derives on ``conn``: the derive folds most packages from memory and needs them only for the
+    rest. Yields the function that waits until they are built. Should the second connection fail,
+    ensure_bulk_indexes builds them afterwards."""
     other: list[psycopg.Connection] = []
 
     def build() -> None:
         try:
             other.append(db.connect_like(conn))
         except psycopg.Error as exc:
-            log.warning("building the journal's history index later: no second connection (%s)", exc)
+            log.warning("building the journal's indexes later: no second connection (%s)", exc)
             return
         with other[0]:
             ensure_bulk_indexes(other[0], ["bulk_index_journal"])
 
-    with ThreadPoolExecutor(1, thread_name_prefix="history-index") as builder:
+    with ThreadPoolExecutor(1, thread_name_prefix="journal-indexes") as builder:
         building = builder.submit(build)
         try:
             yield building.result
@@ -291,15 +291,15 @@ def watermark(conn: psycopg.Connection) -> int:
 
 def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
            replayed: replay.ReplayBuffer | None = None,
-           history_ready: Callable[[], None] | None = None) -> DeriveResult:
+           journal_indexed: Callable[[], None] | None = None) -> DeriveResult:
     """Re-fold every package with journal rows past the derived mark (or pending), and write what
     changed, ``chunk`` packages per transaction; then move the mark.
 
     With ``replayed``, packages the catalog has never seen are folded in bulk (bulk_fold.py) and COPYed
     in, with no old rows to compare with: from the events the buffer kept, or, if it let go of them,
     from the replay's journal rows read back, a hash partition of packages at a time.
-    ``history_ready`` is called before folding packages from their history in the journal (it waits
-    for the journal's history index: see history_index_aside).
+    ``journal_indexed`` is called before folding packages from their history in the journal (it waits
+    for the journal's indexes: see journal_indexes_aside).
     """
     result = DeriveResult()
     upto = journal_end(conn)
@@ -318,8 +318,8 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
             _derive_fresh(conn, events, fresh, result)
             todo.difference_update(fresh)
     ordered = sorted(todo)
-    if ordered and history_ready is not None:
-        history_ready()
+    if ordered and journal_indexed is not None:
+        journal_indexed()
     for i in range(0, len(ordered), chunk):
         _derive_chunk(conn, ordered[i:i + chunk], result)
     with conn.transaction():

@@ -8,9 +8,9 @@ returns, every event it received is reflected in the catalog; a derive interrupt
 redone by the next sync, because the derived mark moves only when it is done.
 
 A catch-up much larger than the journal (the first replay of PyPI's history) runs in bulk: the
-per-package journal index and the versions' date index are dropped first and rebuilt once at the end,
-which is several times faster than maintaining them row by row (the journal's is built on a second
-connection while the new packages are folded). Its pages are parsed column by column
+journal's indexes (its key aside) and the versions' date index are dropped first and rebuilt once at the
+end, which is several times faster than maintaining them row by row (the journal's are built on a
+second connection while the new packages are folded). Its pages are parsed column by column
 (event_frames.py), and the events are kept in memory (up to a bound), so the packages they bring for
 the first time are folded in bulk without reading their history back (replay.py, bulk_fold.py).
 
@@ -102,8 +102,8 @@ def sync_once(conn: psycopg.Connection, source: ChangelogSource, *, until: int |
             if buffer is None:
                 derived = catalog.derive(conn)
             else:
-                with catalog.history_index_aside(conn) as history_ready:
-                    derived = catalog.derive(conn, replayed=buffer, history_ready=history_ready)
+                with catalog.journal_indexes_aside(conn) as journal_indexed:
+                    derived = catalog.derive(conn, replayed=buffer, journal_indexed=journal_indexed)
             del buffer  # let go of the events before the indexes are built
         result.changed = derived.changed
         result.first_change, result.last_change = derived.first_change, derived.last_change
