@@ -412,10 +412,11 @@ def _set_aside_keys(cur: psycopg.Cursor) -> list[str]:
     restore: list[str] = []
     for table in _FRESH_TABLES:
         name = psycopg.sql.Identifier(table)
-        if cur.execute(psycopg.sql.SQL("SELECT EXISTS (SELECT FROM {})").format(name)).fetchone()[0]:
+        filled = psycopg.sql.SQL("SELECT EXISTS (SELECT FROM {})").format(name)
+        if cur.execute(filled).fetchone()[0]:
             continue
         cur.execute(psycopg.sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(name))
-        if cur.execute(psycopg.sql.SQL("SELECT EXISTS (SELECT FROM {})").format(name)).fetchone()[0]:
+        if cur.execute(filled).fetchone()[0]:
             continue  # filled while we waited for the lock
         for drop, create, _step in cur.execute(db.query("table_keys"), {"table": table}).fetchall():
             cur.execute(drop)
