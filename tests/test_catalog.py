@@ -283,3 +283,27 @@ def test_the_database_fold_agrees_with_the_pure_fold(catalog):
         row = catalog.execute("SELECT present, display_name, born_serial FROM packages WHERE package = %s",
                               (package,)).fetchone()
         assert row == (state.present, state.display_name, state.born_serial)
+
+
+def test_names_versions_and_file_names_compare_byte_by_byte_whatever_the_server_locale(catalog):
+    identifiers = {
+        "journal": ["name", "package", "version", "action", "kind", "other_package"],
+        "pending_packages": ["package"], "packages": ["package", "display_name"],
+        "aliases": ["package", "alias"], "versions": ["package", "version"],
+        "source_files": ["package", "filename", "version", "pyver"],
+        "builds": ["package", "version"], "wheels": ["filename", "package", "version"],
+        "wheel_dependencies": ["filename"],
+    }
+    collations = {(table, column): collation for table, column, collation in catalog.execute(
+        "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ANY(%s)", (list(identifiers),))}
+    assert {(table, column): collations[table, column] for table, columns in identifiers.items()
+            for column in columns} == {(table, column): "C" for table, columns in identifiers.items()
+                                       for column in columns}
+    # The derive's staging tables join the catalog's keys in the same collation.
+    apply(catalog, CHAI)
+    staged = catalog.execute(
+        "SELECT DISTINCT a.attcollation::regcollation::text FROM pg_attribute a JOIN pg_class c "
+        "ON c.oid = a.attrelid WHERE c.relname LIKE 'derive%%' AND c.relpersistence = 't' "
+        "AND a.atttypid = 'text'::regtype").fetchall()
+    assert staged == [('"C"',)]

@@ -426,7 +426,7 @@ def _set_aside_keys(cur: psycopg.Cursor) -> list[str]:
 
 def _derive_chunk(conn: psycopg.Connection, packages: list[str], result: DeriveResult) -> None:
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS derive_set (package text PRIMARY KEY) "
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS derive_set (package text COLLATE \"C\" PRIMARY KEY) "
                     "ON COMMIT DELETE ROWS")
         cur.execute("INSERT INTO derive_set (package) SELECT unnest(%s::text[])", (packages,))
         cur.execute("DELETE FROM pending_packages WHERE package = ANY(%s)", (packages,))
