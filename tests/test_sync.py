@@ -117,6 +117,69 @@ def test_a_bulk_replay_whose_fold_fails_raises_that_error_and_the_next_sync_mend
         expected_snapshot_packages(LOG)
 
 
+class Pages:
+    """A changelog that serves these pages as they are, re-deliveries and all; ``fail_after`` pages, it
+    fails as a connection to PyPI would."""
+
+    def __init__(self, pages, fail_after=None):
+        self.pages, self.fail_after = pages, fail_after
+
+    def last_serial(self):
+        return max(row[4] for page in self.pages for row in page)
+
+    def changelog_pages(self, since, until=None):
+        for number, page in enumerate(self.pages):
+            if number == self.fail_after:
+                raise ConnectionError("PyPI went away")
+            yield page
+
+
+def journal_key(conn) -> bool:
+    return conn.execute("SELECT EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'journal'::regclass "
+                        "AND contype = 'p')").fetchone()[0]
+
+
+def test_a_bulk_replay_stores_each_serial_once_however_often_it_arrives(catalog, monkeypatch):
+    monkeypatch.setattr(sync, "BULK_BACKLOG", 1)
+    keys = schema_keys(catalog)
+    keyed = []
+    ingest_prepared = cat.ingest_prepared
+
+    def noting_the_key(conn, page):
+        keyed.append(journal_key(conn))
+        return ingest_prepared(conn, page)
+
+    monkeypatch.setattr(cat, "ingest_prepared", noting_the_key)
+    # The third page repeats serials of the first, one of them with another time (the stored row
+    # wins); the fourth brings one serial twice.
+    moved = [*LOG[2][:2], LOG[2][2] + 99, *LOG[2][3:]]
+    pages = [LOG[:6], LOG[6:12], [LOG[1], moved, *LOG[12:14]], [LOG[14], LOG[14], *LOG[15:]]]
+    result = sync.sync_once(catalog, Pages(pages))
+    assert result.bulk and keyed == [False, False, True, True], "keyless while the serials climb"
+    assert catalog.execute("SELECT derived_serial FROM sync_state").fetchone() == (LOG[-1][4],)
+    assert catalog.execute("SELECT serial, ts FROM journal ORDER BY serial").fetchall() == \
+        [(row[4], row[2]) for row in LOG]
+    assert schema_keys(catalog) == keys
+    assert catalog.execute("SELECT package, display_name, present FROM packages ORDER BY 1").fetchall() == \
+        expected_snapshot_packages(LOG)
+
+
+def test_a_bulk_replay_that_dies_journalling_leaves_no_way_to_store_a_serial_twice(catalog, monkeypatch):
+    monkeypatch.setattr(sync, "BULK_BACKLOG", 1)
+    keys = schema_keys(catalog)
+    with pytest.raises(ConnectionError):
+        sync.sync_once(catalog, Pages([LOG[:4], LOG[4:8], LOG[8:]], fail_after=2))
+    assert cat.journal_end(catalog) == LOG[3][4] and not journal_key(catalog), \
+        "the replay died with its first page journalled and the journal's key set aside"
+    # The next sync is not in bulk, and PyPI delivers some stored serials again.
+    monkeypatch.setattr(sync, "BULK_BACKLOG", 10**12)
+    sync.sync_once(catalog, Pages([LOG[2:8], LOG[8:]]))
+    assert catalog.execute("SELECT serial FROM journal ORDER BY serial").fetchall() == [(row[4],) for row in LOG]
+    assert schema_keys(catalog) == keys
+    assert catalog.execute("SELECT package, display_name, present FROM packages ORDER BY 1").fetchall() == \
+        expected_snapshot_packages(LOG)
+
+
 @pytest.mark.parametrize("bulk", [False, True], ids=["incremental", "bulk"])
 def test_malformed_rows_from_pypi_are_rejected_loudly_and_the_watermark_records_them(catalog, caplog, monkeypatch,
                                                                                       bulk):

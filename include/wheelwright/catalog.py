@@ -98,6 +98,11 @@ class PreparedPage:
     frame: pl.DataFrame   # the events (event_frames.EVENT_SCHEMA)
     journal: bytes        # the events as CSV COPY data for the journal
 
+    def all_above(self, serial: int) -> bool:
+        """Whether every event has a serial above ``serial``, and no two the same one."""
+        serials = self.frame.get_column("serial")
+        return serials.is_empty() or (serials.min() > serial and serials.n_unique() == serials.len())
+
 
 def prepare_page(rows: Sequence) -> PreparedPage:
     """Parse a page and format its journal rows: column by column where rows take the common shapes
@@ -229,11 +234,13 @@ def drop_bulk_indexes(conn: psycopg.Connection) -> None:
         conn.execute(db.query("bulk_indexes_drop"))
 
 
-BULK_INDEXES = ("bulk_index_journal", "bulk_index_versions_newest_first")
+JOURNAL_KEY = "bulk_index_journal_key"
+BULK_INDEXES = (JOURNAL_KEY, "bulk_index_journal", "bulk_index_versions_newest_first")
 
 
 def ensure_bulk_indexes(conn: psycopg.Connection, names: Sequence[str] = BULK_INDEXES) -> None:
-    """After a bulk replay (or a crash in one): build those indexes in one sorted pass each."""
+    """After a bulk replay (or a crash in one): build those indexes (the journal's key among them) in one
+    sorted pass each."""
     for name in names:
         with conn.transaction():
             conn.execute(db.query(name))
@@ -254,7 +261,7 @@ def journal_indexes_aside(conn: psycopg.Connection) -> Iterator[Callable[[], Non
             log.warning("building the journal's indexes later: no second connection (%s)", exc)
             return
         with other[0]:
-            ensure_bulk_indexes(other[0], ["bulk_index_journal"])
+            ensure_bulk_indexes(other[0], ["bulk_index_journal", JOURNAL_KEY])
 
     with ThreadPoolExecutor(1, thread_name_prefix="journal-indexes") as builder:
         building = builder.submit(build)
@@ -302,19 +309,20 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
     for the journal's indexes: see journal_indexes_aside).
     """
     result = DeriveResult()
-    upto = journal_end(conn)
+    # A bulk replay's journal may be without its key yet: the buffer knows where it ends.
+    upto = journal_end(conn) if replayed is None else replayed.end
     derived = conn.execute("SELECT derived_serial FROM sync_state").fetchone()[0]
     if replayed is None:
         todo = _todo(conn, derived, upto)
     else:
         # Not fresh: packages with rows journalled before the replay, or whose rows it may not hold.
         seen = _todo(conn, derived, replayed.before)
-        kept = replayed.events()
+        kept = replayed.packages()
         # The replay journalled exactly the rows past replayed.before: when the buffer kept them, their
         # packages need no pass over those rows.
-        todo = seen | replay.packages_of(kept) if kept is not None else _todo(conn, derived, upto)
+        todo = seen | kept if kept is not None else _todo(conn, derived, upto)
         for events, own, tainted in _replayed_events(conn, replayed, upto):
-            fresh = _fresh_packages(conn, events, own, todo, seen | tainted)
+            fresh = _fresh_packages(conn, own, todo, seen | tainted)
             _derive_fresh(conn, events, fresh, result)
             todo.difference_update(fresh)
     ordered = sorted(todo)
@@ -335,26 +343,21 @@ def _todo(conn: psycopg.Connection, after: int, upto: int) -> set[str]:
     return {row[0] for row in conn.execute(db.query("derive_todo"), {"after": after, "upto": upto})}
 
 
-def _fresh_packages(conn: psycopg.Connection, events: pl.DataFrame, own: set[str] | None, todo: set[str],
-                    excluded: set[str]) -> list[str]:
-    """Packages whose whole journal is in ``events`` (of them, those in ``own``, if given), to derive,
-    not ``excluded``, and not in the catalog yet."""
-    candidates = todo.intersection(replay.packages_of(events)).difference(excluded)
-    if own is not None:
-        candidates.intersection_update(own)
-    candidates = sorted(candidates)
+def _fresh_packages(conn: psycopg.Connection, own: set[str], todo: set[str], excluded: set[str]) -> list[str]:
+    """Of the packages ``own`` (whose whole journal some events hold), those to derive, not ``excluded``,
+    and not in the catalog yet."""
+    candidates = sorted(todo.intersection(own).difference(excluded))
     known = {row[0] for row in conn.execute(db.query("derive_known"), {"packages": candidates})}
     return [p for p in candidates if p not in known]
 
 
 def _replayed_events(conn: psycopg.Connection, replayed: replay.ReplayBuffer, upto: int):
-    """The replay's events, as (frame, the packages whose histories it holds whole or None for all,
-    packages to leave out): the buffer's, or the journal's rows read back in partitions of about the
-    buffer's size."""
+    """The replay's events, as (frame, the packages whose histories it holds whole, packages to leave
+    out): the buffer's, or the journal's rows read back in partitions of about the buffer's size."""
     events = replayed.events()
     if events is not None:
         if events.height:
-            yield events, None, replayed.tainted
+            yield events, replayed.packages(), replayed.tainted
         return
     rows = conn.execute("SELECT count(*) FROM journal WHERE serial > %s AND serial <= %s",
                         (replayed.before, upto)).fetchone()[0]

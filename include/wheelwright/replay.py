@@ -25,20 +25,26 @@ class ReplayBuffer:
     """The events of a bulk replay, kept as they are journalled.
 
     Bounded: past ``limit`` events it lets go of them all, and derivation reads the journal instead.
-    ``before`` is the journal's last serial when the replay began: rows up to it are not in the buffer.
+    ``before`` is the journal's last serial when the replay began: rows up to it are not in the buffer;
+    ``end`` is its last serial now (every journalled page is added, kept or not).
     """
 
     def __init__(self, before: int, limit: int):
         self.before = before
+        self.end = before
         self.limit = limit
         self.count = 0
         self.frames: list[pl.DataFrame] | None = []
         self.tainted: set[str] = set()   # packages whose rows the journal may hold otherwise
+        self._packages: set[str] | None = None
 
     def add(self, ingested: IngestResult) -> None:
+        frame = ingested.frame if ingested.frame is not None else events_frame(ingested.events)
+        if frame.height:
+            self.end = max(self.end, frame.get_column("serial").max())
         if self.frames is None:
             return
-        frame = ingested.frame if ingested.frame is not None else events_frame(ingested.events)
+        self._packages = None
         self.count += frame.height
         if self.count > self.limit:
             log.info("bulk replay past %d events: derivation will read the journal back", self.limit)
@@ -56,6 +62,12 @@ class ReplayBuffer:
         if len(self.frames) > 1:
             self.frames = [pl.concat(self.frames, rechunk=True)]
         return self.frames[0] if self.frames else events_frame([])
+
+    def packages(self) -> set[str] | None:
+        """The packages of the events kept (packages_of); None if the buffer let go of them."""
+        if self._packages is None and (events := self.events()) is not None:
+            self._packages = packages_of(events)
+        return self._packages
 
 
 def packages_of(frame: pl.DataFrame) -> set[str]:

@@ -8,9 +8,10 @@ returns, every event it received is reflected in the catalog; a derive interrupt
 redone by the next sync, because the derived mark moves only when it is done.
 
 A catch-up much larger than the journal (the first replay of PyPI's history) runs in bulk: the
-journal's indexes (its key aside) and the versions' date index are dropped first and rebuilt once at the
-end, which is several times faster than maintaining them row by row (the journal's are built on a
-second connection while the new packages are folded). Its pages are parsed column by column
+journal's indexes and key and the versions' date index are dropped first and rebuilt once at the end,
+which is several times faster than maintaining them row by row (the journal's are built on a second
+connection while the new packages are folded; while the key is away, re-deliveries are told apart
+by their serials, see _journal_bulk). Its pages are parsed column by column
 (event_frames.py), and the events are kept in memory (up to a bound), so the packages they bring for
 the first time are folded in bulk without reading their history back (replay.py, bulk_fold.py).
 
@@ -93,9 +94,13 @@ def sync_once(conn: psycopg.Connection, source: ChangelogSource, *, until: int |
         buffer = None
         if backlog >= BULK_BACKLOG and backlog >= catalog.journal_size_estimate(conn) // 4:
             log.info("replaying %d serials in bulk", backlog)
-            catalog.drop_bulk_indexes(conn)
             buffer = replay.ReplayBuffer(catalog.journal_end(conn), REPLAY_MEMORY)
+            catalog.drop_bulk_indexes(conn)
             result.bulk = True
+        else:
+            # Pages are told from re-deliveries by the journal's key, which a bulk replay that crashed
+            # may have left dropped.
+            catalog.ensure_bulk_indexes(conn, [catalog.JOURNAL_KEY])
         with _bulk_allocation(result.bulk):
             if backlog > 0:
                 _fetch(conn, source, result, buffer)
@@ -136,7 +141,10 @@ def _fetch(conn: psycopg.Connection, source: ChangelogSource, result: SyncResult
            buffer: replay.ReplayBuffer | None) -> None:
     next_progress = time.monotonic() + PROGRESS_EVERY
     pages = source.changelog_pages(result.first_serial, result.target_serial)
-    journalled = _journal_bulk(conn, pages) if buffer is not None else _journal_each(conn, pages)
+    if buffer is not None:
+        journalled = _journal_bulk(conn, pages, buffer.before)
+    else:
+        journalled = _journal_each(conn, pages)
     for ingested in journalled:
         if buffer is not None:
             buffer.add(ingested)
@@ -167,19 +175,38 @@ def _journal_each(conn: psycopg.Connection, pages) -> Iterator[catalog.IngestRes
         yield _journal(conn, catalog.ingest, page)
 
 
-def _journal_bulk(conn: psycopg.Connection, pages) -> Iterator[catalog.IngestResult]:
+def _journal_bulk(conn: psycopg.Connection, pages, stored: int) -> Iterator[catalog.IngestResult]:
     """:func:`_journal_each` for a bulk replay: pages are parsed column by column (event_frames.py),
     the next one in a thread while the database stores this one, and journalled in order, each with
-    its watermark in one transaction as before."""
+    its watermark in one transaction as before.
+
+    The journal's key is set aside (bulk_indexes_drop.sql): while every page brings only serials above
+    the highest stored (``stored`` at first), each distinct, none can be a re-delivery. PyPI's pages
+    climb so; the first page that does not brings the key back for the rest of the replay, and the
+    journal's COPY tells its re-deliveries apart as it always does."""
+    keyless = True
+
+    def journal(page: catalog.PreparedPage) -> catalog.IngestResult:
+        nonlocal keyless, stored
+        if keyless and not page.all_above(stored):
+            log.info("a page repeats serials up to %d: the journal's key is built again to tell them apart",
+                     stored)
+            catalog.ensure_bulk_indexes(conn, [catalog.JOURNAL_KEY])
+            keyless = False
+        ingested = _journal(conn, catalog.ingest_prepared, page)
+        if not page.frame.is_empty():
+            stored = max(stored, page.frame.get_column("serial").max())
+        return ingested
+
     with ThreadPoolExecutor(1, thread_name_prefix="parse") as parser:
         ahead = None
         for page in pages:
             parsed = parser.submit(catalog.prepare_page, page)
             if ahead is not None:
-                yield _journal(conn, catalog.ingest_prepared, ahead.result())
+                yield journal(ahead.result())
             ahead = parsed
         if ahead is not None:
-            yield _journal(conn, catalog.ingest_prepared, ahead.result())
+            yield journal(ahead.result())
 
 
 def sync_forever(connect, source: ChangelogSource, *, interval: float = 60.0, sleep=time.sleep) -> None:
