@@ -347,7 +347,7 @@ def _fresh_packages(conn: psycopg.Connection, own: set[str], todo: set[str], exc
     """Of the packages ``own`` (whose whole journal some events hold), those to derive, not ``excluded``,
     and not in the catalog yet."""
     candidates = sorted(todo.intersection(own).difference(excluded))
-    known = {row[0] for row in conn.execute(db.query("derive_known"), {"packages": candidates})}
+    known = {row[0] for row in conn.execute(db.query("derive_known"), {"packages": " ".join(candidates)})}
     return [p for p in candidates if p not in known]
 
 

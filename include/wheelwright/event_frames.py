@@ -93,17 +93,23 @@ def plain_rows(rows: Sequence) -> tuple[pl.DataFrame, list]:
     if raw.select(pl.any_horizontal(pl.col("name", "ts", "action", "serial").null_count() > 0)).item():
         return empty, list(rows)
 
+    # A page names each project many times (about eight on average): its name is checked and made
+    # canonical once.
+    spellings = raw.select(c.name.unique()).with_columns(
+        package=c.name.str.to_lowercase().str.replace_all(r"[-_.]+", "-"))
+    spellings = spellings.with_columns(plain_name=c.name.str.contains(_PLAIN_NAME)
+                                       & c.package.str.contains(_CANONICAL))
+    raw = raw.join(spellings, on="name", how="left", maintain_order="left")
     added = c.action.str.extract_groups(_ADD_FILE)
     removed = c.action.str.extract(_REMOVE_FILE, 1)
     parsed = raw.with_columns(
-        package=c.name.str.to_lowercase().str.replace_all(r"[-_.]+", "-"),
         kind=(pl.when(added.struct.field("1").is_not_null()).then(pl.lit("add_file"))
               .when(removed.is_not_null()).then(pl.lit("remove_file"))
               .otherwise(c.action.replace_strict(_EXACT_TEXT, default=None, return_dtype=pl.String))),
         pyver=added.struct.field("1"),
         filename=pl.coalesce(added.struct.field("2"), removed),
     )
-    plain = (c.name.str.contains(_PLAIN_NAME) & c.package.str.contains(_CANONICAL)
+    plain = (c.plain_name
              & (c.version.is_null() | (c.version.str.contains(_PRINTABLE)
                                        & (c.version.str.len_chars() <= MAX_TEXT)
                                        & (c.version.str.strip_chars(" ") != "")))
