@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import pickle
 import random
 import sys
 import shutil
@@ -160,7 +161,9 @@ def main(argv=None) -> int:
 def run(args, server: str) -> None:
     t0 = time.perf_counter()
     names = read_names(args.names, limit=max(args.events // 4, 1000))
-    rows = synthetic_changelog(names, args.events)
+    # The rows as a client decoding PyPI's pages holds them: made one after another, in serial order.
+    # The generator's sorts leave them scattered in memory, which alone made parsing them 30% slower.
+    rows = pickle.loads(pickle.dumps(synthetic_changelog(names, args.events)))
     print(f"generated {len(rows):,} events over {len({r[0].lower() for r in rows}):,} spellings "
           f"in {time.perf_counter() - t0:.1f}s", flush=True)
 
