@@ -57,25 +57,25 @@ def fold_frame(events: pl.DataFrame, packages: Iterable[str] | None = None) -> F
 
     ``events`` must hold every event of those packages (a rename's event belongs to both names).
     """
-    histories = _histories(events)
+    histories = _subjects(events)
     if packages is not None:
         histories = histories.filter(c.subject.is_in(pl.Series(list(packages), dtype=pl.String).implode()))
-    return _fold(histories)
+    return _fold(_in_order(histories))
 
 
 def write_fresh(cur: psycopg.Cursor, events: pl.DataFrame, fresh: list[str], first_change: int) -> None:
     """Fold ``fresh`` (sorted) from ``events`` and COPY their rows into the catalog tables, which hold no
     rows of them; package i takes change number ``first_change + i``. Threads fold and format the next
     slices of packages while the database stores this one."""
-    histories = _histories(events)
-    subjects = histories.get_column("subject")
+    # Each slice's histories are put in order by the thread that folds it: the database need not wait
+    # for all of them to be sorted before it stores the first slice.
+    slice_of = pl.DataFrame({"subject": fresh}, schema={"subject": pl.String}).with_columns(
+        slice=pl.int_range(pl.len(), dtype=pl.Int64) // FOLD_SLICE)
+    slices = _subjects(events).join(slice_of, on="subject").partition_by("slice", as_dict=True,
+                                                                          include_key=False)
 
     def render_slice(start: int) -> dict[str, bytes]:
-        packages = fresh[start:start + FOLD_SLICE]
-        low, high = subjects.search_sorted(packages[0], "left"), subjects.search_sorted(packages[-1], "right")
-        folded = _fold(histories.slice(low, high - low)
-                       .filter(c.subject.is_in(pl.Series(packages, dtype=pl.String).implode())))
-        return copy_data(folded, first_change + start)
+        return copy_data(_fold(_in_order(slices.pop((start // FOLD_SLICE,)))), first_change + start)
 
     starts = iter(range(0, len(fresh), FOLD_SLICE))
     with ThreadPoolExecutor(FOLD_THREADS, thread_name_prefix="fold") as folder:
@@ -98,13 +98,18 @@ FOLD_SLICE = 6_000
 FOLD_THREADS = 2
 
 
-def _histories(events: pl.DataFrame) -> pl.DataFrame:
-    """Each package's history in order: a rename's event appears in both names' (``subject``)."""
+def _subjects(events: pl.DataFrame) -> pl.DataFrame:
+    """Each package's history (``subject``), in no order: a rename's event appears in both names'."""
     return pl.concat([
         events.with_columns(subject=c.package),
         events.filter(c.other_package.is_not_null() & (c.other_package != c.package))
               .with_columns(subject=c.other_package),
-    ]).sort("subject", "ts", "serial")
+    ])
+
+
+def _in_order(histories: pl.DataFrame) -> pl.DataFrame:
+    """Histories as _fold takes them: each package's events together, in ``(timestamp, serial)`` order."""
+    return histories.sort("subject", "ts", "serial")
 
 
 def _fold(histories: pl.DataFrame) -> Folded:
