@@ -36,7 +36,7 @@ class ReplayBuffer:
         self.count = 0
         self.frames: list[pl.DataFrame] | None = []
         self.tainted: set[str] = set()   # packages whose rows the journal may hold otherwise
-        self._packages: set[str] | None = None
+        self._packages: set[str] = set()  # of the frames kept, gathered as they come
 
     def add(self, ingested: IngestResult) -> None:
         frame = ingested.frame if ingested.frame is not None else events_frame(ingested.events)
@@ -44,16 +44,18 @@ class ReplayBuffer:
             self.end = max(self.end, frame.get_column("serial").max())
         if self.frames is None:
             return
-        self._packages = None
         self.count += frame.height
         if self.count > self.limit:
             log.info("bulk replay past %d events: derivation will read the journal back", self.limit)
             self.frames = None
+            self._packages.clear()
             return
         self.frames.append(frame)
+        packages = packages_of(frame)
+        self._packages.update(packages)
         if ingested.redelivered:
             # The journal kept its own row for a serial seen before, which may differ from this one.
-            self.tainted.update(packages_of(frame))
+            self.tainted.update(packages)
 
     def events(self) -> pl.DataFrame | None:
         """Every event kept, in one frame; None if the buffer let go of them."""
@@ -65,9 +67,7 @@ class ReplayBuffer:
 
     def packages(self) -> set[str] | None:
         """The packages of the events kept (packages_of); None if the buffer let go of them."""
-        if self._packages is None and (events := self.events()) is not None:
-            self._packages = packages_of(events)
-        return self._packages
+        return None if self.frames is None else self._packages
 
 
 def packages_of(frame: pl.DataFrame) -> set[str]:
