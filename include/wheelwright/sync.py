@@ -142,7 +142,7 @@ def _fetch(conn: psycopg.Connection, source: ChangelogSource, result: SyncResult
     next_progress = time.monotonic() + PROGRESS_EVERY
     pages = source.changelog_pages(result.first_serial, result.target_serial)
     if buffer is not None:
-        journalled = _journal_bulk(conn, pages, buffer.before)
+        journalled = _journal_bulk(conn, pages, buffer)
     else:
         journalled = _journal_each(conn, pages)
     for ingested in journalled:
@@ -175,28 +175,27 @@ def _journal_each(conn: psycopg.Connection, pages) -> Iterator[catalog.IngestRes
         yield _journal(conn, catalog.ingest, page)
 
 
-def _journal_bulk(conn: psycopg.Connection, pages, stored: int) -> Iterator[catalog.IngestResult]:
+def _journal_bulk(conn: psycopg.Connection, pages,
+                  buffer: replay.ReplayBuffer) -> Iterator[catalog.IngestResult]:
     """:func:`_journal_each` for a bulk replay: pages are parsed column by column (event_frames.py),
     the next one in a thread while the database stores this one, and journalled in order, each with
     its watermark in one transaction as before.
 
     The journal's key is set aside (bulk_indexes_drop.sql): while every page brings only serials above
-    the highest stored (``stored`` at first), each distinct, none can be a re-delivery. PyPI's pages
-    climb so; the first page that does not brings the key back for the rest of the replay, and the
-    journal's COPY tells its re-deliveries apart as it always does."""
+    the highest stored (``buffer.end``: the caller adds each page to the buffer before the next one),
+    each distinct, none can be a re-delivery. PyPI's pages climb so; the first page that does not
+    brings the key back for the rest of the replay, and the journal's COPY tells its re-deliveries
+    apart as it always does."""
     keyless = True
 
     def journal(page: catalog.PreparedPage) -> catalog.IngestResult:
-        nonlocal keyless, stored
-        if keyless and not page.all_above(stored):
+        nonlocal keyless
+        if keyless and not page.all_above(buffer.end):
             log.info("a page repeats serials up to %d: the journal's key is built again to tell them apart",
-                     stored)
+                     buffer.end)
             catalog.ensure_bulk_indexes(conn, [catalog.JOURNAL_KEY])
             keyless = False
-        ingested = _journal(conn, catalog.ingest_prepared, page)
-        if not page.frame.is_empty():
-            stored = max(stored, page.frame.get_column("serial").max())
-        return ingested
+        return _journal(conn, catalog.ingest_prepared, page)
 
     with ThreadPoolExecutor(1, thread_name_prefix="parse") as parser:
         ahead = None
