@@ -20,6 +20,9 @@ ACTIONS = st.sampled_from([
     "add py3 file  ", "add py3 file  x", "add py3 file .", "add py3 file ..", "add py3 file a/b",
     "add py3 file a\\b", "add py3 file x\x00", "add py3 file x\ny", "add py3 file file x",
     "add \u00e9 file x", "add cp311 file " + "f" * 256, "add a b file x", "add Owner bob",
+    "remove Owner bob", "invite Maintainer bob", "revoke_invite Owner bob", "accepted Owner bob",
+    "add Owner  bob", "add Owner bob smith", "remove Owner b\u00f6b", "add Owner bob\t",
+    "change Owner bob to Maintainer", "invite bob", "accepted Owner bob smith", "remove file",
     "remove file x.whl", "remove file ", "remove file  ", "remove file a/b", "remove file x y",
     "rename from Old.Name", "rename from ", "update summary", "frobnicate", "a" * 5000,
 ])
@@ -61,7 +64,9 @@ def test_a_page_parses_to_the_events_and_rejects_of_parse_row(rows, odd):
 def test_common_rows_take_the_column_path_and_the_rest_go_row_by_row():
     plain, others = plain_rows([
         ["Foo.Bar", "1.0", 5, "add source file foo-1.0.tar.gz", 3], ["foo-bar", None, 1, "create", 1],
-        ["foo-bar", None, 2, "add Owner bob", 2], ["bad name", None, 1, "create", 4]])
+        ["foo-bar", None, 2, "add Owner bob", 2], ["bad name", None, 1, "create", 4],
+        ["foo-bar", None, 3, "rename from foo", 5]])
     assert plain.select("serial", "package", "kind", "filename", "pyver").rows() == [
-        (3, "foo-bar", "add_file", "foo-1.0.tar.gz", "source"), (1, "foo-bar", "create", None, None)]
-    assert [row[4] for row in others] == [2, 4]
+        (3, "foo-bar", "add_file", "foo-1.0.tar.gz", "source"), (1, "foo-bar", "create", None, None),
+        (2, "foo-bar", "role", None, None)]
+    assert [row[4] for row in others] == [4, 5]
