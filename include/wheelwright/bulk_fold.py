@@ -251,14 +251,14 @@ _COPY = {
 def copy_data(folded: Folded, first_change: int) -> dict[str, bytes]:
     """The COPY data (CSV) of folded packages, by table (keys of ``_COPY``); package i (in name order)
     takes change number ``first_change + i``."""
-    utc = "%Y-%m-%d %H:%M:%S+00"
     packages = folded.packages.with_columns(
         change_seq=pl.int_range(first_change, first_change + pl.len(), dtype=pl.Int64))
     frames = {
         "packages": packages,
         "aliases": folded.aliases,
-        "versions": folded.versions.with_columns(released=pl.from_epoch("released").dt.strftime(utc)),
-        "files": folded.files.with_columns(uploaded=pl.from_epoch("uploaded").dt.strftime(utc)),
+        "versions": folded.versions.with_columns(released=pl.from_epoch("released")),
+        "files": folded.files.with_columns(uploaded=pl.from_epoch("uploaded")),
     }
-    return {table: frame.write_csv(include_header=False).encode() for table, frame in frames.items()
-            if frame.height}
+    # The CSV writer formats the times itself, in less time than strftime takes to make them text.
+    return {table: frame.write_csv(include_header=False, datetime_format="%Y-%m-%d %H:%M:%S+00").encode()
+            for table, frame in frames.items() if frame.height}
