@@ -11,6 +11,7 @@ from conftest import catalog_snapshot, schema_keys
 from histories import CHAI, ROW, numbered
 from wheelwright import bulk_fold
 from wheelwright import catalog as cat
+from wheelwright import db
 from wheelwright import status
 from wheelwright.events import parse_row
 from wheelwright.fold import fold_log
@@ -307,3 +308,13 @@ def test_names_versions_and_file_names_compare_byte_by_byte_whatever_the_server_
         "ON c.oid = a.attrelid WHERE c.relname LIKE 'derive%%' AND c.relpersistence = 't' "
         "AND a.atttypid = 'text'::regtype").fetchall()
     assert staged == [('"C"',)]
+
+
+def test_the_history_index_is_remade_on_the_package_even_where_a_crashed_replay_dropped_it(catalog):
+    history = "SELECT pg_get_indexdef('journal_history'::regclass)"
+    assert catalog.execute(history).fetchone()[0].endswith("(package)")
+    # A catalog from before migration 008, whose bulk replay died with the journal's indexes dropped.
+    catalog.execute("DELETE FROM schema_migrations WHERE version = 8")
+    catalog.execute("DROP INDEX journal_history")
+    assert db.init_schema(catalog) == [8]
+    assert catalog.execute(history).fetchone()[0].endswith("(package)")
