@@ -141,13 +141,8 @@ def _fetch(conn: psycopg.Connection, source: ChangelogSource, result: SyncResult
            buffer: replay.ReplayBuffer | None) -> None:
     next_progress = time.monotonic() + PROGRESS_EVERY
     pages = source.changelog_pages(result.first_serial, result.target_serial)
-    if buffer is not None:
-        journalled = _journal_bulk(conn, pages, buffer)
-    else:
-        journalled = _journal_each(conn, pages)
+    journalled = _journal_bulk(conn, pages, buffer) if buffer is not None else _journal_each(conn, pages)
     for ingested in journalled:
-        if buffer is not None:
-            buffer.add(ingested)
         result.received += ingested.received
         result.stored += ingested.stored
         result.rejected += ingested.rejected
@@ -179,13 +174,12 @@ def _journal_bulk(conn: psycopg.Connection, pages,
                   buffer: replay.ReplayBuffer) -> Iterator[catalog.IngestResult]:
     """:func:`_journal_each` for a bulk replay: pages are parsed column by column (event_frames.py),
     the next one in a thread while the database stores this one, and journalled in order, each with
-    its watermark in one transaction as before.
+    its watermark in one transaction as before, and then added to ``buffer``.
 
     The journal's key is set aside (bulk_indexes_drop.sql): while every page brings only serials above
-    the highest stored (``buffer.end``: the caller adds each page to the buffer before the next one),
-    each distinct, none can be a re-delivery. PyPI's pages climb so; the first page that does not
-    brings the key back for the rest of the replay, and the journal's COPY tells its re-deliveries
-    apart as it always does."""
+    the highest stored (``buffer.end``), each distinct, none can be a re-delivery. PyPI's pages climb
+    so; the first page that does not brings the key back for the rest of the replay, and the journal's
+    COPY tells its re-deliveries apart as it always does."""
     keyless = True
 
     def journal(page: catalog.PreparedPage) -> catalog.IngestResult:
@@ -195,7 +189,9 @@ def _journal_bulk(conn: psycopg.Connection, pages,
                      buffer.end)
             catalog.ensure_bulk_indexes(conn, [catalog.JOURNAL_KEY])
             keyless = False
-        return _journal(conn, catalog.ingest_prepared, page)
+        ingested = _journal(conn, catalog.ingest_prepared, page)
+        buffer.add(ingested)
+        return ingested
 
     with ThreadPoolExecutor(1, thread_name_prefix="parse") as parser:
         ahead = None
