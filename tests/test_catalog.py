@@ -318,3 +318,49 @@ def test_the_history_index_is_remade_on_the_package_even_where_a_crashed_replay_
     catalog.execute("DROP INDEX journal_history")
     assert db.init_schema(catalog) == [8]
     assert catalog.execute(history).fetchone()[0].endswith("(package)")
+
+
+def test_copy_data_sent_whole_is_stored_entire_and_a_bad_row_fails_with_the_servers_error(catalog):
+    # About 10 MB: far more than the socket takes at once, so libpq must send it in many writes.
+    rows = b"".join(b"%d,%s\n" % (n, b"x" * 90) for n in range(100_000))
+    catalog.execute("CREATE TEMP TABLE sent (n bigint, t text)")
+
+    def send(data):
+        with catalog.cursor() as cur:
+            with cur.copy("COPY sent FROM STDIN (FORMAT csv)", writer=db.WholeBufferWriter(cur)) as copy:
+                copy.write(data)
+
+    send(rows)
+    assert catalog.execute("SELECT count(*), sum(n), min(t) = max(t) FROM sent").fetchone() == \
+        (100_000, sum(range(100_000)), True)
+    assert catalog.pgconn.nonblocking == 1, "psycopg's own mode is given back"
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        send(rows + b"not a number,x\n" + rows)
+    assert catalog.pgconn.nonblocking == 1
+    assert catalog.execute("SELECT count(*) FROM sent").fetchone()[0] == 100_000, "the failed COPY left nothing"
+
+
+# Values PostgreSQL's text COPY format must escape, or could mistake for its NULL (\\N).
+ESCAPED_VERSIONS = st.sampled_from([None, "1.0", "a\\b", "\\N", "1.0\\", "\\t"])
+ESCAPED_ACTIONS = st.sampled_from([
+    "create", "new release", "add source file x-1.0.tar.gz", "frobnicate\tnow", "odd\naction",
+    "carriage\rreturn", "back\\slash", "\\N", "add Owner b\\ob", "remove file x\\y.whl",
+    "add py3 file x\ty.whl", "\\.", "tab\t\\N\tand more"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(page=st.lists(st.tuples(st.sampled_from(["pkg", "Pkg.Name", "a\\b"]), ESCAPED_VERSIONS,
+                               st.integers(0, 10), ESCAPED_ACTIONS), min_size=1, max_size=20))
+def test_a_prepared_page_journals_exactly_the_rows_the_row_path_journals(catalog, page):
+    rows = [[name, version, ts, action, serial] for serial, (name, version, ts, action) in enumerate(page, 1)]
+    journal = "SELECT serial, name, package, version, ts, action, kind, other_package FROM journal ORDER BY 1"
+    _reset(catalog)
+    with catalog.transaction():
+        cat.ingest(catalog, rows)
+    row_by_row = catalog.execute(journal).fetchall()
+    _reset(catalog)
+    prepared = cat.prepare_page(rows)
+    assert cat.ingest_prepared(catalog, prepared).stored == len(row_by_row)
+    assert catalog.execute(journal).fetchall() == row_by_row
+    assert cat.ingest_prepared(catalog, prepared).stored == 0, "a re-delivery is staged and stores nothing"
+    assert catalog.execute(journal).fetchall() == row_by_row

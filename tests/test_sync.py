@@ -1,5 +1,8 @@
 """Sync: the real client against the PyPI double over HTTP, into a real catalog."""
 
+import gc
+import sys
+
 import psycopg
 import pytest
 
@@ -104,12 +107,18 @@ def test_a_bulk_replay_whose_fold_fails_raises_that_error_and_the_next_sync_mend
     keys = schema_keys(catalog)
     derive = cat.derive
 
+    interpreter = []
+
     def fails(*args, **kwargs):
+        interpreter.append((gc.isenabled(), sys.getswitchinterval()))
         raise RuntimeError("fold failed")
 
     monkeypatch.setattr(cat, "derive", fails)
+    before = (gc.isenabled(), sys.getswitchinterval())
     with pytest.raises(RuntimeError, match="fold failed"):
         sync.sync_once(catalog, client(pypi))
+    assert interpreter == [(False, pytest.approx(sync.BULK_SWITCH_INTERVAL))], "the replay ran with the bulk settings"
+    assert (gc.isenabled(), sys.getswitchinterval()) == before, "and gave the interpreter back as it was"
     monkeypatch.setattr(cat, "derive", derive)
     sync.sync_once(catalog, client(pypi))
     assert schema_keys(catalog) == keys

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import polars as pl
 import psycopg
 
+from . import db
 from .fold import rank_key, version_facts
 
 c = pl.col
@@ -58,9 +59,9 @@ def fold_frame(events: pl.DataFrame, packages: Iterable[str] | None = None) -> F
     ``events`` must hold every event of those packages (a rename's event belongs to both names).
     """
     histories = _subjects(events)
-    if packages is not None:
-        histories = histories.filter(c.subject.is_in(pl.Series(list(packages), dtype=pl.String).implode()))
-    return _fold(_in_order(histories))
+    if packages is None:
+        packages = histories.get_column("subject").unique().to_list()
+    return _fold(_in_order(histories.join(_numbered(sorted(packages)), on="subject")))
 
 
 def write_fresh(cur: psycopg.Cursor, events: pl.DataFrame, fresh: list[str], first_change: int) -> None:
@@ -69,10 +70,9 @@ def write_fresh(cur: psycopg.Cursor, events: pl.DataFrame, fresh: list[str], fir
     slices of packages while the database stores this one."""
     # Each slice's histories are put in order by the thread that folds it: the database need not wait
     # for all of them to be sorted before it stores the first slice.
-    slice_of = pl.DataFrame({"subject": fresh}, schema={"subject": pl.String}).with_columns(
-        slice=pl.int_range(pl.len(), dtype=pl.Int64) // FOLD_SLICE)
-    slices = _subjects(events).join(slice_of, on="subject").partition_by("slice", as_dict=True,
-                                                                          include_key=False)
+    numbered = _numbered(fresh).with_columns(slice=c.sid // FOLD_SLICE)
+    slices = _subjects(events).join(numbered, on="subject").partition_by("slice", as_dict=True,
+                                                                         include_key=False)
 
     def render_slice(start: int) -> dict[str, bytes]:
         return copy_data(_fold(_in_order(slices.pop((start // FOLD_SLICE,)))), first_change + start)
@@ -85,7 +85,7 @@ def write_fresh(cur: psycopg.Cursor, events: pl.DataFrame, fresh: list[str], fir
             if (start := next(starts, None)) is not None:
                 rendering.append(folder.submit(render_slice, start))
             for table, csv in data.items():
-                with cur.copy(_COPY[table]) as copy:
+                with cur.copy(_COPY[table], writer=db.WholeBufferWriter(cur)) as copy:
                     copy.write(csv)
 
 
@@ -107,14 +107,21 @@ def _subjects(events: pl.DataFrame) -> pl.DataFrame:
     ])
 
 
+def _numbered(packages: list[str]) -> pl.DataFrame:
+    """Packages (sorted) and their numbers (``sid``) in that order: the fold sorts and groups by them,
+    integers, instead of by the names (sorting the histories took twice as long by name)."""
+    return pl.DataFrame({"subject": packages}, schema={"subject": pl.String}).with_columns(
+        sid=pl.int_range(pl.len(), dtype=pl.Int64))
+
+
 def _in_order(histories: pl.DataFrame) -> pl.DataFrame:
-    """Histories as _fold takes them: each package's events together, in ``(timestamp, serial)`` order."""
-    return histories.sort("subject", "ts", "serial")
+    """Histories as _fold takes them: each package's events together, in ``(timestamp, serial)`` order,
+    the packages in the order of their numbers (_numbered)."""
+    return histories.sort("sid", "ts", "serial")
 
 
 def _fold(histories: pl.DataFrame) -> Folded:
-    histories = histories.with_columns(pos=pl.int_range(pl.len(), dtype=pl.Int64),
-                                       sid=(c.subject != c.subject.shift()).fill_null(True).cum_sum())
+    histories = histories.with_columns(pos=pl.int_range(pl.len(), dtype=pl.Int64))
     # The current life: after the last event that ended one.
     ends_life = (c.kind == "remove_project") | ((c.kind == "rename_from") & (c.package != c.subject))
     starts = histories.filter(ends_life).group_by("sid").agg(start=c.pos.max())
@@ -134,21 +141,22 @@ def _fold(histories: pl.DataFrame) -> Folded:
                     .join(quarantine, on="sid", how="left")
                     .select("package", display_name=c.display_name.fill_null(c.package),
                             present=c.born_serial.is_not_null(), born_serial="born_serial",
-                            quarantined=c.quarantined.fill_null(False))
-                    .sort("package"))
+                            quarantined=c.quarantined.fill_null(False), sid="sid")
+                    .sort("sid").drop("sid"))
 
     versions, version_ends = _versions(life)
     files = _files(life, version_ends)
     sdists = files.filter(c.pyver == "source").select("sid", "version", has_sdist=pl.lit(True)).unique()
     versions = (versions.join(sdists, on=["sid", "version"], how="left")
                 .with_columns(has_sdist=c.has_sdist.fill_null(False)))
+    # In key order: the packages' numbers are in name order.
     return Folded(
         package_rows,
-        aliases.select("package", alias="name", last_ts="last_ts", last_serial="last_serial")
-               .sort("package", "alias"),
-        _ranked(versions).sort("package", "version"),
-        files.select("package", "filename", "version", "pyver", "born_serial", "uploaded")
-             .sort("package", "filename"),
+        aliases.sort("sid", "name").select("package", alias="name", last_ts="last_ts",
+                                           last_serial="last_serial"),
+        _ranked(versions).sort("sid", "version").drop("sid"),
+        files.sort("sid", "filename").select("package", "filename", "version", "pyver", "born_serial",
+                                             "uploaded"),
     )
 
 
@@ -233,7 +241,7 @@ def _ranked(versions: pl.DataFrame) -> pl.DataFrame:
     return (versions.join(facts, on="version", how="left")
             .sort("sid", "order", "version_born")
             .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over("sid"))
-            .select("package", "version", "born_serial", "released", "rank", "valid", "prerelease",
+            .select("sid", "package", "version", "born_serial", "released", "rank", "valid", "prerelease",
                     "yanked", "quarantined", "has_sdist"))
 
 

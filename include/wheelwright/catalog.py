@@ -96,7 +96,7 @@ class PreparedPage:
     max_serial: int | None
     rejects: list[tuple]
     frame: pl.DataFrame   # the events (event_frames.EVENT_SCHEMA)
-    journal: bytes        # the events as CSV COPY data for the journal
+    journal: bytes        # the events as COPY data (text format) for the journal
 
     def all_above(self, serial: int) -> bool:
         """Whether every event has a serial above ``serial``, and no two the same one."""
@@ -110,12 +110,12 @@ def prepare_page(rows: Sequence) -> PreparedPage:
     result = IngestResult()
     rejects: list[tuple] = []
     plain, others = event_frames.plain_rows(rows)
-    frame = event_frames.events_frame(list(_parse(others, result, rejects)))
+    parsed = event_frames.events_frame(list(_parse(others, result, rejects)))
+    frame = pl.concat([plain, parsed]) if parsed.height else plain
     if plain.height:
-        frame = pl.concat([plain, frame]) if frame.height else plain
         highest = plain.get_column("serial").max()
         result.max_serial = highest if result.max_serial is None else max(result.max_serial, highest)
-    journal = frame.select(event_frames.JOURNAL_FIELDS).write_csv(include_header=False).encode()
+    journal = event_frames.journal_text(plain, parsed)
     return PreparedPage(len(rows), result.max_serial, rejects, frame, journal)
 
 
@@ -124,11 +124,12 @@ def ingest_prepared(conn: psycopg.Connection, page: PreparedPage) -> IngestResul
     result = IngestResult(received=page.received, max_serial=page.max_serial, frame=page.frame)
     with conn.transaction(), conn.cursor() as cur:
         try:
-            with conn.transaction(), cur.copy(f"COPY journal ({_JOURNAL_COLUMNS}) FROM STDIN (FORMAT csv)") as copy:
+            with conn.transaction(), cur.copy(f"COPY journal ({_JOURNAL_COLUMNS}) FROM STDIN",
+                                              writer=db.WholeBufferWriter(cur)) as copy:
                 copy.write(page.journal)
             result.stored = page.frame.height
         except psycopg.errors.UniqueViolation:
-            _stage_redelivery(cur, result, lambda copy: copy.write(page.journal), "(FORMAT csv)")
+            _stage_redelivery(cur, result, lambda copy: copy.write(page.journal))
         below = _below_derived(cur, page.frame.get_column("serial").min())
         if below is not None:
             _mark_pending(cur, replay.packages_of(page.frame.filter(pl.col("serial") <= below)))
@@ -136,11 +137,11 @@ def ingest_prepared(conn: psycopg.Connection, page: PreparedPage) -> IngestResul
     return result
 
 
-def _stage_redelivery(cur: psycopg.Cursor, result: IngestResult, write, options: str = "") -> None:
+def _stage_redelivery(cur: psycopg.Cursor, result: IngestResult, write) -> None:
     """Some serials are in the journal already: stage the page and keep only the new ones."""
     cur.execute("CREATE TEMP TABLE IF NOT EXISTS journal_incoming "
                 "(LIKE journal INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-    with cur.copy(f"COPY journal_incoming ({_JOURNAL_COLUMNS}) FROM STDIN {options}") as copy:
+    with cur.copy(f"COPY journal_incoming ({_JOURNAL_COLUMNS}) FROM STDIN") as copy:
         write(copy)
     cur.execute(db.query("journal_store"))
     result.stored = cur.rowcount

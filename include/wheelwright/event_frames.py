@@ -41,6 +41,10 @@ _ADD_FILE = r"\Aadd [!-~]+ file [ -~]+\z"      # action.split(" ", 3): add, tag,
 _REMOVE_FILE = r"\Aremove file [ -~]+\z"
 _ROLE = r"\A(?:add|remove|invite|revoke_invite|accepted) [!-~]+ [!-~]+\z"  # within events._ROLE
 _FILENAME = r"\A[^/\\]{1,255}\z"
+# PostgreSQL's text COPY format: a backslash, tab, newline or carriage return in a value is escaped
+# (the backslash first).
+_TEXT_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_TEXT_SPECIAL = r"[\\\t\n\r]"
 
 
 def _columns(rows: Sequence) -> tuple[list, ...]:
@@ -131,3 +135,31 @@ def plain_rows(rows: Sequence) -> tuple[pl.DataFrame, list]:
             .select(*EVENT_SCHEMA))
     slow_at = parsed.get_column("plain").not_().arg_true().to_list()
     return fast, [rows[i] for i in slow_at]
+
+
+def journal_text(plain: pl.DataFrame, others: pl.DataFrame) -> bytes:
+    """The journal rows of a page's events, those of :func:`plain_rows` then the others, as COPY data in
+    PostgreSQL's text format: the server reads it in about a fifth less time than CSV.
+
+    Plain rows can hold none of the characters to escape but a backslash, and that only in their version
+    or action (their names are ``[A-Za-z0-9._-]``, the rest printable ASCII): only that is looked for
+    in them, which takes a fraction of the time of a full look."""
+    parts = []
+    for frame, texts, special, literal in (
+            (plain, ["version", "action"], "\\", True),
+            (others, ["name", "package", "version", "action", "other_package"], _TEXT_SPECIAL, False)):
+        if not frame.height:
+            continue
+        rows = frame.select(JOURNAL_FIELDS)
+        found = pl.any_horizontal(c(column).str.contains(special, literal=literal) for column in texts).any()
+        if rows.select(found).item():
+            rows = rows.with_columns(_text_escaped(c(column)) for column in texts)
+        parts.append(rows.write_csv(include_header=False, separator="\t", quote_style="never",
+                                    null_value="\\N"))
+    return "".join(parts).encode()
+
+
+def _text_escaped(column: pl.Expr) -> pl.Expr:
+    for raw, escaped in _TEXT_ESCAPES.items():
+        column = column.str.replace_all(raw, escaped, literal=True)
+    return column
