@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import pickle
 import random
 import sys
@@ -129,6 +130,18 @@ class InMemoryChangelog:
             yield self.rows[start:start + PAGE]
 
 
+def stolen_seconds() -> float | None:
+    """CPU time the hypervisor gave to others while this machine wanted it (all cores, /proc/stat's steal
+    column), or None where there is no such count. On a shared VM it shows when a slow run was the
+    machine's doing."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def timing_derive():
     """Wrap catalog.derive to note when it starts: everything before it is journalling."""
     started = []
@@ -182,9 +195,11 @@ def run(args, server: str) -> None:
         db.init_schema(conn)
         source = InMemoryChangelog(rows)
         derive_started = timing_derive()
+        stolen_before = stolen_seconds()
         t0 = time.perf_counter()
         result = sync.sync_once(conn, source)
         total_s = time.perf_counter() - t0
+        stolen_after = stolen_seconds()
         ingest_s = derive_started[0] - t0
         counts = conn.execute("SELECT (SELECT count(*) FROM packages WHERE present), "
                               "(SELECT count(*) FROM versions), (SELECT count(*) FROM source_files)"
@@ -195,6 +210,9 @@ def run(args, server: str) -> None:
     print(f"sync total:        {total_s:7.2f}s  {len(rows) / total_s:>10,.0f} events/s  "
           f"({counts[0]:,} packages, {counts[1]:,} versions, {counts[2]:,} files)")
     print(f"ratio to plain COPY: {total_s / copy_s:.1f}x the time of a plain COPY")
+    if stolen_before is not None and stolen_after is not None:
+        print(f"stolen by the host during the sync: {stolen_after - stolen_before:.2f}s of CPU "
+              f"({os.cpu_count()} cores x {total_s:.2f}s)")
 
 
 if __name__ == "__main__":
