@@ -337,7 +337,8 @@ def test_copy_data_sent_whole_is_stored_entire_and_a_bad_row_fails_with_the_serv
     with pytest.raises(psycopg.errors.InvalidTextRepresentation):
         send(rows + b"not a number,x\n" + rows)
     assert catalog.pgconn.nonblocking == 1
-    assert catalog.execute("SELECT count(*) FROM sent").fetchone()[0] == 100_000, "the failed COPY left nothing"
+    assert catalog.execute("SELECT count(*) FROM sent").fetchone()[0] == 100_000, \
+        "the failed COPY left nothing"
 
 
 # Values PostgreSQL's text COPY format must escape, or could mistake for its NULL (\\N).

@@ -117,7 +117,8 @@ def test_a_bulk_replay_whose_fold_fails_raises_that_error_and_the_next_sync_mend
     before = (gc.isenabled(), sys.getswitchinterval())
     with pytest.raises(RuntimeError, match="fold failed"):
         sync.sync_once(catalog, client(pypi))
-    assert interpreter == [(False, pytest.approx(sync.BULK_SWITCH_INTERVAL))], "the replay ran with the bulk settings"
+    assert interpreter == [(False, pytest.approx(sync.BULK_SWITCH_INTERVAL))], \
+        "the replay ran with the bulk settings"
     assert (gc.isenabled(), sys.getswitchinterval()) == before, "and gave the interpreter back as it was"
     monkeypatch.setattr(cat, "derive", derive)
     sync.sync_once(catalog, client(pypi))

@@ -93,9 +93,11 @@ def write_fresh(cur: psycopg.Cursor, events: pl.DataFrame, fresh: list[str], fir
 # are folded from the start (the fold of 1M events: fold and index 6.4 s with 15,000, 5.7 s with 6,000;
 # medians of 5 alternating runs).
 FOLD_SLICE = 6_000
-# Slices folded at once: much of a fold runs on one core, and two of them beside the database's COPY
-# shortened the fold of 1M events by about 6% (bench, median of 4).
-FOLD_THREADS = 2
+# Slices folded at once: much of a fold runs on one core, some of it under the GIL. Two beside the
+# database's COPY shortened the fold of 1M events by about 6% against one (bench, median of 4); three
+# took fold and index from 6.84 s to 6.28 s, and from 6.19 s to 5.56 s, against two (medians of 6
+# alternating runs, two batches); four were no better than three.
+FOLD_THREADS = 3
 
 
 def _subjects(events: pl.DataFrame) -> pl.DataFrame:

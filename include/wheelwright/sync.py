@@ -193,8 +193,8 @@ def _journal_each(conn: psycopg.Connection, pages) -> Iterator[catalog.IngestRes
 def _journal_bulk(conn: psycopg.Connection, pages,
                   buffer: replay.ReplayBuffer) -> Iterator[catalog.IngestResult]:
     """:func:`_journal_each` for a bulk replay: pages are parsed column by column (event_frames.py),
-    the next ones in threads (PARSERS) while the database stores this one, and journalled in order, each with
-    its watermark in one transaction as before, and then added to ``buffer``.
+    the next ones in threads (PARSERS) while the database stores this one, and journalled in order,
+    each with its watermark in one transaction as before, and then added to ``buffer``.
 
     The journal's key is set aside (bulk_indexes_drop.sql): while every page brings only serials above
     the highest stored (``buffer.end``), each distinct, none can be a re-delivery. PyPI's pages climb
