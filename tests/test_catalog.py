@@ -321,7 +321,7 @@ def test_the_history_index_is_remade_on_the_package_even_where_a_crashed_replay_
 
 
 def test_copy_data_sent_whole_is_stored_entire_and_a_bad_row_fails_with_the_servers_error(catalog):
-    # About 10 MB: far more than the socket takes at once, so libpq must send it in many writes.
+    # About 10 MB in one buffer: psycopg's own writer would hand it to libpq 128 KB at a time.
     rows = b"".join(b"%d,%s\n" % (n, b"x" * 90) for n in range(100_000))
     catalog.execute("CREATE TEMP TABLE sent (n bigint, t text)")
 
@@ -341,7 +341,7 @@ def test_copy_data_sent_whole_is_stored_entire_and_a_bad_row_fails_with_the_serv
         "the failed COPY left nothing"
 
 
-# Values PostgreSQL's text COPY format must escape, or could mistake for its NULL (\\N).
+# Values PostgreSQL's text COPY format must escape, or could mistake for its NULL (\N).
 ESCAPED_VERSIONS = st.sampled_from([None, "1.0", "a\\b", "\\N", "1.0\\", "\\t"])
 ESCAPED_ACTIONS = st.sampled_from([
     "create", "new release", "add source file x-1.0.tar.gz", "frobnicate\tnow", "odd\naction",
