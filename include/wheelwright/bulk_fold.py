@@ -141,10 +141,10 @@ def _fold(histories: pl.DataFrame) -> Folded:
     package_rows = (histories.group_by("sid").agg(package=c.subject.first())
                     .join(births, on="sid", how="left").join(display, on="sid", how="left")
                     .join(quarantine, on="sid", how="left")
+                    .sort("sid")
                     .select("package", display_name=c.display_name.fill_null(c.package),
                             present=c.born_serial.is_not_null(), born_serial="born_serial",
-                            quarantined=c.quarantined.fill_null(False), sid="sid")
-                    .sort("sid").drop("sid"))
+                            quarantined=c.quarantined.fill_null(False)))
 
     versions, version_ends = _versions(life)
     files = _files(life, version_ends)
