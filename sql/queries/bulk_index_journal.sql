@@ -1,7 +1,8 @@
 -- After a bulk replay, or a crash in one: the journal's indexes that bulk_indexes_drop.sql dropped
 -- (migrations 001 and 008), each built in one pass.
--- Built beside the bulk fold, which keeps every core busy: parallel workers would only add their
--- overhead (over 1M rows these builds took 2.8-3.2 s of CPU with two workers, 2.4-2.7 s without).
+-- They are built beside the bulk fold, which keeps every core busy: parallel workers only added CPU
+-- there (over 1M rows, 2.8-3.2 s of CPU with two workers against 2.4-2.7 s without). A mend after a
+-- crash, which runs alone, takes longer without them; it is rare.
 SET LOCAL maintenance_work_mem = '512MB';
 SET LOCAL max_parallel_maintenance_workers = 0;
 CREATE INDEX IF NOT EXISTS journal_history ON journal (package);
