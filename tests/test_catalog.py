@@ -217,17 +217,32 @@ def test_a_replay_past_its_buffer_folds_the_journal_read_back_in_partitions(cata
     assert derived.folded == len(expected["packages"])
 
 
-def replay(conn, rows) -> cat.DeriveResult:
-    buffer = ReplayBuffer(cat.journal_end(conn), 100)
+@pytest.mark.parametrize("memory", [100, 0], ids=["kept", "read back"])
+def test_a_replay_folds_the_packages_the_catalog_has_from_their_whole_history(catalog, memory):
+    apply(catalog, [["known", None, 1, "create", 1], ["known", "1.0", 2, "new release", 2]])
+    buffer = ReplayBuffer(cat.journal_end(catalog), memory)
+    with catalog.transaction():
+        buffer.add(cat.ingest(catalog, [["known", "2.0", 3, "new release", 3],
+                                        ["fresh", None, 4, "create", 4], ["fresh", "0.1", 5, "new release", 5]]))
+    derived = cat.derive(catalog, replayed=buffer)
+    assert versions(catalog, "known") == ["1.0", "2.0"]
+    assert versions(catalog, "fresh") == ["0.1"]
+    assert sorted(derived.changed) == ["fresh", "known"]
+
+
+def replay(conn, rows, memory=100) -> cat.DeriveResult:
+    buffer = ReplayBuffer(cat.journal_end(conn), memory)
     with conn.transaction():
         buffer.add(cat.ingest(conn, rows))
     return cat.derive(conn, replayed=buffer)
 
 
-def test_a_replay_into_an_empty_catalog_loads_without_keys_and_builds_them_again(catalog):
+# A replay past its buffer (memory 0) is read back from the journal and loaded in many parts.
+@pytest.mark.parametrize("memory", [100, 0], ids=["kept", "read back"])
+def test_a_replay_into_an_empty_catalog_loads_without_keys_and_builds_them_again(catalog, memory):
     keys = schema_keys(catalog)
     assert ("versions", "versions_pkey", "PRIMARY KEY (package, version)") in keys
-    replay(catalog, CHAI)
+    replay(catalog, CHAI + [["sip", None, 1, "create", 800]], memory)
     assert schema_keys(catalog) == keys
     assert versions(catalog, "chai") == ["0.1.0", "0.1.16", "0.1.17", "0.1.18", "0.1.19"]
 
@@ -238,17 +253,22 @@ def test_a_replay_into_an_empty_catalog_loads_without_keys_and_builds_them_again
         catalog.execute("INSERT INTO versions SELECT * FROM versions WHERE package = 'sip'")
 
 
-def test_a_fresh_load_that_fails_leaves_the_keys_and_the_catalog_as_they_were(catalog, monkeypatch):
+@pytest.mark.parametrize("memory", [100, 0], ids=["kept", "read back"])
+def test_a_fresh_load_that_fails_leaves_the_keys_and_the_catalog_as_they_were(catalog, monkeypatch, memory):
     keys = schema_keys(catalog)
     write_fresh = bulk_fold.write_fresh
+    parts = []
 
     def dies_after_writing(*args):
         write_fresh(*args)
-        raise RuntimeError("killed halfway")
+        parts.append(args[2])
+        if len(parts) == 2 or memory:
+            raise RuntimeError("killed halfway")
 
     monkeypatch.setattr(bulk_fold, "write_fresh", dies_after_writing)
     with pytest.raises(RuntimeError):
-        replay(catalog, CHAI)
+        replay(catalog, CHAI + [["sip", None, 1, "create", 800]], memory)
+    assert len(parts) == (1 if memory else 2)
     assert schema_keys(catalog) == keys
     assert catalog.execute("SELECT count(*) FROM versions").fetchone() == (0,)
     monkeypatch.setattr(bulk_fold, "write_fresh", write_fresh)
