@@ -222,8 +222,9 @@ def test_a_replay_folds_the_packages_the_catalog_has_from_their_whole_history(ca
     apply(catalog, [["known", None, 1, "create", 1], ["known", "1.0", 2, "new release", 2]])
     buffer = ReplayBuffer(cat.journal_end(catalog), memory)
     with catalog.transaction():
-        buffer.add(cat.ingest(catalog, [["known", "2.0", 3, "new release", 3],
-                                        ["fresh", None, 4, "create", 4], ["fresh", "0.1", 5, "new release", 5]]))
+        buffer.add(cat.ingest(catalog, [
+            ["known", "2.0", 3, "new release", 3],
+            ["fresh", None, 4, "create", 4], ["fresh", "0.1", 5, "new release", 5]]))
     derived = cat.derive(catalog, replayed=buffer)
     assert versions(catalog, "known") == ["1.0", "2.0"]
     assert versions(catalog, "fresh") == ["0.1"]
@@ -262,6 +263,7 @@ def test_a_fresh_load_that_fails_leaves_the_keys_and_the_catalog_as_they_were(ca
     def dies_after_writing(*args):
         write_fresh(*args)
         parts.append(args[2])
+        # Read back, chai and sip fall in different parts: the load dies after its second.
         if len(parts) == 2 or memory:
             raise RuntimeError("killed halfway")
 
