@@ -22,10 +22,8 @@ The rules of fold.py, restated for a package's history in ``(timestamp, serial)`
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from typing import NamedTuple
 
 import polars as pl
@@ -33,6 +31,7 @@ import psycopg
 
 from . import db
 from .fold import rank_key, version_facts
+from .threads import results_in_order
 
 c = pl.col
 
@@ -77,13 +76,8 @@ def write_fresh(cur: psycopg.Cursor, events: pl.DataFrame, fresh: list[str], fir
     def render_slice(start: int) -> dict[str, bytes]:
         return copy_data(_fold(_in_order(slices.pop((start // FOLD_SLICE,)))), first_change + start)
 
-    starts = iter(range(0, len(fresh), FOLD_SLICE))
     with ThreadPoolExecutor(FOLD_THREADS, thread_name_prefix="fold") as folder:
-        rendering = deque(folder.submit(render_slice, start) for start in islice(starts, FOLD_THREADS))
-        while rendering:
-            data = rendering.popleft().result()
-            if (start := next(starts, None)) is not None:
-                rendering.append(folder.submit(render_slice, start))
+        for data in results_in_order(folder, render_slice, range(0, len(fresh), FOLD_SLICE), FOLD_THREADS):
             for table, csv in data.items():
                 with cur.copy(_COPY[table], writer=db.WholeBufferWriter(cur)) as copy:
                     copy.write(csv)

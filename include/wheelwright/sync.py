@@ -24,7 +24,6 @@ import gc
 import logging
 import sys
 import time
-from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ import psycopg
 
 from . import catalog, replay
 from .errors import WheelwrightError
+from .threads import results_in_order
 
 log = logging.getLogger(__name__)
 
@@ -214,13 +214,8 @@ def _journal_bulk(conn: psycopg.Connection, pages,
         return ingested
 
     with ThreadPoolExecutor(PARSERS, thread_name_prefix="parse") as parser:
-        parsing: deque = deque()
-        for page in pages:
-            parsing.append(parser.submit(catalog.prepare_page, page))
-            if len(parsing) > PARSERS:
-                yield journal(parsing.popleft().result())
-        while parsing:
-            yield journal(parsing.popleft().result())
+        for page in results_in_order(parser, catalog.prepare_page, pages, PARSERS):
+            yield journal(page)
 
 
 def sync_forever(connect, source: ChangelogSource, *, interval: float = 60.0, sleep=time.sleep) -> None:
