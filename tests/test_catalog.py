@@ -186,15 +186,15 @@ def test_a_bulk_replay_over_any_catalog_ends_where_row_by_row_derivation_does(ca
     apply(catalog, derived)
     with catalog.transaction():
         cat.ingest(catalog, crashed)
-    buffer = ReplayBuffer(cat.journal_end(catalog), memory)
-    while replayed:
-        cut = rng.randint(1, len(replayed))
-        batch, replayed = replayed[:cut], replayed[cut:]
-        if rng.random() < 0.3:
-            batch += rng.sample(log[:cut2], rng.randint(0, min(3, cut2)))
-        with catalog.transaction():
-            buffer.add(cat.ingest(catalog, batch))
-    cat.derive(catalog, replayed=buffer)
+    with ReplayBuffer(cat.journal_end(catalog), memory, expected=len(replayed)) as buffer:
+        while replayed:
+            cut = rng.randint(1, len(replayed))
+            batch, replayed = replayed[:cut], replayed[cut:]
+            if rng.random() < 0.3:
+                batch += rng.sample(log[:cut2], rng.randint(0, min(3, cut2)))
+            with catalog.transaction():
+                buffer.add(cat.ingest(catalog, batch))
+        cat.derive(catalog, replayed=buffer)
     assert catalog_snapshot(catalog) == expected
     catalog.execute("INSERT INTO pending_packages (package) SELECT package FROM packages")
     assert cat.derive(catalog).changed == [], "a later row-by-row fold must see no change"
@@ -202,44 +202,44 @@ def test_a_bulk_replay_over_any_catalog_ends_where_row_by_row_derivation_does(ca
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(ROW, min_size=1, max_size=40), memory=st.sampled_from([0, 4]))
-def test_a_replay_past_its_buffer_folds_the_journal_read_back_in_partitions(catalog, rows, memory):
+def test_a_replay_past_its_buffer_folds_its_events_kept_on_disk_in_partitions(catalog, rows, memory):
     log = numbered(rows)
     _reset(catalog)
     apply(catalog, log)
     expected = catalog_snapshot(catalog)
 
     _reset(catalog)
-    buffer = ReplayBuffer(cat.journal_end(catalog), memory)
-    with catalog.transaction():
-        buffer.add(cat.ingest(catalog, log))
-    derived = cat.derive(catalog, replayed=buffer)
+    with ReplayBuffer(cat.journal_end(catalog), memory, expected=len(log)) as buffer:
+        with catalog.transaction():
+            buffer.add(cat.ingest(catalog, log))
+        derived = cat.derive(catalog, replayed=buffer)
     assert catalog_snapshot(catalog) == expected
     assert derived.folded == len(expected["packages"])
 
 
-@pytest.mark.parametrize("memory", [100, 0], ids=["kept", "read back"])
+@pytest.mark.parametrize("memory", [100, 0], ids=["kept", "spilled"])
 def test_a_replay_folds_the_packages_the_catalog_has_from_their_whole_history(catalog, memory):
     apply(catalog, [["known", None, 1, "create", 1], ["known", "1.0", 2, "new release", 2]])
-    buffer = ReplayBuffer(cat.journal_end(catalog), memory)
-    with catalog.transaction():
-        buffer.add(cat.ingest(catalog, [
-            ["known", "2.0", 3, "new release", 3],
-            ["fresh", None, 4, "create", 4], ["fresh", "0.1", 5, "new release", 5]]))
-    derived = cat.derive(catalog, replayed=buffer)
+    with ReplayBuffer(cat.journal_end(catalog), memory, expected=3) as buffer:
+        with catalog.transaction():
+            buffer.add(cat.ingest(catalog, [
+                ["known", "2.0", 3, "new release", 3],
+                ["fresh", None, 4, "create", 4], ["fresh", "0.1", 5, "new release", 5]]))
+        derived = cat.derive(catalog, replayed=buffer)
     assert versions(catalog, "known") == ["1.0", "2.0"]
     assert versions(catalog, "fresh") == ["0.1"]
     assert sorted(derived.changed) == ["fresh", "known"]
 
 
 def replay(conn, rows, memory=100) -> cat.DeriveResult:
-    buffer = ReplayBuffer(cat.journal_end(conn), memory)
-    with conn.transaction():
-        buffer.add(cat.ingest(conn, rows))
-    return cat.derive(conn, replayed=buffer)
+    with ReplayBuffer(cat.journal_end(conn), memory, expected=len(rows)) as buffer:
+        with conn.transaction():
+            buffer.add(cat.ingest(conn, rows))
+        return cat.derive(conn, replayed=buffer)
 
 
-# A replay past its buffer (memory 0) is read back from the journal and loaded in many parts.
-@pytest.mark.parametrize("memory", [100, 0], ids=["kept", "read back"])
+# A replay past its buffer (memory 0) keeps its events on disk, and is loaded in many parts.
+@pytest.mark.parametrize("memory", [100, 0], ids=["kept", "spilled"])
 def test_a_replay_into_an_empty_catalog_loads_without_keys_and_builds_them_again(catalog, memory):
     keys = schema_keys(catalog)
     assert ("versions", "versions_pkey", "PRIMARY KEY (package, version)") in keys
@@ -254,7 +254,7 @@ def test_a_replay_into_an_empty_catalog_loads_without_keys_and_builds_them_again
         catalog.execute("INSERT INTO versions SELECT * FROM versions WHERE package = 'sip'")
 
 
-@pytest.mark.parametrize("memory", [100, 0], ids=["kept", "read back"])
+@pytest.mark.parametrize("memory", [100, 0], ids=["kept", "spilled"])
 def test_a_fresh_load_that_fails_leaves_the_keys_and_the_catalog_as_they_were(catalog, monkeypatch, memory):
     keys = schema_keys(catalog)
     write_fresh = bulk_fold.write_fresh
@@ -263,7 +263,7 @@ def test_a_fresh_load_that_fails_leaves_the_keys_and_the_catalog_as_they_were(ca
     def dies_after_writing(*args):
         write_fresh(*args)
         parts.append(args[2])
-        # Read back, chai and sip fall in different parts: the load dies after its second.
+        # Spilled, chai and sip fall in different parts: the load dies after its second.
         if len(parts) == 2 or memory:
             raise RuntimeError("killed halfway")
 

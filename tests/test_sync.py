@@ -2,6 +2,7 @@
 
 import gc
 import sys
+import tempfile
 
 import psycopg
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from conftest import catalog_snapshot, schema_keys
 from histories import CHAI
 from wheelwright import catalog as cat
-from wheelwright import bulk_fold, db, sync
+from wheelwright import bulk_fold, db, replay, sync
 from wheelwright.events import parse_row
 from wheelwright.fold import fold_log
 from wheelwright.pypi import PyPI
@@ -35,6 +36,14 @@ def pypi():
 
 def client(double, **kwargs):
     return PyPI(double.xmlrpc_url, sleep=lambda s: None, **kwargs)
+
+
+def spying(method, calls):
+    """``method``, noting the height of each frame it is called with in ``calls``."""
+    def spy(self, frame):
+        calls.append(frame.height)
+        return method(self, frame)
+    return spy
 
 
 def expected_snapshot_packages(rows):
@@ -72,12 +81,20 @@ def test_a_rate_limited_pypi_is_waited_for_not_given_up_on(catalog, pypi):
     assert waits[:2] == [1, 1], "the fault says the limit resets in 1 second"
 
 
-def test_bulk_replay_and_incremental_sync_build_the_same_catalog(catalog, pypi, monkeypatch, settings):
+# With memory for 3 events, the replay keeps the others on disk, in partitions.
+@pytest.mark.parametrize("memory", [sync.REPLAY_MEMORY, 3], ids=["kept", "spilled"])
+def test_bulk_replay_and_incremental_sync_build_the_same_catalog(catalog, pypi, monkeypatch, tmp_path, memory):
     monkeypatch.setattr(sync, "BULK_BACKLOG", 1)
+    monkeypatch.setattr(sync, "REPLAY_MEMORY", memory)
     monkeypatch.setattr(bulk_fold, "FOLD_SLICE", 3)  # many slices, folded while others are stored
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     keys = schema_keys(catalog)
+    spills = []
+    monkeypatch.setattr(replay.ReplayBuffer, "_spill", spying(replay.ReplayBuffer._spill, spills))
     bulk = sync.sync_once(catalog, client(pypi))
     assert bulk.bulk
+    assert bool(spills) == (memory == 3)
+    assert list(tmp_path.iterdir()) == [], "what the replay spilled is removed"
     bulk_snapshot = catalog_snapshot(catalog)
     assert schema_keys(catalog) == keys, "the indexes and keys set aside for a bulk replay are built again"
     catalog.execute("TRUNCATE journal, packages, aliases, versions, source_files, pending_packages CASCADE")
@@ -102,8 +119,11 @@ def test_a_bulk_replay_without_a_second_connection_builds_the_journal_indexes_it
         expected_snapshot_packages(LOG)
 
 
-def test_a_bulk_replay_whose_fold_fails_raises_that_error_and_the_next_sync_mends_it(catalog, pypi, monkeypatch):
+def test_a_bulk_replay_whose_fold_fails_raises_that_error_and_the_next_sync_mends_it(catalog, pypi, monkeypatch,
+                                                                                     tmp_path):
     monkeypatch.setattr(sync, "BULK_BACKLOG", 1)
+    monkeypatch.setattr(sync, "REPLAY_MEMORY", 3)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     keys = schema_keys(catalog)
     derive = cat.derive
 
@@ -120,6 +140,7 @@ def test_a_bulk_replay_whose_fold_fails_raises_that_error_and_the_next_sync_mend
     assert interpreter == [(False, pytest.approx(sync.BULK_SWITCH_INTERVAL))], \
         "the replay ran with the bulk settings"
     assert (gc.isenabled(), sys.getswitchinterval()) == before, "and gave the interpreter back as it was"
+    assert list(tmp_path.iterdir()) == [], "and removed the events it had spilled"
     monkeypatch.setattr(cat, "derive", derive)
     sync.sync_once(catalog, client(pypi))
     assert schema_keys(catalog) == keys

@@ -42,6 +42,11 @@ _RELEASE_QUARANTINE = ["release_quarantined", "release_quarantine_cleared"]
 _YANKS = ["yank", "unyank"]
 
 
+# The event columns the fold reads (event_frames.EVENT_SCHEMA less the action, which it reads as the
+# kind, file name and Python tag).
+FOLD_FIELDS = ["serial", "name", "package", "version", "ts", "kind", "filename", "pyver", "other_package"]
+
+
 class Folded(NamedTuple):
     """The catalog rows of the folded packages, each frame in key order."""
 

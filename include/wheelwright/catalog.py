@@ -304,8 +304,8 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
     changed, ``chunk`` packages per transaction; then move the mark.
 
     With ``replayed``, packages the catalog has never seen are folded in bulk (bulk_fold.py) and COPYed
-    in, with no old rows to compare with, in one transaction: from the events the buffer kept, or, if it
-    let go of them, from the replay's journal rows read back, a hash partition of packages at a time.
+    in, with no old rows to compare with, in one transaction: from the events the buffer kept, in memory
+    or, past its bound, on disk, a hash partition of packages at a time.
     ``journal_indexed`` is called before folding packages from their history in the journal (it waits
     for the journal's indexes: see journal_indexes_aside).
     """
@@ -322,7 +322,7 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
         # The replay journalled exactly the rows past replayed.before, and its parts hold every one of
         # them: their packages are the parts' own, and need no pass over the journal to be found.
         with _fresh_load(conn, result) as load:
-            for events, own, tainted in _replayed_events(conn, replayed, upto):
+            for events, own, tainted in _replayed_events(replayed):
                 fresh = _fresh_packages(conn, own, seen | tainted)
                 load(events, fresh)
                 todo.update(own.difference(fresh))
@@ -352,34 +352,15 @@ def _fresh_packages(conn: psycopg.Connection, own: set[str], excluded: set[str])
     return [p for p in candidates if p not in known]
 
 
-def _replayed_events(conn: psycopg.Connection, replayed: replay.ReplayBuffer, upto: int):
+def _replayed_events(replayed: replay.ReplayBuffer):
     """The replay's events, as (frame, the packages whose histories it holds whole, packages to leave
-    out): the buffer's, or the journal's rows read back in partitions of about the buffer's size."""
+    out): the buffer's, at once or a partition at a time."""
     events = replayed.events()
-    if events is not None:
-        if events.height:
-            yield events, replayed.packages(), replayed.tainted
-        return
-    rows = conn.execute("SELECT count(*) FROM journal WHERE serial > %s AND serial <= %s",
-                        (replayed.before, upto)).fetchone()[0]
-    parts = min(MAX_REPLAY_PARTS, max(1, -(-rows // max(replayed.limit, 1))))
-    for part in range(parts):
-        frame = _read_replayed(conn, replayed.before, upto, part, parts)
-        own = set(frame.filter(pl.col("part_package") == part).get_column("package").unique().to_list())
-        own.update(frame.filter(pl.col("part_other") == part).get_column("other_package").unique().to_list())
-        # The journal's own rows: nothing to leave out.
-        yield frame.drop("part_package", "part_other"), own, set()
-
-
-MAX_REPLAY_PARTS = 256
-
-
-def _read_replayed(conn: psycopg.Connection, after: int, upto: int, part: int, parts: int) -> pl.DataFrame:
-    statement = db.query("replay_rows").format(after=int(after), upto=int(upto), part=int(part),
-                                               parts=int(parts))
-    with conn.cursor() as cur, cur.copy(statement) as copy:
-        data = b"".join(copy)
-    return event_frames.from_journal_csv(data, {"part_package": pl.Int64, "part_other": pl.Int64})
+    if events is None:
+        for frame, own in replayed.parts():
+            yield frame, own, replayed.tainted
+    elif events.height:
+        yield events, replayed.packages(), replayed.tainted
 
 
 @contextmanager
@@ -391,9 +372,7 @@ def _fresh_load(conn: psycopg.Connection,
     The keys of the tables that were empty are set aside before the first part and built again once,
     after the last: a part loaded into keys that earlier parts filled, key by key, took two and a half
     times as long as the first (a replay of 5M events, in two parts). Until the load commits, other
-    sessions wait for those tables rather than see some parts without the others. Parts read back from
-    the journal hold it until then too: making its rebuilt index the key (journal_indexes_aside), which
-    needs the journal to itself, waits for the commit."""
+    sessions wait for those tables rather than see some parts without the others."""
     loaded: list[tuple[int, list[str]]] = []
     restore: list[str] | None = None
     with conn.transaction(), conn.cursor() as cur:

@@ -66,20 +66,6 @@ def events_frame(events: Sequence[tuple]) -> pl.DataFrame:
     return pl.DataFrame(dict(zip(EVENT_SCHEMA, zip(*events))), schema=EVENT_SCHEMA)
 
 
-def from_journal_csv(data: bytes, extra: dict[str, pl.DataType]) -> pl.DataFrame:
-    """An event frame from journal rows as PostgreSQL's CSV (JOURNAL_FIELDS, then ``extra`` columns,
-    which are kept): the file name and Python tag are read off the action, as parse_row read them."""
-    schema = {**{name: EVENT_SCHEMA[name] for name in JOURNAL_FIELDS}, **extra}
-    # PostgreSQL writes NULL as a bare empty field and an empty string as "": polars reads them so.
-    frame = pl.read_csv(data, has_header=False, schema=schema)
-    words = c.action.str.splitn(" ", 4)  # add, tag, file, name
-    return frame.with_columns(
-        filename=pl.when(c.kind == "add_file").then(words.struct.field("field_3"))
-                   .when(c.kind == "remove_file").then(c.action.str.slice(len("remove file "))),
-        pyver=pl.when(c.kind == "add_file").then(words.struct.field("field_1")),
-    ).select(*EVENT_SCHEMA, *extra)
-
-
 def plain_rows(rows: Sequence) -> tuple[pl.DataFrame, list]:
     """The rows of common shape, parsed (an event frame); and the rest, for parse_row."""
     empty = pl.DataFrame(schema=EVENT_SCHEMA)

@@ -12,8 +12,9 @@ journal's indexes and key and the versions' date index are dropped first and reb
 which is several times faster than maintaining them row by row (the journal's are built on a second
 connection while the new packages are folded; while the key is away, re-deliveries are told apart
 by their serials, see _journal_bulk). Its pages are parsed column by column
-(event_frames.py), and the events are kept in memory (up to a bound), so the packages they bring for
-the first time are folded in bulk without reading their history back (replay.py, bulk_fold.py).
+(event_frames.py), and the events are kept (in memory up to a bound, then on disk), so the packages
+they bring for the first time are folded in bulk without reading their history back (replay.py,
+bulk_fold.py).
 
 Only one sync runs at a time (a session advisory lock); a second one is refused with a clear error.
 """
@@ -26,7 +27,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -41,8 +42,8 @@ log = logging.getLogger(__name__)
 SYNC_LOCK = "wheelwright.sync"
 # A backlog this large, and at least a quarter of the journal, is replayed in bulk.
 BULK_BACKLOG = 200_000
-# Events a bulk replay keeps in memory (about 110 bytes each); past this, derivation reads them back
-# from the journal, a partition of packages with about this many events at a time.
+# Events a bulk replay keeps in memory (about 110 bytes each); past this, it keeps them on disk, in
+# partitions of packages with about this many events each, which derivation folds one at a time.
 REPLAY_MEMORY = 4_000_000
 PROGRESS_EVERY = 10.0  # seconds between progress lines
 # Pages a bulk replay parses at once while it journals the one before them. Much of a parse holds the
@@ -104,14 +105,15 @@ def sync_once(conn: psycopg.Connection, source: ChangelogSource, *, until: int |
         buffer = None
         if backlog >= BULK_BACKLOG and backlog >= catalog.journal_size_estimate(conn) // 4:
             log.info("replaying %d serials in bulk", backlog)
-            buffer = replay.ReplayBuffer(catalog.journal_end(conn), REPLAY_MEMORY)
+            buffer = replay.ReplayBuffer(catalog.journal_end(conn), REPLAY_MEMORY, expected=backlog)
             catalog.drop_bulk_indexes(conn)
             result.bulk = True
         else:
             # Pages are told from re-deliveries by the journal's key, which a bulk replay that crashed
             # may have left dropped.
             catalog.ensure_bulk_indexes(conn, [catalog.JOURNAL_KEY])
-        with _bulk_interpreter(result.bulk):
+        # The buffer lets go of its events (and removes what it spilled) at the end of the block.
+        with _bulk_interpreter(result.bulk), buffer or nullcontext():
             if backlog > 0:
                 _fetch(conn, source, result, buffer)
             if buffer is None:
@@ -119,7 +121,6 @@ def sync_once(conn: psycopg.Connection, source: ChangelogSource, *, until: int |
             else:
                 with catalog.journal_indexes_aside(conn) as journal_indexed:
                     derived = catalog.derive(conn, replayed=buffer, journal_indexed=journal_indexed)
-            del buffer  # let go of the events before the indexes are built
         result.changed = derived.changed
         result.first_change, result.last_change = derived.first_change, derived.last_change
         # Also mends an index a crashed bulk replay left dropped.
