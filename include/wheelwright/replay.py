@@ -129,9 +129,9 @@ class ReplayBuffer:
             frame = pl.scan_ipc(files).collect().rechunk()
             for file in files:
                 file.unlink()
-            names = pl.concat([frame.select(name=c.package), frame.select(name=c.other_package).drop_nulls()])
-            own = names.unique().filter(_part(c.name, self._parts) == part).get_column("name").to_list()
-            yield frame, set(own)
+            names = pl.concat([frame.select(name=c.package),
+                               frame.select(name=c.other_package).drop_nulls()]).unique()
+            yield frame, set(names.filter(_part(c.name, self._parts) == part).get_column("name").to_list())
 
     def _spill(self, frame: pl.DataFrame) -> None:
         parts = self._parts
@@ -139,10 +139,11 @@ class ReplayBuffer:
                                & (_part(c.other_package, parts) != _part(c.package, parts)))
         tagged = pl.concat([frame.with_columns(part=_part(c.package, parts)),
                             renamed.with_columns(part=_part(c.other_package, parts))])
-        for (part,), events in tagged.select(*FOLD_FIELDS, "part").partition_by("part", as_dict=True,
-                                                                              include_key=False).items():
+        pieces = tagged.select(*FOLD_FIELDS, "part").partition_by("part", as_dict=True, include_key=False)
+        for (part,), events in pieces.items():
             # Strings with offsets, as Arrow first had them, are read back in half the time of views.
-            events.write_ipc(self._spilled / f"{part}-{self._pages}.arrow", compat_level=pl.CompatLevel.oldest())
+            events.write_ipc(self._spilled / f"{part}-{self._pages}.arrow",
+                             compat_level=pl.CompatLevel.oldest())
         self._pages += 1
 
 
