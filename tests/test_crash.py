@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from conftest import schema_keys
-from wheelwright import status
+from wheelwright import replay, status
 from wheelwright.events import parse_row
 from wheelwright.fold import fold_log
 from wheelwright.pypi_double import PyPIDouble
@@ -19,16 +19,19 @@ ROWS = [[f"pkg{i % 7}", f"1.{i}", 1000 + i, "new release", 10 + i] for i in rang
        [["pkg3", None, 5000, "remove project", 100], ["Pkg3", None, 6000, "create", 101]]
 
 
-# `wheelwright sync --once`, with any backlog replayed in bulk (indexes dropped, events kept in memory).
-BULK_SYNC = ("import sys; from wheelwright import cli, sync; sync.BULK_BACKLOG = 1; "
+# `wheelwright sync --once`, with any backlog replayed in bulk (indexes dropped, events kept in memory,
+# or past `memory` events on disk).
+BULK_SYNC = ("import sys; from wheelwright import cli, sync; sync.BULK_BACKLOG = 1; sync.REPLAY_MEMORY = {}; "
              "sys.exit(cli.main(['sync', '--once']))")
 
 
-def run_sync(settings, double, *, bulk=False, **popen):
+def run_sync(settings, double, *, bulk=False, memory=10**6, tmpdir=None, **popen):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHEELWRIGHT")}
     env.update(WHEELWRIGHT_DSN=settings.dsn, WHEELWRIGHT_HOME=str(settings.home),
                WHEELWRIGHT_PYPI_URL=double.xmlrpc_url)
-    command = ["-c", BULK_SYNC] if bulk else ["-m", "wheelwright", "sync", "--once"]
+    if tmpdir:
+        env["TMPDIR"] = str(tmpdir)
+    command = ["-c", BULK_SYNC.format(int(memory))] if bulk else ["-m", "wheelwright", "sync", "--once"]
     return subprocess.Popen([sys.executable, *command], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
@@ -91,14 +94,19 @@ def waiting_to_fold(conn) -> int:
     return status.read_status(conn).pending_packages
 
 
-@pytest.mark.parametrize("bulk", [False, True], ids=["incremental", "bulk"])
-def test_killed_while_folding(settings, double, bulk):
+# "bulk, spilled": the replay keeps all but 5 of its events on disk.
+@pytest.mark.parametrize("bulk, memory", [(False, 0), (True, 10**6), (True, 5)],
+                         ids=["incremental", "bulk", "bulk, spilled"])
+def test_killed_while_folding(settings, double, tmp_path, bulk, memory):
     with psycopg.connect(settings.dsn) as holder, psycopg.connect(settings.dsn, autocommit=True) as check:
         keys = schema_keys(check)
         holder.execute("LOCK TABLE packages IN ACCESS EXCLUSIVE MODE")  # derive will wait here
-        proc = run_sync(settings, double, bulk=bulk)
+        proc = run_sync(settings, double, bulk=bulk, memory=memory, tmpdir=tmp_path)
         blocked = wait_until_blocked(check)
         kill_and_release(proc, holder, blocked)
+        left = list(tmp_path.glob(replay.SPILL_PREFIX + "*"))
+        assert len(left) == (memory == 5), "a replay killed outright leaves the events it spilled"
+        assert replay.remove_abandoned(tmp_path) == left, "and they are known for abandoned"
         # Pages were committed with their watermark; the fold died, and the derived mark with it.
         assert check.execute("SELECT last_serial, derived_serial FROM sync_state").fetchone() == (101, 0)
         assert waiting_to_fold(check) == 7

@@ -70,3 +70,20 @@ def test_a_spilled_buffer_still_knows_the_packages_of_redelivered_pages(tmp_path
     with filled(ReplayBuffer(0, 0, spill_dir=tmp_path), redelivered=2) as buffer:
         assert buffer.spilled
         assert buffer.tainted == {"pkg2", "pkg8"}
+
+
+def test_a_buffer_that_spills_removes_folders_left_by_replays_that_died_and_no_other(tmp_path):
+    abandoned = tmp_path / f"{replay.SPILL_PREFIX}dead"
+    abandoned.mkdir()
+    (abandoned / "lock").touch()  # nobody holds it: its process is gone
+    (abandoned / "0-0.arrow").write_bytes(b"events")
+    unrelated = tmp_path / f"{replay.SPILL_PREFIX}without-lock"
+    unrelated.mkdir()
+    with filled(ReplayBuffer(0, 0, spill_dir=tmp_path)) as running:
+        assert not abandoned.exists()
+        assert unrelated.exists(), "a folder without a lock is not a buffer's, or not made yet"
+        folders = set(tmp_path.iterdir())
+        with filled(ReplayBuffer(0, 0, spill_dir=tmp_path)) as second:
+            assert folders < set(tmp_path.iterdir()), "the folder of the buffer in use stays"
+            assert len(list(second.parts())) > 0 and len(list(running.parts())) > 0
+    assert list(tmp_path.iterdir()) == [unrelated]

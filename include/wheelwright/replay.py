@@ -14,7 +14,9 @@ scans of 30M rows.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -45,8 +47,8 @@ class ReplayBuffer:
     serials): it sets how many partitions there are, so each has about ``limit`` events. ``before`` is
     the journal's last serial when the replay began: rows up to it are not in the buffer; ``end`` is its
     last serial now. Every journalled page must be added. Use it as a context manager, or ``close`` it:
-    that removes what it spilled. (A process killed outright leaves its ``wheelwright-replay-*`` folder
-    behind; the next sync does not need it, and reads the journal instead.)
+    that removes what it spilled. A process killed outright leaves its folder behind; the next sync does
+    not need it (it reads the journal instead), and the next buffer to spill there removes it.
     """
 
     def __init__(self, before: int, limit: int, expected: int = 0, spill_dir: Path | None = None):
@@ -60,6 +62,7 @@ class ReplayBuffer:
         self._packages: set[str] = set()  # of the frames kept in memory, gathered as they come
         self._spill_dir = spill_dir
         self._spilled: Path | None = None
+        self._lock: int | None = None  # held on the folder while it is in use
         self._parts = 0
         self._pages = 0
 
@@ -76,6 +79,9 @@ class ReplayBuffer:
         if self._spilled is not None:
             shutil.rmtree(self._spilled, ignore_errors=True)
             self._spilled = None
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     @property
     def spilled(self) -> bool:
@@ -99,7 +105,9 @@ class ReplayBuffer:
             self._parts = min(MAX_PARTS, max(2, -(-max(self.expected, self.count) // max(self.limit, 1))))
             log.info("bulk replay past %d events: keeping them on disk in %d partitions of packages",
                      self.limit, self._parts)
-            self._spilled = Path(tempfile.mkdtemp(prefix="wheelwright-replay-", dir=self._spill_dir))
+            parent = self._spill_dir or Path(tempfile.gettempdir())
+            remove_abandoned(parent)
+            self._spilled, self._lock = _claimed_folder(parent)
             for kept in self.frames:
                 self._spill(kept)
             self.frames = []
@@ -145,6 +153,43 @@ class ReplayBuffer:
             events.write_ipc(self._spilled / f"{part}-{self._pages}.arrow",
                              compat_level=pl.CompatLevel.oldest())
         self._pages += 1
+
+
+SPILL_PREFIX = "wheelwright-replay-"
+
+
+def _claimed_folder(parent: Path) -> tuple[Path, int]:
+    """A new folder for a buffer's events, and the descriptor of the lock it holds on the folder while in
+    use (flock: the lock goes with the process that holds it)."""
+    folder = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=parent))
+    staged = folder / "lock.new"
+    lock = os.open(staged, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    # Locked before it takes its name: no one can find the folder's lock free while it is in use.
+    staged.rename(folder / "lock")
+    return folder, lock
+
+
+def remove_abandoned(parent: Path) -> list[Path]:
+    """Remove the folders of buffers in ``parent`` whose lock no process holds (their process died
+    before it could remove them); return them."""
+    removed = []
+    for folder in parent.glob(SPILL_PREFIX + "*"):
+        try:
+            lock = os.open(folder / "lock", os.O_RDONLY)
+        except OSError:
+            continue  # a folder being made, or not a buffer's
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # in use
+            log.info("removing %s, left by a bulk replay that died", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(lock)
+    return removed
 
 
 def _part(name: pl.Expr, parts: int) -> pl.Expr:
