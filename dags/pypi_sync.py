@@ -41,7 +41,7 @@ def pypi_sync():
         settings = settings_from_airflow()
         with PyPI(settings.pypi_url) as pypi, db.connect(settings) as conn:
             db.require_schema(conn)
-            result = sync_once(conn, pypi)
+            result = sync_once(conn, pypi, spill_dir=settings.replay_dir)
         if not result.changed:
             raise AirflowSkipException(f"caught up at serial {result.last_serial}; nothing changed")
         outlet_events[CATALOG].extra = result.summary()

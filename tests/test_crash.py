@@ -25,12 +25,10 @@ BULK_SYNC = ("import sys; from wheelwright import cli, sync; sync.BULK_BACKLOG =
              "sys.exit(cli.main(['sync', '--once']))")
 
 
-def run_sync(settings, double, *, bulk=False, memory=10**6, tmpdir=None, **popen):
+def run_sync(settings, double, *, bulk=False, memory=10**6, **popen):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHEELWRIGHT")}
     env.update(WHEELWRIGHT_DSN=settings.dsn, WHEELWRIGHT_HOME=str(settings.home),
                WHEELWRIGHT_PYPI_URL=double.xmlrpc_url)
-    if tmpdir:
-        env["TMPDIR"] = str(tmpdir)
     command = ["-c", BULK_SYNC.format(int(memory))] if bulk else ["-m", "wheelwright", "sync", "--once"]
     return subprocess.Popen([sys.executable, *command], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
@@ -97,16 +95,16 @@ def waiting_to_fold(conn) -> int:
 # "bulk, spilled": the replay keeps all but 5 of its events on disk.
 @pytest.mark.parametrize("bulk, memory", [(False, 0), (True, 10**6), (True, 5)],
                          ids=["incremental", "bulk", "bulk, spilled"])
-def test_killed_while_folding(settings, double, tmp_path, bulk, memory):
+def test_killed_while_folding(settings, double, bulk, memory):
     with psycopg.connect(settings.dsn) as holder, psycopg.connect(settings.dsn, autocommit=True) as check:
         keys = schema_keys(check)
         holder.execute("LOCK TABLE packages IN ACCESS EXCLUSIVE MODE")  # derive will wait here
-        proc = run_sync(settings, double, bulk=bulk, memory=memory, tmpdir=tmp_path)
+        proc = run_sync(settings, double, bulk=bulk, memory=memory)
         blocked = wait_until_blocked(check)
         kill_and_release(proc, holder, blocked)
-        left = list(tmp_path.glob(replay.SPILL_PREFIX + "*"))
-        assert len(left) == (memory == 5), "a replay killed outright leaves the events it spilled"
-        assert replay.remove_abandoned(tmp_path) == left, "and they are known for abandoned"
+        left = list(settings.replay_dir.glob(replay.SPILL_PREFIX + "*"))
+        assert len(left) == (memory == 5), "a replay killed outright leaves the events it spilled, in its home"
+        assert replay.remove_abandoned(settings.replay_dir) == left, "and they are known for abandoned"
         # Pages were committed with their watermark; the fold died, and the derived mark with it.
         assert check.execute("SELECT last_serial, derived_serial FROM sync_state").fetchone() == (101, 0)
         assert waiting_to_fold(check) == 7

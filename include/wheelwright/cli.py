@@ -137,10 +137,11 @@ def cmd_sync(settings: Settings, args) -> int:
     with _client(settings) as pypi:
         if args.once:
             with _ready_connection(settings) as conn:
-                result = sync_once(conn, pypi)
+                result = sync_once(conn, pypi, spill_dir=settings.replay_dir)
             print(json.dumps(result.summary()))
             return 0
-        sync_forever(lambda: _ready_connection(settings), pypi, interval=args.interval)
+        sync_forever(lambda: _ready_connection(settings), pypi, interval=args.interval,
+                     spill_dir=settings.replay_dir)
     return 0
 
 

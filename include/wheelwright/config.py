@@ -51,6 +51,12 @@ class Settings:
     def pgdata(self) -> Path:
         return self.home / "pgdata"
 
+    @property
+    def replay_dir(self) -> Path:
+        """Where a bulk replay keeps the events past its memory bound: beside the catalog, on its disk,
+        rather than in a /tmp that may be memory."""
+        return self.home / "replay"
+
 
 def pypi_base(xmlrpc_url: str) -> str:
     """The scheme and host of the PyPI that serves ``xmlrpc_url``: JSON API and simple index live there."""

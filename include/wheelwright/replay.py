@@ -42,13 +42,14 @@ MAX_PARTS = 256
 class ReplayBuffer:
     """The events of a bulk replay, kept as they are journalled.
 
-    In memory up to ``limit`` events; past that, on disk in partitions (a temporary folder, under
-    ``spill_dir`` or the system's). ``expected`` is how many events the replay may bring (its backlog of
-    serials): it sets how many partitions there are, so each has about ``limit`` events. ``before`` is
-    the journal's last serial when the replay began: rows up to it are not in the buffer; ``end`` is its
-    last serial now. Every journalled page must be added. Use it as a context manager, or ``close`` it:
-    that removes what it spilled. A process killed outright leaves its folder behind; the next sync does
-    not need it (it reads the journal instead), and the next buffer to spill there removes it.
+    In memory up to ``limit`` events; past that, on disk in partitions (a folder of its own, made under
+    ``spill_dir`` or the system's temporary folder). ``expected`` is how many events the replay may
+    bring (its backlog of serials): it sets how many partitions there are, so each has about ``limit``
+    events. ``before`` is the journal's last serial when the replay began: rows up to it are not in the
+    buffer; ``end`` is its last serial now. Every journalled page must be added. Use it as a context
+    manager, or ``close`` it: that removes what it spilled. A process killed outright leaves its folder
+    behind; the next sync does not need it (it reads the journal instead), and the next buffer to spill
+    there removes it.
     """
 
     def __init__(self, before: int, limit: int, expected: int = 0, spill_dir: Path | None = None):
@@ -106,6 +107,7 @@ class ReplayBuffer:
             log.info("bulk replay past %d events: keeping them on disk in %d partitions of packages",
                      self.limit, self._parts)
             parent = self._spill_dir or Path(tempfile.gettempdir())
+            parent.mkdir(parents=True, exist_ok=True)
             remove_abandoned(parent)
             self._spilled, self._lock = _claimed_folder(parent)
             for kept in self.frames:

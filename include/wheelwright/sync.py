@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import psycopg
@@ -89,10 +90,13 @@ class SyncResult:
         }
 
 
-def sync_once(conn: psycopg.Connection, source: ChangelogSource, *, until: int | None = None) -> SyncResult:
+def sync_once(conn: psycopg.Connection, source: ChangelogSource, *, until: int | None = None,
+              spill_dir: Path | None = None) -> SyncResult:
     """Catch up with ``source`` up to its current last serial (or ``until``).
 
-    ``conn`` must be in autocommit mode (db.connect's default): each page is its own transaction.
+    ``conn`` must be in autocommit mode (db.connect's default): each page is its own transaction. A bulk
+    replay keeps the events past its memory bound under ``spill_dir`` (Settings.replay_dir; by default
+    the system's temporary folder).
     """
     started = time.monotonic()
     if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (SYNC_LOCK,)).fetchone()[0]:
@@ -105,7 +109,8 @@ def sync_once(conn: psycopg.Connection, source: ChangelogSource, *, until: int |
         buffer = None
         if backlog >= BULK_BACKLOG and backlog >= catalog.journal_size_estimate(conn) // 4:
             log.info("replaying %d serials in bulk", backlog)
-            buffer = replay.ReplayBuffer(catalog.journal_end(conn), REPLAY_MEMORY, expected=backlog)
+            buffer = replay.ReplayBuffer(catalog.journal_end(conn), REPLAY_MEMORY, expected=backlog,
+                                         spill_dir=spill_dir)
             catalog.drop_bulk_indexes(conn)
             result.bulk = True
         else:
@@ -219,9 +224,10 @@ def _journal_bulk(conn: psycopg.Connection, pages,
             yield journal(page)
 
 
-def sync_forever(connect, source: ChangelogSource, *, interval: float = 60.0, sleep=time.sleep) -> None:
+def sync_forever(connect, source: ChangelogSource, *, interval: float = 60.0, sleep=time.sleep,
+                 spill_dir: Path | None = None) -> None:
     """Sync, wait ``interval`` seconds, repeat; until interrupted."""
     while True:
         with connect() as conn:
-            sync_once(conn, source)
+            sync_once(conn, source, spill_dir=spill_dir)
         sleep(interval)
