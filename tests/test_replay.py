@@ -1,5 +1,7 @@
 """The replay buffer: a bulk replay's events in memory, and past its bound on disk, in partitions."""
 
+import logging
+
 import polars as pl
 
 from wheelwright import catalog, replay
@@ -36,13 +38,17 @@ def test_a_buffer_within_its_bound_keeps_every_event_in_memory(tmp_path):
         assert buffer.packages() == {f"pkg{i}" for i in range(1, 9)} | {"alpha", "omega"}
 
 
-def test_a_buffer_past_its_bound_holds_each_history_whole_in_one_partition(tmp_path):
+def test_a_buffer_past_its_bound_holds_each_history_whole_in_one_partition(tmp_path, caplog):
     everything = pl.concat([catalog.prepare_page(rows).frame for rows in PAGES])
+    caplog.set_level(logging.INFO, logger="wheelwright.replay")
     with filled(ReplayBuffer(0, 4, expected=13, spill_dir=tmp_path)) as buffer:
         assert buffer.spilled and buffer.events() is None and buffer.packages() is None
         assert buffer.end == 31
         parts = list(buffer.parts())
         assert len(parts) > 1, "13 events with memory for 4 make several partitions"
+        folding = [r.getMessage() for r in caplog.records if "folding partition" in r.getMessage()]
+        assert len(folding) == len(parts) and folding[-1].endswith(f"{parts[-1][0].height} events"), \
+            "a long replay says which partition it folds"
         owners: dict[str, int] = {}
         for number, (frame, own) in enumerate(parts):
             histories = serials_by_package(frame)

@@ -139,6 +139,8 @@ class ReplayBuffer:
             frame = pl.scan_ipc(files).collect().rechunk()
             for file in files:
                 file.unlink()
+            log.info("bulk replay: folding partition %d of %d, %d events", part + 1, self._parts,
+                     frame.height)
             names = pl.concat([frame.select(name=c.package),
                                frame.select(name=c.other_package).drop_nulls()]).unique()
             yield frame, set(names.filter(_part(c.name, self._parts) == part).get_column("name").to_list())
