@@ -321,9 +321,10 @@ def derive(conn: psycopg.Connection, *, chunk: int = 50_000,
         todo = set(seen)
         # The replay journalled exactly the rows past replayed.before, and its parts hold every one of
         # them: their packages are the parts' own, and need no pass over the journal to be found.
+        excluded = seen | replayed.tainted
         with _fresh_load(conn, result) as load:
-            for events, own, tainted in _replayed_events(replayed):
-                fresh = _fresh_packages(conn, own, seen | tainted)
+            for events, own in replayed.parts():
+                fresh = _fresh_packages(conn, own, excluded)
                 load(events, fresh)
                 todo.update(own.difference(fresh))
     ordered = sorted(todo)
@@ -350,17 +351,6 @@ def _fresh_packages(conn: psycopg.Connection, own: set[str], excluded: set[str])
     candidates = sorted(own.difference(excluded))
     known = {row[0] for row in conn.execute(db.query("derive_known"), {"packages": " ".join(candidates)})}
     return [p for p in candidates if p not in known]
-
-
-def _replayed_events(replayed: replay.ReplayBuffer):
-    """The replay's events, as (frame, the packages whose histories it holds whole, packages to leave
-    out): the buffer's, at once or a partition at a time."""
-    events = replayed.events()
-    if events is None:
-        for frame, own in replayed.parts():
-            yield frame, own, replayed.tainted
-    elif events.height:
-        yield events, replayed.packages(), replayed.tainted
 
 
 @contextmanager

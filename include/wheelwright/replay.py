@@ -128,10 +128,15 @@ class ReplayBuffer:
         return None if self.spilled else self._packages
 
     def parts(self) -> Iterator[tuple[pl.DataFrame, set[str]]]:
-        """The spilled events, a partition at a time: its events (the columns the fold reads:
-        bulk_fold.FOLD_FIELDS), and the packages whose whole history (in this replay) they are. A
-        rename's event is in the partitions of both its names. Each partition's files are removed once
-        read."""
+        """The events a partition at a time: its events, and the packages whose whole history (in this
+        replay) they are. Kept in memory, they are one partition. Spilled, they hold the columns the fold
+        reads (bulk_fold.FOLD_FIELDS); a rename's event is in the partitions of both its names, and each
+        partition's files are removed once read."""
+        if not self.spilled:
+            events = self.events()
+            if events.height:
+                yield events, self._packages
+            return
         for part in range(self._parts):
             files = sorted(self._spilled.glob(f"{part}-*.arrow"))
             if not files:
