@@ -342,6 +342,25 @@ def test_the_history_index_is_remade_on_the_package_even_where_a_crashed_replay_
     assert catalog.execute(history).fetchone()[0].endswith("(package)")
 
 
+def test_renames_and_unknown_actions_are_found_through_one_partial_index(catalog):
+    apply(catalog, [["old", None, 1, "create", 1], ["new", None, 2, "rename from old", 2],
+                    ["x", None, 3, "frobnicate", 3]] + [["y", f"{n}.0", 4, "new release", 4 + n]
+                                                        for n in range(200)])
+    indexes = dict(catalog.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'journal'"))
+    assert set(indexes) == {"journal_pkey", "journal_history", "journal_unusual"}
+    assert indexes["journal_unusual"].endswith(
+        "(other_package) WHERE ((other_package IS NOT NULL) OR (kind = 'unknown'::text))")
+    # Both kinds of lookup imply the index's predicate: the planner may use it for either.
+    with catalog.transaction():
+        catalog.execute("SET LOCAL enable_seqscan = off")
+        catalog.execute("INSERT INTO derive_set VALUES ('old')")  # derive's own, emptied at commit
+        for statement in (db.query("derive_history"), "SELECT count(*) FROM journal WHERE kind = 'unknown'"):
+            plan = "\n".join(row[0] for row in catalog.execute("EXPLAIN " + statement))
+            assert "journal_unusual" in plan, plan
+        assert [row[1] for row in catalog.execute(db.query("derive_history"))] == [1, 2]
+    assert status.read_status(catalog).unknown_actions == 1
+
+
 def test_copy_data_sent_whole_is_stored_entire_and_a_bad_row_fails_with_the_servers_error(catalog):
     # About 10 MB in one buffer: psycopg's own writer would hand it to libpq 128 KB at a time.
     rows = b"".join(b"%d,%s\n" % (n, b"x" * 90) for n in range(100_000))
