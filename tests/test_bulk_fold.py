@@ -1,9 +1,11 @@
 """The data-frame fold of a bulk replay gives exactly the rows of the Python fold, on any log."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from histories import CHAI, ROW, valid_events
+from wheelwright import bulk_fold
 from wheelwright.bulk_fold import fold_frame
 from wheelwright.event_frames import events_frame
 from wheelwright.events import parse_row
@@ -94,3 +96,11 @@ def test_a_file_added_again_after_a_move_is_that_later_upload():
     folded = fold_frame(events_frame(events))
     assert folded.files.rows() == [("x", "f.tar.gz", "1.0", "source", 3, 3)]
     assert sorted(folded.versions.select("version", "has_sdist").rows()) == [("1.0", True), ("2.0", False)]
+
+
+def test_a_fold_of_more_packages_than_its_sort_key_can_number_is_refused(monkeypatch):
+    events = [parse_row(row) for row in [["a", "1.0", 1, "new release", 1], ["b", "1.0", 2, "new release", 2]]]
+    monkeypatch.setattr(bulk_fold, "_MAX_SORTED_PACKAGES", 2)
+    with pytest.raises(ValueError, match="2 packages in one fold"):
+        fold_frame(events_frame(events))
+    assert fold_frame(events_frame(events), ["a"]).packages.get_column("package").to_list() == ["a"]
