@@ -34,15 +34,16 @@ def serials_by_package(frame: pl.DataFrame) -> dict[str, list[int]]:
 def test_a_buffer_within_its_bound_keeps_every_event_in_memory(tmp_path):
     with filled(ReplayBuffer(0, 100, spill_dir=tmp_path)) as buffer:
         assert not buffer.spilled and list(tmp_path.iterdir()) == []
-        assert buffer.events().height == 13 and buffer.end == 31
-        assert buffer.packages() == {f"pkg{i}" for i in range(1, 9)} | {"alpha", "omega"}
+        [(events, own)] = buffer.parts()
+        assert events.height == 13 and buffer.end == 31
+        assert own == {f"pkg{i}" for i in range(1, 9)} | {"alpha", "omega"}
 
 
 def test_a_buffer_past_its_bound_holds_each_history_whole_in_one_partition(tmp_path, caplog):
     everything = pl.concat([catalog.prepare_page(rows).frame for rows in PAGES])
     caplog.set_level(logging.INFO, logger="wheelwright.replay")
     with filled(ReplayBuffer(0, 4, expected=13, spill_dir=tmp_path)) as buffer:
-        assert buffer.spilled and buffer.events() is None and buffer.packages() is None
+        assert buffer.spilled
         assert buffer.end == 31
         parts = list(buffer.parts())
         assert len(parts) > 1, "13 events with memory for 4 make several partitions"

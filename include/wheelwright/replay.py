@@ -58,7 +58,7 @@ class ReplayBuffer:
         self.limit = limit
         self.expected = expected
         self.count = 0
-        self.frames: list[pl.DataFrame] = []
+        self._frames: list[pl.DataFrame] = []
         self.tainted: set[str] = set()   # packages whose rows the journal may hold otherwise
         self._packages: set[str] = set()  # of the frames kept in memory, gathered as they come
         self._spill_dir = spill_dir
@@ -75,7 +75,7 @@ class ReplayBuffer:
 
     def close(self) -> None:
         """Let go of the events, and remove the ones spilled to disk."""
-        self.frames = []
+        self._frames = []
         self._packages.clear()
         if self._spilled is not None:
             shutil.rmtree(self._spilled, ignore_errors=True)
@@ -100,7 +100,7 @@ class ReplayBuffer:
         if self.spilled:
             self._spill(frame)
             return
-        self.frames.append(frame)
+        self._frames.append(frame)
         self._packages.update(packages_of(frame))
         if self.count > self.limit:
             self._parts = min(MAX_PARTS, max(2, -(-max(self.expected, self.count) // max(self.limit, 1))))
@@ -110,22 +110,10 @@ class ReplayBuffer:
             parent.mkdir(parents=True, exist_ok=True)
             remove_abandoned(parent)
             self._spilled, self._lock = _claimed_folder(parent)
-            for kept in self.frames:
+            for kept in self._frames:
                 self._spill(kept)
-            self.frames = []
+            self._frames = []
             self._packages.clear()
-
-    def events(self) -> pl.DataFrame | None:
-        """Every event kept in memory, in one frame; None if the buffer spilled them (see parts)."""
-        if self.spilled:
-            return None
-        if len(self.frames) > 1:
-            self.frames = [pl.concat(self.frames, rechunk=True)]
-        return self.frames[0] if self.frames else events_frame([])
-
-    def packages(self) -> set[str] | None:
-        """The packages of the events kept in memory (packages_of); None if the buffer spilled them."""
-        return None if self.spilled else self._packages
 
     def parts(self) -> Iterator[tuple[pl.DataFrame, set[str]]]:
         """The events a partition at a time: its events, and the packages whose whole history (in this
@@ -133,9 +121,10 @@ class ReplayBuffer:
         reads (bulk_fold.FOLD_FIELDS); a rename's event is in the partitions of both its names, and each
         partition's files are removed once read."""
         if not self.spilled:
-            events = self.events()
-            if events.height:
-                yield events, self._packages
+            if len(self._frames) > 1:
+                self._frames = [pl.concat(self._frames, rechunk=True)]
+            if self._frames:
+                yield self._frames[0], self._packages
             return
         for part in range(self._parts):
             files = sorted(self._spilled.glob(f"{part}-*.arrow"))
