@@ -14,11 +14,13 @@ the UI, scheduler, DAG processor, triggerer) running our DAGs:
 4. Airflow's metadata database on the same server, migrated; the environment from airflow_env; a
    build pool per enabled target.
 
-Ctrl-C stops Airflow and the double; the embedded catalog keeps running until `wheelwright db stop`.
+Ctrl-C, or SIGTERM from a service manager, stops Airflow and the double; the embedded catalog keeps
+running until `wheelwright db stop`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -93,17 +95,58 @@ def run(settings: Settings, *, pypi: str = "live", changelog: Path = SAMPLE_CHAN
         create_build_pools(env)
         log.info("starting Airflow: UI and API at http://127.0.0.1:%d (login details in %s)", port,
                  Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated")
-        proc = subprocess.Popen([str(AIRFLOW_BIN), "standalone"], env=env, start_new_session=True)
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            return 130
+        return supervise([str(AIRFLOW_BIN), "standalone"], env)
     finally:
         for server in (sftp, double):
             if server is not None:
                 server.stop()
+
+
+class _Stopped(Exception):
+    """We were told to stop by ``signum``."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum, _frame):
+    raise _Stopped(signum)
+
+
+# Ctrl-C; a service manager's stop (systemd, `docker stop`, `timeout`); the terminal going away.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def supervise(argv: list[str], env: dict[str, str], *, grace: float = 60.0) -> int:
+    """Run ``argv`` until it exits and return its exit code; or stop it when we are told to stop.
+
+    It runs in a session of its own, so a Ctrl-C at the terminal reaches only us, and its processes form
+    one group: on any of STOP_SIGNALS we send the group SIGTERM, then SIGKILL after ``grace`` seconds or
+    at a second signal, and return 128 + the signal's number, as a shell would. Without this, Airflow's
+    API server, scheduler and workers outlived a SIGTERM to `wheelwright run`.
+    """
+    previous = {signum: signal.signal(signum, _raise_stopped) for signum in STOP_SIGNALS}
+    proc = None
+    try:
+        proc = subprocess.Popen(argv, env=env, start_new_session=True)
+        return proc.wait()
+    except _Stopped as stopped:
+        if proc is not None:
+            log.info("stopping %s (signal %d)", Path(argv[0]).name, stopped.signum)
+            _stop_group(proc, grace)
+        return 128 + stopped.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop_group(proc: subprocess.Popen, grace: float) -> None:
+    for stop, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):  # the group is gone already
+            os.killpg(proc.pid, stop)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except (subprocess.TimeoutExpired, _Stopped):
+            pass  # too slow, or told again: no more waiting
