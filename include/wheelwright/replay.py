@@ -173,21 +173,28 @@ def remove_abandoned(parent: Path) -> list[Path]:
     before it could remove them); return them."""
     removed = []
     for folder in parent.glob(SPILL_PREFIX + "*"):
-        try:
-            lock = os.open(folder / "lock", os.O_RDONLY)
-        except OSError:
-            continue  # a folder being made, or not a buffer's
-        try:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # in use
+        if _abandoned(folder):
             log.info("removing %s, left by a bulk replay that died", folder)
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
-        finally:
-            os.close(lock)
     return removed
+
+
+def _abandoned(folder: Path) -> bool:
+    """Whether ``folder`` is a buffer's whose lock no process holds. A folder without a lock is one being
+    made, or not a buffer's; a buffer in use holds its lock until it is done, and no buffer takes an
+    existing folder, so one found free stays free."""
+    try:
+        lock = os.open(folder / "lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(lock)
 
 
 def _part(name: pl.Expr, parts: int) -> pl.Expr:
