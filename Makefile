@@ -8,20 +8,30 @@ STAMP := $(VENV)/.installed
 # live: follow $WHEELWRIGHT_PYPI_URL (default https://pypi.org/pypi, whose XML-RPC needs POST)
 PYPI ?= double
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# nginx serves the published tree (the tests use it with the shipped config, else a Python stand-in).
+# Debian packages the product and its tests run for real: nginx (the origin), Varnish with the xkey vmod
+# (the edge), bubblewrap (the build sandbox), qemu-user with binfmt and mmdebstrap (Pi images on any
+# machine), Chromium (the dashboard seen in a browser), docker-compose (validates the compose file),
+# redis (the broker). Installed once, as root, when any is missing.
+SYSTEM_PACKAGES := nginx varnish varnish-modules bubblewrap qemu-user-static binfmt-support mmdebstrap \
+                   chromium docker-compose redis-server
+SYSTEM_COMMANDS := /usr/sbin/nginx /usr/sbin/varnishd /usr/bin/bwrap /usr/bin/qemu-arm-static \
+                   /usr/bin/mmdebstrap /usr/bin/chromium /usr/bin/docker-compose /usr/bin/redis-server
 .PHONY: setup run test bench system-packages
 system-packages:
-	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || \
-	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; } || \
-	  echo "nginx not installed: tests serve the index with wheelwright's own static server"
+	@missing=0; for c in $(SYSTEM_COMMANDS); do [ -x $$c ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "missing Debian packages; as root: apt-get install $(SYSTEM_PACKAGES)" >&2; exit 1; fi; \
+	fi
 
 setup: $(STAMP) system-packages
 

@@ -31,9 +31,9 @@ from pathlib import Path
 import psycopg
 
 from scratch import scratch_database, scratch_server
-from wheelwright import db
-from wheelwright.build_queue import claim_wave, expire_lost, queue_length
-from wheelwright.targets import mirror_targets, parse_targets
+from wheelwright.catalog import db
+from wheelwright.builds.queue import claim_wave, expire_lost, queue_length
+from wheelwright.builds.targets import mirror_targets, parse_targets
 
 TARGETS = """
 [[target]]

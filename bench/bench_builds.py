@@ -38,7 +38,7 @@ import psycopg  # noqa: E402
 from airflow_support import (AirflowStack, airflow_variables, create_database, drop_database,  # noqa: E402
                              free_port, migrate, pure_sdist, start_build_world, start_redis)
 from buildworld import add_release, open_folder  # noqa: E402
-from wheelwright import db  # noqa: E402
+from wheelwright.catalog import db# noqa: E402
 
 TARGET = "cp311-x86_64"
 TARGETS = f"""

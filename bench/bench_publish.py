@@ -35,8 +35,8 @@ from pathlib import Path
 import psycopg
 
 from scratch import scratch_database, scratch_server
-from wheelwright import db
-from wheelwright.index import publish
+from wheelwright.catalog import db
+from wheelwright.publish.writer import publish
 
 DUMB_PYPI_PROJECTS = 100_000
 INCREMENTAL_RUNS = 20

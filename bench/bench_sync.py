@@ -26,7 +26,9 @@ from pathlib import Path
 import psycopg
 
 from scratch import scratch_database, scratch_server
-from wheelwright import catalog, db, sync
+from wheelwright.catalog import store as catalog
+from wheelwright.catalog import db
+from wheelwright.catalog import sync
 
 PAGE = 50_000
 # The replay speed asked for (events/s): PyPI's whole history, about 30M serials, in minutes on 2 cores.

@@ -28,7 +28,7 @@ import pendulum
 from airflow.sdk import (Asset, AssetOrTimeSchedule, CronTriggerTimetable, ExceptionRetryPolicy,
                          RetryAction, RetryRule, dag, task)
 
-from wheelwright.targets import enabled_targets
+from wheelwright.builds.targets import enabled_targets
 
 CATALOG = Asset("wheelwright://catalog")
 BUILDS = Asset("wheelwright://builds")
@@ -45,7 +45,7 @@ LOST_AFTER = BUILD_TIMEOUT + timedelta(hours=1)  # a build silent this long lost
 # Everything else fails the task at once: a failed build never raises, so an exception is a bug.
 INFRASTRUCTURE_FAULTS = ExceptionRetryPolicy(
     rules=[RetryRule(
-        exception=["wheelwright.transfer.TransferError",     # SFTP to the index host failed
+        exception=["wheelwright.builds.transfer.TransferError",     # SFTP to the index host failed
                    "wheelwright.errors.ConfigError",         # worker unfit: no interpreter, no build user
                    "wheelwright.errors.CatalogError",        # catalog database unreachable
                    "psycopg.OperationalError",               # ... or lost mid-statement
@@ -81,21 +81,21 @@ def build_wheels():
     @task
     def mirror_targets() -> None:
         """Make the catalog's targets table say what targets.toml says (retired targets stay)."""
-        from wheelwright import targets
+        from wheelwright.builds import targets
         with catalog_connection() as conn:
             targets.mirror_targets(conn, targets.load_targets())
 
     @task
     def expire_lost_builds() -> int:
         """Builds whose worker never answered go back to the queue instead of waiting forever."""
-        from wheelwright import build_queue
+        from wheelwright.builds import queue as build_queue
         with catalog_connection() as conn:
             return len(build_queue.expire_lost(conn, LOST_AFTER))
 
     @task
     def claim(target_name: str, limit: int) -> list[dict]:
         """The head of the target's queue, as small build requests (one per mapped build)."""
-        from wheelwright import build_queue
+        from wheelwright.builds import queue as build_queue
         with catalog_connection() as conn:
             return [dict(r) for r in build_queue.claim_wave(conn, target_name, limit)]
 
@@ -153,17 +153,18 @@ def remote_incoming_dir(s) -> str:
 
 def catalog_connection():
     """An autocommit connection: each ``conn.transaction()`` in the package is then a real transaction."""
-    from wheelwright import db
-    from wheelwright.dag_support import settings_from_airflow
+    from wheelwright.catalog import db
+    from wheelwright.operate.dag_tasks import settings_from_airflow
     return db.connect(settings_from_airflow(), autocommit=True)
 
 
 def build_and_send(request: dict) -> dict:
     """Build on this worker, send the files to the index host, and return the outcome for XCom."""
     from airflow.providers.ssh.hooks.ssh import SSHHook
-    from wheelwright import builder, transfer
+    from wheelwright.builds import builder
+    from wheelwright.builds import transfer
     from wheelwright.config import simple_index_url
-    from wheelwright.dag_support import settings_from_airflow
+    from wheelwright.operate.dag_tasks import settings_from_airflow
 
     s = settings_from_airflow()
     outcome = builder.build(request, index_url=simple_index_url(s.pypi_url),
@@ -179,8 +180,10 @@ def build_and_send(request: dict) -> dict:
 def record_wave(wave: list[dict], outcomes: list[dict]) -> list[str]:
     """Record every outcome that came back; a build whose task gave up is marked lost (re-queued)."""
     import logging
-    from wheelwright import build_queue, record, transfer
-    from wheelwright.dag_support import settings_from_airflow
+    from wheelwright.builds import queue as build_queue
+    from wheelwright.builds import intake as record
+    from wheelwright.builds import transfer
+    from wheelwright.operate.dag_tasks import settings_from_airflow
 
     log = logging.getLogger("wheelwright.build_wheels")
     s = settings_from_airflow()

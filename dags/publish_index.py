@@ -9,7 +9,7 @@ run loses nothing, and the next run rewrites exactly the packages changed since 
 The task runs on the index host (queue ``default``), where the catalog and the published tree live.
 Its outlet event lists the changed packages for whoever purges the CDN.
 
-All the logic is in ``wheelwright.index``; this file only wires it.
+All the logic is in ``wheelwright.publish.writer``; this file only wires it.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def publish_index():
         """Rewrite the pages of every package changed since the last publish (and the root if needed)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from wheelwright import db, index
-        from wheelwright.dag_support import settings_from_airflow
+        from wheelwright.catalog import db
+        from wheelwright.publish import writer as index
+        from wheelwright.operate.dag_tasks import settings_from_airflow
 
         settings = settings_from_airflow()
         with db.connect(settings) as conn:

@@ -33,10 +33,10 @@ def pypi_sync():
     def sync_changelog(*, outlet_events=None):
         from airflow.exceptions import AirflowSkipException
 
-        from wheelwright import db
-        from wheelwright.dag_support import settings_from_airflow
-        from wheelwright.pypi import PyPI
-        from wheelwright.sync import sync_once
+        from wheelwright.catalog import db
+        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.pypi.client import PyPI
+        from wheelwright.catalog.sync import sync_once
 
         settings = settings_from_airflow()
         with PyPI(settings.pypi_url) as pypi, db.connect(settings) as conn:
@@ -51,10 +51,10 @@ def pypi_sync():
     def enrich_changed(*, outlet_events=None):
         from airflow.exceptions import AirflowSkipException
 
-        from wheelwright import db
-        from wheelwright.dag_support import settings_from_airflow
-        from wheelwright.enrich import enrich
-        from wheelwright.pypi import PyPI
+        from wheelwright.catalog import db
+        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.catalog.enrich import enrich
+        from wheelwright.pypi.client import PyPI
 
         settings = settings_from_airflow()
         with db.connect(settings) as conn:

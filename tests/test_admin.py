@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from buildworld import add_build, add_release, use_targets
-from wheelwright.admin import UnknownRelease, rebuild, skip, unskip
-from wheelwright.build_queue import queue_head
+from support.build_world import add_build, add_release, use_targets
+from wheelwright.operate.admin import UnknownRelease, rebuild, skip, unskip
+from wheelwright.builds.queue import queue_head
 from wheelwright.errors import WheelwrightError
 
 FIRST, SECOND = "cp39-armv7l", "cp311-armv7l"
@@ -94,8 +94,8 @@ def test_a_rebuild_of_a_whole_package_covers_every_version(world):
 def test_the_admin_commands_work_from_the_command_line(world, settings, capsys):
     import argparse
 
-    from wheelwright import db
-    from wheelwright.admin import add_commands
+    from wheelwright.catalog import db
+    from wheelwright.operate.admin import add_commands
 
     parser = argparse.ArgumentParser(prog="wheelwright")
     add_commands(parser.add_subparsers(), db.connect)

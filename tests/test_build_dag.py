@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import jinja2
 import pytest
 
-from conftest import REPO
+from support.catalog import REPO
 
 TARGETS = """
 [[target]]
@@ -55,7 +55,7 @@ def dag_module(monkeypatch):
     """The DAG file imported as a module, for its constants."""
     import importlib.util
     import sys
-    monkeypatch.setenv("WHEELWRIGHT_TARGETS", str(REPO / "targets.toml"))
+    monkeypatch.setenv("WHEELWRIGHT_TARGETS", str(REPO / "data" / "targets.toml"))
     spec = importlib.util.spec_from_file_location("dags_build_wheels", REPO / "dags" / "build_wheels.py")
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "dags_build_wheels", module)
@@ -158,7 +158,7 @@ def test_a_wave_stays_within_max_map_length(dag, dag_module):
 
 
 @pytest.mark.parametrize("fault", [
-    "wheelwright.transfer.TransferError", "paramiko.ssh_exception.SSHException",
+    "wheelwright.builds.transfer.TransferError", "paramiko.ssh_exception.SSHException",
     "builtins.ConnectionRefusedError", "builtins.EOFError", "wheelwright.errors.ConfigError",
 ])
 def test_the_build_task_retries_infrastructure_faults(dag, fault):
@@ -210,8 +210,9 @@ def test_a_build_whose_task_gave_up_is_marked_lost_and_queued_again(dag_module, 
                                                                     monkeypatch, tmp_path):
     """The record step knows the wave it was given: a request with no outcome (its task failed on
     every try) is not left 'building' for hours, it goes back to the queue at once."""
-    from buildworld import add_release, use_targets
-    from wheelwright import build_queue, dag_support
+    from support.build_world import add_release, use_targets
+    from wheelwright.builds import queue as build_queue
+    from wheelwright.operate import dag_tasks as dag_support
 
     use_targets(catalog)
     add_release(catalog, "lonely", "1.0")

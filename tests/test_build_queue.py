@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import psycopg
 
-from buildworld import add_build, add_package, add_release, use_targets
-from wheelwright.build_queue import claim_wave, expire_lost, mark_lost, queue_head, queue_length
+from support.build_world import add_build, add_package, add_release, use_targets
+from wheelwright.builds.queue import claim_wave, expire_lost, mark_lost, queue_head, queue_length
 
 FIRST, SECOND = "cp39-armv7l", "cp311-armv7l"
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-import buildworld
-from buildworld import C_SOURCE, PYPROJECT, make_sdist, open_folder, setup_py
-from wheelwright import builder
-from wheelwright.builder import BuildOutcome, build, check_request, pip_wheel_command
-from wheelwright.pypi_double import PyPIDouble
+from support import build_world as buildworld
+from support.build_world import C_SOURCE, PYPROJECT, make_sdist, open_folder, setup_py
+from wheelwright.builds import builder
+from wheelwright.builds.builder import BuildOutcome, build, check_request, pip_wheel_command
+from wheelwright.testing.pypi_double import PyPIDouble
 
 REPO = Path(__file__).resolve().parents[1]
 ABI = "cp311"
@@ -315,11 +315,11 @@ def test_a_work_folder_the_build_user_cannot_reach_is_a_clear_error(tmp_path):
 # --- the whole journey -------------------------------------------------------------------------------
 
 def test_a_claimed_release_is_built_sent_over_sftp_and_published(catalog, index, workdir_root, tmp_path):
-    from buildworld import SFTPServer, add_release
-    from wheelwright.build_queue import claim_wave, queue_head
-    from wheelwright.record import log_path_for, receive
-    from wheelwright.targets import load_targets, mirror_targets
-    from wheelwright.transfer import send_outcome
+    from support.build_world import SFTPServer, add_release
+    from wheelwright.builds.queue import claim_wave, queue_head
+    from wheelwright.builds.intake import log_path_for, receive
+    from wheelwright.builds.targets import load_targets, mirror_targets
+    from wheelwright.builds.transfer import send_outcome
 
     mirror_targets(catalog, load_targets())  # the repository's file: this machine is the one enabled
     add_release(catalog, "cext", "1.0")

@@ -4,12 +4,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from histories import CHAI, ROW, valid_events
-from wheelwright import bulk_fold
-from wheelwright.bulk_fold import fold_frame
-from wheelwright.event_frames import events_frame
-from wheelwright.events import parse_row
-from wheelwright.fold import fold_log, is_prerelease, is_valid_version, version_ranks
+from support.histories import CHAI, ROW, valid_events
+from wheelwright.catalog.bulk import fold as bulk_fold
+from wheelwright.catalog.bulk.fold import fold_frame
+from wheelwright.catalog.bulk.frames import events_frame
+from wheelwright.catalog.events import parse_row
+from wheelwright.catalog.fold import fold_log, is_prerelease, is_valid_version, version_ranks
 
 
 def python_rows(states) -> dict:

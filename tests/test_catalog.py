@@ -7,15 +7,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import catalog_snapshot, schema_keys
-from histories import CHAI, ROW, numbered
-from wheelwright import bulk_fold
-from wheelwright import catalog as cat
-from wheelwright import db
-from wheelwright import status
-from wheelwright.events import parse_row
-from wheelwright.fold import fold_log
-from wheelwright.replay import ReplayBuffer
+from support.catalog import catalog_snapshot, schema_keys
+from support.histories import CHAI, ROW, numbered
+from wheelwright.catalog.bulk import fold as bulk_fold
+from wheelwright.catalog import store as cat
+from wheelwright.catalog import db
+from wheelwright.catalog import status
+from wheelwright.catalog.events import parse_row
+from wheelwright.catalog.fold import fold_log
+from wheelwright.catalog.bulk.replay import ReplayBuffer
 
 def apply(conn, rows):
     with conn.transaction():

@@ -26,10 +26,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from airflow_support import (AirflowStack, BuildWorld, Process, airflow_variables, create_database,
+from support.airflow_processes import (AirflowStack, BuildWorld, Process, airflow_variables, create_database,
                              drop_database, free_port, migrate, pure_sdist, start_build_world, start_redis)
-from buildworld import C_SOURCE, add_release, make_sdist, setup_py
-from conftest import REPO, database_dsn
+from support.build_world import C_SOURCE, add_release, make_sdist, setup_py
+from support.catalog import REPO, database_dsn
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

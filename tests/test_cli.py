@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
-from wheelwright import db
-from wheelwright.pypi_double import PyPIDouble
+from wheelwright.catalog import db
+from wheelwright.testing.pypi_double import PyPIDouble
 
 
 def wheelwright(*args, env_extra=None, home=None, dsn=None, timeout=120):
@@ -24,7 +24,7 @@ def wheelwright(*args, env_extra=None, home=None, dsn=None, timeout=120):
 
 
 def test_db_init_is_idempotent_and_upgrades_an_older_schema(pg_server, tmp_path):
-    from conftest import database_dsn
+    from support.catalog import database_dsn
     name = f"wheelwright_upgrade_{os.getpid()}"
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
@@ -74,7 +74,7 @@ def test_configuration_errors_and_unreachable_services_have_their_exit_codes(tmp
 
 
 def test_a_schema_older_than_the_code_is_reported_not_crashed_on(pg_server, tmp_path):
-    from conftest import database_dsn
+    from support.catalog import database_dsn
     name = f"wheelwright_empty_{os.getpid()}"
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')

@@ -9,11 +9,12 @@ import time
 import psycopg
 import pytest
 
-from conftest import schema_keys
-from wheelwright import replay, status
-from wheelwright.events import parse_row
-from wheelwright.fold import fold_log
-from wheelwright.pypi_double import PyPIDouble
+from support.catalog import schema_keys
+from wheelwright.catalog.bulk import replay
+from wheelwright.catalog import status
+from wheelwright.catalog.events import parse_row
+from wheelwright.catalog.fold import fold_log
+from wheelwright.testing.pypi_double import PyPIDouble
 
 ROWS = [[f"pkg{i % 7}", f"1.{i}", 1000 + i, "new release", 10 + i] for i in range(40)] + \
        [["pkg3", None, 5000, "remove project", 100], ["Pkg3", None, 6000, "create", 101]]
@@ -21,7 +22,7 @@ ROWS = [[f"pkg{i % 7}", f"1.{i}", 1000 + i, "new release", 10 + i] for i in rang
 
 # `wheelwright sync --once`, with any backlog replayed in bulk (indexes dropped, events kept in memory,
 # or past `memory` events on disk).
-BULK_SYNC = ("import sys; from wheelwright import cli, sync; sync.BULK_BACKLOG = 1; sync.REPLAY_MEMORY = {}; "
+BULK_SYNC = ("import sys; from wheelwright.operate import cli; from wheelwright.catalog import sync; sync.BULK_BACKLOG = 1; sync.REPLAY_MEMORY = {}; "
              "sys.exit(cli.main(['sync', '--once']))")
 
 

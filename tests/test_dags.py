@@ -7,8 +7,8 @@ import textwrap
 
 import psycopg
 
-from conftest import REPO
-from wheelwright.pypi_double import PyPIDouble
+from support.catalog import REPO
+from wheelwright.testing.pypi_double import PyPIDouble
 
 PARSE_WITHOUT_IO = textwrap.dedent("""
     import json, socket, sys

@@ -1,9 +1,9 @@
 """Enrichment from the JSON API: facts beside the journal's, never a deletion."""
 
-from wheelwright import catalog as cat
-from wheelwright.enrich import enrich
-from wheelwright.pypi import PyPI
-from wheelwright.pypi_double import PyPIDouble
+from wheelwright.catalog import store as cat
+from wheelwright.catalog.enrich import enrich
+from wheelwright.pypi.client import PyPI
+from wheelwright.testing.pypi_double import PyPIDouble
 
 ROWS = [["Demo", None, 1700000000, "create", 1], ["demo", "1.0", 1700000010, "new release", 2],
         ["demo", "1.0", 1700000020, "add source file demo-1.0.tar.gz", 3],

@@ -3,10 +3,10 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wheelwright import catalog
+from wheelwright.catalog import store as catalog
 from wheelwright.errors import MalformedEvent
-from wheelwright.event_frames import events_frame, plain_rows
-from wheelwright.events import parse_row
+from wheelwright.catalog.bulk.frames import events_frame, plain_rows
+from wheelwright.catalog.events import parse_row
 
 NAMES = st.sampled_from(["pkg", "Pkg.Name", "pkg_-name", "x", "A9", "a b", "", " ", "-x", "x-", "x--y",
                          "caf\u00e9", "\u212aelvin", "tab\tname", "a/b", "n" * 1025, "..", "x.", "_"])

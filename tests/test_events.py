@@ -3,7 +3,7 @@
 import pytest
 
 from wheelwright.errors import MalformedEvent
-from wheelwright.events import Kind, parse_action, parse_row
+from wheelwright.catalog.events import Kind, parse_action, parse_row
 
 
 @pytest.mark.parametrize("action, kind", [

@@ -3,9 +3,9 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from histories import CHAI, ROW, valid_events
-from wheelwright.events import parse_row
-from wheelwright.fold import fold_log, fold_package, version_ranks
+from support.histories import CHAI, ROW, valid_events
+from wheelwright.catalog.events import parse_row
+from wheelwright.catalog.fold import fold_log, fold_package, version_ranks
 
 def fold(rows, package=None):
     events = [parse_row(r) for r in rows]

@@ -13,8 +13,8 @@ import textwrap
 import psycopg
 import pytest
 
-from conftest import REPO
-from index_world import World
+from support.catalog import REPO
+from support.index_world import World
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

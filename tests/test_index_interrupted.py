@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from wheelwright.index import CONSUMER, publish
+from wheelwright.publish.writer import CONSUMER, publish
 
 PACKAGES = 1200
 
@@ -24,7 +24,7 @@ CHILD = """
 import sys
 from pathlib import Path
 import psycopg
-from wheelwright.index import publish
+from wheelwright.publish.writer import publish
 
 def progress(done, total):
     print(f"progress {done} {total}", flush=True)
@@ -141,7 +141,7 @@ RENAME_KILLER = """
 import os, signal, sys
 from pathlib import Path
 import psycopg
-from wheelwright.index import publish
+from wheelwright.publish.writer import publish
 
 renames = 0
 real_rename = os.rename

@@ -7,9 +7,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from wheelwright import index_pages as pages
-from wheelwright.index_pages import Build, Project, Release, WheelFile
-from wheelwright.reports import missing_in_log, needed_apt, provider
+from wheelwright.publish import pages
+from wheelwright.publish.pages import Build, Project, Release, WheelFile
+from wheelwright.publish.reports import missing_in_log, needed_apt, provider
 
 SHA = "a" * 64
 META = "b" * 64

@@ -17,10 +17,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import database_dsn
-from index_serving import serve
-from index_world import World
-from wheelwright.index import publish
+from support.catalog import database_dsn
+from support.serving import serve
+from support.index_world import World
+from wheelwright.publish.writer import publish
 
 PIP_TIMEOUT = 120
 

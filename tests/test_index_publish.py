@@ -1,7 +1,7 @@
 """The index writer against a real catalog and a real tree: what it writes, rewrites and removes.
 
 Each test builds its world with plain catalog rows (index_world.World) and publishes it with
-``wheelwright.index.publish``; assertions are about the files in the tree.
+``wheelwright.publish.writer.publish``; assertions are about the files in the tree.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from index_world import World, make_wheel
-from wheelwright import index
-from wheelwright.index import (CONSUMER, GRACE_SECONDS, build_id_for_log, log_path_for, publish,
+from support.index_world import World, make_wheel
+from wheelwright.publish import writer as index
+from wheelwright.publish.writer import (CONSUMER, GRACE_SECONDS, build_id_for_log, log_path_for, publish,
                                safe_alias)
 
 

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from index_serving import NGINX, serve
-from wheelwright.static_server import negotiate
+from support.serving import NGINX, serve
+from wheelwright.operate.static_server import negotiate
 
 PIP_ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
               "text/html; q=0.01")

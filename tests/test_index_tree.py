@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from wheelwright.index_tree import StagedTree, is_temp
+from wheelwright.publish.tree import StagedTree, is_temp
 
 
 def names(folder) -> list[str]:

@@ -25,7 +25,7 @@ time.sleep(600)
 
 SUPERVISOR = """
 import os, sys
-from wheelwright.launch import supervise
+from wheelwright.operate.launcher import supervise
 pids, mode, grace = sys.argv[1:]
 sys.exit(supervise([sys.executable, "-c", {standalone!r}, pids, mode], dict(os.environ), grace=float(grace)))
 """
@@ -79,7 +79,7 @@ def test_airflow_deaf_to_sigterm_is_killed_after_the_grace_period(tmp_path):
 
 def test_airflow_exiting_by_itself_gives_its_own_exit_code(tmp_path):
     code = "import sys; sys.exit(3)"
-    supervisor = subprocess.run([sys.executable, "-c", "import os, sys\nfrom wheelwright.launch import supervise\n"
+    supervisor = subprocess.run([sys.executable, "-c", "import os, sys\nfrom wheelwright.operate.launcher import supervise\n"
                                  f"sys.exit(supervise([sys.executable, '-c', {code!r}], dict(os.environ)))"],
                                 timeout=60)
     assert supervisor.returncode == 3

@@ -15,8 +15,8 @@ import pytest
 
 from wheelwright import config
 from wheelwright.errors import PyPIError
-from wheelwright.pypi import PyPI, rate_limit_wait, retry_after, spent_budget_reset
-from wheelwright.pypi_double import PyPIDouble
+from wheelwright.pypi.client import PyPI, rate_limit_wait, retry_after, spent_budget_reset
+from wheelwright.testing.pypi_double import PyPIDouble
 
 
 def log_of(n: int) -> list[list]:
@@ -189,11 +189,11 @@ def test_http_500_is_retried_with_backoff_then_succeeds(client, pypi_double, sle
 
 def test_http_500_every_time_gives_up_after_max_attempts(client, pypi_double, sleeps, caplog):
     pypi_double.fail_next(3, "http_500")
-    with caplog.at_level(logging.WARNING, logger="wheelwright.pypi"):
+    with caplog.at_level(logging.WARNING, logger="wheelwright.pypi.client"):
         with pytest.raises(PyPIError, match=r"failed changelog_last_serial\(\) 3 times; last: HTTP 500"):
             client.last_serial()
     assert len(pypi_double.calls) == 3
-    retries = [r for r in caplog.records if r.name == "wheelwright.pypi"]
+    retries = [r for r in caplog.records if r.name == "wheelwright.pypi.client"]
     assert len(retries) == 2, "one log line per retry"
     assert "attempt 1/3" in retries[0].getMessage()
 

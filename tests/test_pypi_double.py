@@ -26,8 +26,8 @@ import requests
 from packaging.version import Version
 
 from wheelwright.errors import ConfigError
-from wheelwright.pypi import PyPI
-from wheelwright.pypi_double import PyPIDouble, generate_distribution, read_changelog, write_changelog
+from wheelwright.pypi.client import PyPI
+from wheelwright.testing.pypi_double import PyPIDouble, generate_distribution, read_changelog, write_changelog
 
 PIP_JSON_ACCEPT = ("application/vnd.pypi.simple.v1+json, "
                    "application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01")
@@ -362,7 +362,7 @@ def test_pip_wheel_builds_a_generated_sdist_from_the_double(tmp_path):
 def test_running_the_double_from_the_command_line(tmp_path):
     path = write_changelog(tmp_path / "log.jsonl", WORLD)
     process = subprocess.Popen(
-        [sys.executable, "-m", "wheelwright.pypi_double", "--changelog", str(path), "--port", "0",
+        [sys.executable, "-m", "wheelwright.testing.pypi_double", "--changelog", str(path), "--port", "0",
          "--page-size", "3"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -8,12 +8,12 @@ import hashlib
 
 import pytest
 
-from buildworld import add_release, make_wheel, use_targets
-from wheelwright.build_queue import claim_wave
-from wheelwright.builder import BuildOutcome
-from wheelwright.record import log_path_for, receive, record
-from wheelwright.transfer import TransferError, accept, incoming_folder
-from wheelwright.wheel_analysis import FileInfo, analyse_wheel
+from support.build_world import add_release, make_wheel, use_targets
+from wheelwright.builds.queue import claim_wave
+from wheelwright.builds.builder import BuildOutcome
+from wheelwright.builds.intake import log_path_for, receive, record
+from wheelwright.builds.transfer import TransferError, accept, incoming_folder
+from wheelwright.builds.analysis import FileInfo, analyse_wheel
 
 FIRST = "cp39-armv7l"
 METADATA = b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\nRequires-Python: >=3.7\n"
@@ -200,7 +200,7 @@ def test_a_wheel_for_another_platform_is_not_published(catalog, request_, incomi
 
 def test_a_recording_that_fails_publishes_nothing_and_can_be_retried(catalog, request_, incoming, output,
                                                                      monkeypatch):
-    import wheelwright.record as record_module
+    import wheelwright.builds.intake as record_module
     outcome = arrived(incoming, request_)
     real_place = record_module.place
     calls = []

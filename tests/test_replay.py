@@ -4,8 +4,9 @@ import logging
 
 import polars as pl
 
-from wheelwright import catalog, replay
-from wheelwright.replay import ReplayBuffer
+from wheelwright.catalog import store as catalog
+from wheelwright.catalog.bulk import replay
+from wheelwright.catalog.bulk.replay import ReplayBuffer
 
 # Eight packages, and a rename from "alpha" to "omega": its event belongs to both histories.
 PAGES = [
@@ -41,7 +42,7 @@ def test_a_buffer_within_its_bound_keeps_every_event_in_memory(tmp_path):
 
 def test_a_buffer_past_its_bound_holds_each_history_whole_in_one_partition(tmp_path, caplog):
     everything = pl.concat([catalog.prepare_page(rows).frame for rows in PAGES])
-    caplog.set_level(logging.INFO, logger="wheelwright.replay")
+    caplog.set_level(logging.INFO, logger="wheelwright.catalog.bulk.replay")
     with filled(ReplayBuffer(0, 4, expected=13, spill_dir=tmp_path)) as buffer:
         assert buffer.spilled
         assert buffer.end == 31

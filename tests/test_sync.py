@@ -7,14 +7,17 @@ import tempfile
 import psycopg
 import pytest
 
-from conftest import catalog_snapshot, schema_keys
-from histories import CHAI
-from wheelwright import catalog as cat
-from wheelwright import bulk_fold, db, replay, sync
-from wheelwright.events import parse_row
-from wheelwright.fold import fold_log
-from wheelwright.pypi import PyPI
-from wheelwright.pypi_double import PyPIDouble
+from support.catalog import catalog_snapshot, schema_keys
+from support.histories import CHAI
+from wheelwright.catalog import store as cat
+from wheelwright.catalog.bulk import fold as bulk_fold
+from wheelwright.catalog import db
+from wheelwright.catalog.bulk import replay
+from wheelwright.catalog import sync
+from wheelwright.catalog.events import parse_row
+from wheelwright.catalog.fold import fold_log
+from wheelwright.pypi.client import PyPI
+from wheelwright.testing.pypi_double import PyPIDouble
 
 LOG = CHAI + [
     ["RPi.GPIO", None, 1400000000, "create", 300000],
@@ -228,7 +231,7 @@ def test_malformed_rows_from_pypi_are_rejected_loudly_and_the_watermark_records_
 
 
 def test_two_syncs_at_once_are_refused(catalog, pypi, settings):
-    from wheelwright import db
+    from wheelwright.catalog import db
     with db.connect(settings) as other:
         other.execute("SELECT pg_advisory_lock(hashtext(%s))", (sync.SYNC_LOCK,))
         with pytest.raises(sync.SyncBusy):

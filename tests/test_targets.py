@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from buildworld import TWO_TARGETS, add_build, add_release, use_targets
+from support.build_world import TWO_TARGETS, add_build, add_release, use_targets
 from wheelwright.errors import ConfigError
-from wheelwright.targets import REPO_TARGETS, abi_order, load_targets, mirror_targets, parse_targets
+from wheelwright.builds.targets import abi_order, default_targets_path, load_targets, mirror_targets, parse_targets
 
 
 def test_the_repository_targets_file_ships_pi_rows_and_this_machine():
-    targets = load_targets(REPO_TARGETS)
+    targets = load_targets(default_targets_path())
     rows = {(t.abi, t.platform, t.distro) for t in targets}
     assert {("cp311", "linux_armv7l", "bookworm"), ("cp313", "linux_aarch64", "trixie"),
             ("cp311", "linux_x86_64", "bookworm")} <= rows

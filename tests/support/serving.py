@@ -1,0 +1,171 @@
+"""Serving a published tree on 127.0.0.1 for the tests: nginx with the shipped config where nginx is
+installed, otherwise wheelwright's own static server (which applies the same rules).
+
+Both write one access-log line per request with ``format=json|html`` (the negotiated representation),
+so tests can tell what pip asked for and what it got.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """A running server over ``root``; ``kind`` says which ("nginx" or "python")."""
+
+    kind = ""
+
+    def __init__(self, root: Path, workdir: Path):
+        self.root = root
+        self.workdir = workdir
+        self.access_log = workdir / "access.log"
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_lines(self) -> list[str]:
+        try:
+            return self.access_log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def requests(self) -> list[tuple[str, int, str]]:
+        """(path, status, negotiated format) of every request so far."""
+        out = []
+        for line in self.log_lines():
+            m = re.search(r'"(?:GET|HEAD) (\S+) [^"]*" (\d+) \S+ format=(\w*)', line)
+            if m:
+                out.append((m[1], int(m[2]), m[3]))
+        return out
+
+    def get(self, path: str, accept: str | None = None) -> tuple[int, dict, bytes]:
+        request = urllib.request.Request(self.url + path)
+        if accept is not None:
+            request.add_header("Accept", accept)
+        else:
+            request.add_header("Accept", "")  # urllib adds none by default, but be explicit
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            with opener.open(request, timeout=10) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers, exc.read()
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+class NginxServed(Served):
+    kind = "nginx"
+
+    def start(self) -> "NginxServed":
+        shipped = (REPO / "nginx" / "wheelwright.conf").read_text()
+        site, n = re.subn(r"^\s*listen\s+[^;]*;.*$", f"    listen 127.0.0.1:{self.port};", shipped,
+                          flags=re.M)
+        assert n == 1, "the shipped config must have exactly one listen line"
+        site, n = re.subn(r"^\s*root\s+[^;]*;.*$", f"    root {self.root};", site, flags=re.M)
+        assert n == 1, "the shipped config must have exactly one root line"
+        site, n = re.subn(r"^\s*access_log\s+[^;]*;.*$", f"    access_log {self.access_log} wheelwright;",
+                          site, flags=re.M)
+        assert n == 1, "the shipped config must have exactly one access_log line"
+        (self.workdir / "wheelwright.conf").write_text(site)
+        for folder in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (self.workdir / folder).mkdir(exist_ok=True)
+        # As root, nginx's workers switch to an unprivileged user that could not read pytest's private
+        # tmp folders; keep them as the user running the test.
+        user = "user root;" if os.geteuid() == 0 else ""
+        (self.workdir / "nginx.conf").write_text(f"""
+{user}
+daemon off;
+worker_processes 1;
+pid {self.workdir}/nginx.pid;
+error_log {self.workdir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    client_body_temp_path {self.workdir}/client_body;
+    proxy_temp_path {self.workdir}/proxy;
+    fastcgi_temp_path {self.workdir}/fastcgi;
+    uwsgi_temp_path {self.workdir}/uwsgi;
+    scgi_temp_path {self.workdir}/scgi;
+    include {self.workdir}/wheelwright.conf;
+}}
+""")
+        self.process = subprocess.Popen([NGINX, "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf")],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        _wait_for_port(self.port, self.process, self.workdir / "error.log")
+        return self
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class PythonServed(Served):
+    kind = "python"
+
+    def start(self) -> "PythonServed":
+        from wheelwright.operate.static_server import make_server
+        self.server = make_server(self.root, self.port, self.access_log)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, error_log: Path) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read().decode(errors="replace")
+            errors = error_log.read_text() if error_log.exists() else ""
+            raise RuntimeError(f"nginx exited with {process.returncode}: {output}\n{errors}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after 15 s")
+
+
+def serve(root: Path, workdir: Path, kind: str | None = None) -> Served:
+    """Start a server over ``root``: ``kind``, or $WHEELWRIGHT_TEST_SERVER, or nginx if installed, or
+    the Python one."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    kind = kind or os.environ.get("WHEELWRIGHT_TEST_SERVER") or ("nginx" if NGINX else "python")
+    if kind == "nginx":
+        return NginxServed(root, workdir).start()
+    return PythonServed(root, workdir).start()
