@@ -177,10 +177,6 @@ class Event(NamedTuple):
         """Where this event sits in a package's history: timestamps first, serials break ties."""
         return (self.timestamp, self.serial)
 
-    def as_row(self) -> list:
-        """The raw changelog row again, as PyPI sent it."""
-        return [self.name, self.version, self.timestamp, self.action, self.serial]
-
 
 def packages_touched(event: tuple) -> tuple[str, ...]:
     """Every package whose history an event is part of (two for a rename)."""
