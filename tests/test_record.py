@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+from datetime import timedelta
 
 import pytest
 
-from support.build_world import add_release, make_wheel, use_targets
-from wheelwright.builds.queue import claim_wave
+from support.build_world import add_release, use_targets
+from support.received import exact_wheel
+from wheelwright.builds.queue import claim_wave, expire_lost
+from wheelwright.operate.admin import rebuild
 from wheelwright.builds.builder import BuildOutcome
 from wheelwright.builds.intake import log_path_for, receive, record
 from wheelwright.builds.transfer import TransferError, accept, incoming_folder
@@ -39,13 +42,13 @@ def output(tmp_path):
 
 
 def arrived(incoming, request, *, status="success", wheels=("foo-1.0-cp39-cp39-linux_armv7l.whl",),
-            reason=None) -> BuildOutcome:
+            reason=None, extra=b"") -> BuildOutcome:
     """What a worker sent for ``request``, already in the incoming folder, and its outcome."""
     folder = incoming_folder(incoming, request["build_id"])
     folder.mkdir(parents=True, exist_ok=True)
     infos = []
     for filename in wheels if status == "success" else ():
-        path = make_wheel(folder, filename, {"foo/__init__.py": b"", "foo-1.0.dist-info/METADATA": METADATA})
+        path = exact_wheel(folder, filename, {"foo/__init__.py": extra, "foo-1.0.dist-info/METADATA": METADATA})
         info = analyse_wheel(path, "foo", "1.0")
         infos.append(dataclasses.replace(info, dependencies=(("apt", "libc6"), ("unowned", "libfoo.so.1"))))
     log = folder / f"{request['build_id']}.txt.gz"
@@ -147,45 +150,80 @@ def test_a_result_is_recorded_once(catalog, request_, incoming, output):
     assert catalog.execute("SELECT count(*) FROM wheels").fetchone()[0] == 1
 
 
-def test_a_corrupted_transfer_publishes_nothing_and_requeues_the_build(catalog, request_, incoming, output):
+def test_a_corrupted_transfer_publishes_nothing_and_the_build_is_retried_later(catalog, request_, incoming,
+                                                                               output):
     outcome = arrived(incoming, request_)
     wheel = incoming_folder(incoming, request_["build_id"]) / outcome.wheels[0].filename
     wheel.write_bytes(wheel.read_bytes()[:-10])  # the connection dropped, someone renamed it anyway
-    with pytest.raises(TransferError, match="bytes, the builder sent"):
-        receive(catalog, request_, outcome, incoming, output)
-    assert catalog.execute("SELECT status FROM builds").fetchone() == ("lost",)
+    assert receive(catalog, request_, outcome, incoming, output) == ["foo"], "the page shows why"
+    status, reason, transient = catalog.execute("SELECT status, reason, transient FROM builds").fetchone()
+    assert (status, transient) == ("retry", True)
+    assert "bytes, the builder sent" in reason and "attempt 1 of" in reason
     assert catalog.execute("SELECT count(*) FROM wheels").fetchone()[0] == 0
     assert not (output / "simple").exists()
+    assert not incoming_folder(incoming, request_["build_id"]).exists()
+    assert claim_wave(catalog, FIRST, 5) == [], "not before its back-off has passed"
+    catalog.execute("UPDATE builds SET not_before = now() - interval '1 second'")
+    catalog.commit()
+    expire_lost(catalog, timedelta(hours=4))  # what the scheduling run does before it claims
     assert [r["package"] for r in claim_wave(catalog, FIRST, 5)] == ["foo"], "it is built again"
 
 
-def test_a_wheel_name_already_published_by_another_build_is_not_overwritten(catalog, incoming, output):
+def test_a_rebuild_with_other_bytes_gets_the_next_build_number(catalog, incoming, output):
+    """A URL never changes its bytes: the published file stays, the new one gets a PEP 427 build tag."""
     use_targets(catalog)
     add_release(catalog, "foo", "1.0")
     [first] = claim_wave(catalog, FIRST, 1)
     receive(catalog, first, arrived(incoming, first, wheels=("foo-1.0-py3-none-any.whl",)), incoming, output)
-    catalog.execute("DELETE FROM wheels")  # pretend the release re-queued with its old file published
-    catalog.execute("UPDATE builds SET status = 'lost'")
-    catalog.commit()
     published = output / "simple" / "foo" / "foo-1.0-py3-none-any.whl"
     original = published.read_bytes()
+    rebuild(catalog, "foo", "1.0")  # the operator: build it again (its wheel rows go, its name stays known)
     [second] = claim_wave(catalog, FIRST, 1)
-    catalog.execute("INSERT INTO wheels (filename, build_id, package, version, size, sha256, python_tag, "
-                    "abi_tag, platform_tag) VALUES ('foo-1.0-py3-none-any.whl', %s, 'foo', '1.0', 1, 'x', "
-                    "'py3', 'none', 'any')", (first["build_id"],))
+    again = arrived(incoming, second, wheels=("foo-1.0-py3-none-any.whl",), extra=b"# other bytes\n")
+    assert receive(catalog, second, again, incoming, output) == ["foo"]
+    assert published.read_bytes() == original, "the old URL keeps its bytes"
+    assert catalog.execute("SELECT filename, build_id FROM wheels").fetchall() == [
+        ("foo-1.0-1-py3-none-any.whl", second["build_id"])]
+    renamed = output / "simple" / "foo" / "foo-1.0-1-py3-none-any.whl"
+    assert hashlib.sha256(renamed.read_bytes()).hexdigest() == again.wheels[0].sha256
+    assert renamed.with_name(renamed.name + ".metadata").read_bytes() == METADATA
+    rebuild(catalog, "foo", "1.0")
+    [third] = claim_wave(catalog, FIRST, 1)
+    receive(catalog, third, arrived(incoming, third, wheels=("foo-1.0-py3-none-any.whl",),
+                                    extra=b"# yet other bytes\n"), incoming, output)
+    assert catalog.execute("SELECT filename FROM wheels").fetchall() == [("foo-1.0-2-py3-none-any.whl",)]
+
+
+def test_a_rebuild_with_the_same_bytes_adds_nothing(catalog, incoming, output):
+    use_targets(catalog)
+    add_release(catalog, "foo", "1.0")
+    [first] = claim_wave(catalog, FIRST, 1)
+    name = "foo-1.0-cp39-cp39-linux_armv7l.whl"
+    receive(catalog, first, arrived(incoming, first, wheels=(name,)), incoming, output)
+    catalog.execute("UPDATE builds SET status = 'lost'")  # re-queued while its wheel stays listed
     catalog.commit()
-    assert receive(catalog, second, arrived(incoming, second, wheels=("foo-1.0-py3-none-any.whl",)),
-                   incoming, output) == ["foo"]
+    [second] = claim_wave(catalog, FIRST, 1)
+    assert receive(catalog, second, arrived(incoming, second, wheels=(name,)), incoming, output) == ["foo"]
     status, reason = catalog.execute("SELECT status, reason FROM builds WHERE build_id = %s",
                                      (second["build_id"],)).fetchone()
-    assert status == "failure" and "already published by build" in reason
-    assert published.read_bytes() == original
+    assert status == "success" and f"identical to the published {name}" in reason
+    assert catalog.execute("SELECT filename, build_id FROM wheels").fetchall() == [(name, first["build_id"])]
+    assert sorted(p.name for p in (output / "simple" / "foo").iterdir()) == [name, name + ".metadata"]
 
 
-def test_an_outcome_for_another_request_is_refused(catalog, request_, incoming, output):
+def test_an_outcome_of_another_build_is_refused(catalog, request_, incoming, output):
     outcome = arrived(incoming, request_)
-    with pytest.raises(ValueError, match="does not answer"):
-        record(catalog, {**request_, "build_id": request_["build_id"] + 1}, outcome, [], output)
+    forged = {**outcome.to_dict(), "build_id": request_["build_id"] + 1}
+    assert receive(catalog, request_, forged, incoming, output) == ["foo"]
+    status, reason = catalog.execute("SELECT status, reason FROM builds").fetchone()
+    assert status == "failure" and reason == (f"refused: the outcome is of build {request_['build_id'] + 1}, "
+                                              f"not of build {request_['build_id']}")
+    assert not output.exists()
+
+
+def test_receive_needs_the_request_it_answers(catalog, request_, incoming, output):
+    with pytest.raises(TypeError, match="needs the build request"):
+        receive(catalog, None, arrived(incoming, request_), incoming, output)
 
 
 def test_a_wheel_for_another_platform_is_not_published(catalog, request_, incoming, output):
@@ -193,7 +231,7 @@ def test_a_wheel_for_another_platform_is_not_published(catalog, request_, incomi
     outcome = arrived(incoming, request_, wheels=("foo-1.0-cp39-cp39-linux_x86_64.whl",))
     assert receive(catalog, request_, outcome, incoming, output) == ["foo"]
     status, reason = catalog.execute("SELECT status, reason FROM builds").fetchone()
-    assert status == "failure" and "is for linux_x86_64, but the target builds for linux_armv7l" in reason
+    assert status == "failure" and "is for linux_x86_64, but the target builds for linux_armv7l" in reason, reason
     assert catalog.execute("SELECT count(*) FROM wheels").fetchone()[0] == 0
     assert not (output / "simple").exists()
 

@@ -80,7 +80,12 @@ def claim_wave(conn: psycopg.Connection, target: Target | str, limit: int, *,
 
 
 def expire_lost(conn: psycopg.Connection, older_than: timedelta) -> list[BuildRequest]:
-    """Mark builds in flight for longer than ``older_than`` as lost, so their releases re-queue."""
+    """Mark builds in flight for longer than ``older_than`` as lost, so their releases re-queue.
+
+    Builds waiting to retry a transient failure whose time has come re-queue too (see retries).
+    """
+    from wheelwright.builds.retries import release_due
+    release_due(conn)
     with conn.transaction():
         rows = conn.execute(db.query("build_expire_lost"), {"older_than": older_than}).fetchall()
     lost = [_request(row) for row in rows]

@@ -8,10 +8,15 @@ the caller (in Airflow, the ssh provider's ``SSHHook(...).get_conn().open_sftp()
 pins the host key: we never accept an unknown host).
 
 On the index host, :func:`accept` believes nothing it received until each file's size and sha256 match
-what the builder reported; any mismatch (a corrupted or truncated transfer, a missing file, a name
-with a path in it) discards the build's whole incoming folder with a clear :class:`TransferError`.
-:func:`place` then renames accepted files into the published tree, each atomically; the record step
-decides whether to place or discard them.
+what the builder reported, and nothing else lies in the folder; any mismatch (a corrupted or truncated
+transfer, a missing file, a file nobody announced, a name with a path in it) discards the build's whole
+incoming folder with a clear :class:`TransferError`. :func:`place` then renames accepted files into
+the published tree, each atomically, to a path made by :func:`wheel_destination` from canonical parts
+and checked to stay inside the tree; the record step (:mod:`wheelwright.builds.intake`) decides
+whether to place or discard them.
+
+:class:`LocalFolder` speaks the few SFTP calls :func:`upload` makes to a folder on this machine, so
+``wheelwright build`` sends its files through the same code as a worker does.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import re
 import shutil
 import stat
 import tempfile
@@ -33,6 +39,8 @@ from wheelwright.errors import WheelwrightError
 from wheelwright.builds.analysis import FileInfo, WheelRefused, check_plain_filename
 
 log = logging.getLogger(__name__)
+
+_CANONICAL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*\Z")
 
 
 class TransferError(WheelwrightError):
@@ -111,6 +119,7 @@ def accept(folder: str | os.PathLike, expected: list[FileInfo] | list[tuple[str,
     """
     folder = Path(folder)
     accepted, problems = [], []
+    problems += [f"{name} was not announced by the builder" for name in unannounced(folder, expected)]
     for item in expected:
         filename, sha256, size = (item.filename, item.sha256, item.size) if isinstance(item, FileInfo) else item
         try:
@@ -142,6 +151,18 @@ def accept(folder: str | os.PathLike, expected: list[FileInfo] | list[tuple[str,
     return accepted
 
 
+def unannounced(folder: Path, expected) -> list[str]:
+    """Names in ``folder`` that are not among the ``expected`` files (hidden ``.part`` files of an
+    interrupted upload aside: they are never read)."""
+    names = {item.filename if isinstance(item, FileInfo) else item[0] for item in expected}
+    try:
+        present = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    return [name for name in present
+            if name not in names and not (name.startswith(".") and name.endswith(".part"))]
+
+
 def discard(folder: str | os.PathLike) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -154,8 +175,47 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def wheel_destination(output: Path, package: str, filename: str) -> Path:
-    return Path(output) / "simple" / canonicalize_name(package) / filename
+def wheel_destination(output: str | os.PathLike, package: str, filename: str) -> Path:
+    """Where ``filename`` of ``package`` is published: ``<output>/simple/<canonical package>/<filename>``.
+
+    Both parts come from outside (the package from the catalog, the file name from a wheel), so the
+    path is made only from a canonical name and a plain file name, and checked to stay in the tree.
+    """
+    canonical = canonicalize_name(package)
+    if not _CANONICAL.match(canonical) or len(canonical) > 200:
+        raise TransferError(f"refused to publish under {package!r}: not a package name")
+    try:
+        check_plain_filename(filename)
+    except WheelRefused as exc:
+        raise TransferError(str(exc)) from exc
+    return inside(Path(output) / "simple", canonical, filename)
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """``root / parts`` if it stays under ``root`` once symbolic links are followed, else a TransferError."""
+    root = Path(root)
+    path = root.joinpath(*parts)
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root or real == real_root:
+        raise TransferError(f"refused the path {path}: it leaves {root}")
+    return path
+
+
+def write_file(destination: Path, data: bytes) -> None:
+    """Write ``data`` to ``destination`` atomically and durably (readers see no file or all of it)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, destination)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def place(source: Path, destination: Path) -> None:
@@ -187,3 +247,28 @@ def place(source: Path, destination: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class LocalFolder:
+    """The SFTP calls :func:`upload` makes, on this machine's file system (``wheelwright build``)."""
+
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path)
+
+    def stat(self, path: str):
+        return os.stat(path)
+
+    def put(self, local: str, remote: str, confirm: bool = True) -> None:
+        with open(local, "rb") as src, open(remote, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+            dst.flush()
+            os.fsync(dst.fileno())
+
+    def posix_rename(self, source: str, target: str) -> None:
+        os.replace(source, target)
+
+    def rename(self, source: str, target: str) -> None:
+        os.rename(source, target)
+
+    def remove(self, path: str) -> None:
+        os.unlink(path)
