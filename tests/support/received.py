@@ -52,22 +52,22 @@ def file_entry(path: Path) -> dict:
     return {"filename": Path(path).name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
-def send(incoming: Path, request: dict, wheels: list[Path] = (), *, status: str = "success",
-         reason: str | None = None, log: bytes | None = b"the build's output\n", **changes) -> dict:
+def send(incoming: Path, request: dict, wheel_files: list[Path] = (), *, status: str = "success",
+         reason: str | None = None, log_text: bytes | None = b"the build's output\n", **changes) -> dict:
     """An outcome dict for ``request`` announcing ``wheels`` (already in its incoming folder) and a log,
     as a worker's XCom carries it; ``changes`` override any key (forgeries)."""
     folder = incoming_folder(incoming, request["build_id"])
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
-    for path in wheels:
+    for path in wheel_files:
         entry = file_entry(path)
         entry.update({"python_tag": "", "abi_tag": "", "platform_tag": "", "requires_python": None,
                       "requires_dist": [], "dependencies": [], "metadata": None})
         entries.append(entry)
     log_entry = None
-    if log is not None:
+    if log_text is not None:
         log_path = folder / f"{request['build_id']}.txt.gz"
-        log_path.write_bytes(gzip.compress(log, mtime=0))
+        log_path.write_bytes(gzip.compress(log_text, mtime=0))
         log_entry = file_entry(log_path)
     outcome = {"build_id": request["build_id"], "package": request["package"], "version": request["version"],
                "target": request["target"], "abi": request["abi"], "status": status, "reason": reason,

@@ -369,6 +369,7 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
 
     status, reason, transient = claim.status, claim.reason, claim.transient and claim.status == "failure"
     checked: list[tuple[AnnouncedWheel, CheckedWheel]] = []
+    refused = False
     if status == "success":
         try:
             if not claim.wheels:
@@ -380,10 +381,12 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
         except WheelRefused as exc:
             log.warning("build %d of %s==%s for %s refused: %s", row.build_id, row.package, row.version,
                         row.target, exc)
-            status, reason, checked = "failure", f"not published: {exc}", []
+            status, reason, checked = "failure", str(exc), []
+            refused = True
     elif status == "failure" and not reason:
         reason = "the build failed (the builder gave no reason)"
-    log_file = by_name.get(claim.log.filename) if claim.log is not None else None
+    # A worker that sent a wheel its own checks should have stopped is not believed about its log either.
+    log_file = by_name.get(claim.log.filename) if claim.log is not None and not refused else None
     if log_file is not None and (log_file.size > MAX_LOG or not log_file.filename.endswith(".gz")):
         log.warning("build %d of %s==%s: its log %s is not published (%d bytes, at most %d of gzip)",
                     row.build_id, row.package, row.version, log_file.filename, log_file.size, MAX_LOG)
