@@ -11,6 +11,8 @@ build queue at once (it is one query away), and marks the package changed so its
 - unskip: the release queues again (builds that were dropped for the skip count as never tried).
 - rebuild: forget the finished builds of a release (for one target, or all) with their wheels: the
   release re-queues, and the next publish removes the files that are no longer listed.
+- requeue-failures: forget every failure of a target (or of one package on it), and the waits of
+  transient ones: those releases queue again at once (after an operator fixed the target's image).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import psycopg
 from packaging.utils import canonicalize_name
 
+from wheelwright.catalog import db
 from wheelwright.catalog.store import mark_changed
 from wheelwright.errors import WheelwrightError
 
@@ -87,6 +90,23 @@ def rebuild(conn: psycopg.Connection, package: str, version: str | None = None,
     return forgotten
 
 
+def requeue_failures(conn: psycopg.Connection, target: str, package: str | None = None) -> int:
+    """Queue again every release whose build on ``target`` failed (or waits to retry a transient
+    failure), optionally only those of ``package``. Returns how many releases were re-queued."""
+    package = canonicalize_name(package) if package else None
+    with conn.transaction():
+        if conn.execute("SELECT 1 FROM targets WHERE name = %s", (target,)).fetchone() is None:
+            raise UnknownRelease(f"there is no target named {target!r}")
+        if package is not None and conn.execute("SELECT 1 FROM packages WHERE package = %s",
+                                                (package,)).fetchone() is None:
+            raise UnknownRelease(_unknown(package, None))
+        rows = conn.execute(db.query("build_requeue_failures"), {"target": target, "package": package}).fetchall()
+        releases = {(p, v) for p, v, status in rows if status in ("failure", "retry")}
+        mark_changed(conn, [p for p, _v in releases])
+    log.info("re-queued %d failed releases for %s%s", len(releases), target, f" of {package}" if package else "")
+    return len(releases)
+
+
 def _unknown(package: str, version: str | None) -> str:
     return f"{package} {version} is not in the catalog" if version else f"{package} is not in the catalog"
 
@@ -94,7 +114,7 @@ def _unknown(package: str, version: str | None) -> str:
 # --- the `wheelwright` subcommands ---------------------------------------------------------------
 
 def add_commands(sub, connect) -> None:
-    """Register ``skip``, ``unskip``, ``rebuild`` and ``queue`` on the CLI's subparsers.
+    """Register ``skip``, ``unskip``, ``rebuild``, ``requeue-failures`` and ``queue`` on the CLI's subparsers.
 
     ``connect(settings)`` opens a ready catalog connection; handlers take ``(settings, args)``.
     """
@@ -119,6 +139,13 @@ def add_commands(sub, connect) -> None:
     p.set_defaults(handler=lambda settings, args: _run(connect, settings, lambda conn: print(
         f"{rebuild(conn, args.package, args.version, args.target)} builds of {_label(args)}"
         f"{' for ' + args.target if args.target else ''} forgotten; they are queued again")))
+
+    p = sub.add_parser("requeue-failures", help="queue every failed build of a target again")
+    p.add_argument("target", help="a target's name (from targets.toml)")
+    p.add_argument("--package", help="only this package's failures")
+    p.set_defaults(handler=lambda settings, args: _run(connect, settings, lambda conn: print(
+        f"{requeue_failures(conn, args.target, args.package)} failed releases"
+        f"{' of ' + canonicalize_name(args.package) if args.package else ''} queued again for {args.target}")))
 
     p = sub.add_parser("queue", help="what each enabled target builds next")
     p.add_argument("target", nargs="?", help="one target's name (default: every enabled target)")
