@@ -2,8 +2,9 @@
 
 Each subcommand is a thin wrapper over a function of the package. Errors the product raises on
 purpose (wheelwright.errors) become one sentence on stderr and the exit code of their class, so
-scripts can trust them: 0 done, 1 failed, 2 bad configuration or usage, 3 catalog unreachable or
-unusable, 4 PyPI failing, 5 unknown release (admin), 6 publishing failed, 130 interrupted.
+scripts can trust them: 0 done, 1 failed (``build``: the build failed or was refused), 2 bad
+configuration or usage, 3 catalog unreachable or unusable, 4 PyPI failing, 5 unknown release (admin,
+``build``), 6 publishing failed, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -82,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     idxp.add_argument("--output", type=Path, help="the published tree (default: $WHEELWRIGHT_OUTPUT)")
     idxp.add_argument("--full", action="store_true", help="re-render every package and remove strays")
     idxp.set_defaults(handler=cmd_index)
+
+    bldp = sub.add_parser("build", help="build one release here, as a worker would (the next `index` "
+                                        "publishes it)")
+    bldp.add_argument("package")
+    bldp.add_argument("version")
+    bldp.add_argument("--target", help="a target of targets.toml, enabled or not (default: the release's "
+                                       "next target in line)")
+    bldp.add_argument("--pypi-url", help="PyPI XML-RPC endpoint; its simple index serves the sdist "
+                                         "(default: $WHEELWRIGHT_PYPI_URL)")
+    bldp.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    bldp.set_defaults(handler=cmd_build)
 
     from wheelwright.operate.admin import add_commands
     add_commands(sub, _ready_connection)
@@ -162,6 +174,30 @@ def cmd_index(settings: Settings, args) -> int:
         result = publish(conn, output, full=args.full, pypi_url=pypi_base(settings.pypi_url),
                          progress=progress_to(sys.stderr))
     print(result.summary())
+    return 0
+
+
+def cmd_build(settings: Settings, args) -> int:
+    from wheelwright.builds.local_build import build_release
+    from wheelwright.config import simple_index_url
+    with _ready_connection(settings) as conn:
+        try:
+            result = build_release(conn, args.package, args.version, target=args.target,
+                                   index_url=simple_index_url(settings.pypi_url), workdir=settings.home / "builds",
+                                   incoming=settings.home / "incoming", output=settings.output)
+        except WheelwrightError as exc:
+            if args.json and exc.exit_code == 1:
+                print(json.dumps({"accepted": False, "status": None, "reason": str(exc)}))
+            raise
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(f"build {result.build_id} of {result.package} {result.version} for {result.target}: "
+              f"{result.status}" + "".join(f"\n  {name}" for name in result.wheels))
+    if not result.accepted:
+        print(f"wheelwright: {result.package} {result.version} was not built for {result.target}: "
+              f"{result.reason or result.status}", file=sys.stderr)
+        return 1
     return 0
 
 
