@@ -213,17 +213,17 @@ def test_a_recreated_package_is_published_cleanly(world, catalog, www):
     assert '<a href="phoenix/">phoenix</a>' in page(www, "simple/index.html")
 
 
-def test_quarantine_hides_pages_but_keeps_files_the_catalog_lists(world, catalog, www):
+def test_quarantine_hides_pages_and_holds_back_files_the_catalog_lists(world, catalog, www):
     p = world.package("suspect", aliases=("Suspect",))
     world.release(p, "1.0")
     wheel = world.wheel(p, "1.0")
     publish(catalog, www)
     world.set(p, quarantined=True)
     publish(catalog, www)
-    assert not (www / "simple" / "suspect" / "index.html").exists()
+    assert wheel.filename not in page(www, "simple/suspect/index.html"), "its status page lists nothing"
     assert not (www / "project" / "suspect").exists()
     assert not os.path.lexists(www / "project" / "Suspect")
-    assert (www / "simple" / "suspect" / wheel.filename).exists(), "the catalog still lists it"
+    assert not (www / "simple" / "suspect" / wheel.filename).exists(), "held back (see test_quarantine)"
     world.set(p, quarantined=False)
     publish(catalog, www)
     assert wheel.filename in page(www, "simple/suspect/index.html")
@@ -238,7 +238,7 @@ def test_a_quarantined_release_is_not_listed(world, catalog, www):
     publish(catalog, www)
     assert bad.filename not in page(www, "simple/mixed/index.html")
     assert "2.0" not in json.loads(page(www, "project/mixed/json/index.json"))["releases"]
-    assert (www / "simple" / "mixed" / bad.filename).exists()
+    assert not (www / "simple" / "mixed" / bad.filename).exists(), "held back (see test_quarantine)"
 
 
 def test_an_alias_that_disappears_loses_its_link(world, catalog, www):

@@ -3,7 +3,8 @@
 This room owns the formats, and nothing else: the simple repository pages pip reads (PEP 503 HTML and
 PEP 691 JSON, with the PEP 592 yank flags, PEP 658/714 core-metadata hints and PEP 700 versions, sizes
 and upload times), the project page people read and its JSON twin, the root lists and ``packages.json``.
-It never touches the catalog or the disk, so every format is tested exhaustively from literals, and a
+A project that offers no files because of its status (PEP 792: quarantined on PyPI) gets simple pages
+that say so and list nothing. It never touches the catalog or the disk, so every format is tested exhaustively from literals, and a
 page is a function of its data alone: publishing the same data twice gives the same bytes, which is
 what lets the writer skip files that did not change.
 
@@ -27,6 +28,7 @@ import msgspec
 from wheelwright.names import abi_order
 
 REPOSITORY_VERSION = "1.1"
+STATUS_REPOSITORY_VERSION = "1.4"   # PEP 792 project status: pages that carry one say so
 SIMPLE_JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 
@@ -151,6 +153,34 @@ def simple_project_json(project: Project) -> bytes:
         "name": project.package,
         "versions": [r.version for r in reversed(project.releases)],
         "files": files,
+    })
+
+
+def simple_status_html(display_name: str, status: str, reason: str | None = None) -> bytes:
+    """The simple page of a project that offers no files because of its PEP 792 ``status``
+    (``quarantined``): the status in a meta tag, and no links."""
+    name = escape(display_name)
+    out = ['<!DOCTYPE html>\n<html>\n  <head>\n',
+           f'    <meta name="pypi:repository-version" content="{STATUS_REPOSITORY_VERSION}">\n',
+           f'    <meta name="pypi:project-status" content="{escape(status)}">\n']
+    if reason:
+        out.append(f'    <meta name="pypi:project-status-reason" content="{escape(reason)}">\n')
+    out.append(f"    <title>Links for {name}</title>\n  </head>\n  <body>\n"
+               f"    <h1>Links for {name}</h1>\n  </body>\n</html>\n")
+    return "".join(out).encode()
+
+
+def simple_status_json(package: str, status: str, reason: str | None = None) -> bytes:
+    """The PEP 691 twin of :func:`simple_status_html`: ``project-status``, no versions, no files."""
+    project_status = {"status": status}
+    if reason:
+        project_status["reason"] = reason
+    return json_bytes({
+        "meta": {"api-version": STATUS_REPOSITORY_VERSION},
+        "name": package,
+        "project-status": project_status,
+        "versions": [],
+        "files": [],
     })
 
 

@@ -15,8 +15,12 @@ replaced by rename, never deleted and re-written; see :mod:`wheelwright.publish.
 the catalog still lists. Files that others put in the tree (wheels, ``.metadata``, build logs) are
 removed only when the catalog has forgotten them, and those of a still-existing version only after a
 grace period, because the build side moves a file into place a moment before it records it. A
-quarantined package loses its pages and links but keeps the files the catalog still lists, so clearing
-the quarantine republishes it without rebuilding anything.
+quarantined package (a malware response on PyPI) loses its project page and links, its simple pages
+say so (PEP 792 ``pypi:project-status`` / ``project-status``, listing no files), and its files leave the
+served tree, so their URLs answer 404: they wait in a holding area beside the tree (:func:`holding_for`,
+under ``WHEELWRIGHT_HOME`` in the default layout), and come back with the same names and bytes when the
+quarantine clears, without rebuilding anything. The files of a quarantined release of a visible
+package wait there the same way.
 
 Everything a run reads comes from one REPEATABLE READ snapshot, and only one publisher runs at a time
 (an advisory lock), whoever started it. Big runs (a full publish) render and write in forked worker
@@ -33,9 +37,11 @@ from __future__ import annotations
 
 import json
 import logging
+import errno
 import multiprocessing
 import os
 import re
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -82,6 +88,13 @@ class PublishError(WheelwrightError):
     """The published tree cannot be written (for example the output folder is unusable)."""
 
     exit_code = 6
+
+
+def holding_for(output: str | os.PathLike) -> Path:
+    """Where the files of quarantined projects and releases wait, outside the served tree: beside it,
+    on its file system (``$WHEELWRIGHT_HOME/www`` -> ``$WHEELWRIGHT_HOME/www-quarantine``)."""
+    output = Path(output)
+    return output.with_name(output.name + "-quarantine")
 
 
 def log_path_for(build_id: int) -> str:
@@ -182,14 +195,17 @@ class _CatalogPackage:
     versions: set[str]             # the catalog's releases (quarantined ones too), as spelled there
     logs: set[str]                 # log paths of the package's builds
     has_builds: bool
+    hidden: set[str] = field(default_factory=set)  # listed files of quarantined releases: held back
 
 
 class Publisher:
     """One publishing run over one tree; :func:`publish` is the way to use it."""
 
     def __init__(self, conn: psycopg.Connection, output: Path, *, full: bool, pypi_url: str,
-                 progress: Callable[[int, int], None] | None = None, workers: int | None = None):
+                 progress: Callable[[int, int], None] | None = None, workers: int | None = None,
+                 holding: Path | None = None):
         self.conn = conn
+        self.holding = str(holding if holding is not None else holding_for(output))
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.output = output
         self.full = full
@@ -388,15 +404,18 @@ class Publisher:
                     builds=builds_by_version.get(r[0], []))
             for r in release_rows or ()
         ]
-        # Files of quarantined releases stay on disk (the catalog lists them) but are not shown.
-        versions = {r[0] for r in release_rows or ()} | files_by_version.keys() | builds_by_version.keys()
+        # Files of quarantined releases are listed by the catalog but not shown: they wait out of the tree.
+        shown = {r[0] for r in release_rows or ()}
+        hidden = {name for version, files in files_by_version.items() if version not in shown
+                  for f in files for name in (f.filename, f.filename + ".metadata")}
+        versions = shown | files_by_version.keys() | builds_by_version.keys()
         project = Project(package=package, display_name=display, summary=summary,
                           skip_reason=skip_reason,
                           aliases=tuple(a for a in aliases if safe_alias(a, package)),
                           releases=releases)
         return _CatalogPackage(package=package, visible=visible, present=present, project=project,
                                listed=listed, versions=versions, logs=logs,
-                               has_builds=bool(build_rows))
+                               has_builds=bool(build_rows), hidden=hidden)
 
     # -- one package ---------------------------------------------------------------------------------
 
@@ -421,6 +440,8 @@ class Publisher:
 
         if in_simple:
             self._clean_simple_dir(pkg)
+        quarantined = pkg.present and not pkg.visible
+        self._hold_back(pkg, pkg.listed if quarantined else pkg.hidden)
         if pkg.visible:
             p = pkg.project
             if old is None or old.name != p.display_name or old.summary != (p.summary or None):
@@ -445,7 +466,12 @@ class Publisher:
                 self.root_dirty = True
             for alias in set(old.aliases if old else ()) | set(pkg.project.aliases):
                 self._remove_link(alias, name)
-            if in_simple:
+            if quarantined:  # PEP 792: its simple pages say so and list nothing
+                simple_folder = self.tree.stage_dir(simple_dir, new=not in_simple)
+                self.tree.write_in(simple_folder, "index.html",
+                                   pages.simple_status_html(pkg.project.display_name, "quarantined"))
+                self.tree.write_in(simple_folder, "index.json", pages.simple_status_json(name, "quarantined"))
+            elif in_simple:
                 for page in _PAGES:
                     self.tree.remove(join(simple_dir, page))
                 self.tree.remove_empty_dir(simple_dir)
@@ -455,6 +481,51 @@ class Publisher:
             if build_id_for_log(path) is not None:
                 self.tree.remove(join(self.root, path))
         return self.tree.touched != before
+
+    def _hold_back(self, pkg: _CatalogPackage, hold: set[str]) -> None:
+        """Move the files in ``hold`` out of simple/<package>/ into the holding area, and the held files
+        that may be served again back in; forget held files the catalog no longer lists."""
+        name = pkg.package
+        simple_dir = os.path.join(self.simple, name)
+        held_dir = os.path.join(self.holding, name)
+        moved = set()
+        for filename in sorted(hold):
+            source = os.path.join(simple_dir, filename)
+            if os.path.isfile(source) and not os.path.islink(source):
+                _move(source, os.path.join(held_dir, filename))
+                log.info("holding %s/%s back: its project or release is quarantined", name, filename)
+                moved |= {simple_dir, held_dir}
+        try:
+            held = os.listdir(held_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            held = []
+        for filename in sorted(held):
+            path = os.path.join(held_dir, filename)
+            if filename in hold:
+                continue
+            if pkg.present and filename in pkg.listed and not os.path.lexists(os.path.join(simple_dir, filename)):
+                self.tree.ensure_dir(simple_dir)
+                _move(path, os.path.join(simple_dir, filename))
+                log.info("serving %s/%s again: its quarantine cleared", name, filename)
+            else:
+                os.unlink(path)  # the catalog forgot it (or it is in the tree already)
+            moved |= {simple_dir, held_dir}
+        if held and not hold:
+            try:
+                os.rmdir(held_dir)
+            except OSError:
+                pass
+        for folder in moved:  # rare: make the renames durable at once rather than track them
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if moved:
+            self.tree.touched += 1
 
     def _remove_link(self, alias: str, name: str) -> None:
         """Remove project/<alias> if it is our symlink to ``name`` (never a real page or another link)."""
@@ -598,6 +669,22 @@ def _scandir(path: str) -> list[os.DirEntry]:
         return []
 
 
+def _move(source: str, destination: str) -> None:
+    """Rename ``source`` to ``destination`` (made durable by the caller); copy across file systems."""
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    try:
+        os.replace(source, destination)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = os.path.join(os.path.dirname(destination), ".ww-move." + os.path.basename(destination))
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, destination)
+        os.unlink(source)
+
+
 def _normal_version(version: str) -> str:
     try:
         return str(Version(version))
@@ -629,15 +716,16 @@ def _publish_lock(conn: psycopg.Connection):
 def publish(conn: psycopg.Connection, output: Path, *, full: bool = False,
             pypi_url: str = "https://pypi.org",
             progress: Callable[[int, int], None] | None = None,
-            workers: int | None = None) -> PublishResult:
+            workers: int | None = None, holding: Path | None = None) -> PublishResult:
     """Bring the tree at ``output`` in line with the catalog (see the module docstring).
 
     Incremental by default: only packages changed since the last run. ``full`` re-renders every
-    package and sweeps strays. The connection's open transaction, if any, is committed first.
+    package and sweeps strays. ``holding`` is where files of quarantined projects wait (default:
+    :func:`holding_for` the output). The connection's open transaction, if any, is committed first.
     """
     try:
         return Publisher(conn, Path(output), full=full, pypi_url=pypi_url, progress=progress,
-                         workers=workers).run()
+                         workers=workers, holding=holding).run()
     except psycopg.Error as exc:
         raise CatalogError(f"publishing failed on the catalog: {exc}".strip()) from exc
 
