@@ -182,21 +182,23 @@ def record_wave(wave: list[dict], outcomes: list[dict]) -> list[str]:
     import logging
     from wheelwright.builds import queue as build_queue
     from wheelwright.builds import intake as record
-    from wheelwright.builds import transfer
     from wheelwright.operate.dag_tasks import settings_from_airflow
 
     log = logging.getLogger("wheelwright.build_wheels")
     s = settings_from_airflow()
     incoming = incoming_dir(s)
-    answered = {o["build_id"] for o in outcomes}
+    requests = {r["build_id"]: r for r in wave}
+    answered = set()
     changed: set[str] = set()
     with catalog_connection() as conn:
         for outcome in outcomes:
-            try:
-                changed.update(record.receive(conn, None, outcome, incoming, s.output))
-            except transfer.TransferError as exc:  # already marked lost by receive: it re-queues
-                log.warning("build %s of %s==%s not recorded: %s", outcome["build_id"],
-                            outcome["package"], outcome["version"], exc)
+            # The index host's own request is what receive checks the outcome against.
+            request = requests.get(outcome.get("build_id")) if isinstance(outcome, dict) else None
+            if request is None or request["build_id"] in answered:
+                log.warning("an outcome that answers no build of this wave was ignored: %.200r", outcome)
+                continue
+            answered.add(request["build_id"])
+            changed.update(record.receive(conn, request, outcome, incoming, s.output))
         for request in wave:
             if request["build_id"] not in answered and build_queue.mark_lost(
                     conn, request["build_id"], "its build task failed on every try"):
