@@ -9,7 +9,8 @@ import paramiko
 import pytest
 
 from support.build_world import SFTPServer
-from wheelwright.builds.transfer import TransferError, accept, incoming_folder, place, upload, wheel_destination
+from wheelwright.builds.transfer import (LocalFolder, TransferError, accept, incoming_folder, place, upload,
+                                         wheel_destination, write_file)
 from wheelwright.builds.analysis import FileInfo
 
 BUILD_ID = 42
@@ -141,3 +142,52 @@ def test_the_airflow_ssh_hook_uploads_with_the_pinned_host_key(index_host, sent_
         upload(sftp, local, infos, "/incoming", BUILD_ID + 4)
         sftp.close()
     assert len(accept(received(index_host, BUILD_ID + 4), infos)) == 2
+
+
+@pytest.mark.parametrize("package, filename", [
+    ("/opt/x", "foo-1.0-py3-none-any.whl"),          # canonicalize_name keeps the slashes
+    ("..", "foo-1.0-py3-none-any.whl"),
+    ("foo/../../etc", "foo-1.0-py3-none-any.whl"),
+    ("foo", "../../dags/evil.py"),
+    ("foo", "/etc/cron.d/evil"),
+    ("foo", ".."),
+])
+def test_a_destination_is_made_of_canonical_parts_and_stays_in_the_tree(tmp_path, package, filename):
+    with pytest.raises(TransferError):
+        wheel_destination(tmp_path / "www", package, filename)
+    assert not (tmp_path / "www").exists()
+
+
+def test_a_destination_through_a_planted_symlink_is_refused(tmp_path):
+    (tmp_path / "www" / "simple").mkdir(parents=True)
+    (tmp_path / "www" / "simple" / "foo").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(TransferError, match="it leaves"):
+        wheel_destination(tmp_path / "www", "foo", "foo-1.0-py3-none-any.whl")
+
+
+def test_a_file_nobody_announced_is_refused(tmp_path, sent_files):
+    local, infos = sent_files
+    folder = tmp_path / "incoming" / "9"
+    folder.mkdir(parents=True)
+    for f in infos:
+        folder.joinpath(f.filename).write_bytes(local.joinpath(f.filename).read_bytes())
+    folder.joinpath("surprise.whl").write_bytes(b"x")
+    folder.joinpath(".foo-1.0-py3-none-any.whl.part").write_bytes(b"half")  # an upload cut short: ignored
+    with pytest.raises(TransferError, match="surprise.whl was not announced by the builder"):
+        accept(folder, infos)
+
+
+def test_a_local_folder_takes_the_same_upload_as_the_index_host(tmp_path, sent_files):
+    """`wheelwright build` sends its files through the same upload code, into a local incoming folder."""
+    local, infos = sent_files
+    (tmp_path / "incoming").mkdir()
+    upload(LocalFolder(), local, infos, str(tmp_path / "incoming"), BUILD_ID)
+    upload(LocalFolder(), local, infos, str(tmp_path / "incoming"), BUILD_ID)  # a retry replaces
+    assert len(accept(incoming_folder(tmp_path / "incoming", BUILD_ID), infos)) == 2
+
+
+def test_a_written_file_appears_whole(tmp_path):
+    destination = tmp_path / "www" / "simple" / "foo" / "foo-1.0-py3-none-any.whl.metadata"
+    write_file(destination, b"Metadata-Version: 2.1\n")
+    assert destination.read_bytes() == b"Metadata-Version: 2.1\n"
+    assert [p.name for p in destination.parent.iterdir()] == [destination.name], "no temporary file left"

@@ -10,9 +10,10 @@ import subprocess
 import pytest
 
 from support.build_world import make_wheel, open_folder
-from wheelwright.builds.analysis import (WheelInfo, WheelRefused, analyse_wheel, check_wheel_filename,
+from wheelwright.builds.analysis import (WheelInfo, WheelRefused, analyse_wheel, build_number,
+                                        check_received_wheel, check_target_tags, check_wheel_filename,
                                         parse_dpkg_search, parse_ldd, parse_metadata, path_aliases,
-                                        safe_member_path)
+                                        safe_member_path, with_build_number)
 
 METADATA = b"""Metadata-Version: 2.1
 Name: Foo-Bar
@@ -66,6 +67,49 @@ def test_a_wheel_name_with_a_path_is_refused(name):
                                           ("/etc/x.so", None), ("a/../../x.so", None)])
 def test_zip_members_never_extract_outside_the_scratch_folder(member, safe):
     assert safe_member_path(member) == safe
+
+
+@pytest.mark.parametrize("filename", [
+    "foo-1.0-cp311-cp311-linux_armv7l.whl", "foo-1.0-cp311-abi3-linux_armv7l.whl",
+    "foo-1.0-cp38-abi3-linux_armv7l.whl", "foo-1.0-py3-none-any.whl", "foo-1.0-py2.py3-none-any.whl",
+    "foo-1.0-cp311-none-linux_armv7l.whl", "foo-1.0-py3-none-linux_armv7l.whl", "foo-1.0-2-py3-none-any.whl",
+])
+def test_tags_that_fit_the_target_or_are_pure_are_accepted(filename):
+    assert check_target_tags(filename, "cp311", "linux_armv7l")
+
+
+@pytest.mark.parametrize("filename, says", [
+    ("foo-1.0-cp311-cp311-linux_x86_64.whl", "it is for linux_x86_64"),
+    ("foo-1.0-cp311-cp311-linux_armv7l.linux_x86_64.whl", "it is for linux_x86_64"),  # one tag too many
+    ("foo-1.0-cp311-cp311-manylinux_2_17_armv7l.whl", "it is for manylinux_2_17_armv7l"),
+    ("foo-1.0-cp312-cp312-linux_armv7l.whl", "it is for cp312"),
+    ("foo-1.0-cp312-abi3-linux_armv7l.whl", "none of its tags"),   # abi3 from a newer Python
+    ("foo-1.0-cp312-none-any.whl", "none of its tags"),
+    ("foo-1.0-py2-none-any.whl", "none of its tags"),
+])
+def test_tags_for_another_target_are_refused(filename, says):
+    with pytest.raises(WheelRefused, match=says):
+        check_target_tags(filename, "cp311", "linux_armv7l")
+
+
+def test_a_build_number_is_set_in_the_file_name_alone():
+    assert with_build_number("Foo_Bar-1.0-cp311-cp311-linux_armv7l.whl", 1) == (
+        "Foo_Bar-1.0-1-cp311-cp311-linux_armv7l.whl")
+    assert with_build_number("foo-1.0-3-py3-none-any.whl", 4) == "foo-1.0-4-py3-none-any.whl"
+    assert [build_number(n) for n in ("foo-1.0-py3-none-any.whl", "foo-1.0-7-py3-none-any.whl",
+                                      "foo-1.0-12abc-py3-none-any.whl")] == [0, 7, 12]
+    with pytest.raises(ValueError):
+        with_build_number("foo-1.0-py3-none-any.whl", 0)
+
+
+def test_the_index_host_reads_name_version_and_requires_python_from_the_wheel_itself(tmp_path):
+    wheel = make_wheel(tmp_path, "Foo_Bar-1.0-py3-none-any.whl", {
+        "foo_bar/__init__.py": b"", "Foo_Bar-1.0.dist-info/METADATA": METADATA})
+    checked = check_received_wheel(wheel, package="foo-bar", version="1.0", abi="cp311", platform="linux_armv7l")
+    assert (checked.python_tag, checked.abi_tag, checked.platform_tag, checked.pure) == ("py3", "none", "any", True)
+    assert checked.requires_python == ">=3.9" and checked.metadata == METADATA
+    assert checked.metadata_sha256 == hashlib.sha256(METADATA).hexdigest()
+    assert not (tmp_path / "Foo_Bar-1.0-py3-none-any.whl.metadata").exists(), "the index host writes nothing"
 
 
 # --- metadata and tool output ------------------------------------------------------------------------
