@@ -187,6 +187,12 @@ def test_a_file_nobody_announced_is_refused(catalog, caplog, request_, incoming,
                    says="files it did not announce arrived: foo-1.0-py3-none-any.whl")
 
 
+def test_two_wheels_with_the_same_tags_are_refused(catalog, caplog, request_, incoming, output, folder):
+    outcome = send(incoming, request_, [wheel_of(folder, HONEST), wheel_of(folder, "Foo-1.0-cp39-cp39-linux_armv7l.whl")])
+    receive(catalog, request_, outcome, incoming, output)
+    assert_refused(catalog, caplog, request_, incoming, output, says="another wheel of the build has its tags")
+
+
 def test_success_without_a_wheel_is_refused(catalog, caplog, request_, incoming, output, folder):
     receive(catalog, request_, send(incoming, request_, []), incoming, output)
     status, reason = build_row(catalog, request_["build_id"])

@@ -316,18 +316,20 @@ class CheckedWheel:
         return self.abi_tag == "none" and self.platform_tag == "any"
 
 
-def check_received_wheel(path: Path, *, package: str, version: str, abi: str, platform: str) -> CheckedWheel:
+def check_received_wheel(path: Path, *, package: str, version: str, abi: str, platform: str,
+                         digest: tuple[str, int] | None = None) -> CheckedWheel:
     """Read the wheel at ``path`` on the index host and check it against the build row it answers.
 
     ``package``, ``version``, ``abi`` and ``platform`` come from the index host's own build row, never
     from the worker. Refuses (:class:`WheelRefused`, one line) a name that is not a wheel name of that
     release, tags that do not fit the target, a zip that is not safe to read, and a ``METADATA`` that
-    is missing or names another package or version.
+    is missing or names another package or version. ``digest``: ``(sha256, size)`` of the file when
+    the caller has just checked them (the transfer's acceptance), to save reading it twice.
     """
     path = Path(path)
     python_tag, abi_tag, platform_tag = check_wheel_filename(path.name, package, version)
     check_target_tags(path.name, abi, platform)
-    sha256, size = sha256_of(path)
+    sha256, size = digest if digest is not None else sha256_of(path)
     try:
         with zipfile.ZipFile(path) as zf:
             check_zip_safe(zf, path.name)

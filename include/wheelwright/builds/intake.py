@@ -374,10 +374,17 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
         try:
             if not claim.wheels:
                 raise WheelRefused("the builder reported success but sent no wheel")
+            slots = set()
             for wheel in claim.wheels:
-                checked.append((wheel, check_received_wheel(
-                    by_name[wheel.file.filename].path, package=row.package, version=row.version,
-                    abi=row.abi, platform=row.platform)))
+                accepted = by_name[wheel.file.filename]
+                received = check_received_wheel(accepted.path, package=row.package, version=row.version,
+                                                abi=row.abi, platform=row.platform,
+                                                digest=(accepted.sha256, accepted.size))
+                slot = (received.python_tag, received.abi_tag, received.platform_tag)
+                if slot in slots:
+                    raise WheelRefused(f"refused {received.filename}: another wheel of the build has its tags")
+                slots.add(slot)
+                checked.append((wheel, received))
         except WheelRefused as exc:
             log.warning("build %d of %s==%s for %s refused: %s", row.build_id, row.package, row.version,
                         row.target, exc)
