@@ -26,22 +26,17 @@ import hashlib
 import logging
 import os
 import posixpath
-import re
 import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
-
 from wheelwright.errors import WheelwrightError
+from wheelwright.names import canonical_or_none
 from wheelwright.builds.analysis import FileInfo, WheelRefused, check_plain_filename
 
 log = logging.getLogger(__name__)
-
-_CANONICAL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*\Z")
-
 
 class TransferError(WheelwrightError):
     """Files did not arrive as the builder sent them; nothing of that build was published."""
@@ -181,8 +176,8 @@ def wheel_destination(output: str | os.PathLike, package: str, filename: str) ->
     Both parts come from outside (the package from the catalog, the file name from a wheel), so the
     path is made only from a canonical name and a plain file name, and checked to stay in the tree.
     """
-    canonical = canonicalize_name(package)
-    if not _CANONICAL.match(canonical) or len(canonical) > 200:
+    canonical = canonical_or_none(package)
+    if canonical is None:
         raise TransferError(f"refused to publish under {package!r}: not a package name")
     try:
         check_plain_filename(filename)
