@@ -25,7 +25,7 @@ INSERT INTO wheel_names (filename, package, version, python_tag, abi_tag, platfo
                          sha256, published_at)
 SELECT filename, package, version, python_tag, abi_tag, platform_tag,
        CASE WHEN array_length(string_to_array(left(filename, -4), '-'), 1) = 6
-            THEN coalesce(substring(split_part(filename, '-', 3) FROM '^[0-9]+')::integer, 0)
+            THEN coalesce(substring(split_part(filename, '-', 3) FROM '^[0-9]{1,9}')::integer, 0)
             ELSE 0 END,
        sha256, uploaded
 FROM wheels

@@ -125,6 +125,7 @@ def test_another_builds_row_is_never_touched_by_a_forged_id(catalog, caplog, req
     ("foo-1.0-cp311-cp311-linux_armv7l.whl", "it is for cp311, but the target builds for cp39"),
     ("foo-1.0-cp312-none-any.whl", "none of its tags"),
     ("foo-1.0-py3-none.whl", "not a valid wheel file name"),
+    ("foo-1.0-99999999999-py3-none-any.whl", "its build number 99999999999 is absurd"),
 ])
 def test_a_wheel_whose_name_does_not_fit_the_build_is_refused(catalog, caplog, request_, incoming, output,
                                                               folder, filename, says):

@@ -257,3 +257,17 @@ def test_a_recording_that_fails_publishes_nothing_and_can_be_retried(catalog, re
     monkeypatch.setattr(record_module, "place", real_place)
     assert receive(catalog, request_, outcome, incoming, output) == ["foo"], "the retry finds the files"
     assert (output / "simple" / "foo" / outcome.wheels[0].filename).exists()
+
+
+def test_wheels_published_before_names_were_remembered_are_remembered_by_the_migration(catalog, request_):
+    from wheelwright import package_data
+    from support.build_world import add_build
+    add_build(catalog, "foo", "1.0", FIRST, "success",
+              wheels=("foo-1.0-cp39-cp39-linux_armv7l.whl", "foo-1.0-2-py3-none-any.whl"))
+    catalog.execute("DELETE FROM wheel_names")
+    migration = package_data.sql("013_wheel_names.sql").read_text()
+    catalog.execute(migration[migration.index("INSERT INTO wheel_names"):])  # its backfill, as on upgrade
+    assert catalog.execute("SELECT filename, build_number, python_tag, abi_tag, platform_tag FROM wheel_names "
+                           "ORDER BY filename").fetchall() == [
+        ("foo-1.0-2-py3-none-any.whl", 2, "py3", "none", "any"),
+        ("foo-1.0-cp39-cp39-linux_armv7l.whl", 0, "cp39", "cp39", "linux_armv7l")]

@@ -55,6 +55,7 @@ MAX_UNCOMPRESSED = 4 << 30          # bytes, all members together, as the zip de
 MAX_RATIO = 1000                    # uncompressed / compressed for one member past MAX_RATIO_FROM
 MAX_RATIO_FROM = 16 << 20           # bytes: below this a high ratio is harmless (a file of zeros)
 MAX_METADATA = 2 << 20              # bytes of METADATA
+MAX_BUILD_NUMBER = 999_999          # a PEP 427 build number a wheel name may carry
 
 
 class WheelRefused(WheelwrightError):
@@ -329,6 +330,8 @@ def check_received_wheel(path: Path, *, package: str, version: str, abi: str, pl
     path = Path(path)
     python_tag, abi_tag, platform_tag = check_wheel_filename(path.name, package, version)
     check_target_tags(path.name, abi, platform)
+    if (number := build_number(path.name)) > MAX_BUILD_NUMBER:
+        raise WheelRefused(f"refused {path.name}: its build number {number} is absurd")
     sha256, size = digest if digest is not None else sha256_of(path)
     try:
         with zipfile.ZipFile(path) as zf:
