@@ -259,8 +259,10 @@ class Image:
         return ((now or time.time()) - self.built_at) / 86400
 
 
-def default_store(settings) -> Path:
-    return settings.home / "images"
+def default_store(settings, environ=None) -> Path:
+    """``$WHEELWRIGHT_IMAGES``, else ``$WHEELWRIGHT_HOME/images``."""
+    given = (os.environ if environ is None else environ).get("WHEELWRIGHT_IMAGES")
+    return Path(given).expanduser().absolute() if given else settings.home / "images"
 
 
 def read_image(path: Path) -> Image | None:
