@@ -214,3 +214,154 @@ def test_what_is_missing_for_emulation_is_said_plainly(tmp_path):
     advice = images.emulation_advice("armhf")
     assert "apt-get install qemu-user-static binfmt-support" in advice
     assert "update-binfmts --enable qemu-arm" in advice
+
+
+# --- real images: built once per machine, their binaries run under qemu ------------------------------
+# (tests/support/images.py; a fresh machine builds each small image once, in a few minutes)
+
+from support.build_world import PYPROJECT, make_sdist, make_wheel as zip_wheel, open_folder, setup_py  # noqa: E402
+from support.images import built_image  # noqa: E402
+from wheelwright.builds.analysis import analyse_wheel  # noqa: E402
+from wheelwright.publish.reports import needed_apt  # noqa: E402
+
+needs_image_tools = pytest.mark.skipif(
+    shutil.which("mmdebstrap") is None or shutil.which("bwrap") is None,
+    reason="needs mmdebstrap and bubblewrap (make system-packages)")
+
+# A C extension that links a Debian library (libyaml) and says where it runs.
+YAMLEXT_C = """
+    #include <Python.h>
+    #include <yaml.h>
+    static PyObject *version(PyObject *self, PyObject *args) {
+        return PyUnicode_FromString(yaml_get_version_string());
+    }
+    static PyMethodDef methods[] = {{"version", version, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
+    static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "yamlext", NULL, -1, methods};
+    PyMODINIT_FUNC PyInit_yamlext(void) { return PyModule_Create(&module); }
+"""
+MACHINE = {"cp311-armv7l": "armv7l", "cp313-aarch64": "aarch64"}
+TAGS = {"cp311-armv7l": "cp311-cp311-linux_armv7l", "cp313-aarch64": "cp313-cp313-linux_aarch64"}
+LIBYAML = {"cp311-armv7l": "libyaml-0-2", "cp313-aarch64": "libyaml-0-2"}
+
+
+@pytest.fixture(scope="module")
+def armhf_image():
+    return built_image("cp311-armv7l")
+
+
+@pytest.fixture(scope="module")
+def sdists():
+    """The PyPI double serving the test sdists and the build backend, as a worker's index would."""
+    from support.build_world import backend_wheels
+    from wheelwright.testing.pypi_double import PyPIDouble
+    files = open_folder("wheelwright-image-sdists-")
+    for wheel in backend_wheels().glob("*.whl"):
+        shutil.copy(wheel, files)
+    make_sdist(files, "yamlext", "1.0", {
+        "pyproject.toml": PYPROJECT,
+        "setup.py": setup_py("yamlext", "1.0", body="from setuptools import Extension",
+                             ext_modules="[Extension('yamlext', ['yamlext.c'], libraries=['yaml'])]"),
+        "yamlext.c": YAMLEXT_C})
+    make_sdist(files, "purepkg", "1.0", {
+        "pyproject.toml": PYPROJECT,
+        "setup.py": setup_py("purepkg", "1.0", py_modules="['purepkg']"),
+        "purepkg.py": "import platform\nWHERE = platform.machine()\n"})
+    with PyPIDouble([], files_dir=files) as pypi:
+        yield pypi.simple_url
+    shutil.rmtree(files)
+
+
+def in_image(image, argv, work: Path, network=False, timeout=900):
+    """Run ``argv`` in ``image`` with ``work`` as /srv; the completed process, checked."""
+    result = images.run_in_image(image.root, argv, binds=[(work, "/srv")], network=network, cwd="/srv",
+                                 env={"PIP_CONFIG_FILE": "/dev/null", "PIP_NO_CACHE_DIR": "1",
+                                      "PIP_DISABLE_PIP_VERSION_CHECK": "1"}, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(argv)} failed in {image.name}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def pip_wheel_in_image(image, index_url: str, package: str, work: Path) -> Path:
+    """pip wheel of ``package`` from ``index_url`` inside ``image``: the wheel it made."""
+    in_image(image, ["python3", "-m", "pip", "wheel", f"{package}==1.0", "--no-deps", "--no-binary",
+                     package, "--isolated", "--index-url", index_url, "--wheel-dir", "/srv/wheels"],
+             work, network=True)
+    [wheel] = (work / "wheels").glob("*.whl")
+    return wheel
+
+
+@needs_image_tools
+def test_elf_analysis_reads_armhf_objects_of_the_image_and_its_dpkg_database(armhf_image, tmp_path):
+    """ldd cannot trace a foreign object; the ELF headers and the image's own dpkg lists can."""
+    [ctypes_so] = (armhf_image.root / "usr/lib/python3.11/lib-dynload").glob("_ctypes.cpython-311-*.so")
+    wheel = zip_wheel(tmp_path, "ext-1.0-cp311-cp311-linux_armv7l.whl", {
+        "ext/_ext.so": ctypes_so.read_bytes(),
+        "ext-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: ext\nVersion: 1.0\n"})
+    info = analyse_wheel(wheel, "ext", "1.0", root=armhf_image.root)
+    assert info.dependencies == (("apt", "libc6"), ("apt", "libffi8"))
+    assert analyse_wheel(wheel, "ext", "1.0", root=tmp_path).dependencies == (
+        ("unowned", "ld-linux-armhf.so.3"), ("unowned", "libc.so.6"), ("unowned", "libffi.so.8")), \
+        "an empty root has none of them: they are named, not dropped"
+
+
+@needs_image_tools
+@pytest.mark.parametrize("target", ["cp311-armv7l", "cp313-aarch64"])
+def test_a_c_extension_built_in_the_pi_image_installs_and_imports_on_the_emulated_pi(
+        target, sdists, catalog, tmp_path):
+    from support.index_world import Wheel, World
+    from support.serving import serve
+    from wheelwright.publish.writer import publish
+    image = built_image(target)
+    work = open_folder("wheelwright-image-work-")
+    try:
+        built = pip_wheel_in_image(image, sdists, "yamlext", work)
+        assert built.name == f"yamlext-1.0-{TAGS[target]}.whl"
+        info = analyse_wheel(built, "yamlext", "1.0", root=image.root)
+        assert ("apt", LIBYAML[target]) in info.dependencies and ("apt", "libc6") in info.dependencies
+        assert not [d for d in info.dependencies if d[0] == "unowned"], info.dependencies
+        assert needed_apt([d for tool, d in info.dependencies if tool == "apt"], image.recipe.distro) == (), \
+            "Pi OS Lite has libyaml and libc: nothing for the Pi user to apt install"
+
+        # publish it as the index host would, and serve the tree on loopback
+        output = tmp_path / "www"
+        world = World(catalog, output)
+        abi, platform_tag = TAGS[target].split("-")[1:]
+        world.target(target, abi, platform_tag, image.recipe.distro)
+        world.package("yamlext")
+        world.release("yamlext", "1.0")
+        world.wheel("yamlext", "1.0", target, wheel=Wheel(
+            built.name, built.read_bytes(), built.with_name(built.name + ".metadata").read_bytes()),
+            apt=[d for tool, d in info.dependencies if tool == "apt"])
+        publish(catalog, output)
+        served = serve(output, tmp_path / "server")
+        try:
+            # the Pi user's view: the image's own Python, a venv, pip against the published index
+            in_image(image, ["python3", "-m", "venv", "/srv/venv"], work)
+            result = in_image(image, ["/srv/venv/bin/pip", "install", "--isolated", "--only-binary",
+                                      ":all:", "--index-url", f"{served.url}/simple/", "yamlext"],
+                              work, network=True)
+            assert f"Successfully installed yamlext-1.0" in result.stdout
+            imported = in_image(image, ["/srv/venv/bin/python", "-c", "import platform, yamlext; "
+                                        "print(platform.machine(), yamlext.version())"], work)
+            machine, version = imported.stdout.split()
+            assert machine == MACHINE[target] and version.startswith("0.2.")
+        finally:
+            served.stop()
+    finally:
+        shutil.rmtree(work)
+
+
+@needs_image_tools
+def test_a_pure_wheel_built_in_one_image_serves_every_target(sdists):
+    armhf, arm64 = built_image("cp311-armv7l"), built_image("cp313-aarch64")
+    work = open_folder("wheelwright-image-work-")
+    try:
+        built = pip_wheel_in_image(armhf, sdists, "purepkg", work)
+        assert built.name == "purepkg-1.0-py3-none-any.whl"
+        assert analyse_wheel(built, "purepkg", "1.0", root=armhf.root).pure
+        in_image(arm64, ["python3", "-m", "venv", "/srv/venv"], work)
+        in_image(arm64, ["/srv/venv/bin/pip", "install", "--isolated", "--no-index", f"/srv/wheels/{built.name}"],
+                 work)
+        result = in_image(arm64, ["/srv/venv/bin/python", "-c", "import purepkg; print(purepkg.WHERE)"], work)
+        assert result.stdout.strip() == "aarch64"
+    finally:
+        shutil.rmtree(work)

@@ -37,7 +37,7 @@ packages = ["gcc", "libc6-dev", "libyaml-dev"]
 """
 
 
-def test_targets():
+def image_targets():
     return {t.name: t for t in parse_targets(TEST_TARGETS)}
 
 
@@ -46,9 +46,9 @@ def image_store() -> Path:
     return Path(given) if given else Path.home() / ".cache" / "wheelwright-test-images"
 
 
-def test_image(name: str) -> images.Image:
+def built_image(name: str) -> images.Image:
     """The image of test target ``name``, built now if this machine has never built it."""
-    recipe = images.recipe_for(test_targets()[name])
+    recipe = images.recipe_for(image_targets()[name])
     store = image_store()
     found = images.find_image(recipe, store)
     if found is None:
