@@ -227,6 +227,8 @@ from wheelwright.publish.reports import needed_apt  # noqa: E402
 needs_image_tools = pytest.mark.skipif(
     shutil.which("mmdebstrap") is None or shutil.which("bwrap") is None,
     reason="needs mmdebstrap and bubblewrap (make system-packages)")
+# The first test to want an image builds it (once per machine, minutes under emulation).
+IMAGE_BUILD_TIMEOUT = pytest.mark.timeout(2400)
 
 # A C extension that links a Debian library (libyaml) and says where it runs.
 YAMLEXT_C = """
@@ -290,6 +292,7 @@ def pip_wheel_in_image(image, index_url: str, package: str, work: Path) -> Path:
 
 
 @needs_image_tools
+@IMAGE_BUILD_TIMEOUT
 def test_elf_analysis_reads_armhf_objects_of_the_image_and_its_dpkg_database(armhf_image, tmp_path):
     """ldd cannot trace a foreign object; the ELF headers and the image's own dpkg lists can."""
     [ctypes_so] = (armhf_image.root / "usr/lib/python3.11/lib-dynload").glob("_ctypes.cpython-311-*.so")
@@ -304,6 +307,7 @@ def test_elf_analysis_reads_armhf_objects_of_the_image_and_its_dpkg_database(arm
 
 
 @needs_image_tools
+@IMAGE_BUILD_TIMEOUT
 @pytest.mark.parametrize("target", ["cp311-armv7l", "cp313-aarch64"])
 def test_a_c_extension_built_in_the_pi_image_installs_and_imports_on_the_emulated_pi(
         target, sdists, catalog, tmp_path):
@@ -351,6 +355,7 @@ def test_a_c_extension_built_in_the_pi_image_installs_and_imports_on_the_emulate
 
 
 @needs_image_tools
+@IMAGE_BUILD_TIMEOUT
 def test_a_pure_wheel_built_in_one_image_serves_every_target(sdists):
     armhf, arm64 = built_image("cp311-armv7l"), built_image("cp313-aarch64")
     work = open_folder("wheelwright-image-work-")

@@ -21,7 +21,7 @@ def test_the_repository_targets_file_ships_pi_rows_and_this_machine():
 
 def test_a_target_s_debian_architecture_follows_from_its_platform_unless_given():
     [pi] = parse_targets('[[target]]\nabi = "cp311"\nplatform = "linux_armv7l"\ndistro = "bookworm"\n')
-    assert (pi.arch, pi.image, pi.packages, pi.package_lists) == ("armhf", True, (), ("build-packages.txt",))
+    assert (pi.arch, pi.image, pi.packages, pi.package_lists) == ("armhf", False, (), ("build-packages.txt",))
     [own] = parse_targets('[[target]]\nabi = "cp311"\nplatform = "linux_armv7l"\ndistro = "bookworm"\n'
                           'packages = ["libyaml-dev"]\npackage_lists = []\n')
     assert (own.packages, own.package_lists) == (("libyaml-dev",), ())

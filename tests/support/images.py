@@ -24,6 +24,7 @@ name = "cp311-armv7l"
 abi = "cp311"
 platform = "linux_armv7l"
 distro = "bookworm"
+image = true
 package_lists = []
 packages = ["gcc", "libc6-dev", "libyaml-dev"]
 
@@ -32,6 +33,7 @@ name = "cp313-aarch64"
 abi = "cp313"
 platform = "linux_aarch64"
 distro = "trixie"
+image = true
 package_lists = []
 packages = ["gcc", "libc6-dev", "libyaml-dev"]
 """

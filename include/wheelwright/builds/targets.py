@@ -10,7 +10,8 @@ A target also says how its builds get their system: its Debian ``arch`` (``armhf
 ``linux_armv7l``, ``arm64`` for ``linux_aarch64``: derived from the platform unless given) and the
 packages of its image (``packages``, and ``package_lists`` naming files of ``data/``, by default
 ``build-packages.txt``), from which :mod:`wheelwright.builds.images` makes the root filesystem its
-builds run in; ``image = false`` builds on the worker's own system instead.
+builds run in when it says ``image = true`` (without it, builds use the worker's own system, as on a
+Pi that is its own target).
 
 This room owns reading and checking that file, the numeric order of targets (``cp39 < cp311 <
 cp313``: the order a release is tried in), and the mirror. A target removed from the file, like one
@@ -57,7 +58,7 @@ class Target:
     queue: str       # the Celery queue its builds go to
     position: int    # 1-based place in numeric ABI order among all targets of the file
     arch: str | None = None  # Debian architecture of its image (armhf, arm64, amd64)
-    image: bool = True       # builds run in its image (builds/images.py); false: the worker's own system
+    image: bool = False      # builds run in its image (builds/images.py); false: the worker's own system
     packages: tuple[str, ...] = ()                           # Debian packages its image adds
     package_lists: tuple[str, ...] = DEFAULT_PACKAGE_LISTS  # files of data/ (or absolute) naming more
 
@@ -127,7 +128,7 @@ def _target_of(row: dict, index: int, source: str) -> Target:
         if not isinstance(value, str) or not _NAME.match(value):
             raise ConfigError(f"{where}: {key} {value!r} must be letters, digits, '.', '_' or '-'")
     enabled = row.get("enabled", True)
-    image = row.get("image", True)
+    image = row.get("image", False)
     for key, value in (("enabled", enabled), ("image", image)):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {key} must be true or false")
