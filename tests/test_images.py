@@ -145,6 +145,18 @@ def test_update_removes_stale_images_and_keeps_the_current_ones(tmp_path):
     assert {row.state for row in image_rows(targets, tmp_path)} == {"ready"}
 
 
+def test_a_build_runs_in_its_target_s_image_or_on_the_worker_s_own_system(tmp_path, monkeypatch):
+    targets_file = tmp_path / "targets.toml"
+    targets_file.write_text(TEST_TARGETS + '[[target]]\nname = "here"\nabi = "cp311"\n'
+                            'platform = "linux_x86_64"\ndistro = "bookworm"\n')
+    monkeypatch.setenv("WHEELWRIGHT_TARGETS", str(targets_file))
+    armv7l = recipe_for(target_named(load_targets(), "cp311-armv7l"))
+    image = fake_image(tmp_path / "images", armv7l)
+    monkeypatch.setattr(images, "ensure_emulation", lambda arch: None)  # the fake image runs nothing
+    assert images.root_for_target("cp311-armv7l", tmp_path / "images") == image / "root"
+    assert images.root_for_target("here", tmp_path / "images") == Path("/")
+
+
 def test_image_list_shows_each_image_with_its_targets_size_age_and_state(tmp_path, monkeypatch, capsys):
     from wheelwright.operate.cli import main
     targets_file = tmp_path / "targets.toml"

@@ -304,6 +304,19 @@ def image_root(target, store: Path, *, build: bool = True, progress: Progress = 
     return image.root
 
 
+def root_for_target(name: str, store: Path | None = None, *, progress: Progress | None = None) -> Path:
+    """The root filesystem builds for the target ``name`` run in: its image when it has one (built
+    here on first use, so a worker needs no preparation), else the worker's own ``/``."""
+    from wheelwright.builds.targets import load_targets
+    from wheelwright.config import Settings
+    target = next((t for t in load_targets() if t.name == name), None)
+    if target is None or not target.image:
+        return Path("/")
+    if store is None:
+        store = default_store(Settings.from_env())
+    return image_root(target, store, build=True, progress=progress or (lambda line: log.info("%s", line)))
+
+
 def _disk_usage(path: Path) -> int:
     total = 0
     for dirpath, dirnames, filenames in os.walk(path):
