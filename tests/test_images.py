@@ -152,7 +152,6 @@ def test_a_build_runs_in_its_target_s_image_or_on_the_worker_s_own_system(tmp_pa
     monkeypatch.setenv("WHEELWRIGHT_TARGETS", str(targets_file))
     armv7l = recipe_for(target_named(load_targets(), "cp311-armv7l"))
     image = fake_image(tmp_path / "images", armv7l)
-    monkeypatch.setattr(images, "ensure_emulation", lambda arch: None)  # the fake image runs nothing
     assert images.root_for_target("cp311-armv7l", tmp_path / "images") == image / "root"
     assert images.root_for_target("here", tmp_path / "images") == Path("/")
 
