@@ -93,6 +93,13 @@ def test_mmdebstrap_gets_an_argument_list_naming_arch_packages_and_release():
     assert argv[-3:] == ["bookworm", "/store/.tmp/root", "http://deb.debian.org/debian"]
 
 
+def test_progress_shows_phases_and_each_package_set_up_not_every_line_of_apt():
+    assert images.progress_line("I: installing remaining packages inside the chroot...") == \
+        "I: installing remaining packages inside the chroot..."
+    assert images.progress_line("Setting up libyaml-0-2:armhf (0.2.5-1) ...") == "setting up libyaml-0-2:armhf"
+    assert images.progress_line("Get:12 http://deb.debian.org/debian bookworm/main armhf gcc-12") is None
+
+
 # --- the store -----------------------------------------------------------------------------------------
 
 def fake_image(store: Path, recipe: Recipe, *, age_days: float = 0.0, complete: bool = True) -> Path:

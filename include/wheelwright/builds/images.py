@@ -329,8 +329,22 @@ def _disk_usage(path: Path) -> int:
 
 
 def mmdebstrap_command(recipe: Recipe, root: Path, mirror: str = DEFAULT_MIRROR) -> list[str]:
-    return ["mmdebstrap", f"--arch={recipe.arch}", *MMDEBSTRAP_OPTIONS,
+    # --verbose: apt's and dpkg's own lines instead of progress bars, so progress can be shown
+    return ["mmdebstrap", "--verbose", f"--arch={recipe.arch}", *MMDEBSTRAP_OPTIONS,
             f"--include={','.join(recipe.packages)}", recipe.distro, str(root), mirror]
+
+
+_SETTING_UP = re.compile(r"Setting up ([^ ]+) \(")
+
+
+def progress_line(line: str) -> str | None:
+    """What an operator wants to see of one line of mmdebstrap's output: its phases (``I:``),
+    warnings and errors, and each package as dpkg sets it up; None for the rest."""
+    if line[:3] in ("I: ", "W: ", "E: "):
+        return line
+    if m := _SETTING_UP.match(line):
+        return f"setting up {m[1]}"
+    return None
 
 
 def build_image(recipe: Recipe, store: Path, *, mirror: str | None = None,
@@ -372,7 +386,8 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
         for line in proc.stdout:
             line = line.rstrip()
             tail = (tail + [line])[-20:]
-            progress(f"[{_clock(time.monotonic() - started)}] {line}")
+            if (shown := progress_line(line)) is not None:
+                progress(f"[{_clock(time.monotonic() - started)}] {shown}")
             if time.monotonic() > deadline:
                 proc.kill()
                 break
