@@ -1,12 +1,12 @@
 """Target images for the tests: small ones, built once per machine and kept across test runs.
 
 An image takes minutes to build (mmdebstrap from Debian's archive, its packages configured under
-qemu), so the tests never build one twice: they live in ``$WHEELWRIGHT_TEST_IMAGES`` (default
-``~/.cache/wheelwright-test-images``), named by their recipe hash like any image, so a changed recipe
-builds a new one and an unchanged one is reused by every later run. The tests' targets carry only what
-the tests compile: gcc, the C library's headers and libyaml's (a Debian library a wheel can link), not
-the whole ``data/build-packages.txt``. A fresh machine pays about 4-6 minutes per image (measured by
-bench/bench_images.py); CI builds each once.
+qemu), so the tests never build one twice: they live in ``$WHEELWRIGHT_TEST_IMAGES`` (by default
+``/var/tmp/wheelwright-test-images`` for root, ``~/.cache/wheelwright-test-images`` otherwise), named
+by their recipe hash like any image, so a changed recipe builds a new one and an unchanged one is
+reused by every later run. The tests' targets carry only what the tests compile: gcc, the C library's
+headers and libyaml's (a Debian library a wheel can link), not the whole ``data/build-packages.txt``.
+A fresh machine pays about 4-8 minutes per image (bench/bench_images.py); CI builds each once.
 """
 
 from __future__ import annotations
@@ -44,8 +44,15 @@ def image_targets():
 
 
 def image_store() -> Path:
+    """``$WHEELWRIGHT_TEST_IMAGES``; else, when the tests run as root (builds then run as an
+    unprivileged user, who must reach the image), /var/tmp/wheelwright-test-images; else
+    ~/.cache/wheelwright-test-images."""
     given = os.environ.get("WHEELWRIGHT_TEST_IMAGES")
-    return Path(given) if given else Path.home() / ".cache" / "wheelwright-test-images"
+    if given:
+        return Path(given)
+    if os.geteuid() == 0:
+        return Path("/var/tmp/wheelwright-test-images")
+    return Path.home() / ".cache" / "wheelwright-test-images"
 
 
 def built_image(name: str) -> images.Image:

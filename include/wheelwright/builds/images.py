@@ -248,7 +248,7 @@ class Image:
     built_at: float      # Unix time
     size: int            # bytes on disk
     seconds: float       # how long it took to build
-    python: str          # the Python version inside, e.g. 3.11.2
+    python: str          # the Python version inside, e.g. 3.11
     recipe: Recipe
 
     @property
