@@ -3,21 +3,25 @@
 Building an sdist runs its ``setup.py`` (or build backend): anybody's code, with our CPU, memory, disk
 and network. piwheels learnt what that code does on a bad day: builds that never end, builds that eat
 all memory, builds that write where they should not, builds that name another package. This room owns
-running it so that none of that reaches the worker, the index or the next build:
+what to run for one build and what its result means:
 
-- the package name and version are checked before anything runs, and never pass through a shell;
+- the package name and version (and the sdist's sha256, when the catalog knows it) are checked before
+  anything runs, and never pass through a shell;
 - ``pip wheel PKG==VER --no-deps --no-binary PKG`` runs with the interpreter of the target's ABI, in a
-  fresh folder of its own, against the configured index only (``--isolated``, no pip configuration,
-  an environment holding nothing but PATH, HOME, TMPDIR and the locale);
-- as an unprivileged user when the worker runs as root (it never builds as root), in its own process
-  group, under an address-space limit, with a wall-clock timeout after which the whole group, and
-  every process it started, is killed; nothing it started outlives the build either way;
+  fresh folder of its own, against the configured index only (``--isolated``, no pip configuration),
+  pinned to the sdist's sha256 (``--require-hashes``) when there is one;
+- it runs inside :mod:`wheelwright.builds.sandbox` (bubblewrap: own user, pid and network namespaces,
+  a read-only system from ``root``, memory and process limits for the whole build, no network but the
+  index), under a wall-clock timeout; ``WHEELWRIGHT_UNSAFE_NO_SANDBOX=1`` runs it without (as the
+  build user, in its own session, under rlimits), for machines that cannot have a sandbox;
 - its output goes to a gzipped log, capped in size with a note saying what was cut;
 - the wheels it made are copied out without following links it may have planted, then checked and
   described by :mod:`wheelwright.builds.analysis`.
 
 The result is a :class:`BuildOutcome`: success with checked wheels, or failure with a one-line reason
-and the log. Whether and where the files are published is decided on the index host
+and the log. A failure before any of the sdist's code ran, because the index could not be reached or
+did not have the sdist yet, is **transient** (``outcome.transient``): the index host re-queues it;
+every other failure is final. Whether and where files are published is decided on the index host
 (:mod:`wheelwright.builds.transfer`, :mod:`wheelwright.builds.intake`).
 """
 
@@ -26,10 +30,8 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import pwd
 import re
 import resource
-import selectors
 import shutil
 import signal
 import socket
@@ -44,32 +46,43 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from wheelwright.errors import ConfigError, WheelwrightError
-from wheelwright.builds.analysis import FileInfo, WheelInfo, WheelRefused, analyse_wheel, check_plain_filename, sha256_of
+from wheelwright.builds import sandbox
+from wheelwright.builds.analysis import (FileInfo, WheelInfo, WheelRefused, analyse_wheel, check_plain_filename,
+                                         safe_member_path, sha256_of)
 
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 GiB = 1 << 30
 DEFAULT_TIMEOUT = 3 * 3600          # seconds; numpy on a Pi 3 took 20 minutes, scipy hours
-DEFAULT_MEMORY_LIMIT = 4 * GiB      # address space per process of the build
+DEFAULT_MEMORY_LIMIT = 4 * GiB      # memory of the whole build (per process without cgroups)
+DEFAULT_PROCESS_LIMIT = 512         # processes of the whole build (make -j4 of C++ stays far below)
 DEFAULT_LOG_CAP = 1 * MiB           # uncompressed bytes of build output kept
 DEFAULT_BUILD_USER = "nobody"
+MAX_UNPACKED = 4 * GiB              # a wheel unpacking to more is refused (the largest on PyPI: ~2 GiB)
+MAX_RATIO = 200                     # ... and so is a member over 64 MiB compressed more than this
+RATIO_FLOOR = 64 * MiB
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
-DRAIN_GRACE = 5.0                   # seconds to wait for output after pip exits (left-behind processes)
+DRAIN_GRACE = 5.0                   # seconds to wait for output after pip exits (unsafe mode)
 
 # PEP 508 names; versions as PyPI accepts them (PEP 440 characters, legacy strings included)
 _PACKAGE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?\Z")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,127}\Z")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _INTERPRETER = re.compile(r"cp(\d)(\d+)\Z")
 
 
 class UnsafeRequest(WheelwrightError):
-    """A build request whose package name or version could be read as something else."""
+    """A build request whose package name, version or hash could be read as something else."""
 
 
 @dataclass
 class BuildOutcome:
-    """What one build produced. ``files_dir`` (worker side only) holds the log and the wheels."""
+    """What one build produced. ``files_dir`` (worker side only) holds the log and the wheels.
+
+    ``transient`` marks a failure that says nothing about the release (the index unreachable, a 5xx,
+    the sdist not there yet): the build should be tried again later, not recorded as failed.
+    """
 
     build_id: int
     package: str
@@ -83,6 +96,7 @@ class BuildOutcome:
     log: FileInfo | None
     wheels: list[WheelInfo] = field(default_factory=list)
     files_dir: Path | None = None
+    transient: bool = False
 
     def files(self) -> list[FileInfo]:
         """Every file the index host must receive: wheels, their ``.metadata``, the log."""
@@ -98,6 +112,7 @@ class BuildOutcome:
         return {
             "build_id": self.build_id, "package": self.package, "version": self.version,
             "target": self.target, "abi": self.abi, "status": self.status, "reason": self.reason,
+            "transient": self.transient,
             "builder": self.builder, "duration": self.duration,
             "log": None if self.log is None else vars(self.log).copy(),
             "wheels": [w.to_dict() for w in self.wheels],
@@ -110,7 +125,8 @@ class BuildOutcome:
             target=d["target"], abi=d["abi"], status=d["status"], reason=d.get("reason"),
             builder=d.get("builder") or "", duration=float(d.get("duration") or 0),
             log=FileInfo(**d["log"]) if d.get("log") else None,
-            wheels=[WheelInfo.from_dict(w) for w in d.get("wheels", [])])
+            wheels=[WheelInfo.from_dict(w) for w in d.get("wheels", [])],
+            transient=d.get("transient") is True)
 
     def cleanup(self) -> None:
         if self.files_dir is not None:
@@ -132,6 +148,16 @@ def check_request(request) -> tuple[int, str, str]:
     return build_id, package, version
 
 
+def check_sha256(request) -> str | None:
+    """The sdist's sha256 the request pins (lower-case hex), None when it carries none."""
+    value = request.get("sdist_sha256")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _SHA256.match(value.lower()):
+        raise UnsafeRequest(f"refused sdist sha256 {value!r}: not 64 hex digits")
+    return value.lower()
+
+
 def requirement(package: str, version: str) -> str:
     """``pkg==ver``; ``pkg===ver`` for a legacy version that ``==`` cannot name."""
     try:
@@ -141,62 +167,66 @@ def requirement(package: str, version: str) -> str:
     return f"{package}=={version}"
 
 
+def requirements_file(package: str, version: str, sha256: str) -> str:
+    """A requirements file pinning the release to the sdist of that sha256 (for ``--require-hashes``)."""
+    return f"{requirement(package, version)} --hash=sha256:{sha256}\n"
+
+
 def pip_wheel_command(python: str, package: str, version: str, index_url: str,
-                      wheel_dir: Path) -> list[str]:
+                      wheel_dir: Path, *, requirements: Path | None = None,
+                      proxy: str | None = None) -> list[str]:
+    """The argument list of the build. With ``requirements`` (a file from :func:`requirements_file`)
+    the release is named there and pip checks the sdist's hash."""
+    what = (["-r", str(requirements), "--require-hashes"] if requirements is not None
+            else [requirement(package, version)])
     return [
-        python, "-m", "pip", "wheel", requirement(package, version),
+        python, "-m", "pip", "wheel", *what,
         "--no-deps", "--no-binary", canonicalize_name(package),
         "--isolated", "--index-url", index_url,
         "--wheel-dir", str(wheel_dir),
         "--no-cache-dir", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-        "--verbose",
+        "--verbose", *(["--proxy", proxy] if proxy else []),
     ]
 
 
-def clean_environment(sandbox: Path, user: str | None) -> dict[str, str]:
+def clean_environment(work: Path | str, user: str | None = None) -> dict[str, str]:
+    """The whole environment of a build whose work folder is ``work`` (as the build sees it)."""
     env = {
         "PATH": CLEAN_PATH,
-        "HOME": str(sandbox / "home"),
-        "TMPDIR": str(sandbox / "tmp"),
+        "HOME": f"{work}/home",
+        "TMPDIR": f"{work}/tmp",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         # The one PIP_ variable we set: it makes pip (and the pip that installs build dependencies)
         # read no configuration file at all, so only the index on our command line is used.
         "PIP_CONFIG_FILE": os.devnull,
         "PYTHONNOUSERSITE": "1",
+        "USER": user or "build",
+        "LOGNAME": user or "build",
     }
-    if user:
-        env["USER"] = env["LOGNAME"] = user
     return env
 
 
-def interpreter_for(abi: str) -> str:
-    """The interpreter that builds for ``abi`` (cp311 -> python3.11) on the clean PATH.
+def interpreter_for(abi: str, root: Path = Path("/")) -> str:
+    """The interpreter that builds for ``abi`` (cp311 -> python3.11) on the clean PATH of ``root``.
 
     Not ``sys.executable``: the worker's own Python (Airflow's virtualenv) need not be the target's,
-    and the unprivileged build user may not be able to read it.
+    and the sandbox shows only the system (or the target image).
     """
     m = _INTERPRETER.match(abi)
     if not m:
         raise ConfigError(f"no interpreter is known for ABI {abi!r}")
     name = f"python{m[1]}.{m[2]}"
-    found = shutil.which(name, path=CLEAN_PATH)
-    if found is None:
-        raise ConfigError(f"{name} (for {abi}) is not installed on this worker ({CLEAN_PATH})")
-    return found
+    for folder in CLEAN_PATH.split(":"):
+        candidate = Path(root) / folder.lstrip("/") / name
+        if candidate.exists() and (candidate.is_symlink() or os.access(candidate, os.X_OK)):
+            return f"{folder}/{name}"
+    raise ConfigError(f"{name} (for {abi}) is not installed in {root} ({CLEAN_PATH})")
 
 
 def build_user(run_as: str) -> tuple[str, int, int] | None:
-    """``(name, uid, gid)`` to build as, or None when we are not root (we then build as ourselves)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam(run_as)
-    except KeyError:
-        raise ConfigError(f"the build user {run_as!r} does not exist on this worker") from None
-    if entry.pw_uid == 0 or entry.pw_gid == 0:
-        raise ConfigError(f"the build user {run_as!r} is root: builds never run as root")
-    return entry.pw_name, entry.pw_uid, entry.pw_gid
+    """``(name, uid, gid)`` to start builds as, or None when we are not root."""
+    return sandbox.build_identity(run_as)
 
 
 def check_reachable(path: Path, uid: int, gid: int) -> None:
@@ -214,21 +244,115 @@ def check_reachable(path: Path, uid: int, gid: int) -> None:
                               f"to it (mode {stat.filemode(st.st_mode)})")
 
 
+# Lines pip prints just before it hands over to the sdist's own code (build backend hooks, setup.py).
+# Nothing the sdist does can come before them, so their absence proves none of its code ran.
+_CODE_STARTS = (b"Getting requirements to build wheel", b"Preparing metadata", b"Running setup.py",
+                b"setup.py egg_info", b"Building wheel for ")
+_NETWORK_TROUBLE = re.compile(
+    rb"ProxyError|Max retries exceeded|NewConnectionError|ConnectionError|Connection refused|"
+    rb"Read timed out|ReadTimeoutError|ConnectTimeout|Connection broken|IncompleteRead|"
+    rb"Temporary failure in name resolution|HTTP error 5\d\d|\b50[234] Server Error|"
+    rb"Could not fetch URL|There was a problem confirming the ssl certificate")
+_NO_MATCHING = re.compile(rb"No matching distribution found for ([A-Za-z0-9._-]+)")
+_HASH_MISMATCH = re.compile(rb"THESE PACKAGES DO NOT MATCH THE HASHES")
+_PIP_INCONSISTENT = re.compile(
+    rb"has inconsistent (name|version): expected '([^']+)', but metadata has '([^']+)'")
+
+
+def transient_reason(tail: bytes, package: str, code_ran: bool,
+                     proxy_events: list[sandbox.ProxyEvent]) -> str | None:
+    """Why a failed build is worth trying again later, or None when the failure is the release's own.
+
+    Only a failure before any of the sdist's code ran can be transient: then pip was fetching the
+    sdist or the build dependencies, and the index (or the way to it) let it down.
+    """
+    if code_ran:
+        return None
+    for event in proxy_events:
+        if event.kind in ("unreachable", "server-error", "refused"):
+            return f"could not fetch the sdist or its build dependencies: {event.sentence()}"
+    if m := _NO_MATCHING.search(tail):
+        wanted = m[1].decode("ascii", "replace")
+        if canonicalize_name(re.split(r"[=<>!~]", wanted)[0]) == canonicalize_name(package):
+            return (f"the index does not offer the sdist of {package} yet "
+                    "(PyPI's CDN may lag behind an upload)")
+    if m := _NETWORK_TROUBLE.search(tail):
+        return (f"could not fetch the sdist or its build dependencies: "
+                f"{m[0].decode('ascii', 'replace')}")
+    return None
+
+
+def failure_reason(status: int | None, tail: bytes, *, memory_limit: int, process_limit: int,
+                   out_of_memory: bool = False, hit_process_limit: bool = False,
+                   per_process: bool = False) -> str:
+    """The one-line reason of a build that ran and failed."""
+    if m := _PIP_INCONSISTENT.search(tail):
+        # pip's own GSAS_II_WONDER check: the build's metadata names another package or version
+        what, expected, got = (part.decode("utf-8", "replace") for part in m.groups())
+        return f"refused: its setup.py gives the {what} {got!r}, not {expected!r}"
+    if _HASH_MISMATCH.search(tail):
+        return "refused: the sdist the index served is not the one whose sha256 the catalog knows"
+    limit = f"{memory_limit // MiB} MiB {'per process' if per_process else 'for the whole build'}"
+    if out_of_memory:
+        return f"ran out of memory (limit {limit}); the kernel killed it"
+    if hit_process_limit:
+        return f"started more processes than its limit of {process_limit}; it was refused more"
+    if b"MemoryError" in tail or b"Cannot allocate memory" in tail or b"out of memory" in tail:
+        return f"ran out of memory (limit {limit})"
+    if status is not None and status < 0:
+        try:
+            return f"pip wheel was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"pip wheel was killed by signal {-status}"
+    return f"pip wheel exited with status {status}"
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a wheel whose members hold a path leaving its folder, or that unpacks to far more than it
+    weighs (a zip bomb), before anything opens its members."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise WheelRefused(f"refused {path.name}: not a readable zip file ({exc})") from exc
+    total = 0
+    for info in members:
+        if safe_member_path(info.filename) is None:
+            raise WheelRefused(f"refused {path.name}: its member {info.filename!r} has a path "
+                               "leaving the wheel")
+        total += info.file_size
+        if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise WheelRefused(f"refused {path.name}: its member {info.filename!r} unpacks to "
+                               f"{info.file_size // MiB} MiB from {info.compress_size // 1024} KiB "
+                               "(a zip bomb)")
+    if total > MAX_UNPACKED:
+        raise WheelRefused(f"refused {path.name}: it unpacks to {total // MiB} MiB, more than "
+                           f"{MAX_UNPACKED // MiB} MiB (a zip bomb)")
+
+
 # --- the edge: running it ---------------------------------------------------------------------------
 
 class CappedLog:
-    """A gzipped log keeping the first ``cap`` bytes of output and saying how much it dropped."""
+    """A gzipped log keeping the first ``cap`` bytes of output and saying how much it dropped.
+
+    It also notes whether pip said it was handing over to the sdist's code (see ``code_ran``).
+    """
 
     def __init__(self, path: Path, cap: int):
         self.path, self.cap = path, cap
         self.kept = self.dropped = 0
         self.tail = b""  # the last few KiB, to tell why a build failed
+        self.code_ran = False
         self._file = gzip.open(path, "wb")
 
     def note(self, text: str) -> None:
         self._file.write(text.encode("utf-8", "replace"))
 
     def write(self, chunk: bytes) -> None:
+        if not self.code_ran:
+            window = self.tail[-200:] + chunk
+            self.code_ran = any(marker in window for marker in _CODE_STARTS)
         room = self.cap - self.kept
         if room > 0:
             self._file.write(chunk[:room])
@@ -245,209 +369,184 @@ class CappedLog:
         self._file.close()
 
 
-def _limits(memory_limit: int):
-    def apply():  # runs in the child, after it dropped privileges, before pip starts
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    return apply
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """Kill the build's process group and every process descended from it, wherever it went."""
-    stray = []
-    try:
-        import psutil
-        try:
-            stray = psutil.Process(proc.pid).children(recursive=True)
-        except psutil.Error:
-            pass
-    except ImportError:  # pragma: no cover - psutil comes with Airflow
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for child in stray:  # e.g. a daemon that called setsid() to leave the group
-        try:
-            child.kill()
-        except Exception:
-            pass
-    proc.wait()
-
-
-def _kill_marked(home: str | None, uid: int | None) -> None:
-    """Kill processes of the build user that still carry this build's HOME: detached daemons.
-
-    A process that double-forks and calls setsid() leaves the group and has no living ancestor in the
-    build, but it keeps the environment it was given, and no other process has this HOME.
-    """
-    if not home or uid is None:
-        return
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil comes with Airflow
-        return
-    for process in psutil.process_iter(["uids"]):
-        try:
-            if process.info["uids"] is None or process.info["uids"].real != uid:
-                continue
-            if process.environ().get("HOME") == home:
-                process.kill()
-        except psutil.Error:
-            continue
-
-
-def run_sandboxed(argv: list[str], *, cwd: Path, env: dict, user: tuple[str, int, int] | None,
-                  timeout: float, memory_limit: int, log: CappedLog) -> tuple[int | None, bool]:
-    """Run ``argv`` sandboxed, output into ``log``; ``(exit status or None, timed out)``."""
-    identity = {}
-    if user is not None:
-        _, uid, gid = user
-        identity = {"user": uid, "group": gid, "extra_groups": []}
-    try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, umask=0o022,
-                                preexec_fn=_limits(memory_limit), **identity)
-    except OSError as exc:
-        raise ConfigError(f"cannot start {argv[0]} for the build: {exc}") from exc
-    deadline = time.monotonic() + timeout
-    exited_at = None
-    timed_out = False
-    fd = proc.stdout.fileno()
-    os.set_blocking(fd, False)
-    try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while True:
-                now = time.monotonic()
-                if now >= deadline:
-                    timed_out = True
-                    break
-                if proc.poll() is not None:
-                    exited_at = exited_at or now
-                    if now - exited_at > DRAIN_GRACE:
-                        break  # something it left behind holds the output open
-                if selector.select(min(deadline - now, 0.5)):
-                    try:
-                        chunk = os.read(fd, 65536)
-                    except BlockingIOError:
-                        continue
-                    if not chunk:
-                        break
-                    log.write(chunk)
-    finally:
-        _kill_tree(proc)  # nothing the build started survives it ...
-        _kill_marked(env.get("HOME"), identity.get("user"))  # ... not even a daemon it detached
-        proc.stdout.close()
-    return (None if timed_out else proc.returncode), timed_out
-
-
 def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: float = DEFAULT_TIMEOUT,
           memory_limit: int = DEFAULT_MEMORY_LIMIT, log_cap: int = DEFAULT_LOG_CAP,
-          run_as: str = DEFAULT_BUILD_USER, python: str | None = None) -> BuildOutcome:
+          run_as: str = DEFAULT_BUILD_USER, python: str | None = None,
+          root: str | os.PathLike = "/", process_limit: int = DEFAULT_PROCESS_LIMIT,
+          allow: tuple[str, ...] = (), unsafe_no_sandbox: bool | None = None) -> BuildOutcome:
     """Build ``request`` (a :class:`~wheelwright.builds.queue.BuildRequest`) and describe the result.
 
+    ``root`` is the file system the build sees (``/`` or a target image's root); ``allow`` more
+    ``host:port`` the build may reach besides the index. ``unsafe_no_sandbox`` defaults to the
+    ``WHEELWRIGHT_UNSAFE_NO_SANDBOX`` setting.
+
     A build that fails, or is refused, is an outcome, not an exception; exceptions mean the worker
-    itself is unfit (no interpreter, no build user, unusable work folder) and the build should be
-    retried elsewhere or later. The caller calls ``outcome.cleanup()`` once the files are sent.
+    itself is unfit (no sandbox, no interpreter, no build user, unusable work folder) and the build
+    should be retried elsewhere or later. The caller calls ``outcome.cleanup()`` once the files are sent.
     """
     started = time.monotonic()
     host = socket.gethostname()
+    root = Path(root)
+    unsafe = sandbox.unsafe_opt_out() if unsafe_no_sandbox is None else unsafe_no_sandbox
+    if unsafe and root != Path("/"):
+        raise ConfigError(f"a build in the image {root} needs the sandbox; "
+                          f"{sandbox.UNSAFE_SETTING} only builds on the worker's own system")
     workdir_root = Path(workdir_root)
     workdir_root.mkdir(parents=True, exist_ok=True)
     results = Path(tempfile.mkdtemp(prefix=f"result-{request.get('build_id')}-", dir=workdir_root))
     log_path = results / f"{request.get('build_id')}.txt.gz"
     log_file = CappedLog(log_path, log_cap)
 
-    def outcome(status, reason=None, wheels=()):
-        log_file.note(f"\n[wheelwright: {status}{': ' + reason if reason else ''}]\n")
+    def outcome(status, reason=None, wheels=(), transient=False):
+        log_file.note(f"\n[wheelwright: {status}{' (transient, to be tried again)' if transient else ''}"
+                      f"{': ' + reason if reason else ''}]\n")
         log_file.close()
         sha256, size = sha256_of(log_path)
         return BuildOutcome(
             build_id=request.get("build_id"), package=request.get("package"),
             version=request.get("version"), target=request.get("target"), abi=request.get("abi"),
             status=status, reason=reason, builder=host, duration=round(time.monotonic() - started, 3),
-            log=FileInfo(log_path.name, sha256, size), wheels=list(wheels), files_dir=results)
+            log=FileInfo(log_path.name, sha256, size), wheels=list(wheels), files_dir=results,
+            transient=transient)
 
     try:
         try:
             build_id, package, version = check_request(request)
+            sdist_sha256 = check_sha256(request)
         except UnsafeRequest as exc:
             log.warning("build %s refused: %s", request.get("build_id"), exc)
             return outcome("failure", str(exc))
-        python = python or interpreter_for(request.get("abi") or "")
+        if not unsafe:
+            sandbox.check_host()
+        python = python or interpreter_for(request.get("abi") or "", root)
         user = build_user(run_as)
         if user is not None:
             check_reachable(workdir_root, user[1], user[2])
-        return _build_in_sandbox(request, build_id, package, version, python=python, user=user,
-                                 index_url=index_url, workdir_root=workdir_root, results=results,
-                                 timeout=timeout, memory_limit=memory_limit, log_file=log_file,
-                                 host=host, outcome=outcome)
+        job = _Job(request=request, build_id=build_id, package=package, version=version,
+                   sdist_sha256=sdist_sha256, python=python, user=user, index_url=index_url,
+                   workdir_root=workdir_root, results=results, timeout=timeout,
+                   memory_limit=memory_limit, process_limit=process_limit, log_file=log_file,
+                   host=host, root=root, allow=tuple(allow), unsafe=unsafe)
+        return _build(job, outcome)
     except BaseException:
         log_file.close()
         shutil.rmtree(results, ignore_errors=True)
         raise
 
 
-def _build_in_sandbox(request, build_id, package, version, *, python, user, index_url, workdir_root,
-                      results, timeout, memory_limit, log_file, host, outcome) -> BuildOutcome:
-    sandbox = Path(tempfile.mkdtemp(prefix=f"build-{build_id}-", dir=workdir_root))
+@dataclass
+class _Job:
+    request: dict
+    build_id: int
+    package: str
+    version: str
+    sdist_sha256: str | None
+    python: str
+    user: tuple[str, int, int] | None
+    index_url: str
+    workdir_root: Path
+    results: Path
+    timeout: float
+    memory_limit: int
+    process_limit: int
+    log_file: CappedLog
+    host: str
+    root: Path
+    allow: tuple[str, ...]
+    unsafe: bool
+
+
+def _build(job: _Job, outcome) -> BuildOutcome:
+    work = Path(tempfile.mkdtemp(prefix=f"build-{job.build_id}-", dir=job.workdir_root))
     try:
         for sub in ("home", "tmp", "wheels"):
-            (sandbox / sub).mkdir()
-        if user is not None:
-            for folder in (sandbox, sandbox / "home", sandbox / "tmp", sandbox / "wheels"):
-                os.chown(folder, user[1], user[2])
-        argv = pip_wheel_command(python, package, version, index_url, sandbox / "wheels")
-        log_file.note(f"[wheelwright: build {build_id} of {package}=={version} for "
-                      f"{request.get('target')} on {host}, as {user[0] if user else 'the worker user'}]\n"
-                      f"$ {' '.join(argv)}\n\n")
-        log.info("building %s==%s (build %d) for %s", package, version, build_id, request.get("target"))
-        status, timed_out = run_sandboxed(
-            argv, cwd=sandbox, env=clean_environment(sandbox, user[0] if user else None),
-            user=user, timeout=timeout, memory_limit=memory_limit, log=log_file)
-        if timed_out:
-            return outcome("failure", f"timed out after {timeout:g} s; the build and everything it "
+            (work / sub).mkdir()
+        seen_as = sandbox.WORK if not job.unsafe else str(work)  # the work folder as the build sees it
+        requirements = None
+        if job.sdist_sha256:
+            (work / "requirements.txt").write_text(
+                requirements_file(job.package, job.version, job.sdist_sha256))
+            requirements = Path(seen_as) / "requirements.txt"
+        if job.user is not None:
+            for folder in (work, work / "home", work / "tmp", work / "wheels"):
+                os.chown(folder, job.user[1], job.user[2])
+        argv = pip_wheel_command(job.python, job.package, job.version, job.index_url,
+                                 Path(seen_as) / "wheels", requirements=requirements,
+                                 proxy=None if job.unsafe else "@PROXY@")
+        env = clean_environment(seen_as, job.user[0] if job.user else None)
+        who = job.user[0] if job.user else "the worker user"
+        where = (f"without a sandbox ({sandbox.UNSAFE_SETTING}), as {who}" if job.unsafe else
+                 f"in a bubblewrap sandbox, as uid {sandbox.INSIDE_UID} inside and {who} outside")
+        job.log_file.note(f"[wheelwright: build {job.build_id} of {job.package}=={job.version} for "
+                          f"{job.request.get('target')} on {job.host}, {where}]\n"
+                          + (f"[wheelwright: pinned to the sdist with sha256 {job.sdist_sha256}]\n"
+                             if job.sdist_sha256 else "")
+                          + f"$ {' '.join(argv)}\n\n")
+        log.info("building %s==%s (build %d) for %s", job.package, job.version, job.build_id,
+                 job.request.get("target"))
+        if job.unsafe:
+            ran = _run_unsafe(argv, cwd=work, env=env, user=job.user, timeout=job.timeout,
+                              memory_limit=job.memory_limit, log=job.log_file)
+        else:
+            ran = sandbox.run(argv, root=job.root, work=work, env=env, index_url=job.index_url,
+                              timeout=job.timeout, memory_limit=job.memory_limit,
+                              process_limit=job.process_limit, output=job.log_file.write,
+                              identity=job.user, allow=job.allow, name=f"build-{job.build_id}-{work.name[-8:]}",
+                              python=job.python)
+        if ran.timed_out:
+            return outcome("failure", f"timed out after {job.timeout:g} s; the build and everything it "
                                       "started were killed")
-        if status != 0:
-            return outcome("failure", _failure_reason(status, log_file.tail, memory_limit))
+        if ran.status != 0:
+            if again := transient_reason(job.log_file.tail, job.package, job.log_file.code_ran,
+                                         ran.proxy_events):
+                return outcome("failure", again, transient=True)
+            return outcome("failure", failure_reason(
+                ran.status, job.log_file.tail, memory_limit=job.memory_limit,
+                process_limit=job.process_limit, out_of_memory=ran.out_of_memory,
+                hit_process_limit=ran.hit_process_limit, per_process="RLIMIT_AS" in ran.limits))
         try:
-            wheels = _take_out(sandbox / "wheels", results)
+            wheels = _take_out(work / "wheels", job.results)
             if not wheels:
                 return outcome("failure", "pip wheel succeeded but made no wheel")
-            infos = [analyse_wheel(path, package, version, run_as=user[1] if user else None,
-                                   scratch=workdir_root) for path in wheels]
+            for path in wheels:
+                check_archive(path)
+            infos = [analyse_wheel(path, job.package, job.version,
+                                   run_as=job.user[1] if job.user else None,
+                                   scratch=job.workdir_root) for path in wheels]
         except WheelRefused as exc:
-            for path in results.iterdir():
-                if path != log_file.path:
+            for path in job.results.iterdir():
+                if path != job.log_file.path:
                     path.unlink()
-            log.warning("build %d of %s==%s: %s", build_id, package, version, exc)
+            log.warning("build %d of %s==%s: %s", job.build_id, job.package, job.version, exc)
             return outcome("failure", str(exc))
-        log.info("built %s==%s (build %d): %s", package, version, build_id,
+        log.info("built %s==%s (build %d): %s", job.package, job.version, job.build_id,
                  ", ".join(w.filename for w in infos))
         return outcome("success", None, infos)
     finally:
-        shutil.rmtree(sandbox, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
-_PIP_INCONSISTENT = re.compile(
-    rb"has inconsistent (name|version): expected '([^']+)', but metadata has '([^']+)'")
-
-
-def _failure_reason(status: int, tail: bytes, memory_limit: int) -> str:
-    if m := _PIP_INCONSISTENT.search(tail):
-        # pip's own GSAS_II_WONDER check: the build's metadata names another package or version
-        what, expected, got = (part.decode("utf-8", "replace") for part in m.groups())
-        return f"refused: its setup.py gives the {what} {got!r}, not {expected!r}"
-    if b"MemoryError" in tail or b"Cannot allocate memory" in tail or b"out of memory" in tail:
-        return f"ran out of memory (limit {memory_limit // MiB} MiB per process)"
-    if status < 0:
-        try:
-            return f"pip wheel was killed by {signal.Signals(-status).name}"
-        except ValueError:
-            return f"pip wheel was killed by signal {-status}"
-    return f"pip wheel exited with status {status}"
+def _run_unsafe(argv, *, cwd: Path, env: dict, user, timeout: float, memory_limit: int,
+                log: CappedLog) -> sandbox.Ran:
+    """``WHEELWRIGHT_UNSAFE_NO_SANDBOX``: pip as the build user (when root) in its own session, under
+    an address-space limit, its session killed at the end. Nothing hides the worker from it."""
+    log.note(f"[wheelwright: UNSAFE: {sandbox.UNSAFE_SETTING} is set; this build ran without a "
+             "sandbox]\n")
+    limits = {resource.RLIMIT_AS: memory_limit}
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True, umask=0o022,
+                                preexec_fn=sandbox._enter([], user, limits))
+    except OSError as exc:
+        raise ConfigError(f"cannot start {argv[0]} for the build: {exc}") from exc
+    status, timed_out = sandbox._pump(proc, timeout, log.write)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # what it left behind in its session
+    except (ProcessLookupError, PermissionError):
+        pass
+    return sandbox.Ran(status=status, timed_out=timed_out, out_of_memory=False,
+                       hit_process_limit=False, limits=f"RLIMIT_AS {memory_limit // MiB} MiB per process")
 
 
 def _take_out(wheel_dir: Path, results: Path) -> list[Path]:
