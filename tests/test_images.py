@@ -7,6 +7,7 @@ across runs) and run their binaries under qemu-user as a Pi would natively.
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import time
@@ -332,12 +333,20 @@ def test_a_c_extension_built_in_the_pi_image_installs_and_imports_on_the_emulate
     from support.index_world import Wheel, World
     from support.serving import serve
     from wheelwright.publish.writer import publish
+    from wheelwright.builds.builder import build
     image = built_image(target)
     work = open_folder("wheelwright-image-work-")
     try:
-        built = pip_wheel_in_image(image, sdists, "yamlext", work)
-        assert built.name == f"yamlext-1.0-{TAGS[target]}.whl"
-        info = analyse_wheel(built, "yamlext", "1.0", root=image.root)
+        # the worker's builder, in the sandbox whose read-only root is the target's image
+        request = {"build_id": 21, "package": "yamlext", "version": "1.0", "target": target,
+                   "abi": TAGS[target].split("-")[1]}
+        outcome = build(request, index_url=sdists, workdir_root=work, root=image.root, timeout=1800)
+        log = gzip.decompress((outcome.files_dir / outcome.log.filename).read_bytes()).decode()
+        assert outcome.status == "success", log[-3000:]
+        assert f"root {image.root}" in log, "built inside the image, through the sandbox"
+        [info] = outcome.wheels
+        assert info.filename == f"yamlext-1.0-{TAGS[target]}.whl"
+        built = outcome.files_dir / info.filename
         assert info.dependencies == (("apt", LIBYAML[target]),), "libyaml's package, from the image's dpkg"
         assert needed_apt([d for tool, d in info.dependencies if tool == "apt"], image.recipe.distro) == (), \
             "Pi OS Lite has libyaml and libc: nothing for the Pi user to apt install"
