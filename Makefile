@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 # redis (the broker). Installed once, as root, when any is missing.
 SYSTEM_PACKAGES := nginx varnish varnish-modules bubblewrap qemu-user-static binfmt-support mmdebstrap \
                    chromium docker-compose redis-server
-SYSTEM_COMMANDS := /usr/sbin/nginx /usr/sbin/varnishd /usr/bin/bwrap /usr/bin/qemu-arm-static \
+SYSTEM_COMMANDS := /usr/sbin/nginx /usr/sbin/varnishd /usr/bin/bwrap /usr/bin/qemu-arm-static /usr/sbin/update-binfmts \
                    /usr/bin/mmdebstrap /usr/bin/chromium /usr/bin/docker-compose /usr/bin/redis-server
 .PHONY: setup run test bench system-packages
 system-packages:

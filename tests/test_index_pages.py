@@ -108,10 +108,10 @@ def test_simple_project_json_golden(project):
              "url": "demo_pkg-1.0-cp311-cp311-linux_armv7l.whl",
              "hashes": {"sha256": SHA}, "requires-python": ">=3.9,<4", "size": 2048,
              "upload-time": "2024-05-01T12:00:00Z", "yanked": False,
-             "core-metadata": {"sha256": META}, "dist-info-metadata": {"sha256": META}},
+             "core-metadata": {"sha256": META}},
             {"filename": "demo_pkg-2.0rc1-py3-none-any.whl", "url": "demo_pkg-2.0rc1-py3-none-any.whl",
              "hashes": {"sha256": SHA}, "size": 2048, "upload-time": "2024-06-01T09:00:00Z",
-             "yanked": 'broken "<script>" & more', "core-metadata": False, "dist-info-metadata": False},
+             "yanked": 'broken "<script>" & more', "core-metadata": False},
         ],
     }
 

@@ -83,3 +83,35 @@ def test_airflow_exiting_by_itself_gives_its_own_exit_code(tmp_path):
                                  f"sys.exit(supervise([sys.executable, '-c', {code!r}], dict(os.environ)))"],
                                 timeout=60)
     assert supervisor.returncode == 3
+
+
+def test_when_one_airflow_process_exits_the_others_are_stopped_but_a_finished_one_shot_stops_nothing(tmp_path):
+    """`wheelwright run` runs Airflow's processes side by side (API server, scheduler, workers) and the
+    image builds beside them: a crashed scheduler ends the lot; image builds that finish end nothing."""
+    sleeper = [sys.executable, "-c", "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); "
+               "time.sleep(600)"]
+    code = f"""
+import os, sys, time
+from pathlib import Path
+from wheelwright.operate.launcher import supervise_all
+tmp = Path({str(tmp_path)!r})
+crash = [sys.executable, "-c", "import sys, time, pathlib; p = pathlib.Path(sys.argv[1]); "
+         "[time.sleep(0.1) for _ in iter(lambda: p.exists(), True)]; sys.exit(7)", str(tmp / "crash-now")]
+sys.exit(supervise_all([("worker", {sleeper!r} + [str(tmp / "worker.pid")]), ("scheduler", crash)],
+                       dict(os.environ), grace=5, log_dir=tmp / "logs",
+                       one_shots=[("images", [sys.executable, "-c", "open(" + repr(str(tmp / "images.done")) + ", 'w')"])]))
+"""
+    supervisor = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 60
+        while not ((tmp_path / "images.done").exists() and (tmp_path / "worker.pid").exists()):
+            assert supervisor.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert supervisor.poll() is None, "a one-shot that finished stopped everything"
+        worker = int((tmp_path / "worker.pid").read_text())
+        (tmp_path / "crash-now").write_text("")
+        assert supervisor.wait(timeout=30) == 7, "the exit code of the process that ended first"
+        assert not alive(worker), "the worker outlived the crashed scheduler"
+    finally:
+        supervisor.kill()

@@ -14,7 +14,23 @@ def test_the_repository_targets_file_ships_pi_rows_and_this_machine():
     rows = {(t.abi, t.platform, t.distro) for t in targets}
     assert {("cp311", "linux_armv7l", "bookworm"), ("cp313", "linux_aarch64", "trixie"),
             ("cp311", "linux_x86_64", "bookworm")} <= rows
-    assert [t.name for t in targets if t.enabled] == ["cp311-x86_64"]
+    assert [t.name for t in targets if t.enabled] == ["cp311-x86_64", "cp311-armv7l", "cp313-aarch64"]
+    assert {t.name: (t.arch, t.image) for t in targets} == {
+        "cp311-x86_64": ("amd64", False), "cp311-armv7l": ("armhf", True), "cp313-aarch64": ("arm64", True)}
+
+
+def test_a_target_s_debian_architecture_follows_from_its_platform_unless_given():
+    [pi] = parse_targets('[[target]]\nabi = "cp311"\nplatform = "linux_armv7l"\ndistro = "bookworm"\n')
+    assert (pi.arch, pi.image, pi.packages, pi.package_lists) == ("armhf", False, (), ("build-packages.txt",))
+    [own] = parse_targets('[[target]]\nabi = "cp311"\nplatform = "linux_armv7l"\ndistro = "bookworm"\n'
+                          'packages = ["libyaml-dev"]\npackage_lists = []\n')
+    assert (own.packages, own.package_lists) == (("libyaml-dev",), ())
+    with pytest.raises(ConfigError, match="built in armhf images, not arm64"):
+        parse_targets('[[target]]\nabi = "cp311"\nplatform = "linux_armv7l"\ndistro = "bookworm"\n'
+                      'arch = "arm64"\n')
+    with pytest.raises(ConfigError, match="packages must be a list of strings"):
+        parse_targets('[[target]]\nabi = "cp311"\nplatform = "linux_armv7l"\ndistro = "bookworm"\n'
+                      'packages = "libyaml-dev"\n')
 
 
 def test_abis_sort_numerically_not_as_text():

@@ -24,6 +24,8 @@ class Settings:
     dsn: str | None
     pypi_url: str
     output: Path
+    # our own published simple index, which builds use for build dependencies beside PyPI
+    index_url: str | None = None
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
@@ -35,6 +37,7 @@ class Settings:
             dsn=env.get("WHEELWRIGHT_DSN") or None,
             pypi_url=env.get("WHEELWRIGHT_PYPI_URL") or DEFAULT_PYPI_URL,
             output=Path(output).expanduser().absolute() if output else home / "www",
+            index_url=env.get("WHEELWRIGHT_INDEX_URL") or None,
         )
         settings.check()
         return settings
@@ -43,6 +46,10 @@ class Settings:
         parts = urlsplit(self.pypi_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"WHEELWRIGHT_PYPI_URL must be an http(s) URL, got {self.pypi_url!r}")
+        if self.index_url is not None:
+            parts = urlsplit(self.index_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(f"WHEELWRIGHT_INDEX_URL must be an http(s) URL, got {self.index_url!r}")
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)

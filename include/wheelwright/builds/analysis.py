@@ -7,8 +7,7 @@ wheel says until it is checked: its file name must parse (``packaging.utils.pars
 name no directory, and name the package and version we built; its ``METADATA`` must exist and agree.
 What it learns is what the index publishes: size and sha256, the tags, ``Requires-Python`` and
 ``Requires-Dist``, the ``METADATA`` bytes themselves (served as ``<wheel>.metadata``, PEP 658), and the
-apt packages its compiled code needs at run time (every ELF object, ``ldd``, then ``dpkg-query -S``;
-libraries no package owns are recorded as such, so a Pi user learns what to ``apt install``).
+apt packages its compiled code needs at run time, so a Pi user learns what to ``apt install``.
 
 The same checks run twice, for two different reasons. On the worker (:func:`analyse_wheel`) they stop a
 build that went wrong before its files travel. On the index host (:func:`check_received_wheel`) they
@@ -17,21 +16,32 @@ read again from the received file, safely (member names without paths, a cap on 
 and on their declared uncompressed size, so a zip bomb is refused unread), its tags must fit the
 target it was built for (:func:`check_target_tags`), and its ``METADATA`` (Name, Version) must agree.
 
-Parsing is pure functions over bytes and text; ``ldd`` and ``dpkg-query`` run at the edge, batched, with
-argument lists, a timeout and (when we are root) as the unprivileged build user.
+The apt packages come from the ELF headers, never from running anything: every ELF member's ``DT_NEEDED``
+libraries (pyelftools), resolved as the dynamic loader would (the object's RPATH/RUNPATH, the image's
+``ld.so.conf``, the multiarch folders of the object's machine) against the root filesystem of the
+target's image (``/`` for a target built on the worker's own system), then the Debian package owning
+each file according to that image's dpkg database (``var/lib/dpkg/info/*.list``). ``ldd`` cannot do
+this: it runs the loader on a hostile file, and under qemu it cannot trace a foreign one at all ("not
+a dynamic executable"). Libraries the wheel bundles itself (auditwheel's ``.libs``) are its own;
+libraries found but owned by no package, and libraries not found, are recorded as ``unowned``.
+Subtracting what Raspberry Pi OS Lite preinstalls happens where pages are written
+(:func:`wheelwright.publish.reports.needed_apt`).
+
+Parsing is pure functions over bytes and text; the image's files are read at the edge.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import posixpath
 import re
 import shutil
-import subprocess
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from email.parser import BytesParser
 from email.policy import compat32
 from pathlib import Path
@@ -42,11 +52,9 @@ from packaging.version import InvalidVersion, Version
 
 from wheelwright.errors import WheelwrightError
 
+log = logging.getLogger(__name__)
+
 ELF_MAGIC = b"\x7fELF"
-TOOL_TIMEOUT = 120  # seconds for one ldd or dpkg-query batch
-_LDD_RESOLVED = re.compile(r"^\s*(\S+) => (/\S+) \(0x[0-9a-f]+\)\s*$")
-_LDD_MISSING = re.compile(r"^\s*(\S+) => not found\s*$")
-_LDD_DIRECT = re.compile(r"^\s*(/\S+) \(0x[0-9a-f]+\)\s*$")
 _CPYTHON_ABI = re.compile(r"cp(\d)(\d+)[a-z]*\Z")
 
 # What the index host reads of a received wheel, at most: a wheel past these is refused unread.
@@ -56,6 +64,12 @@ MAX_RATIO = 1000                    # uncompressed / compressed for one member p
 MAX_RATIO_FROM = 16 << 20           # bytes: below this a high ratio is harmless (a file of zeros)
 MAX_METADATA = 2 << 20              # bytes of METADATA
 MAX_BUILD_NUMBER = 999_999          # a PEP 427 build number a wheel name may carry
+MAX_ELF_BYTES = 1 << 30  # a compiled member larger than this is not read (named unowned instead)
+# (ELF machine, class) -> the Debian multiarch triplet whose folders hold its libraries
+MULTIARCH = {("EM_ARM", 32): "arm-linux-gnueabihf", ("EM_AARCH64", 64): "aarch64-linux-gnu",
+             ("EM_X86_64", 64): "x86_64-linux-gnu", ("EM_386", 32): "i386-linux-gnu",
+             ("EM_RISCV", 64): "riscv64-linux-gnu", ("EM_PPC64", 64): "powerpc64le-linux-gnu",
+             ("EM_S390", 64): "s390x-linux-gnu"}
 
 
 class WheelRefused(WheelwrightError):
@@ -150,29 +164,63 @@ def parse_metadata(data: bytes) -> tuple[str | None, str | None, tuple[str, ...]
     return text(message.get("Name")), text(message.get("Requires-Python")) or None, requires_dist
 
 
-def parse_ldd(output: str) -> tuple[set[str], set[str]]:
-    """``(resolved library paths, sonames not found)`` from ``ldd`` output of one or more files."""
-    resolved, missing = set(), set()
-    for line in output.splitlines():
-        if m := _LDD_RESOLVED.match(line):
-            resolved.add(m[2])
-        elif m := _LDD_MISSING.match(line):
-            missing.add(m[1])
-        elif m := _LDD_DIRECT.match(line):
-            resolved.add(m[1])  # the dynamic loader itself, named by path
-    return resolved, missing
+@dataclass(frozen=True)
+class ElfObject:
+    """What the dynamic loader would read from a shared object: its machine and what it needs."""
+
+    machine: str                 # e_machine, e.g. EM_ARM
+    elfclass: int                # 32 or 64
+    needed: tuple[str, ...]      # DT_NEEDED sonames, in order
+    search: tuple[str, ...]      # DT_RPATH then DT_RUNPATH folders, split, $ORIGIN unexpanded
+
+    @property
+    def triplet(self) -> str | None:
+        return MULTIARCH.get((self.machine, self.elfclass))
 
 
-def parse_dpkg_search(output: str) -> dict[str, set[str]]:
-    """``{path: {apt package, ...}}`` from ``dpkg-query -S`` output (architecture qualifiers dropped)."""
-    owners: dict[str, set[str]] = {}
-    for line in output.splitlines():
-        if line.startswith("diversion by ") or ": " not in line:
-            continue
-        packages, path = line.split(": ", 1)
-        owners.setdefault(path.strip(), set()).update(
-            p.strip().split(":", 1)[0] for p in packages.split(",") if p.strip())
-    return owners
+def read_elf(stream) -> ElfObject | None:
+    """The dynamic section of the ELF file ``stream`` (seekable), or None if it has none or is no ELF.
+
+    pyelftools only reads: nothing in the file runs, however it was crafted.
+    """
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+    try:
+        elf = ELFFile(stream)
+        needed, search = [], []
+        for section in elf.iter_sections():
+            if not isinstance(section, DynamicSection):
+                continue
+            for tag in section.iter_tags():
+                if tag.entry.d_tag == "DT_NEEDED":
+                    needed.append(tag.needed)
+                elif tag.entry.d_tag == "DT_RPATH":
+                    search.extend(p for p in tag.rpath.split(":") if p)
+                elif tag.entry.d_tag == "DT_RUNPATH":
+                    search.extend(p for p in tag.runpath.split(":") if p)
+        return ElfObject(elf["e_machine"], elf.elfclass, tuple(needed), tuple(search))
+    except (ELFError, ValueError, KeyError, AttributeError, UnicodeDecodeError, OSError,
+            AssertionError, TypeError, IndexError):  # crafted or truncated headers
+        return None
+
+
+def parse_ld_so_conf(text: str) -> tuple[list[str], list[str]]:
+    """``(folders, include globs)`` of an ``ld.so.conf`` file."""
+    folders, includes = [], []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("include "):
+            includes.extend(line.split()[1:])
+        elif line.startswith("/"):
+            folders.append(line)
+    return folders, includes
+
+
+def parse_dpkg_list(package: str, text: str) -> dict[str, str]:
+    """``{path: package}`` from ``var/lib/dpkg/info/<package>[:<arch>].list`` (the arch dropped)."""
+    name = package.split(":", 1)[0]
+    return {line: name for line in (l.strip() for l in text.splitlines()) if line.startswith("/")}
 
 
 def path_aliases(path: str) -> list[str]:
@@ -265,12 +313,14 @@ def sha256_of(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def analyse_wheel(path: Path, package: str, version: str, *, run_as: int | None = None,
-                  scratch: Path | None = None) -> WheelInfo:
+def analyse_wheel(path: Path, package: str, version: str, *, root: str | os.PathLike = "/",
+                  scratch: Path | None = None, run_as: int | None = None) -> WheelInfo:
     """Check and describe the wheel at ``path``; write its ``METADATA`` beside it as ``<wheel>.metadata``.
 
-    ``run_as`` is the uid to run ``ldd`` as (the build user when we are root); ``scratch`` a folder for
-    extracting compiled objects (a private temporary one by default).
+    ``root`` is the root filesystem the wheel was built in (its target's image, or ``/``): its
+    compiled objects' libraries are looked up there. ``scratch`` is a folder for copies of large
+    compiled members (a private temporary one by default). ``run_as`` is accepted for old callers and
+    unused: nothing of the wheel is run.
     """
     path = Path(path)
     python_tag, abi_tag, platform_tag = check_wheel_filename(path.name, package, version)
@@ -281,7 +331,7 @@ def analyse_wheel(path: Path, package: str, version: str, *, run_as: int | None 
             name, requires_python, requires_dist = parse_metadata(metadata)
             if name is None or canonicalize_name(name) != canonicalize_name(package):
                 raise WheelRefused(f"refused {path.name}: its METADATA names {name!r}, not {package}")
-            dependencies = _dependencies(zf, run_as=run_as, scratch=scratch)
+            dependencies = _dependencies(zf, root=Path(root), scratch=scratch)
     except (zipfile.BadZipFile, EOFError) as exc:
         raise WheelRefused(f"refused {path.name}: not a readable zip file ({exc})") from exc
     metadata_path = path.with_name(path.name + ".metadata")
@@ -414,78 +464,158 @@ def _metadata_bytes(zf: zipfile.ZipFile, filename: str, package: str, *, version
     return data
 
 
-def _dependencies(zf: zipfile.ZipFile, *, run_as: int | None,
+def _dependencies(zf: zipfile.ZipFile, *, root: Path,
                   scratch: Path | None) -> tuple[tuple[str, str], ...]:
-    elf_members = []
+    objects = []
     for info in zf.infolist():
         if info.is_dir() or info.file_size < 4:
             continue
         with zf.open(info) as member:
-            if is_elf(member.read(4)):
-                elf_members.append(info)
-    if not elf_members:
+            if not is_elf(member.read(4)):
+                continue
+        if safe_member_path(info.filename) is None:
+            raise WheelRefused(f"refused a wheel member with an unsafe path: {info.filename!r}")
+        if info.file_size > MAX_ELF_BYTES:
+            log.warning("%s: %d bytes, too large to read its ELF header", info.filename, info.file_size)
+            continue
+        with tempfile.SpooledTemporaryFile(max_size=16 << 20, dir=scratch) as copy:
+            with zf.open(info) as member:
+                shutil.copyfileobj(member, copy)
+            copy.seek(0)
+            elf = read_elf(copy)
+        if elf is not None:
+            objects.append((info.filename, elf))
+    if not objects:
         return ()
-    with tempfile.TemporaryDirectory(prefix="elf-", dir=scratch) as tmp:
-        root = Path(tmp)
-        extracted = []
-        for info in elf_members:
-            relative = safe_member_path(info.filename)
-            if relative is None:
-                raise WheelRefused(f"refused a wheel member with an unsafe path: {info.filename!r}")
-            target = root / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            extracted.append(target)
-        if run_as is not None:
-            _hand_over(root, run_as)
-        resolved, missing = parse_ldd(run_ldd(extracted, run_as=run_as))
-    # libraries the wheel bundles itself (auditwheel's .libs) are resolved inside the extraction
-    external = sorted(p for p in resolved if not p.startswith(str(root) + os.sep))
-    owners = find_owners(external)
-    deps = {("apt", pkg) for path in external for pkg in owners.get(path, ())}
-    deps |= {("unowned", path) for path in external if not owners.get(path)}
-    deps |= {("unowned", soname) for soname in missing}
+    # libraries the wheel bundles itself (auditwheel's <pkg>.libs/, or beside the extension)
+    bundled = {posixpath.basename(info.filename) for info in zf.infolist() if not info.is_dir()}
+    owners = dpkg_owners(root)
+    deps: set[tuple[str, str]] = set()
+    for member, elf in objects:
+        for soname in elf.needed:
+            if soname in bundled:
+                continue
+            found = resolve_library(root, soname, elf)
+            if found is None:
+                deps.add(("unowned", soname))
+                continue
+            packages = owners_of(root, found, owners)
+            deps |= {("apt", p) for p in packages} if packages else {("unowned", found)}
     return tuple(sorted(deps))
 
 
-def _hand_over(root: Path, uid: int) -> None:
-    """Let ``uid`` read the extracted objects (ldd runs as the build user, never as root)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        os.chown(dirpath, uid, -1)
-        for name in filenames:
-            os.chown(os.path.join(dirpath, name), uid, -1)
+def library_folders(root: Path, elf: ElfObject) -> list[str]:
+    """Where the loader of the image at ``root`` looks for ``elf``'s libraries, in order."""
+    folders = [p for p in elf.search if not p.startswith("$")]
+    seen_conf: set[str] = set()
+
+    def read_conf(path: str) -> None:
+        if path in seen_conf or len(seen_conf) > 200:
+            return
+        seen_conf.add(path)
+        try:
+            text = (root / path.lstrip("/")).read_text(errors="replace")
+        except OSError:
+            return
+        listed, includes = parse_ld_so_conf(text)
+        folders.extend(listed)
+        for pattern in includes:
+            if not pattern.startswith("/"):
+                pattern = posixpath.join(posixpath.dirname(path), pattern)
+            for match in sorted(root.glob(pattern.lstrip("/"))):
+                read_conf("/" + str(match.relative_to(root)))
+
+    read_conf("/etc/ld.so.conf")
+    if elf.triplet:
+        folders += [f"/lib/{elf.triplet}", f"/usr/lib/{elf.triplet}"]
+    folders += ["/lib64", "/usr/lib64"] if elf.elfclass == 64 else []
+    folders += ["/lib", "/usr/lib"]
+    return list(dict.fromkeys(folders))
 
 
-def run_ldd(paths: list[Path], *, run_as: int | None = None) -> str:
-    """``ldd`` output for ``paths`` (one call); never executes the objects' own loaders."""
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-    kwargs = {}
-    if run_as is not None:
-        import pwd
-        entry = pwd.getpwuid(run_as)
-        kwargs = {"user": run_as, "group": entry.pw_gid, "extra_groups": []}
-    result = subprocess.run(["ldd", *map(str, paths)], capture_output=True, text=True, env=env,
-                            timeout=TOOL_TIMEOUT, stdin=subprocess.DEVNULL, errors="replace", **kwargs)
-    # ldd exits non-zero when one object is not dynamic (static, or data that looks like ELF)
-    return result.stdout
+def resolve_library(root: Path, soname: str, elf: ElfObject) -> str | None:
+    """The path, as seen inside ``root``, of the library ``soname`` that ``elf`` would load; None if
+    no file of that name and of ``elf``'s machine is in its search folders."""
+    if "/" in soname:  # an absolute or relative path in DT_NEEDED is taken as it is
+        candidates = [soname] if soname.startswith("/") else []
+    else:
+        candidates = [posixpath.join(folder, soname) for folder in library_folders(root, elf)]
+    for candidate in candidates:
+        real = real_path_in(root, candidate)
+        if real is None:
+            continue
+        try:
+            with open(root / real.lstrip("/"), "rb") as f:
+                found = read_elf(f)
+        except OSError:
+            continue
+        if found is not None and (found.machine, found.elfclass) == (elf.machine, elf.elfclass):
+            return candidate
+    return None
 
 
-def find_owners(paths: list[str]) -> dict[str, set[str]]:
-    """``{path: {apt package}}`` for library ``paths``, from one ``dpkg-query -S`` call."""
-    if not paths or shutil.which("dpkg-query") is None:
-        return {}
-    spellings: dict[str, str] = {}
-    for path in paths:
-        for alias in path_aliases(path) + path_aliases(os.path.realpath(path)):
-            spellings.setdefault(alias, path)
-    result = subprocess.run(["dpkg-query", "-S", *spellings], capture_output=True, text=True,
-                            timeout=TOOL_TIMEOUT, stdin=subprocess.DEVNULL, errors="replace",
-                            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"})
-    if result.returncode not in (0, 1):  # 1: some path has no owner, which is an answer
-        raise WheelwrightError(f"dpkg-query -S failed: {result.stderr.strip()[:200]}")
-    owners: dict[str, set[str]] = {}
-    for spelling, packages in parse_dpkg_search(result.stdout).items():
-        if spelling in spellings:
-            owners.setdefault(spellings[spelling], set()).update(packages)
+def real_path_in(root: Path, path: str, _depth: int = 0) -> str | None:
+    """``path`` inside the tree ``root`` with every symbolic link followed *within* that tree (an
+    image's absolute links point into the image, not into the host), or None if it leads nowhere."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    resolved = ""
+    for i, part in enumerate(parts):
+        if part == "..":
+            resolved = posixpath.dirname(resolved)
+            continue
+        candidate = f"{resolved}/{part}"
+        full = root / candidate.lstrip("/")
+        try:
+            if os.path.islink(full):
+                if _depth > 40:
+                    return None
+                link = os.readlink(full)
+                target = link if link.startswith("/") else posixpath.join(resolved or "/", link)
+                rest = "/".join(parts[i + 1:])
+                return real_path_in(root, posixpath.join(target, rest) if rest else target, _depth + 1)
+        except OSError:
+            return None
+        resolved = candidate
+    return resolved if (root / resolved.lstrip("/")).is_file() else None
+
+
+def owners_of(root: Path, path: str, owners: dict[str, str]) -> set[str]:
+    """The packages owning the library at ``path`` in ``root``: by the name it was found under or the
+    file it leads to, with and without merged /usr."""
+    spellings = path_aliases(path)
+    real = real_path_in(root, path)
+    if real:
+        spellings += path_aliases(real)
+        # a link's folder may be a link too (merged /usr: /lib -> usr/lib): dpkg knows the packaged name
+        spellings += path_aliases(posixpath.join(posixpath.dirname(real), posixpath.basename(path)))
+    return {owners[s] for s in spellings if s in owners}
+
+
+@lru_cache(maxsize=8)
+def _dpkg_owners_cached(info: str, _stamp: int) -> dict[str, str]:
+    owners: dict[str, str] = {}
+    try:
+        names = sorted(n for n in os.listdir(info) if n.endswith(".list"))
+    except OSError:
+        return owners
+    for name in names:
+        try:
+            with open(os.path.join(info, name), encoding="utf-8", errors="replace") as f:
+                owners.update(parse_dpkg_list(name[:-len(".list")], f.read()))
+        except OSError:
+            continue
     return owners
+
+
+def dpkg_owners(root: Path) -> dict[str, str]:
+    """``{path: package}`` of every file the dpkg database of the system at ``root`` knows.
+
+    Read from the files themselves, so it works for an image of another architecture; cached while
+    the database folder is unchanged.
+    """
+    info = os.path.join(str(root), "var/lib/dpkg/info")
+    try:
+        stamp = os.stat(info).st_mtime_ns
+    except OSError:
+        return {}
+    return _dpkg_owners_cached(info, stamp)

@@ -9,7 +9,11 @@ what to run for one build and what its result means:
   anything runs, and never pass through a shell;
 - ``pip wheel PKG==VER --no-deps --no-binary PKG`` runs with the interpreter of the target's ABI, in a
   fresh folder of its own, against the configured index only (``--isolated``, no pip configuration),
-  pinned to the sdist's sha256 (``--require-hashes``) when there is one;
+  plus our own published index for build dependencies (``--extra-index-url``, as piwheels' builders
+  use piwheels: no armv7l numpy is compiled again for every build needing it), pinned to the sdist's
+  sha256 (``--require-hashes``) when there is one;
+- on the target's own system: its image (:mod:`wheelwright.builds.images`, the sandbox's read-only
+  root, built on first use) for a target with ``image = true``, else the worker's ``/``;
 - it runs inside :mod:`wheelwright.builds.sandbox` (bubblewrap: own user, pid and network namespaces,
   a read-only system from ``root``, memory and process limits for the whole build, no network but the
   index), under a wall-clock timeout; ``WHEELWRIGHT_UNSAFE_NO_SANDBOX=1`` runs it without (as the
@@ -174,7 +178,7 @@ def requirements_file(package: str, version: str, sha256: str) -> str:
 
 def pip_wheel_command(python: str, package: str, version: str, index_url: str,
                       wheel_dir: Path, *, requirements: Path | None = None,
-                      proxy: str | None = None) -> list[str]:
+                      proxy: str | None = None, extra_index_urls: tuple[str, ...] = ()) -> list[str]:
     """The argument list of the build. With ``requirements`` (a file from :func:`requirements_file`)
     the release is named there and pip checks the sdist's hash."""
     what = (["-r", str(requirements), "--require-hashes"] if requirements is not None
@@ -183,6 +187,7 @@ def pip_wheel_command(python: str, package: str, version: str, index_url: str,
         python, "-m", "pip", "wheel", *what,
         "--no-deps", "--no-binary", canonicalize_name(package),
         "--isolated", "--index-url", index_url,
+        *[arg for url in extra_index_urls for arg in ("--extra-index-url", url)],
         "--wheel-dir", str(wheel_dir),
         "--no-cache-dir", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
         "--verbose", *(["--proxy", proxy] if proxy else []),
@@ -372,12 +377,16 @@ class CappedLog:
 def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: float = DEFAULT_TIMEOUT,
           memory_limit: int = DEFAULT_MEMORY_LIMIT, log_cap: int = DEFAULT_LOG_CAP,
           run_as: str = DEFAULT_BUILD_USER, python: str | None = None,
-          root: str | os.PathLike = "/", process_limit: int = DEFAULT_PROCESS_LIMIT,
-          allow: tuple[str, ...] = (), unsafe_no_sandbox: bool | None = None) -> BuildOutcome:
+          root: str | os.PathLike | None = None, process_limit: int = DEFAULT_PROCESS_LIMIT,
+          allow: tuple[str, ...] = (), unsafe_no_sandbox: bool | None = None,
+          extra_index_url: str | None = None) -> BuildOutcome:
     """Build ``request`` (a :class:`~wheelwright.builds.queue.BuildRequest`) and describe the result.
 
-    ``root`` is the file system the build sees (``/`` or a target image's root); ``allow`` more
-    ``host:port`` the build may reach besides the index. ``unsafe_no_sandbox`` defaults to the
+    ``root`` is the file system the build sees (``/`` or a target image's root); by default the
+    request's target's (:func:`wheelwright.builds.images.root_for_target`: its image, built here on
+    first use, or ``/``). ``extra_index_url`` is our own published index, where build dependencies
+    are found too (default: ``WHEELWRIGHT_INDEX_URL``); ``allow`` more ``host:port`` the build may
+    reach besides the indexes. ``unsafe_no_sandbox`` defaults to the
     ``WHEELWRIGHT_UNSAFE_NO_SANDBOX`` setting.
 
     A build that fails, or is refused, is an outcome, not an exception; exceptions mean the worker
@@ -386,7 +395,14 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
     """
     started = time.monotonic()
     host = socket.gethostname()
+    if root is None:
+        from wheelwright.builds.images import root_for_target
+        root = root_for_target(str(request.get("target") or ""))
     root = Path(root)
+    if extra_index_url is None:
+        from wheelwright.config import Settings
+        extra_index_url = Settings.from_env().index_url
+    extra = (extra_index_url,) if extra_index_url and extra_index_url != index_url else ()
     unsafe = sandbox.unsafe_opt_out() if unsafe_no_sandbox is None else unsafe_no_sandbox
     if unsafe and root != Path("/"):
         raise ConfigError(f"a build in the image {root} needs the sandbox; "
@@ -422,11 +438,14 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
         user = build_user(run_as)
         if user is not None:
             check_reachable(workdir_root, user[1], user[2])
+            if root != Path("/"):
+                check_reachable(root, user[1], user[2])  # the sandbox starts as the build user
         job = _Job(request=request, build_id=build_id, package=package, version=version,
                    sdist_sha256=sdist_sha256, python=python, user=user, index_url=index_url,
                    workdir_root=workdir_root, results=results, timeout=timeout,
                    memory_limit=memory_limit, process_limit=process_limit, log_file=log_file,
-                   host=host, root=root, allow=tuple(allow), unsafe=unsafe)
+                   host=host, root=root, allow=tuple(allow) + extra, unsafe=unsafe,
+                   extra_index_urls=extra)
         return _build(job, outcome)
     except BaseException:
         log_file.close()
@@ -454,6 +473,7 @@ class _Job:
     root: Path
     allow: tuple[str, ...]
     unsafe: bool
+    extra_index_urls: tuple[str, ...] = ()
 
 
 def _build(job: _Job, outcome) -> BuildOutcome:
@@ -472,7 +492,8 @@ def _build(job: _Job, outcome) -> BuildOutcome:
                 os.chown(folder, job.user[1], job.user[2])
         argv = pip_wheel_command(job.python, job.package, job.version, job.index_url,
                                  Path(seen_as) / "wheels", requirements=requirements,
-                                 proxy=None if job.unsafe else "@PROXY@")
+                                 proxy=None if job.unsafe else "@PROXY@",
+                                 extra_index_urls=job.extra_index_urls)
         env = clean_environment(seen_as, job.user[0] if job.user else None)
         who = job.user[0] if job.user else "the worker user"
         where = (f"without a sandbox ({sandbox.UNSAFE_SETTING}), as {who}" if job.unsafe else
@@ -510,8 +531,7 @@ def _build(job: _Job, outcome) -> BuildOutcome:
                 return outcome("failure", "pip wheel succeeded but made no wheel")
             for path in wheels:
                 check_archive(path)
-            infos = [analyse_wheel(path, job.package, job.version,
-                                   run_as=job.user[1] if job.user else None,
+            infos = [analyse_wheel(path, job.package, job.version, root=job.root,
                                    scratch=job.workdir_root) for path in wheels]
         except WheelRefused as exc:
             for path in job.results.iterdir():

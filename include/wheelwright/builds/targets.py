@@ -6,6 +6,13 @@ A target is one (ABI tag, platform tag, distro) that a pool of workers builds fo
 may be touched: one mapped build task per enabled target, on the Celery queue of that target. Every
 scheduling run then mirrors the file into the catalog's ``targets`` table, which the build queue joins.
 
+A target also says how its builds get their system: its Debian ``arch`` (``armhf`` for
+``linux_armv7l``, ``arm64`` for ``linux_aarch64``: derived from the platform unless given) and the
+packages of its image (``packages``, and ``package_lists`` naming files of ``data/``, by default
+``build-packages.txt``), from which :mod:`wheelwright.builds.images` makes the root filesystem its
+builds run in when it says ``image = true`` (without it, builds use the worker's own system, as on a
+Pi that is its own target).
+
 This room owns reading and checking that file, the numeric order of targets (``cp39 < cp311 <
 cp313``: the order a release is tried in), and the mirror. A target removed from the file, like one
 with ``enabled = false``, is retired: it takes no more builds and keeps the wheels it built.
@@ -16,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -30,7 +37,14 @@ from wheelwright.errors import ConfigError
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _PLATFORM = re.compile(r"[a-z0-9_]+\Z")
 _DISTRO = re.compile(r"[a-z0-9][a-z0-9.-]*\Z")
-_KEYS = {"name", "abi", "platform", "distro", "enabled", "queue"}
+_KEYS = {"name", "abi", "platform", "distro", "enabled", "queue", "arch", "image", "packages",
+         "package_lists"}
+_ARCH = re.compile(r"[a-z0-9]+\Z")
+# wheel platform tag -> the Debian architecture whose images build it (a target may say arch itself)
+PLATFORM_ARCH = {"linux_armv7l": "armhf", "linux_aarch64": "arm64", "linux_x86_64": "amd64",
+                 "linux_i686": "i386", "linux_riscv64": "riscv64", "linux_ppc64le": "ppc64el",
+                 "linux_s390x": "s390x"}
+DEFAULT_PACKAGE_LISTS = ("build-packages.txt",)
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,10 @@ class Target:
     enabled: bool
     queue: str       # the Celery queue its builds go to
     position: int    # 1-based place in numeric ABI order among all targets of the file
+    arch: str | None = None  # Debian architecture of its image (armhf, arm64, amd64)
+    image: bool = False      # builds run in its image (builds/images.py); false: the worker's own system
+    packages: tuple[str, ...] = ()                           # Debian packages its image adds
+    package_lists: tuple[str, ...] = DEFAULT_PACKAGE_LISTS  # files of data/ (or absolute) naming more
 
 
 def abi_order(abi: str) -> tuple:
@@ -108,14 +126,30 @@ def _target_of(row: dict, index: int, source: str) -> Target:
         if not isinstance(value, str) or not _NAME.match(value):
             raise ConfigError(f"{where}: {key} {value!r} must be letters, digits, '.', '_' or '-'")
     enabled = row.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"{where}: enabled must be true or false")
-    return Target(name, abi, platform, distro, enabled, queue, 0)
+    image = row.get("image", False)
+    for key, value in (("enabled", enabled), ("image", image)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} must be true or false")
+    arch = row.get("arch", PLATFORM_ARCH.get(platform))
+    if arch is not None and (not isinstance(arch, str) or not _ARCH.match(arch)):
+        raise ConfigError(f"{where}: arch {arch!r} is not a Debian architecture like armhf")
+    if arch is not None and PLATFORM_ARCH.get(platform, arch) != arch:
+        raise ConfigError(f"{where}: {platform} wheels are built in {PLATFORM_ARCH[platform]} images, "
+                          f"not {arch}")
+    packages = _strings(row, "packages", (), where)
+    package_lists = _strings(row, "package_lists", DEFAULT_PACKAGE_LISTS, where)
+    return Target(name, abi, platform, distro, enabled, queue, 0, arch, image, packages, package_lists)
+
+
+def _strings(row: dict, key: str, default: tuple[str, ...], where: str) -> tuple[str, ...]:
+    value = row.get(key, default)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: {key} must be a list of strings")
+    return tuple(value)
 
 
 def _with_position(target: Target, position: int) -> Target:
-    return Target(target.name, target.abi, target.platform, target.distro, target.enabled,
-                  target.queue, position)
+    return replace(target, position=position)
 
 
 def _check_unique(targets: list[Target], source: str) -> None:

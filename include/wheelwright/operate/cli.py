@@ -94,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(default: $WHEELWRIGHT_PYPI_URL)")
     bldp.add_argument("--json", action="store_true", help="one JSON object instead of text")
     bldp.set_defaults(handler=cmd_build)
+    imgp = sub.add_parser("image", help="the targets' root filesystems (Debian images builds run in)")
+    imgsub = imgp.add_subparsers(title="image commands", metavar="ACTION")
+    ibp = imgsub.add_parser("build", help="build the image of TARGET (or every target's with --all)")
+    ibp.add_argument("targets", nargs="*", metavar="TARGET", help="target names of targets.toml")
+    ibp.add_argument("--all", action="store_true", help="every target that builds in an image")
+    ibp.set_defaults(handler=cmd_image_build)
+    ilp = imgsub.add_parser("list", help="images wanted and built: target, hash, size, age, state")
+    ilp.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    ilp.set_defaults(handler=cmd_image_list)
+    iup = imgsub.add_parser("update", help="build missing and old images, remove stale ones")
+    iup.add_argument("--max-age", type=float, default=None, metavar="DAYS",
+                     help="rebuild images older than this (default 30: Debian's security updates)")
+    iup.add_argument("--keep", action="store_true", help="keep stale images (no target uses them)")
+    iup.set_defaults(handler=cmd_image_update)
 
     from wheelwright.operate.admin import add_commands
     add_commands(sub, _ready_connection)
@@ -198,6 +212,61 @@ def cmd_build(settings: Settings, args) -> int:
         print(f"wheelwright: {result.package} {result.version} was not built for {result.target}: "
               f"{result.reason or result.status}", file=sys.stderr)
         return 1
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_image_build(settings: Settings, args) -> int:
+    from wheelwright.builds import images
+    from wheelwright.builds.targets import load_targets, target_named
+    from wheelwright.errors import ConfigError
+    targets = load_targets()
+    if args.all:
+        chosen = [t for t in targets if t.image]
+    elif args.targets:
+        chosen = [target_named(targets, name) for name in args.targets]
+    else:
+        raise ConfigError("name a target (or --all): " + ", ".join(t.name for t in targets if t.image))
+    store = images.default_store(settings)
+    for target in chosen:
+        if not target.image:
+            raise ConfigError(f"target {target.name} builds on the worker's own system (image = false)")
+        recipe = images.recipe_for(target)
+        found = images.find_image(recipe, store)
+        if found is None:
+            found = images.build_image(recipe, store, progress=_progress)
+        else:
+            _progress(f"image {recipe.folder_name} of {target.name} is built already")
+        print(f"{target.name}\t{found.root}")
+    return 0
+
+
+def cmd_image_list(settings: Settings, args) -> int:
+    from wheelwright.builds import images
+    from wheelwright.builds.targets import load_targets
+    rows = images.image_rows(load_targets(), images.default_store(settings))
+    if args.json:
+        for row in rows:
+            print(json.dumps(row.as_dict()))
+        return 0
+    print(f"{'image':<22} {'hash':<16} {'targets':<28} {'size':>8} {'age':>8}  state")
+    for row in rows:
+        d = row.as_dict()
+        size = f"{d['size'] / 2**20:.0f} MiB" if d["size"] is not None else "-"
+        age = f"{d['age_days']:.1f} d" if d["age_days"] is not None else "-"
+        print(f"{row.name:<22} {row.digest:<16} {','.join(row.targets) or '-':<28} {size:>8} {age:>8}  "
+              f"{row.state}")
+    return 0
+
+
+def cmd_image_update(settings: Settings, args) -> int:
+    from wheelwright.builds import images
+    from wheelwright.builds.targets import load_targets
+    done = images.update_images(load_targets(), images.default_store(settings),
+                                max_age_days=args.max_age if args.max_age is not None else images.MAX_AGE_DAYS,
+                                prune=not args.keep, progress=_progress)
+    print(f"built {len(done['built'])}: {' '.join(done['built']) or '-'}; "
+          f"removed {len(done['removed'])}: {' '.join(done['removed']) or '-'}")
     return 0
 
 

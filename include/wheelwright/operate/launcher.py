@@ -1,7 +1,7 @@
 """`wheelwright run`: the whole system on one machine, on the embedded defaults.
 
-It prepares what a fresh machine lacks and then hands over to ``airflow standalone`` (API server with
-the UI, scheduler, DAG processor, triggerer) running our DAGs:
+It prepares what a fresh machine lacks and then runs Airflow's processes with our DAGs, as a deployment
+would, on one machine:
 
 1. the catalog: the embedded PostgreSQL under ``$WHEELWRIGHT_HOME`` (or ``WHEELWRIGHT_DSN``), schema
    applied;
@@ -10,12 +10,21 @@ the UI, scheduler, DAG processor, triggerer) running our DAGs:
    build backends (setuptools, wheel) beside it so builds work offline;
 3. the index host: unless the Connection ``wheelwright_index_host`` is given in the environment, this
    machine is it, with a real SFTP server on 127.0.0.1 (sftp_server.py, host key pinned in the
-   Connection) receiving builds into ``$WHEELWRIGHT_HOME/index-host/incoming``;
+   Connection) receiving builds into ``$WHEELWRIGHT_HOME/index-host/incoming``; the published tree is
+   served on 127.0.0.1 (``--index-port``), and builds take their build dependencies from it as well as
+   from PyPI (``WHEELWRIGHT_INDEX_URL``), as piwheels' builders use piwheels;
 4. Airflow's metadata database on the same server, migrated; the environment from airflow_env; a
-   build pool per enabled target.
+   build pool per enabled target; Debian's ``redis-server`` on loopback, with a password, as the
+   Celery broker;
+5. Airflow itself: API server (with the UI), scheduler, DAG processor, triggerer, and two Celery
+   workers: ``index-host`` on the ``default`` queue (sync, claims, recording, publishing) and
+   ``builder`` serving every enabled target's queue (one worker, several targets: the Pi targets'
+   builds run in their images under emulation, the host's on its own system);
+6. the targets' images: ``wheelwright image build --all`` starts beside Airflow, so the Pi images are
+   ready by the time their first builds arrive (a build that comes first waits for its image).
 
-Ctrl-C, or SIGTERM from a service manager, stops Airflow and the double; the embedded catalog keeps
-running until `wheelwright db stop`.
+Ctrl-C, or SIGTERM from a service manager, stops all of it; the embedded catalog keeps running until
+`wheelwright db stop`.
 """
 
 from __future__ import annotations
@@ -25,14 +34,20 @@ import json
 import logging
 import os
 import signal
+import secrets
+import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from wheelwright import package_data
 from wheelwright.catalog import db
 from wheelwright.operate.airflow_setup import AIRFLOW_BIN, REPO, airflow_environment, migrate_metadata
 from wheelwright.config import Settings
+from wheelwright.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +89,89 @@ def local_index_host(settings: Settings, env: dict[str, str]):
     return server
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _private_file(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def start_broker(home: Path) -> tuple[str, subprocess.Popen]:
+    """Debian's redis-server on a free loopback port, behind a password kept 0600 under ``home``;
+    nothing saved to disk. Returns the broker URL (with the password) and the process."""
+    redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.access(redis_server, os.X_OK):
+        raise ConfigError("redis-server (the Celery broker) is not installed: as root, "
+                          "`apt-get install redis-server` (make setup does it)")
+    folder = home / "broker"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secret = folder / "password"
+    if not secret.exists():
+        _private_file(secret, secrets.token_urlsafe(24))
+    password = secret.read_text().strip()
+    port = _free_port()
+    config = folder / "redis.conf"
+    _private_file(config, f"bind 127.0.0.1\nport {port}\nrequirepass {password}\nsave \"\"\n"
+                          f"appendonly no\ndir {folder}\nprotected-mode yes\n")
+    with open(folder / "redis.log", "ab") as out:
+        process = subprocess.Popen([redis_server, str(config)], stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
+    import redis
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_timeout=1).ping()
+            return url, process
+        except redis.exceptions.RedisError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise ConfigError(f"the broker (redis-server) did not start: see {folder / 'redis.log'}")
+            time.sleep(0.1)
+
+
+def serve_published(output: Path, port: int):
+    """The published tree on 127.0.0.1:``port`` (for pip, and for builds' build dependencies)."""
+    from wheelwright.operate.static_server import make_server
+    output.mkdir(parents=True, exist_ok=True)
+    server = make_server(output, port)
+    threading.Thread(target=server.serve_forever, name="published-index", daemon=True).start()
+    return server
+
+
+def airflow_processes(port: int, target_queues: list[str], *, build_slots: int = 2) -> list[tuple[str, list[str]]]:
+    """The Airflow processes of a one-machine deployment, by name: the core and two Celery workers."""
+    airflow = str(AIRFLOW_BIN)
+    worker = [airflow, "celery", "worker", "--without-gossip", "--without-mingle"]
+    processes = [
+        ("api-server", [airflow, "api-server", "--port", str(port), "--host", "127.0.0.1"]),
+        ("scheduler", [airflow, "scheduler"]),
+        ("dag-processor", [airflow, "dag-processor"]),
+        ("triggerer", [airflow, "triggerer"]),
+        ("worker-index-host", [*worker, "--queues", "default", "--concurrency", "4",
+                               "--celery-hostname", "index-host@%h"]),
+    ]
+    if target_queues:
+        processes.append(("worker-builder", [*worker, "--queues", ",".join(target_queues),
+                                             "--concurrency", str(build_slots), "--skip-serve-logs",
+                                             "--celery-hostname", "builder@%h"]))
+    return processes
+
+
 def run(settings: Settings, *, pypi: str = "live", changelog: Path = SAMPLE_CHANGELOG,
-        port: int = 8080, double_port: int = 8700) -> int:
+        port: int = 8080, double_port: int = 8700, index_port: int = 8081) -> int:
+    from wheelwright.builds.targets import enabled_targets
     with db.connect(settings) as conn:
         applied = db.init_schema(conn)
     log.info("catalog ready at schema version %s%s", db.migrations()[-1][0],
              f" (applied {applied})" if applied else "")
-    double = sftp = None
+    targets = enabled_targets()
+    double = sftp = broker = published = None
     if pypi == "double":
         from wheelwright.testing.pypi_double import PyPIDouble
         double = PyPIDouble(changelog, files_dir=build_backends(settings.home / "pypi-files"))
@@ -88,19 +179,39 @@ def run(settings: Settings, *, pypi: str = "live", changelog: Path = SAMPLE_CHAN
         settings = settings.with_(pypi_url=double.xmlrpc_url)
         log.info("PyPI double serving %s at %s", changelog, double.url)
     try:
-        env = airflow_environment(settings, api_port=port)
+        broker_url, broker = start_broker(settings.home)
+        env = airflow_environment(settings, api_port=port, executor="CeleryExecutor", broker_url=broker_url)
         if "AIRFLOW_CONN_WHEELWRIGHT_INDEX_HOST" not in os.environ:
             sftp = local_index_host(settings, env)
+        published = serve_published(settings.output, index_port)
+        env.setdefault("WHEELWRIGHT_INDEX_URL", f"http://127.0.0.1:{index_port}/simple/")
+        log.info("published index at %s (builds take build dependencies from it too)",
+                 env["WHEELWRIGHT_INDEX_URL"])
         log.info("migrating Airflow's metadata database (first run takes a minute)")
         migrate_metadata(env)
         create_build_pools(env)
-        log.info("starting Airflow: UI and API at http://127.0.0.1:%d (login details in %s)", port,
-                 Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated")
-        return supervise([str(AIRFLOW_BIN), "standalone"], env)
+        logs = Path(env["AIRFLOW_HOME"]) / "logs"
+        processes = airflow_processes(port, [t.queue for t in targets])
+        one_shots = []
+        if any(t.image for t in targets):
+            one_shots.append(("images", [str(Path(sys.executable).parent / "wheelwright"), "image", "build",
+                                         "--all"]))
+        log.info("starting Airflow (%s): UI and API at http://127.0.0.1:%d (login details in %s); "
+                 "process logs in %s", ", ".join(name for name, _ in processes), port,
+                 Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated", logs)
+        return supervise_all(processes, env, log_dir=logs, one_shots=one_shots)
     finally:
+        if published is not None:
+            published.shutdown()
         for server in (sftp, double):
             if server is not None:
                 server.stop()
+        if broker is not None:
+            broker.terminate()
+            try:
+                broker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                broker.kill()
 
 
 class _Stopped(Exception):
@@ -127,27 +238,76 @@ def supervise(argv: list[str], env: dict[str, str], *, grace: float = 60.0) -> i
     at a second signal, and return 128 + the signal's number, as a shell would. Without this, Airflow's
     API server, scheduler and workers outlived a SIGTERM to `wheelwright run`.
     """
+    return supervise_all([(Path(argv[0]).name, argv)], env, grace=grace)
+
+
+def supervise_all(processes: list[tuple[str, list[str]]], env: dict[str, str], *, grace: float = 60.0,
+                  log_dir: Path | None = None, one_shots: list[tuple[str, list[str]]] = ()) -> int:
+    """Run ``processes`` (name, argv) together until one of them exits, or we are told to stop.
+
+    Each runs in a session of its own (its output into ``log_dir/<name>.log`` when given); when one
+    exits, or a stop signal comes, every other one's group gets SIGTERM, then SIGKILL after ``grace``
+    seconds or at a second signal. Returns the exit code of the process that ended first, or 128 + the
+    signal's number. ``one_shots`` run beside them with the terminal as output, and may end at any time
+    (their end is logged, nothing else stops).
+    """
     previous = {signum: signal.signal(signum, _raise_stopped) for signum in STOP_SIGNALS}
-    proc = None
+    running: list[tuple[str, subprocess.Popen]] = []
+    side: list[tuple[str, subprocess.Popen]] = []
     try:
-        proc = subprocess.Popen(argv, env=env, start_new_session=True)
-        return proc.wait()
+        for name, argv in processes:
+            out = None
+            if log_dir is not None:
+                log_dir.mkdir(parents=True, exist_ok=True)
+                out = open(log_dir / f"{name}.log", "ab")
+            try:
+                running.append((name, subprocess.Popen(argv, env=env, start_new_session=True, stdout=out,
+                                                        stderr=subprocess.STDOUT if out else None)))
+            finally:
+                if out is not None:
+                    out.close()
+        for name, argv in one_shots:
+            side.append((name, subprocess.Popen(argv, env=env, start_new_session=True,
+                                                stdin=subprocess.DEVNULL)))
+        while True:
+            for name, proc in running:
+                code = proc.poll()
+                if code is not None:
+                    if len(running) > 1:
+                        log.error("%s exited with status %d: stopping the rest", name, code)
+                    _stop_all([p for n, p in running + side if p is not proc], grace)
+                    return code
+            for name, proc in list(side):
+                code = proc.poll()
+                if code is not None:
+                    (log.info if code == 0 else log.error)("%s finished with status %d", name, code)
+                    side.remove((name, proc))
+            time.sleep(0.2)
     except _Stopped as stopped:
-        if proc is not None:
-            log.info("stopping %s (signal %d)", Path(argv[0]).name, stopped.signum)
-            _stop_group(proc, grace)
+        if running or side:
+            log.info("stopping %s (signal %d)", ", ".join(n for n, _ in running + side), stopped.signum)
+            _stop_all([p for _, p in running + side], grace)
         return 128 + stopped.signum
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def _stop_group(proc: subprocess.Popen, grace: float) -> None:
-    for stop, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
-        with contextlib.suppress(ProcessLookupError):  # the group is gone already
-            os.killpg(proc.pid, stop)
-        try:
-            proc.wait(timeout=wait)
-            return
-        except (subprocess.TimeoutExpired, _Stopped):
-            pass  # too slow, or told again: no more waiting
+def _stop_all(procs: list[subprocess.Popen], grace: float) -> None:
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    try:
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+    except _Stopped:
+        pass  # told again: no more waiting
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -142,8 +142,9 @@ def simple_project_json(project: Project) -> bytes:
             "upload-time": f.uploaded,
             # PEP 691: a reason string, or true when yanked without one
             "yanked": (release.yanked_reason or True) if release.yanked else False,
+            # PEP 714: only the new key in JSON. pip 22.3 to 23.1 fails hard on the old
+            # "dist-info-metadata" there, and Raspberry Pi OS bookworm ships pip 23.0.1.
             "core-metadata": core,
-            "dist-info-metadata": core,
         }
         if f.requires_python:  # optional in PEP 691, and a string where present
             entry["requires-python"] = f.requires_python

@@ -1,0 +1,398 @@
+"""Target images: named by their recipe, built once, listed, updated, and run under emulation.
+
+The recipe and store tests are plain functions over plain folders. The tests marked ``images`` use
+real images (tests/support/images.py: small ones, built once per machine with mmdebstrap and kept
+across runs) and run their binaries under qemu-user as a Pi would natively.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from support.images import TEST_TARGETS
+from wheelwright.builds import images
+from wheelwright.builds.images import (BASE_PACKAGES, Recipe, emulation_problem, image_rows, make_recipe,
+                                       mmdebstrap_command, needs_emulation, parse_binfmt_entry,
+                                       read_image, recipe_for, update_images)
+from wheelwright.builds.targets import load_targets, parse_targets, target_named
+from wheelwright.errors import ConfigError
+
+
+def pi_target(**extra) -> object:
+    lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in extra.items())
+    return parse_targets('[[target]]\nname = "pi"\nabi = "cp311"\nplatform = "linux_armv7l"\n'
+                         f'distro = "bookworm"\n{lines}')[0]
+
+
+# --- recipes -----------------------------------------------------------------------------------------
+
+def test_every_recipe_holds_the_distro_s_python_with_headers_pip_and_venv():
+    recipe = recipe_for(pi_target(package_lists=[], packages=["libyaml-dev"]))
+    assert (recipe.distro, recipe.arch) == ("bookworm", "armhf")
+    assert set(BASE_PACKAGES) | {"libyaml-dev"} == set(recipe.packages)
+
+
+def test_the_same_packages_in_any_order_make_the_same_image():
+    one = make_recipe("bookworm", "armhf", ["libyaml-dev", "gcc", "gcc"])
+    two = make_recipe("bookworm", "armhf", ["gcc", "python3", "libyaml-dev"])
+    assert one == two and one.digest == two.digest
+    assert one.folder_name == f"bookworm-armhf-{one.digest}" and len(one.digest) == 16
+
+
+@pytest.mark.parametrize("change", [
+    dict(packages=["gcc", "libyaml-dev", "libffi-dev"]),  # one more package
+    dict(distro="trixie"),
+    dict(arch="arm64"),
+])
+def test_a_changed_recipe_is_another_image(change):
+    base = dict(distro="bookworm", arch="armhf", packages=["gcc", "libyaml-dev"])
+    assert make_recipe(**{**base, **change}).digest != make_recipe(**base).digest
+
+
+def test_the_repository_s_pi_targets_carry_the_build_packages_list():
+    targets = load_targets()
+    armv7l = recipe_for(target_named(targets, "cp311-armv7l"))
+    aarch64 = recipe_for(target_named(targets, "cp313-aarch64"))
+    assert (armv7l.name, aarch64.name) == ("bookworm-armhf", "trixie-arm64")
+    assert {"build-essential", "libffi-dev", "libssl-dev", "libyaml-dev"} <= set(armv7l.packages)
+    assert set(armv7l.packages) == set(aarch64.packages)
+
+
+def test_a_target_whose_abi_is_not_its_distro_s_python_has_no_image():
+    target = parse_targets('[[target]]\nname = "x"\nabi = "cp313"\nplatform = "linux_armv7l"\n'
+                           'distro = "bookworm"\n')[0]
+    with pytest.raises(ConfigError, match="bookworm ships Python 3.11, which builds cp311 wheels, not cp313"):
+        recipe_for(target)
+
+
+@pytest.mark.parametrize("package", ["libfoo; rm -rf /", "--allow-unauthenticated", "Gcc", ""])
+def test_only_debian_package_names_reach_mmdebstrap(package):
+    with pytest.raises(ConfigError, match="not a Debian package name"):
+        recipe_for(pi_target(package_lists=[], packages=[package]))
+
+
+def test_a_package_list_is_a_file_of_data_or_an_absolute_path(tmp_path):
+    mine = tmp_path / "mine.txt"
+    mine.write_text("# extra\nlibgdal-dev  libgeos-dev # maps\n\nswig\n")
+    recipe = recipe_for(pi_target(package_lists=[str(mine)]))
+    assert {"libgdal-dev", "libgeos-dev", "swig"} <= set(recipe.packages)
+    with pytest.raises(ConfigError, match="give a file of data/ by name"):
+        recipe_for(pi_target(package_lists=["../secrets.txt"]))
+
+
+def test_mmdebstrap_gets_an_argument_list_naming_arch_packages_and_release():
+    recipe = make_recipe("bookworm", "armhf", ["gcc"])
+    argv = mmdebstrap_command(recipe, Path("/store/.tmp/root"), "http://deb.debian.org/debian")
+    assert argv[0] == "mmdebstrap" and "--arch=armhf" in argv and "--variant=apt" in argv
+    assert f"--include={','.join(recipe.packages)}" in argv
+    assert argv[-3:] == ["bookworm", "/store/.tmp/root", "http://deb.debian.org/debian"]
+
+
+def test_progress_shows_phases_and_each_package_set_up_not_every_line_of_apt():
+    assert images.progress_line("I: installing remaining packages inside the chroot...") == \
+        "I: installing remaining packages inside the chroot..."
+    assert images.progress_line("Setting up libyaml-0-2:armhf (0.2.5-1) ...") == "setting up libyaml-0-2:armhf"
+    assert images.progress_line("Get:12 http://deb.debian.org/debian bookworm/main armhf gcc-12") is None
+
+
+# --- the store -----------------------------------------------------------------------------------------
+
+def fake_image(store: Path, recipe: Recipe, *, age_days: float = 0.0, complete: bool = True) -> Path:
+    """An image folder as build_image leaves it (a root with a python3, image.json written last)."""
+    path = store / recipe.folder_name
+    (path / "root" / "usr" / "bin").mkdir(parents=True)
+    (path / "root" / "usr" / "bin" / "python3.11").write_text("")
+    if complete:
+        (path / "image.json").write_text(json.dumps({
+            "recipe": {"distro": recipe.distro, "arch": recipe.arch, "packages": list(recipe.packages)},
+            "built_at": time.time() - age_days * 86400, "seconds": 300.0, "size": 350 << 20,
+            "python": "3.11"}))
+    return path
+
+
+def test_images_are_ready_old_stale_or_missing(tmp_path):
+    targets = list(parse_targets(TEST_TARGETS))
+    armv7l, aarch64 = (recipe_for(t) for t in targets)
+    superseded = make_recipe("bookworm", "armhf", ["gcc"])  # what cp311-armv7l was made of before
+    fake_image(tmp_path, armv7l)
+    fake_image(tmp_path, superseded, age_days=90)
+    rows = {(row.name, row.digest): row for row in image_rows(targets, tmp_path)}
+    assert {key: (row.targets, row.state) for key, row in rows.items()} == {
+        ("bookworm-armhf", armv7l.digest): (("cp311-armv7l",), "ready"),
+        ("bookworm-armhf", superseded.digest): ((), "stale"),
+        ("trixie-arm64", aarch64.digest): (("cp313-aarch64",), "missing"),
+    }
+    shutil.rmtree(tmp_path / armv7l.folder_name)
+    fake_image(tmp_path, armv7l, age_days=45)
+    [row] = [r for r in image_rows(targets, tmp_path) if r.digest == armv7l.digest]
+    assert row.state == "old" and row.as_dict()["age_days"] == pytest.approx(45, abs=0.1)
+
+
+def test_an_image_whose_build_was_cut_short_is_not_an_image(tmp_path):
+    recipe = make_recipe("bookworm", "armhf", [])
+    path = fake_image(tmp_path, recipe, complete=False)  # killed before image.json was written
+    assert read_image(path) is None and images.find_image(recipe, tmp_path) is None
+    (tmp_path / f".tmp-{recipe.folder_name}-123").mkdir()  # a build in progress elsewhere
+    assert images.stored_images(tmp_path) == []
+
+
+def test_update_removes_stale_images_and_keeps_the_current_ones(tmp_path):
+    targets = list(parse_targets(TEST_TARGETS))
+    for target in targets:
+        fake_image(tmp_path, recipe_for(target))
+    stale = fake_image(tmp_path, make_recipe("bookworm", "armhf", ["gcc"]))
+    done = update_images(targets, tmp_path)
+    assert done == {"built": [], "removed": [stale.name]}
+    assert not stale.exists() and len(images.stored_images(tmp_path)) == 2
+    assert {row.state for row in image_rows(targets, tmp_path)} == {"ready"}
+
+
+def test_a_build_runs_in_its_target_s_image_or_on_the_worker_s_own_system(tmp_path, monkeypatch):
+    targets_file = tmp_path / "targets.toml"
+    targets_file.write_text(TEST_TARGETS + '[[target]]\nname = "here"\nabi = "cp311"\n'
+                            'platform = "linux_x86_64"\ndistro = "bookworm"\n')
+    monkeypatch.setenv("WHEELWRIGHT_TARGETS", str(targets_file))
+    armv7l = recipe_for(target_named(load_targets(), "cp311-armv7l"))
+    image = fake_image(tmp_path / "images", armv7l)
+    assert images.root_for_target("cp311-armv7l", tmp_path / "images") == image / "root"
+    assert images.root_for_target("here", tmp_path / "images") == Path("/")
+
+
+def test_image_list_shows_each_image_with_its_targets_size_age_and_state(tmp_path, monkeypatch, capsys):
+    from wheelwright.operate.cli import main
+    targets_file = tmp_path / "targets.toml"
+    targets_file.write_text(TEST_TARGETS)
+    store = tmp_path / "images"
+    armv7l = recipe_for(parse_targets(TEST_TARGETS)[0])
+    fake_image(store, armv7l, age_days=2)
+    monkeypatch.setenv("WHEELWRIGHT_TARGETS", str(targets_file))
+    monkeypatch.setenv("WHEELWRIGHT_IMAGES", str(store))
+    monkeypatch.setenv("WHEELWRIGHT_HOME", str(tmp_path / "home"))
+    assert main(["image", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["image", "hash", "targets", "size", "age", "state"]
+    assert lines[1].split() == ["bookworm-armhf", armv7l.digest, "cp311-armv7l", "350", "MiB", "2.0", "d",
+                                "ready"]
+    assert lines[2].split()[-1] == "missing" and lines[2].split()[0] == "trixie-arm64"
+    assert main(["image", "list", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert (first["state"], first["size"], first["python"]) == ("ready", 350 << 20, "3.11")
+
+
+def test_image_build_of_a_target_without_an_image_is_refused(tmp_path, monkeypatch, capsys):
+    from wheelwright.operate.cli import main
+    monkeypatch.setenv("WHEELWRIGHT_HOME", str(tmp_path / "home"))
+    assert main(["image", "build", "cp311-x86_64"]) == 2
+    assert "builds on the worker's own system" in capsys.readouterr().err
+
+
+# --- emulation -----------------------------------------------------------------------------------------
+
+def test_arm_images_run_natively_on_arm_and_under_qemu_elsewhere():
+    assert needs_emulation("armhf", "x86_64") and needs_emulation("arm64", "x86_64")
+    assert not needs_emulation("armhf", "aarch64") and not needs_emulation("arm64", "aarch64")
+    assert not needs_emulation("armhf", "armv7l") and not needs_emulation("amd64", "x86_64")
+    assert needs_emulation("arm64", "armv7l")
+
+
+QEMU_ARM_ENTRY = """enabled
+interpreter /usr/libexec/qemu-binfmt/arm-binfmt-P
+flags: PF
+offset 0
+magic 7f454c4601010100000000000000000002002800
+mask ffffffffffffff00fffffffffffffffffeffffff
+"""
+
+
+def test_a_binfmt_entry_says_whether_it_is_enabled_its_interpreter_and_flags():
+    assert parse_binfmt_entry(QEMU_ARM_ENTRY) == {
+        "enabled": True, "interpreter": "/usr/libexec/qemu-binfmt/arm-binfmt-P", "flags": "PF"}
+
+
+@pytest.mark.skipif(not needs_emulation("armhf"), reason="this host runs armhf natively")
+def test_what_is_missing_for_emulation_is_said_plainly(tmp_path):
+    binfmt = tmp_path / "binfmt_misc"
+    binfmt.mkdir()
+    assert emulation_problem("armhf", binfmt) == f"binfmt_misc is not mounted at {binfmt}"
+    (binfmt / "register").write_text("")
+    assert emulation_problem("armhf", binfmt) == "no binfmt_misc entry qemu-arm is registered"
+    interpreter = tmp_path / "arm-binfmt-P"
+    interpreter.write_text("")
+    (binfmt / "qemu-arm").write_text(QEMU_ARM_ENTRY.replace("PF", "P").replace(
+        "/usr/libexec/qemu-binfmt/arm-binfmt-P", str(interpreter)))
+    assert "lacks the F (fix binary) flag" in emulation_problem("armhf", binfmt)
+    (binfmt / "qemu-arm").write_text(QEMU_ARM_ENTRY.replace(
+        "/usr/libexec/qemu-binfmt/arm-binfmt-P", str(interpreter)))
+    assert emulation_problem("armhf", binfmt) is None
+    advice = images.emulation_advice("armhf")
+    assert "apt-get install qemu-user-static binfmt-support" in advice
+    assert "update-binfmts --enable qemu-arm" in advice
+
+
+# --- real images: built once per machine, their binaries run under qemu ------------------------------
+# (tests/support/images.py; a fresh machine builds each small image once, in a few minutes)
+
+from support.build_world import PYPROJECT, make_sdist, make_wheel as zip_wheel, open_folder, setup_py  # noqa: E402
+from support.images import built_image  # noqa: E402
+from wheelwright.builds.analysis import analyse_wheel  # noqa: E402
+from wheelwright.publish.reports import needed_apt  # noqa: E402
+
+needs_image_tools = pytest.mark.skipif(
+    shutil.which("mmdebstrap") is None or shutil.which("bwrap") is None,
+    reason="needs mmdebstrap and bubblewrap (make system-packages)")
+# The first test to want an image builds it (once per machine, minutes under emulation).
+IMAGE_BUILD_TIMEOUT = pytest.mark.timeout(2400)
+
+# A C extension that links a Debian library (libyaml) and says where it runs.
+YAMLEXT_C = """
+    #include <Python.h>
+    #include <yaml.h>
+    static PyObject *version(PyObject *self, PyObject *args) {
+        return PyUnicode_FromString(yaml_get_version_string());
+    }
+    static PyMethodDef methods[] = {{"version", version, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
+    static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "yamlext", NULL, -1, methods};
+    PyMODINIT_FUNC PyInit_yamlext(void) { return PyModule_Create(&module); }
+"""
+MACHINE = {"cp311-armv7l": "armv7l", "cp313-aarch64": "aarch64"}
+TAGS = {"cp311-armv7l": "cp311-cp311-linux_armv7l", "cp313-aarch64": "cp313-cp313-linux_aarch64"}
+LIBYAML = {"cp311-armv7l": "libyaml-0-2", "cp313-aarch64": "libyaml-0-2"}
+
+
+@pytest.fixture(scope="module")
+def armhf_image():
+    return built_image("cp311-armv7l")
+
+
+@pytest.fixture(scope="module")
+def sdists():
+    """The PyPI double serving the test sdists and the build backend, as a worker's index would."""
+    from support.build_world import backend_wheels
+    from wheelwright.testing.pypi_double import PyPIDouble
+    files = open_folder("wheelwright-image-sdists-")
+    for wheel in backend_wheels().glob("*.whl"):
+        shutil.copy(wheel, files)
+    make_sdist(files, "yamlext", "1.0", {
+        "pyproject.toml": PYPROJECT,
+        "setup.py": setup_py("yamlext", "1.0", body="from setuptools import Extension",
+                             ext_modules="[Extension('yamlext', ['yamlext.c'], libraries=['yaml'])]"),
+        "yamlext.c": YAMLEXT_C})
+    make_sdist(files, "purepkg", "1.0", {
+        "pyproject.toml": PYPROJECT,
+        "setup.py": setup_py("purepkg", "1.0", py_modules="['purepkg']"),
+        "purepkg.py": "import platform\nWHERE = platform.machine()\n"})
+    with PyPIDouble([], files_dir=files) as pypi:
+        yield pypi.simple_url
+    shutil.rmtree(files)
+
+
+def in_image(image, argv, work: Path, network=False, timeout=900):
+    """Run ``argv`` in ``image`` with ``work`` as /srv; the completed process, checked."""
+    result = images.run_in_image(image.root, argv, binds=[(work, "/srv")], network=network, cwd="/srv",
+                                 env={"PIP_CONFIG_FILE": "/dev/null", "PIP_NO_CACHE_DIR": "1",
+                                      "PIP_DISABLE_PIP_VERSION_CHECK": "1"}, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(argv)} failed in {image.name}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def pip_wheel_in_image(image, index_url: str, package: str, work: Path) -> Path:
+    """pip wheel of ``package`` from ``index_url`` inside ``image``: the wheel it made."""
+    in_image(image, ["python3", "-m", "pip", "wheel", f"{package}==1.0", "--no-deps", "--no-binary",
+                     package, "--isolated", "--index-url", index_url, "--wheel-dir", "/srv/wheels"],
+             work, network=True)
+    [wheel] = (work / "wheels").glob("*.whl")
+    return wheel
+
+
+@needs_image_tools
+@IMAGE_BUILD_TIMEOUT
+def test_elf_analysis_reads_armhf_objects_of_the_image_and_its_dpkg_database(armhf_image, tmp_path):
+    """ldd cannot trace a foreign object; the ELF headers and the image's own dpkg lists can."""
+    [ctypes_so] = (armhf_image.root / "usr/lib/python3.11/lib-dynload").glob("_ctypes.cpython-311-*.so")
+    wheel = zip_wheel(tmp_path, "ext-1.0-cp311-cp311-linux_armv7l.whl", {
+        "ext/_ext.so": ctypes_so.read_bytes(),
+        "ext-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: ext\nVersion: 1.0\n"})
+    info = analyse_wheel(wheel, "ext", "1.0", root=armhf_image.root)
+    assert info.dependencies == (("apt", "libc6"), ("apt", "libffi8"))
+    assert analyse_wheel(wheel, "ext", "1.0", root=tmp_path).dependencies == (
+        ("unowned", "ld-linux-armhf.so.3"), ("unowned", "libc.so.6"), ("unowned", "libffi.so.8")), \
+        "an empty root has none of them: they are named, not dropped"
+
+
+@needs_image_tools
+@IMAGE_BUILD_TIMEOUT
+@pytest.mark.parametrize("target", ["cp311-armv7l", "cp313-aarch64"])
+def test_a_c_extension_built_in_the_pi_image_installs_and_imports_on_the_emulated_pi(
+        target, sdists, catalog, tmp_path):
+    from support.index_world import Wheel, World
+    from support.serving import serve
+    from wheelwright.publish.writer import publish
+    from wheelwright.builds.builder import build
+    image = built_image(target)
+    work = open_folder("wheelwright-image-work-")
+    try:
+        # the worker's builder, in the sandbox whose read-only root is the target's image
+        request = {"build_id": 21, "package": "yamlext", "version": "1.0", "target": target,
+                   "abi": TAGS[target].split("-")[1]}
+        outcome = build(request, index_url=sdists, workdir_root=work, root=image.root, timeout=1800)
+        log = gzip.decompress((outcome.files_dir / outcome.log.filename).read_bytes()).decode()
+        assert outcome.status == "success", log[-3000:]
+        assert f"root {image.root}" in log, "built inside the image, through the sandbox"
+        [info] = outcome.wheels
+        assert info.filename == f"yamlext-1.0-{TAGS[target]}.whl"
+        built = outcome.files_dir / info.filename
+        assert info.dependencies == (("apt", LIBYAML[target]),), "libyaml's package, from the image's dpkg"
+        assert needed_apt([d for tool, d in info.dependencies if tool == "apt"], image.recipe.distro) == (), \
+            "Pi OS Lite has libyaml and libc: nothing for the Pi user to apt install"
+
+        # publish it as the index host would, and serve the tree on loopback
+        output = tmp_path / "www"
+        world = World(catalog, output)
+        abi, platform_tag = TAGS[target].split("-")[1:]
+        world.target(target, abi, platform_tag, image.recipe.distro)
+        world.package("yamlext")
+        world.release("yamlext", "1.0")
+        world.wheel("yamlext", "1.0", target, wheel=Wheel(
+            built.name, built.read_bytes(), built.with_name(built.name + ".metadata").read_bytes()),
+            apt=[d for tool, d in info.dependencies if tool == "apt"])
+        publish(catalog, output)
+        served = serve(output, tmp_path / "server")
+        try:
+            # the Pi user's view: the image's own Python, a venv, pip against the published index
+            in_image(image, ["python3", "-m", "venv", "/srv/venv"], work)
+            result = in_image(image, ["/srv/venv/bin/pip", "install", "--isolated", "--only-binary",
+                                      ":all:", "--index-url", f"{served.url}/simple/", "yamlext"],
+                              work, network=True)
+            assert f"Successfully installed yamlext-1.0" in result.stdout
+            imported = in_image(image, ["/srv/venv/bin/python", "-c", "import platform, yamlext; "
+                                        "print(platform.machine(), yamlext.version())"], work)
+            machine, version = imported.stdout.split()
+            assert machine == MACHINE[target] and version.startswith("0.2.")
+        finally:
+            served.stop()
+    finally:
+        shutil.rmtree(work)
+
+
+@needs_image_tools
+@IMAGE_BUILD_TIMEOUT
+def test_a_pure_wheel_built_in_one_image_serves_every_target(sdists):
+    armhf, arm64 = built_image("cp311-armv7l"), built_image("cp313-aarch64")
+    work = open_folder("wheelwright-image-work-")
+    try:
+        built = pip_wheel_in_image(armhf, sdists, "purepkg", work)
+        assert built.name == "purepkg-1.0-py3-none-any.whl"
+        assert analyse_wheel(built, "purepkg", "1.0", root=armhf.root).pure
+        in_image(arm64, ["python3", "-m", "venv", "/srv/venv"], work)
+        in_image(arm64, ["/srv/venv/bin/pip", "install", "--isolated", "--no-index", f"/srv/wheels/{built.name}"],
+                 work)
+        result = in_image(arm64, ["/srv/venv/bin/python", "-c", "import purepkg; print(purepkg.WHERE)"], work)
+        assert result.stdout.strip() == "aarch64"
+    finally:
+        shutil.rmtree(work)
