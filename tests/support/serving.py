@@ -20,6 +20,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+# The shipped config canonicalises project names with nginx's perl module (libnginx-mod-http-perl).
+NGINX_PERL = Path("/usr/lib/nginx/modules/ngx_http_perl_module.so")
+if NGINX and not NGINX_PERL.exists():
+    NGINX = None
 
 
 def free_port() -> int:
@@ -100,6 +104,7 @@ class NginxServed(Served):
         # tmp folders; keep them as the user running the test.
         user = "user root;" if os.geteuid() == 0 else ""
         (self.workdir / "nginx.conf").write_text(f"""
+load_module {NGINX_PERL};
 {user}
 daemon off;
 worker_processes 1;

@@ -404,3 +404,25 @@ def publish_and_purge(conn: psycopg.Connection, settings, purger: Purger | None,
     if purger is None:
         return result, None
     return result, deliver(conn, purger, remove=writer.remover(conn, settings.output))
+
+
+# -- cache rules: what the origin tells clients and the edge ---------------------------------------------
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+PAGE = "public, max-age=60, s-maxage=600, stale-while-revalidate=60, stale-if-error=86400"
+REDIRECT = "public, max-age=86400"
+ERROR = "public, max-age=60, s-maxage=60"
+_IMMUTABLE_PATH = re.compile(r"/simple/[^/]+/[^/]+\.whl(?:\.metadata)?\Z|/logs/.*\.txt\.gz\Z")
+
+
+def cache_control(status: int, path: str) -> str:
+    """The Cache-Control of a response (nginx/wheelwright.conf's map, in Python): files served under a
+    name that never changes are immutable; pages a minute at the client and ten minutes at the edge
+    (purged on change), stale while revalidating or when the origin fails; errors briefly."""
+    if status in (200, 206, 304) and _IMMUTABLE_PATH.match(path):
+        return IMMUTABLE
+    if status == 301:
+        return REDIRECT
+    if status >= 400:
+        return ERROR
+    return PAGE
