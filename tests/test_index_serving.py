@@ -12,36 +12,9 @@ import json
 
 import pytest
 
-from support.serving import NGINX, serve
+from support.serving import BROWSER_ACCEPT, NEGOTIATION, NGINX, PIP_ACCEPT, serve
 from wheelwright.publish import cdn
 from wheelwright.publish.negotiation import negotiate
-
-PIP_ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
-              "text/html; q=0.01")
-BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-
-# (Accept header, the representation it must get: "json", "html" or None for 406)
-NEGOTIATION = [
-    (PIP_ACCEPT, "json"),
-    (BROWSER_ACCEPT, "html"),
-    ("*/*", "html"),
-    (None, "html"),
-    ("application/vnd.pypi.simple.v1+json", "json"),
-    ("application/vnd.pypi.simple.latest+json", "json"),
-    ("application/vnd.pypi.simple.v1+html", "html"),
-    ("text/html", "html"),
-    ("application/vnd.pypi.simple.v1+json;q=0.2, text/html", "html"),
-    ("text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.55", "json"),
-    ("text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.5", "json"),
-    ("application/vnd.pypi.simple.v1+json;q=0, text/html;q=0.1", "html"),
-    ("application/vnd.pypi.simple.v1+json;q=0, */*", "html"),
-    ("application/vnd.pypi.simple.v1+json, */*;q=0.1", "json"),
-    ("application/json", None),
-    ("text/plain", None),
-    ("application/vnd.pypi.simple.v1+json;q=0", None),
-    ("text/html;q=0.0, application/vnd.pypi.simple.v1+json;q=0.000", None),
-    ("APPLICATION/VND.PYPI.SIMPLE.V1+JSON", "json"),
-]
 
 SERVERS = ["python"] + (["nginx"] if NGINX else [])
 

@@ -393,7 +393,7 @@ def _safe_url(url: str) -> str:
 
 
 def publish_and_purge(conn: psycopg.Connection, settings, purger: Purger | None, *, full: bool = False,
-                      progress=None):
+                      progress=None, deadline: float = 60.0):
     """What ``wheelwright index`` and the publish DAG both do: publish the tree with the configured
     PyPI (one configuration, one rendering), then deliver what the CDN owes (when there is one).
     Returns (PublishResult, Delivery or None)."""
@@ -403,7 +403,7 @@ def publish_and_purge(conn: psycopg.Connection, settings, purger: Purger | None,
                             progress=progress, purging=purger is not None)
     if purger is None:
         return result, None
-    return result, deliver(conn, purger, remove=writer.remover(conn, settings.output))
+    return result, deliver(conn, purger, remove=writer.remover(conn, settings.output), deadline=deadline)
 
 
 # -- cache rules: what the origin tells clients and the edge ---------------------------------------------
