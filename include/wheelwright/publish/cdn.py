@@ -305,11 +305,12 @@ def deliver(conn: psycopg.Connection, purger: Purger, *, remove: RemoveAfterPurg
             force: bool = False, deadline: float = 60.0, backoff: float = 0.5,
             sleep: Callable[[float], None] = time.sleep) -> Delivery:
     """Send the owed purges; forget each key the CDN confirmed. Retries a failing call with
-    exponential back-off (or the vendor's Retry-After) until ``deadline`` seconds have passed, then
+    exponential back-off (or the vendor's Retry-After) while its waits add up to at most ``deadline``
+    seconds, then
     leaves the rest owed with a back-off recorded in the catalog (``force`` ignores that back-off).
     ``remove(key, paths)`` unlinks what a purged key allowed, returning how many files went; the key
     is then owed once more, so the edge forgets the removed files too."""
-    started = time.monotonic()
+    waited = [0.0]
     done = Delivery()
     calls_before = purger.calls
     rounds = 0
@@ -324,7 +325,7 @@ def deliver(conn: psycopg.Connection, purger: Purger, *, remove: RemoveAfterPurg
         for start in range(0, len(rows), purger.batch):
             chunk = rows[start:start + purger.batch]
             keys = [r[0] for r in chunk]
-            error = _send(purger, keys, started, deadline, backoff, sleep)
+            error = _send(purger, keys, waited, deadline, backoff, sleep)
             if error is not None:
                 rest = [r[0] for r in rows[start:]]
                 with conn.transaction():
@@ -353,9 +354,10 @@ def deliver(conn: psycopg.Connection, purger: Purger, *, remove: RemoveAfterPurg
     return done
 
 
-def _send(purger: Purger, keys: list[str], started: float, deadline: float, backoff: float,
+def _send(purger: Purger, keys: list[str], waited: list[float], deadline: float, backoff: float,
           sleep: Callable[[float], None]) -> str | None:
-    """One batch, retried until the deadline; None when confirmed, else the last error."""
+    """One batch, retried while the waits of this delivery stay within ``deadline`` seconds; None when
+    confirmed, else the last error."""
     attempt = 0
     while True:
         try:
@@ -366,9 +368,10 @@ def _send(purger: Purger, keys: list[str], started: float, deadline: float, back
                 return str(exc)
             wait = exc.retry_after if exc.retry_after is not None else backoff * (2 ** attempt)
             attempt += 1
-            if time.monotonic() - started + wait > deadline:
+            if waited[0] + wait > deadline:
                 return str(exc)
             log.info("CDN purge failed (%s); retrying in %.1fs", exc, wait)
+            waited[0] += wait
             sleep(wait)
 
 
