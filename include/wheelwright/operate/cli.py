@@ -3,7 +3,8 @@
 Each subcommand is a thin wrapper over a function of the package. Errors the product raises on
 purpose (wheelwright.errors) become one sentence on stderr and the exit code of their class, so
 scripts can trust them: 0 done, 1 failed, 2 bad configuration or usage, 3 catalog unreachable or
-unusable, 4 PyPI failing, 5 unknown release (admin), 6 publishing failed, 130 interrupted.
+unusable, 4 PyPI failing, 5 unknown release (admin), 6 publishing failed, 7 a CDN purge failed (it
+stays owed), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def cmd_purge(settings: Settings, args) -> int:
             cdn.owe(conn, keys)
         delivery = cdn.deliver(conn, purger, remove=writer.remover(conn, settings.output), force=True)
     print(f"CDN ({purger.name}): {delivery.summary()}")
-    return 1 if delivery.failed else 0
+    return cdn.PurgeError.exit_code if delivery.failed else 0
 
 
 def cmd_run(settings: Settings, args) -> int:
