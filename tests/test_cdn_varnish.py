@@ -183,3 +183,14 @@ def test_pip_installs_through_varnish(varnish, tmp_path):
     assert (tmp_path / "site" / "demo_mod.py").exists()
     paths = [p for p, _s, _f in varnish.requests()]
     assert "/simple/demo/" in paths and any(p.endswith(".whl.metadata") for p in paths)
+
+
+def test_only_addresses_in_the_acl_may_purge(origin, tmp_path):
+    guarded = edge(origin, tmp_path / "guarded", purgers=("192.0.2.1",))
+    try:
+        guarded.get("/simple/demo/", PIP_ACCEPT)
+        with pytest.raises(cdn.PurgeError, match="403"):
+            cdn.VarnishPurger(url=guarded.url).purge(["project/demo"])
+        assert guarded.get("/simple/demo/", PIP_ACCEPT)[1]["X-Cache"] == "HIT", "nothing was purged"
+    finally:
+        guarded.stop()

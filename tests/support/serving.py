@@ -203,9 +203,10 @@ class VarnishServed(Served):
 
     kind = "varnish"
 
-    def __init__(self, origin: Served, workdir: Path):
+    def __init__(self, origin: Served, workdir: Path, purgers: tuple[str, ...] | None = None):
         super().__init__(origin.root, workdir)
         self.origin = origin
+        self.purgers = purgers
 
     def start(self) -> "VarnishServed":
         shipped = (REPO / "varnish" / "wheelwright.vcl").read_text()
@@ -213,6 +214,11 @@ class VarnishServed(Served):
         assert n == 1, "the shipped VCL must have exactly one backend host line"
         vcl, n = re.subn(r'^(\s*\.port\s*=\s*)"[^"]*";.*$', rf'\1"{self.origin.port}";', vcl, flags=re.M)
         assert n == 1, "the shipped VCL must have exactly one backend port line"
+        if self.purgers is not None:
+            entries = "".join(f'    "{address}";\n' for address in self.purgers)
+            vcl, n = re.subn(r"^acl purgers \{.*?^\}", "acl purgers {\n" + entries + "}", vcl,
+                             flags=re.M | re.S)
+            assert n == 1, "the shipped VCL must have one purgers ACL"
         (self.workdir / "wheelwright.vcl").write_text(vcl)
         command = [VARNISHD, "-F", "-a", f"127.0.0.1:{self.port}", "-n", str(self.workdir / "state"),
                    "-f", str(self.workdir / "wheelwright.vcl"), "-s", "malloc,64m", "-T", "none",
@@ -242,10 +248,10 @@ class VarnishServed(Served):
         self.log.close()
 
 
-def edge(origin: Served, workdir: Path) -> VarnishServed:
-    """Start Varnish with the shipped VCL in front of a running origin."""
+def edge(origin: Served, workdir: Path, purgers: tuple[str, ...] | None = None) -> VarnishServed:
+    """Start Varnish with the shipped VCL in front of a running origin (``purgers``: replace its ACL)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    return VarnishServed(origin, workdir).start()
+    return VarnishServed(origin, workdir, purgers).start()
 
 
 def serve(root: Path, workdir: Path, kind: str | None = None) -> Served:
