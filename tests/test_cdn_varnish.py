@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,15 @@ def test_only_addresses_in_the_acl_may_purge(origin, tmp_path):
         assert guarded.get("/simple/demo/", PIP_ACCEPT)[1]["X-Cache"] == "HIT", "nothing was purged"
     finally:
         guarded.stop()
+
+
+def test_the_edge_serves_a_stale_page_while_the_origin_is_down(varnish, origin):
+    assert versions_at(varnish)[0] == ["1.0"]
+    request = urllib.request.Request(varnish.url + "/", method="PURGE",
+                                     headers={"xkey-softpurge": "project/demo"})
+    urllib.request.urlopen(request, timeout=10).close()   # expired, as after its s-maxage
+    origin.stop()
+    status, headers, body = varnish.get("/simple/demo/", PIP_ACCEPT)
+    assert status == 200 and json.loads(body)["versions"] == ["1.0"], "stale-if-error: serve what we had"
+    assert varnish.get("/simple/other/", PIP_ACCEPT)[0] == 503, "nothing stale to serve"
+    origin.start()

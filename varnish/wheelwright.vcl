@@ -8,12 +8,14 @@
 # * PURGE with an "xkey-purge: k1 k2 ..." header, from an address in the purgers ACL, drops every
 #   object tagged with one of the keys (the origin's xkey header); the publisher sends those after
 #   each publish (wheelwright.publish.cdn.VarnishPurger). A hard purge: the next request is fresh.
+#   "xkey-softpurge" expires them instead (served stale while revalidating, or while the origin is down).
 # * Accept is normalised on /simple/ pages to the one the origin would choose (the rule of
 #   wheelwright.publish.negotiation, as nginx's maps write it): two cache entries per page, HTML and
 #   JSON, not one per spelling of the header; 406 here when nothing fits.
 # * /simple/<Name>/ and /project/<Name>/ that are not canonical redirect (301) to the canonical URL.
-# * The origin's Cache-Control decides lifetimes (s-maxage for the edge); pages are served stale while
-#   revalidating (grace) and kept a day to be served when the origin fails (keep + stale-if-error).
+# * The origin's Cache-Control decides lifetimes (s-maxage for the edge); pages are served stale for a
+#   minute while revalidating (stale-while-revalidate), and for a day while the origin's health probe
+#   fails (stale-if-error).
 # * X-Cache: HIT or MISS on every response (and X-Cache-Hits).
 
 vcl 4.1;
@@ -24,6 +26,13 @@ import xkey;
 backend origin {
     .host = "127.0.0.1";                   # DEPLOY: the nginx origin
     .port = "8080";                        # DEPLOY
+    .probe = {                             # is the origin up? (decides how stale a page may be served)
+        .url = "/simple/";
+        .interval = 2s;
+        .timeout = 1s;
+        .window = 3;
+        .threshold = 2;
+    }
 }
 
 acl purgers {
@@ -36,10 +45,14 @@ sub vcl_recv {
         if (client.ip !~ purgers) {
             return (synth(403, "Forbidden"));
         }
-        if (!req.http.xkey-purge) {
-            return (synth(400, "PURGE needs an xkey-purge header"));
+        if (req.http.xkey-purge) {
+            set req.http.x-purged = xkey.purge(req.http.xkey-purge);
+        } elsif (req.http.xkey-softpurge) {
+            # Expired but kept for grace: served stale while one fetch revalidates (Fastly's soft purge).
+            set req.http.x-purged = xkey.softpurge(req.http.xkey-softpurge);
+        } else {
+            return (synth(400, "PURGE needs an xkey-purge or xkey-softpurge header"));
         }
-        set req.http.x-purged = xkey.purge(req.http.xkey-purge);
         return (synth(200, "Purged " + req.http.x-purged + " objects"));
     }
     if (req.method != "GET" && req.method != "HEAD") {
@@ -47,6 +60,11 @@ sub vcl_recv {
     }
     unset req.http.Cookie;
     unset req.http.Authorization;
+    # stale-while-revalidate: an expired page is served for a minute while one fetch revalidates it;
+    # stale-if-error: while the origin is down, for as long as the object is kept (a day).
+    if (std.healthy(req.backend_hint)) {
+        set req.grace = 60s;
+    }
 
     # PEP 503: canonical project names only.
     if (req.url ~ "^/(simple|project)/[^/?]+") {
@@ -163,7 +181,7 @@ sub vcl_backend_response {
         set beresp.grace = 60s;
     }
     if (beresp.http.Cache-Control ~ "stale-if-error") {
-        set beresp.keep = 1d;
+        set beresp.grace = 1d;       # vcl_recv limits it to a minute while the origin is healthy
     }
     if (beresp.status >= 500 && bereq.is_bgfetch) {
         return (abandon);            # keep serving the stale object
