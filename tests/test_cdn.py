@@ -26,7 +26,8 @@ from wheelwright.publish import cdn, writer
     ("/simple/rpi-gpio/rpi_gpio-0.7.1-cp311-cp311-linux_armv7l.whl.metadata", ("project/rpi-gpio", "all")),
     ("/project/rpi-gpio/", ("project/rpi-gpio", "all")),
     ("/project/rpi-gpio/json/", ("project/rpi-gpio", "all")),
-    ("/project/RPi.GPIO/", ("project/rpi-gpio", "all")),
+    ("/project/RPi.GPIO/", ("all",)),          # redirected to /project/rpi-gpio/, which has the key
+    ("/simple/a\r\nSet-Cookie: x=1/", ("all",)),   # nothing a client wrote becomes a header
     ("/packages.json", ("search", "all")),
     ("/reports/index.html", ("reports", "all")),
     ("/logs/0000/0000/0001.txt.gz", ("logs", "all")),
@@ -34,6 +35,18 @@ from wheelwright.publish import cdn, writer
 ])
 def test_everything_of_one_package_carries_one_key(path, keys):
     assert cdn.keys_for_path(path) == keys
+
+
+@pytest.mark.parametrize("path, location", [
+    ("/simple/RPi.GPIO/", "/simple/rpi-gpio/"),
+    ("/simple/RPi.GPIO", "/simple/rpi-gpio/"),
+    ("/project/Foo__Bar/json/", "/project/foo-bar/json/"),
+    ("/simple/rpi-gpio/", None),
+    ("/simple/A\r\nLocation: evil/", None),
+    ("/packages.json", None),
+])
+def test_only_a_plain_project_name_that_is_not_canonical_is_redirected(path, location):
+    assert cdn.canonical_location(path) == location
 
 
 @pytest.mark.parametrize("spec, kind", [

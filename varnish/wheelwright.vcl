@@ -67,7 +67,7 @@ sub vcl_recv {
     }
 
     # PEP 503: canonical project names only.
-    if (req.url ~ "^/(simple|project)/[^/?]+") {
+    if (req.url ~ "^/(simple|project)/[A-Za-z0-9._-]+(/|\?|$)") {
         set req.http.x-name = regsub(req.url, "^/(?:simple|project)/([^/?]+).*$", "\1");
         set req.http.x-canon = std.tolower(regsuball(req.http.x-name, "[-_.]+", "-"));
         if (req.http.x-canon != req.http.x-name) {

@@ -45,11 +45,10 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 import psycopg
-from packaging.utils import canonicalize_name
-
 from wheelwright.catalog import db
 from wheelwright.config import USER_AGENT
 from wheelwright.errors import ConfigError, WheelwrightError
+from wheelwright.names import canonical_or_none, is_canonical
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +64,7 @@ PURGE_ALL_ABOVE = 20_000
 AIRFLOW_CONN_ID = "wheelwright_cdn"
 
 _SEGMENT = re.compile(r"/(simple|project)/([^/]+)(/.*)?\Z")
+_PLAIN = re.compile(r"[A-Za-z0-9._-]+\Z")   # what a project name may be spelled with
 
 
 class PurgeError(WheelwrightError):
@@ -85,11 +85,13 @@ def project_key(package: str) -> str:
 
 
 def keys_for_path(path: str) -> tuple[str, ...]:
-    """The surrogate keys the origin sends with the response for URL ``path`` (see the docstring)."""
+    """The surrogate keys the origin sends with the response for URL ``path`` (see the docstring).
+    ``path`` comes from outside: only a canonical project name becomes a key (anything else is
+    redirected or refused, and a header value never carries what a client wrote)."""
     if path in ("/simple/", "/simple/index.html", "/simple/index.json"):
         return (ROOT, ALL)
     if m := _SEGMENT.match(path):
-        return (project_key(canonicalize_name(m[2])), ALL)
+        return (project_key(m[2]), ALL) if is_canonical(m[2]) else (ALL,)
     if path == "/packages.json":
         return (SEARCH, ALL)
     if path.startswith("/reports/"):
@@ -108,10 +110,10 @@ def canonical_location(path: str) -> str | None:
     """Where a non-canonical ``/simple/<Name>/...`` or ``/project/<Name>/...`` lives (PEP 503 says to
     redirect), or None when ``path`` is canonical already."""
     m = _SEGMENT.match(path)
-    if not m:
-        return None
-    canon = canonicalize_name(m[2])
-    if canon == m[2]:
+    if not m or not _PLAIN.match(m[2]):
+        return None   # not a project name at all: no redirect, whatever it holds (it may hold CR LF)
+    canon = canonical_or_none(m[2])
+    if canon is None or canon == m[2]:
         return None
     return f"/{m[1]}/{canon}{m[3] or '/'}"
 

@@ -57,7 +57,7 @@ from wheelwright.catalog import db
 from wheelwright.publish import pages
 from wheelwright.publish import reports
 from wheelwright.errors import CatalogError, WheelwrightError
-from wheelwright.names import is_canonical, safe_alias
+from wheelwright.names import CANONICAL_PATTERN, is_canonical, safe_alias
 from wheelwright.publish.pages import Build, Project, Release, WheelFile
 from wheelwright.publish.tree import Staged, StagedTree, is_temp, read_bytes
 
@@ -614,7 +614,7 @@ class Publisher:
         return age > REPORT_INTERVAL_SECONDS
 
 
-_REMOVABLE = re.compile(r"simple/([a-z0-9]+(?:-[a-z0-9]+)*)/([^/.][^/]*)\Z")
+_REMOVABLE = re.compile(rf"simple/({CANONICAL_PATTERN})/([^/.][^/]*)\Z")
 
 
 def _listed(root: str, package: str) -> set[str]:
