@@ -15,13 +15,15 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Debian packages the product and its tests run for real: nginx (the origin), Varnish with the xkey vmod
+# Debian packages the product and its tests run for real: nginx (the origin; its perl module
+# canonicalises project names), Varnish with the xkey vmod
 # (the edge), bubblewrap (the build sandbox), qemu-user with binfmt and mmdebstrap (Pi images on any
 # machine), Chromium (the dashboard seen in a browser), docker-compose (validates the compose file),
 # redis (the broker). Installed once, as root, when any is missing.
-SYSTEM_PACKAGES := nginx varnish varnish-modules bubblewrap qemu-user-static binfmt-support mmdebstrap \
+SYSTEM_PACKAGES := nginx libnginx-mod-http-perl varnish varnish-modules bubblewrap qemu-user-static binfmt-support mmdebstrap \
                    chromium docker-compose redis-server
-SYSTEM_COMMANDS := /usr/sbin/nginx /usr/sbin/varnishd /usr/bin/bwrap /usr/bin/qemu-arm-static /usr/sbin/update-binfmts \
+SYSTEM_COMMANDS := /usr/sbin/nginx /usr/lib/nginx/modules/ngx_http_perl_module.so /usr/sbin/varnishd /usr/bin/bwrap \
+                   /usr/bin/qemu-arm-static /usr/sbin/update-binfmts \
                    /usr/bin/mmdebstrap /usr/bin/chromium /usr/bin/docker-compose /usr/bin/redis-server
 .PHONY: setup run test bench system-packages
 system-packages:

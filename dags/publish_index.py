@@ -7,9 +7,13 @@ run queue the next one. The Asset events' extras only say what is likely to have
 catalog's high-water mark (consumer_marks 'publish_index') is what decides, so a failed or skipped
 run loses nothing, and the next run rewrites exactly the packages changed since the last success.
 The task runs on the index host (queue ``default``), where the catalog and the published tree live.
-Its outlet event lists the changed packages for whoever purges the CDN.
+After publishing it purges the CDN (the connection ``wheelwright_cdn``, or $WHEELWRIGHT_CDN): the
+surrogate keys of exactly what changed, recorded in the catalog with the publisher's mark, so a purge
+that fails is retried by the next run and never fails the publish. Its outlet event names the changed
+packages and the keys purged.
 
-All the logic is in ``wheelwright.publish.writer``; this file only wires it.
+All the logic is in ``wheelwright.publish.writer`` and ``wheelwright.publish.cdn``; this file only
+wires it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ BUILDS = Asset("wheelwright://builds")
 INDEX = Asset("wheelwright://index")
 
 INDEX_HOST_QUEUE = "default"
-CHANGED_IN_EVENT = 1000   # packages named in the outlet event; more than that is "purge everything"
+CHANGED_IN_EVENT = 1000   # packages named in the outlet event (the purge itself is never truncated)
 
 
 @dag(
@@ -42,27 +46,32 @@ CHANGED_IN_EVENT = 1000   # packages named in the outlet event; more than that i
 def publish_index():
     @task(outlets=[INDEX])
     def publish(*, outlet_events=None) -> dict:
-        """Rewrite the pages of every package changed since the last publish (and the root if needed)."""
+        """Rewrite the pages of every package changed since the last publish (and the root if needed),
+        then purge exactly those at the CDN."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from wheelwright.catalog import db
-        from wheelwright.publish import writer as index
         from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.publish import cdn
 
         settings = settings_from_airflow()
+        purger = cdn.purger_from_airflow()
         with db.connect(settings) as conn:
             db.require_schema(conn)
-            result = index.publish(conn, settings.output)
+            result, delivery = cdn.publish_and_purge(conn, settings, purger)
         summary = {"packages": result.packages, "changed": len(result.changed),
                    "removed": result.removed, "root_written": result.root_written,
                    "files_written": result.files_written, "mark": result.mark_to,
                    "seconds": round(result.seconds, 3)}
-        if not result.changed and not result.root_written:
+        if delivery is not None:
+            summary["purged"] = len(delivery.purged)
+            summary["purges_owed"] = len(delivery.failed)
+        if not result.changed and not result.root_written and not (delivery and delivery.purged):
             raise AirflowSkipException(f"nothing to publish: {summary}")
         outlet_events[INDEX].extra = {
             **summary,
             "packages_changed": result.changed[:CHANGED_IN_EVENT],
-            "all": len(result.changed) > CHANGED_IN_EVENT or result.root_written,
+            "keys_purged": (delivery.purged if delivery else [])[:CHANGED_IN_EVENT],
         }
         return summary
 

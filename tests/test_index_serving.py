@@ -1,4 +1,4 @@
-"""The web server in front of the tree: content negotiation, content types, cache lifetimes.
+"""The web server in front of the tree: content negotiation, content types, cache rules, surrogate keys.
 
 Every behaviour is checked against both servers the tests can run: nginx with the shipped
 ``nginx/wheelwright.conf`` (where nginx is installed) and wheelwright's own static server, which must
@@ -12,35 +12,9 @@ import json
 
 import pytest
 
-from support.serving import NGINX, serve
-from wheelwright.operate.static_server import negotiate
-
-PIP_ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
-              "text/html; q=0.01")
-BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-
-# (Accept header, the representation it must get: "json", "html" or None for 406)
-NEGOTIATION = [
-    (PIP_ACCEPT, "json"),
-    (BROWSER_ACCEPT, "html"),
-    ("*/*", "html"),
-    (None, "html"),
-    ("application/vnd.pypi.simple.v1+json", "json"),
-    ("application/vnd.pypi.simple.latest+json", "json"),
-    ("application/vnd.pypi.simple.v1+html", "html"),
-    ("text/html", "html"),
-    ("application/vnd.pypi.simple.v1+json;q=0.2, text/html", "html"),
-    ("text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.55", "json"),
-    ("text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.5", "json"),
-    ("application/vnd.pypi.simple.v1+json;q=0, text/html;q=0.1", "html"),
-    ("application/vnd.pypi.simple.v1+json;q=0, */*", "html"),
-    ("application/vnd.pypi.simple.v1+json, */*;q=0.1", "json"),
-    ("application/json", None),
-    ("text/plain", None),
-    ("application/vnd.pypi.simple.v1+json;q=0", None),
-    ("text/html;q=0.0, application/vnd.pypi.simple.v1+json;q=0.000", None),
-    ("APPLICATION/VND.PYPI.SIMPLE.V1+JSON", "json"),
-]
+from support.serving import BROWSER_ACCEPT, NEGOTIATION, NGINX, PIP_ACCEPT, serve
+from wheelwright.publish import cdn
+from wheelwright.publish.negotiation import negotiate
 
 SERVERS = ["python"] + (["nginx"] if NGINX else [])
 
@@ -96,7 +70,7 @@ def test_simple_pages_are_negotiated_on_accept(server, path, accept, expected):
         assert content_type.startswith("text/html")
         assert body.startswith(b"<html>")
     assert "Accept" in headers.get("Vary", "")
-    assert "max-age=60" in headers["Cache-Control"]
+    assert headers["Cache-Control"] == cdn.PAGE
 
 
 def test_a_project_without_pages_is_not_found(server):
@@ -114,7 +88,7 @@ def test_wheels_are_binary_and_cached_long(server):
     status, headers, body = server.get("/simple/demo/demo-1.0-py3-none-any.whl")
     assert status == 200 and body == b"PK\x03\x04wheel"
     assert headers["Content-Type"] == "application/octet-stream"
-    assert "max-age=31536000" in headers["Cache-Control"]
+    assert headers["Cache-Control"] == cdn.IMMUTABLE
 
 
 def test_core_metadata_is_text(server):
@@ -135,15 +109,65 @@ def test_temporary_files_are_never_served(server):
     assert server.get("/simple/demo/.ww-tmp.index.html")[0] == 404
 
 
-def test_project_pages_and_alias_symlinks(server):
+def test_project_pages_and_their_json(server):
     status, headers, body = server.get("/project/demo/")
     assert status == 200 and b"project demo" in body
     assert headers["Content-Type"].startswith("text/html")
-    assert "max-age=300" in headers["Cache-Control"]
-    assert server.get("/project/Demo/")[2] == body
+    assert headers["Cache-Control"] == cdn.PAGE
     status, headers, body = server.get("/project/demo/json/")
     assert status == 200 and json.loads(body) == {"package": "demo"}
     assert headers["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("path, location", [
+    ("/simple/Demo/", "/simple/demo/"),
+    ("/simple/DEMO", "/simple/demo/"),
+    ("/simple/De_mo.-x/", "/simple/de-mo-x/"),
+    ("/project/Demo/", "/project/demo/"),
+    ("/project/Demo/json/", "/project/demo/json/"),
+])
+def test_a_name_that_is_not_canonical_redirects_to_the_canonical_url(server, path, location):
+    status, headers, _ = server.get(path, PIP_ACCEPT)
+    assert (status, headers["Location"]) == (301, location), f"{server.kind}: {path}"
+    assert cdn.canonical_location(path) == location
+
+
+# (path, Accept, expected status, the keys every CDN must see)
+KEYED = [
+    ("/simple/", PIP_ACCEPT, 200, "root all"),
+    ("/simple/", "text/html", 200, "root all"),
+    ("/simple/demo/", PIP_ACCEPT, 200, "project/demo all"),
+    ("/simple/demo/", "text/html", 200, "project/demo all"),
+    ("/simple/demo/demo-1.0-py3-none-any.whl", None, 200, "project/demo all"),
+    ("/simple/demo/demo-1.0-py3-none-any.whl.metadata", None, 200, "project/demo all"),
+    ("/simple/demo/demo-2.0-py3-none-any.whl", None, 404, "project/demo all"),
+    ("/simple/nonexistent/", PIP_ACCEPT, 404, "project/nonexistent all"),
+    ("/project/demo/", None, 200, "project/demo all"),
+    ("/project/demo/json/", None, 200, "project/demo all"),
+    ("/packages.json", None, 200, "search all"),
+    ("/logs/0000/0000/0001.txt.gz", None, 200, "logs all"),
+]
+
+
+@pytest.mark.parametrize("path, accept, status, keys", KEYED)
+def test_every_response_carries_its_surrogate_keys_in_three_spellings(server, path, accept, status, keys):
+    got, headers, _ = server.get(path, accept)
+    assert got == status, f"{server.kind}: {path}"
+    assert tuple(keys.split()) == cdn.keys_for_path(path)
+    assert headers["Surrogate-Key"] == keys, f"{server.kind}: {path}"
+    assert headers["xkey"] == keys
+    assert headers["Cache-Tag"] == keys.replace(" ", ",")
+    assert headers["Cache-Control"] == cdn.cache_control(status, path), f"{server.kind}: {path}"
+
+
+def test_cache_rules_files_are_immutable_pages_revalidate_errors_are_brief(server):
+    assert server.get("/simple/demo/demo-1.0-py3-none-any.whl")[1]["Cache-Control"] == cdn.IMMUTABLE
+    assert server.get("/logs/0000/0000/0001.txt.gz")[1]["Cache-Control"] == cdn.IMMUTABLE
+    page = server.get("/simple/demo/", PIP_ACCEPT)[1]["Cache-Control"]
+    assert "stale-while-revalidate" in page and "stale-if-error" in page and "s-maxage" in page
+    missing = server.get("/simple/demo/demo-9.0-py3-none-any.whl")[1]
+    assert "immutable" not in missing["Cache-Control"]
+    assert "Content-Encoding" not in server.get("/logs/0000/0000/0009.txt.gz")[1]
 
 
 def test_packages_json(server):

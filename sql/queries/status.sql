@@ -1,4 +1,4 @@
--- One row: the watermark and the sizes of the catalog.
+-- One row: the watermark, the sizes of the catalog, and the purge lag of the CDN.
 SELECT
     (SELECT last_serial FROM sync_state),
     (SELECT count(*) FROM journal),
@@ -15,4 +15,6 @@ SELECT
     (SELECT count(*) FROM versions),
     (SELECT count(*) FROM source_files),
     (SELECT count(*) FROM packages WHERE present AND enriched_seq < change_seq),
-    (SELECT coalesce(max(change_seq), 0) FROM packages)
+    (SELECT coalesce(max(change_seq), 0) FROM packages),
+    (SELECT count(*) FROM cdn_purges),
+    (SELECT coalesce(extract(epoch FROM now() - min(owed_since)), 0)::float8 FROM cdn_purges)

@@ -23,6 +23,8 @@ class Status:
     source_files: int
     enrichment_due: int
     change_seq: int
+    purges_owed: int = 0            # surrogate keys the CDN has not confirmed purging yet
+    purge_lag_seconds: float = 0.0  # ... and how long the oldest has waited
 
     @property
     def lag(self) -> int | None:

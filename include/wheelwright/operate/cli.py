@@ -4,7 +4,7 @@ Each subcommand is a thin wrapper over a function of the package. Errors the pro
 purpose (wheelwright.errors) become one sentence on stderr and the exit code of their class, so
 scripts can trust them: 0 done, 1 failed (``build``: the build failed or was refused), 2 bad
 configuration or usage, 3 catalog unreachable or unusable, 4 PyPI failing, 5 unknown release (admin,
-``build``), 6 publishing failed, 130 interrupted.
+``build``), 6 publishing failed, 7 a CDN purge failed (it stays owed), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from wheelwright.catalog import db
 from wheelwright.config import Settings
-from wheelwright.errors import WheelwrightError
+from wheelwright.errors import ConfigError, WheelwrightError
 
 log = logging.getLogger("wheelwright")
 
@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rebuild images older than this (default 30: Debian's security updates)")
     iup.add_argument("--keep", action="store_true", help="keep stale images (no target uses them)")
     iup.set_defaults(handler=cmd_image_update)
+    purp = sub.add_parser("purge", help="purge the CDN ($WHEELWRIGHT_CDN): what is owed, packages, or --all")
+    purp.add_argument("packages", nargs="*", metavar="PACKAGE",
+                      help="purge everything of these packages (any spelling); none: deliver what is owed")
+    purp.add_argument("--all", action="store_true", help="purge every response the CDN holds")
+    purp.set_defaults(handler=cmd_purge)
 
     from wheelwright.operate.admin import add_commands
     add_commands(sub, _ready_connection)
@@ -181,13 +186,17 @@ def cmd_enrich(settings: Settings, args) -> int:
 
 
 def cmd_index(settings: Settings, args) -> int:
-    from wheelwright.config import pypi_base
-    from wheelwright.publish.writer import progress_to, publish
-    output = args.output.absolute() if args.output else settings.output
+    from wheelwright.publish.cdn import publish_and_purge, purger_from_env
+    from wheelwright.publish.writer import progress_to
+    if args.output:
+        settings = settings.with_(output=args.output.absolute())
+    purger = purger_from_env()
     with _ready_connection(settings) as conn:
-        result = publish(conn, output, full=args.full, pypi_url=pypi_base(settings.pypi_url),
-                         progress=progress_to(sys.stderr))
+        result, delivery = publish_and_purge(conn, settings, purger, full=args.full,
+                                             progress=progress_to(sys.stderr))
     print(result.summary())
+    if delivery is not None:
+        print(f"CDN ({purger.name}): {delivery.summary()}")
     return 0
 
 
@@ -212,6 +221,9 @@ def cmd_build(settings: Settings, args) -> int:
         print(f"wheelwright: {result.package} {result.version} was not built for {result.target}: "
               f"{result.reason or result.status}", file=sys.stderr)
         return 1
+    return 0
+
+
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -270,6 +282,25 @@ def cmd_image_update(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_purge(settings: Settings, args) -> int:
+    from packaging.utils import canonicalize_name
+
+    from wheelwright.publish import cdn, writer
+    purger = cdn.purger_from_env()
+    if purger is None:
+        raise ConfigError("no CDN configured: set WHEELWRIGHT_CDN (varnish:URL, fastly:SERVICE_ID or "
+                          "cloudflare:ZONE_ID)")
+    if args.all and args.packages:
+        raise ConfigError("give packages or --all, not both")
+    keys = [cdn.ALL] if args.all else [cdn.project_key(canonicalize_name(p)) for p in args.packages]
+    with _ready_connection(settings) as conn:
+        with conn.transaction():
+            cdn.owe(conn, keys)
+        delivery = cdn.deliver(conn, purger, remove=writer.remover(conn, settings.output), force=True)
+    print(f"CDN ({purger.name}): {delivery.summary()}")
+    return cdn.PurgeError.exit_code if delivery.failed else 0
+
+
 def cmd_run(settings: Settings, args) -> int:
     from wheelwright.operate.launcher import SAMPLE_CHANGELOG, run
     return run(settings, pypi=args.pypi, changelog=args.changelog or SAMPLE_CHANGELOG, port=args.port)
@@ -301,7 +332,9 @@ def cmd_status(settings: Settings, args) -> int:
           f"versions          {status.versions:,}\n"
           f"source files      {status.source_files:,}\n"
           f"enrichment due    {status.enrichment_due:,} packages\n"
-          f"change sequence   {status.change_seq:,}")
+          f"change sequence   {status.change_seq:,}\n"
+          f"CDN purges owed   {status.purges_owed:,}" +
+          (f" (oldest {status.purge_lag_seconds:,.0f} s ago)" if status.purges_owed else ""))
     return 0
 
 

@@ -22,61 +22,11 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-JSON_TYPES = ("application/vnd.pypi.simple.v1+json", "application/vnd.pypi.simple.latest+json")
-HTML_TYPES = ("text/html", "application/vnd.pypi.simple.v1+html", "application/vnd.pypi.simple.latest+html")
-SIMPLE_JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+from wheelwright.publish import cdn
+from wheelwright.publish.negotiation import content_type, negotiate
 
 _SIMPLE_PAGE = re.compile(r"/simple/(?:[^/]+/)?\Z")
-
-
-def _q(params: list[str]) -> float:
-    for param in params:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "q":
-            try:
-                return max(0.0, min(1.0, float(value.strip())))
-            except ValueError:
-                return 0.0
-    return 1.0
-
-
-def negotiate(accept: str | None) -> str | None:
-    """"json", "html" or None (406) for an Accept header, by the rules nginx/wheelwright.conf applies.
-
-    Each format's quality is that of its most specific mention (an explicit type beats a wildcard);
-    the higher quality wins; a tie goes to JSON if JSON was named explicitly, else to HTML. No Accept
-    header at all means HTML.
-    """
-    if accept is None or not accept.strip():
-        return "html"
-    json_q = html_q = None        # (quality, explicit)
-    json_wild = html_wild = None
-    for part in accept.split(","):
-        media, *params = part.split(";")
-        media = media.strip().lower()
-        q = _q(params)
-        if media in JSON_TYPES:
-            json_q = q if json_q is None else max(json_q, q)
-        elif media in HTML_TYPES:
-            html_q = q if html_q is None else max(html_q, q)
-        elif media in ("*/*", "application/*"):
-            json_wild = q if json_wild is None else max(json_wild, q)
-            if media == "*/*":
-                html_wild = q if html_wild is None else max(html_wild, q)
-        elif media == "text/*":
-            html_wild = q if html_wild is None else max(html_wild, q)
-    json_explicit = json_q is not None
-    jq = json_q if json_q is not None else (json_wild or 0.0)
-    hq = html_q if html_q is not None else (html_wild or 0.0)
-    # nginx compares qualities to three decimals
-    jq, hq = round(jq, 3), round(hq, 3)
-    if jq == 0 and hq == 0:
-        return None
-    if jq > hq:
-        return "json"
-    if hq > jq:
-        return "html"
-    return "json" if json_explicit else "html"
+_VARIES = re.compile(r"/simple/(?:[^/]+/)?(?:index\.(?:json|html))?\Z")
 
 
 class IndexRequestHandler(SimpleHTTPRequestHandler):
@@ -92,8 +42,15 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
 
     def send_head(self):
         path = unquote(urlsplit(self.path).path)
+        self.header_path = path
         if any(part.startswith(".") for part in path.split("/")):
             self.send_error(HTTPStatus.NOT_FOUND)
+            return None
+        if (location := cdn.canonical_location(path)) is not None:
+            self.send_response(HTTPStatus.MOVED_PERMANENTLY)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return None
         if _SIMPLE_PAGE.match(path):
             chosen = negotiate(self.headers.get("Accept"))
@@ -102,13 +59,13 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
                 self.send_error(HTTPStatus.NOT_ACCEPTABLE,
                                 "this index serves application/vnd.pypi.simple.v1+json and text/html")
                 return None
-            return self._send_file(path + f"index.{chosen}")
+            return self._send_file(path + f"index.{chosen}", content_type(chosen))
         if path.endswith("/") and os.path.isfile(self.translate_path(path + "index.json")) and not \
                 os.path.isfile(self.translate_path(path + "index.html")):
             return self._send_file(path + "index.json")  # project/<name>/json/
         return super().send_head()
 
-    def _send_file(self, path: str):
+    def _send_file(self, path: str, kind: str | None = None):
         local = self.translate_path(path)
         try:
             f = open(local, "rb")
@@ -116,38 +73,36 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
             self.send_error(HTTPStatus.NOT_FOUND)
             return None
         size = os.fstat(f.fileno()).st_size
+        self.header_path = path
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Type", kind or self.guess_type(path))
         self.send_header("Content-Length", str(size))
-        self._extra_headers(path)
         self.end_headers()
         return f
 
-    def end_headers(self):
-        if not getattr(self, "_headers_added", False) and self.command in ("GET", "HEAD"):
-            path = unquote(urlsplit(self.path).path)
-            if not _SIMPLE_PAGE.match(path):
-                self._extra_headers(path)
-        super().end_headers()
+    def send_response(self, code, message=None):
+        self.status_sent = int(code)
+        super().send_response(code, message)
 
-    def _extra_headers(self, path: str) -> None:
-        self._headers_added = True
-        self.send_header("X-Content-Type-Options", "nosniff")
-        if path.endswith((".whl", ".metadata")) or path.startswith("/logs/"):
-            self.send_header("Cache-Control", "public, max-age=31536000")
-        elif path.startswith("/simple/"):
-            self.send_header("Cache-Control", "public, max-age=60")
-        else:
-            self.send_header("Cache-Control", "public, max-age=300")
-        if re.match(r"/simple/(?:[^/]+/)?(?:index\.(?:json|html))?\Z", path):
-            self.send_header("Vary", "Accept")
-        if path.startswith("/logs/") and path.endswith(".txt.gz"):
-            self.send_header("Content-Encoding", "gzip")
+    def end_headers(self):
+        """Every response, errors included, gets the headers nginx/wheelwright.conf adds."""
+        if self.command in ("GET", "HEAD"):
+            path = getattr(self, "header_path", None) or unquote(urlsplit(self.path).path)
+            status = getattr(self, "status_sent", 200)
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Cache-Control", cdn.cache_control(status, path))
+            if _VARIES.match(path):
+                self.send_header("Vary", "Accept")
+            for name, value in cdn.key_headers(cdn.keys_for_path(path)).items():
+                self.send_header(name, value)
+            if status == 200 and path.startswith("/logs/") and path.endswith(".txt.gz"):
+                self.send_header("Content-Encoding", "gzip")
+        super().end_headers()
 
     def guess_type(self, path):
         path = str(path)
         if re.search(r"/simple/(?:[^/]+/)?index\.json\Z", path):
-            return SIMPLE_JSON_TYPE
+            return content_type("json")
         if path.endswith(".html"):
             return "text/html; charset=utf-8"
         if path.endswith(".json"):

@@ -14,7 +14,10 @@ What it must never do: leave a package with files without its page, even for a m
 replaced by rename, never deleted and re-written; see :mod:`wheelwright.publish.tree`), or delete a file
 the catalog still lists. Files that others put in the tree (wheels, ``.metadata``, build logs) are
 removed only when the catalog has forgotten them, and those of a still-existing version only after a
-grace period, because the build side moves a file into place a moment before it records it. A
+grace period, because the build side moves a file into place a moment before it records it. And they
+go only after the page that listed them was replaced (and, with a CDN in front, purged at the edge):
+a cached page must never send pip to a 404, so a run returns them in ``removals`` and unlinks them at
+its end, or leaves them to the purger (see :mod:`wheelwright.publish.cdn`). A
 quarantined package (a malware response on PyPI) loses its project page and links, its simple pages
 say so (PEP 792 ``pypi:project-status`` / ``project-status``, listing no files), and its files leave the
 served tree, so their URLs answer 404: they wait in a holding area beside the tree (:func:`holding_for`,
@@ -29,7 +32,8 @@ durable and renames it into place while they go on with the next.
 
 The formats live in :mod:`wheelwright.publish.pages`, the apt reports in :mod:`wheelwright.publish.reports`.
 ``publish(conn, output, full=...)`` is the one entry point; the CLI's ``wheelwright index`` and the
-``publish_index`` DAG both call it. ``wheelwright index --full`` re-renders everything and also sweeps
+``publish_index`` DAG both reach it through :func:`wheelwright.publish.cdn.publish_and_purge` (one
+configuration, one rendering, then the CDN's purges). ``wheelwright index --full`` re-renders everything and also sweeps
 strays (directories, symlinks and logs nothing in the catalog accounts for).
 """
 
@@ -59,7 +63,7 @@ from wheelwright.catalog import db
 from wheelwright.publish import pages
 from wheelwright.publish import reports
 from wheelwright.errors import CatalogError, WheelwrightError
-from wheelwright.names import is_canonical, safe_alias
+from wheelwright.names import CANONICAL_PATTERN, is_canonical, safe_alias
 from wheelwright.publish.pages import Build, Project, Release, WheelFile
 from wheelwright.publish.tree import Staged, StagedTree, is_temp, read_bytes
 
@@ -122,12 +126,29 @@ class PublishResult:
     changed: list[str] = field(default_factory=list)  # packages whose published files changed
     skipped: list[str] = field(default_factory=list)  # names unsafe as paths, never published
     root_written: bool = False
+    root_changed: bool = False     # the bytes of the root pages (simple/index.*) changed
+    search_changed: bool = False   # ... of packages.json
     reports_written: bool = False
+    # Files the catalog forgot, by package: unlinked only after the page that listed them was replaced
+    # (and, with a CDN, purged at the edge); tree paths relative to the output folder.
+    removals: dict[str, list[str]] = field(default_factory=dict)
     logs_scanned: int = 0
     files_written: int = 0
     files_unchanged: int = 0
     files_removed: int = 0
     seconds: float = 0.0
+
+    def purge_keys(self) -> list[str]:
+        """The surrogate keys whose responses this run changed (see :mod:`wheelwright.publish.cdn`)."""
+        from wheelwright.publish import cdn
+        keys = [cdn.project_key(p) for p in self.changed]
+        if self.root_changed:
+            keys.append(cdn.ROOT)
+        if self.search_changed:
+            keys.append(cdn.SEARCH)
+        if self.reports_written:
+            keys.append(cdn.REPORTS)
+        return keys
 
     def summary(self) -> str:
         kind = "full publish" if self.full else "publish"
@@ -177,6 +198,7 @@ class _Batch:
     seen: set[str] = field(default_factory=set)
     seen_visible: set[str] = field(default_factory=set)
     links: set[str] = field(default_factory=set)
+    removals: dict[str, list[str]] = field(default_factory=dict)
     root_dirty: bool = False
     touched_builds: bool = False
     files: tuple[int, int, int] | None = None   # written, unchanged, removed (workers only)
@@ -203,9 +225,10 @@ class Publisher:
 
     def __init__(self, conn: psycopg.Connection, output: Path, *, full: bool, pypi_url: str,
                  progress: Callable[[int, int], None] | None = None, workers: int | None = None,
-                 holding: Path | None = None):
+                 holding: Path | None = None, purging: bool = False):
         self.conn = conn
         self.holding = str(holding if holding is not None else holding_for(output))
+        self.purging = purging
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.output = output
         self.full = full
@@ -222,6 +245,7 @@ class Publisher:
         self.seen_visible: set[str] = set()    # full mode: ... and the visible ones
         self.looked_at: list[str] = []         # every package this run handled
         self.links: set[str] = set()           # full mode: every alias symlink that should exist
+        self.removals: dict[str, list[str]] = {}  # package -> tree paths to unlink after its page
         # Full mode: the names simple/ and project/ held when the run began, so that a name in neither
         # costs no look at the disk (a first publish asks about a million names that do not exist).
         # Only the publisher makes entries in project/; a folder the build side makes in simple/
@@ -252,7 +276,7 @@ class Publisher:
                     if self.full:
                         self._sweep_strays()
                     if self.root_dirty or not os.path.exists(os.path.join(self.simple, "index.json")):
-                        self._write_root()
+                        result.root_changed, result.search_changed = self._write_root()
                         result.root_written = True
                     self.tree.commit()
                 except BaseException:
@@ -264,12 +288,22 @@ class Publisher:
                     reports.write_reports(self.conn, self.tree)
                 result.reports_written = True
             self.tree.finish()  # every file and rename is durable before the mark moves
+            result.removals = self.removals
             with self.conn.transaction():
                 self.conn.execute(
                     "INSERT INTO consumer_marks (consumer, mark) VALUES (%s, %s)"
                     " ON CONFLICT (consumer) DO UPDATE"
                     " SET mark = greatest(consumer_marks.mark, excluded.mark), updated_at = now()",
                     (CONSUMER, result.mark_to))
+                if self.purging:  # the CDN's debt moves with the mark: a crash cannot lose it
+                    from wheelwright.publish import cdn
+                    cdn.owe(self.conn, result.purge_keys(),
+                            {cdn.project_key(p): paths for p, paths in self.removals.items()})
+            if not self.purging and self.removals:
+                # No edge to wait for: the pages that listed these files are durable, now they go.
+                for package, paths in self.removals.items():
+                    remove_unlisted(self.tree, self.root, paths)
+                self.tree.finish()
         result.files_written = self.tree.written
         result.files_unchanged = self.tree.unchanged
         result.files_removed = self.tree.removed
@@ -337,6 +371,7 @@ class Publisher:
         batch.seen, self.seen = self.seen, set()
         batch.seen_visible, self.seen_visible = self.seen_visible, set()
         batch.links, self.links = self.links, set()
+        batch.removals, self.removals = self.removals, {}
         if in_worker:
             batch.staged = tree.hand_over()
             batch.files = (tree.written - counters[0], tree.unchanged - counters[1], tree.removed - counters[2])
@@ -355,6 +390,8 @@ class Publisher:
         self.seen |= batch.seen
         self.seen_visible |= batch.seen_visible
         self.links |= batch.links
+        for package, paths in batch.removals.items():
+            self.removals.setdefault(package, []).extend(paths)
         if batch.files:
             self.tree.written += batch.files[0]
             self.tree.unchanged += batch.files[1]
@@ -478,9 +515,9 @@ class Publisher:
             if in_project:
                 self.tree.remove_tree(project_dir)
         for path in set(old.logs if old else ()) - pkg.logs:
-            if build_id_for_log(path) is not None:
-                self.tree.remove(join(self.root, path))
-        return self.tree.touched != before
+            if build_id_for_log(path) is not None and os.path.lexists(join(self.root, path)):
+                self._remove_later(name, path)
+        return self.tree.touched != before or name in self.removals
 
     def _hold_back(self, pkg: _CatalogPackage, hold: set[str]) -> None:
         """Move the files in ``hold`` out of simple/<package>/ into the holding area, and the held files
@@ -556,8 +593,13 @@ class Publisher:
                 continue
             if pkg.present and not self._forgotten(name, pkg, entry):
                 continue
-            log.info("removing %s/%s: the catalog no longer lists it", pkg.package, name)
-            self.tree.remove(entry.path)
+            log.info("removing %s/%s once no page lists it: the catalog no longer does", pkg.package, name)
+            self._remove_later(pkg.package, f"simple/{pkg.package}/{name}")
+
+    def _remove_later(self, package: str, path: str) -> None:
+        """Unlink ``path`` (relative to the tree) only after the pages of ``package`` that listed it are
+        replaced (and purged at the edge, when there is one): pip must never follow a link to a 404."""
+        self.removals.setdefault(package, []).append(path)
 
     def _forgotten(self, filename: str, pkg: _CatalogPackage, entry: os.DirEntry) -> bool:
         wheel = filename.removesuffix(".metadata")
@@ -574,13 +616,15 @@ class Publisher:
 
     # -- the root, strays, reports -------------------------------------------------------------------
 
-    def _write_root(self) -> None:
+    def _write_root(self) -> tuple[bool, bool]:
+        """Write the root pages and packages.json; whether the bytes of each changed."""
         rows = self.conn.execute(db.query("publish_root")).fetchall()
         rows = [row for row in rows if is_canonical(row[0])]
         names = [(canon, display) for canon, display, _summary in rows]
-        self.tree.write(os.path.join(self.simple, "index.html"), pages.simple_root_html(names))
-        self.tree.write(os.path.join(self.simple, "index.json"), pages.simple_root_json(names))
-        self.tree.write(os.path.join(self.root, "packages.json"), pages.packages_json(rows))
+        html = self.tree.write(os.path.join(self.simple, "index.html"), pages.simple_root_html(names))
+        json_ = self.tree.write(os.path.join(self.simple, "index.json"), pages.simple_root_json(names))
+        search = self.tree.write(os.path.join(self.root, "packages.json"), pages.packages_json(rows))
+        return html or json_, search
 
     def _sweep_strays(self) -> None:
         """Full mode: remove what no catalog package accounts for."""
@@ -638,6 +682,67 @@ class Publisher:
         except FileNotFoundError:
             return True
         return age > REPORT_INTERVAL_SECONDS
+
+
+_REMOVABLE = re.compile(rf"simple/({CANONICAL_PATTERN})/([^/.][^/]*)\Z")
+
+
+def _listed(root: str, package: str) -> set[str]:
+    """Tree paths the published pages of ``package`` link to: its simple page's files (and their
+    ``.metadata``) and its project JSON's build logs."""
+    listed = set()
+    raw = read_bytes(os.path.join(root, "simple", package, "index.json"))
+    try:
+        for f in json.loads(raw).get("files", ()) if raw else ():
+            listed.add(f"simple/{package}/{f['filename']}")
+            listed.add(f"simple/{package}/{f['filename']}.metadata")
+    except (ValueError, TypeError, AttributeError, KeyError):
+        pass
+    old = _Published.read(os.path.join(root, "project", package, "json", "index.json"))
+    listed.update(old.logs if old else ())
+    return listed
+
+
+def remove_unlisted(tree: StagedTree, root: str, paths: list[str]) -> int:
+    """Unlink the tree paths (files the catalog forgot) that no published page lists any more, and a
+    package's simple folder once it holds nothing; returns how many files went. The caller holds the
+    publish lock."""
+    removed = 0
+    listed: dict[str, set[str]] = {}
+    folders = set()
+    for path in paths:
+        m = _REMOVABLE.match(path)
+        if m:
+            package = m[1]
+            folders.add(package)
+        elif build_id_for_log(path) is not None:
+            package = None
+        else:
+            log.warning("not removing %r: not a path the publisher removes", path)
+            continue
+        if package is not None:
+            if package not in listed:
+                listed[package] = _listed(root, package)
+            if path in listed[package]:
+                continue
+        if tree.remove(os.path.join(root, path)):
+            removed += 1
+    for package in folders:
+        folder = os.path.join(root, "simple", package)
+        if not any(os.path.exists(os.path.join(folder, page)) for page in _PAGES):
+            tree.remove_empty_dir(folder)
+    return removed
+
+
+def remover(conn: psycopg.Connection, output: Path) -> Callable[[str, list[str]], int]:
+    """For the CDN purger: unlink what a purged key allowed (under the publish lock), durably."""
+    def remove(_key: str, paths: list[str]) -> int:
+        tree = StagedTree(output)
+        with _publish_lock(conn):
+            removed = remove_unlisted(tree, str(output), paths)
+            tree.finish()
+        return removed
+    return remove
 
 
 def _batches(cursor):
@@ -713,19 +818,26 @@ def _publish_lock(conn: psycopg.Connection):
             pass
 
 
-def publish(conn: psycopg.Connection, output: Path, *, full: bool = False,
-            pypi_url: str = "https://pypi.org",
+def publish(conn: psycopg.Connection, output: Path, *, pypi_url: str = "https://pypi.org",
+            full: bool = False,
             progress: Callable[[int, int], None] | None = None,
-            workers: int | None = None, holding: Path | None = None) -> PublishResult:
+            workers: int | None = None, holding: Path | None = None,
+            purging: bool = False) -> PublishResult:
     """Bring the tree at ``output`` in line with the catalog (see the module docstring).
 
     Incremental by default: only packages changed since the last run. ``full`` re-renders every
-    package and sweeps strays. ``holding`` is where files of quarantined projects wait (default:
-    :func:`holding_for` the output). The connection's open transaction, if any, is committed first.
+    package and sweeps strays. The connection's open transaction, if any, is committed first.
+    ``pypi_url`` is where project pages link to PyPI; the CLI and the DAG both publish through
+    :func:`wheelwright.publish.cdn.publish_and_purge`, which passes the configured one, so the same
+    catalog renders the same bytes whoever publishes. ``holding`` is where files of quarantined
+    projects wait (default: :func:`holding_for` the output). ``purging``: a CDN is in front; the purges
+    this run owes are recorded with its mark and files the catalog forgot are left for
+    :func:`wheelwright.publish.cdn.deliver` to unlink once the edge forgot the pages that listed them.
+    Without a CDN they go as soon as those pages are replaced.
     """
     try:
         return Publisher(conn, Path(output), full=full, pypi_url=pypi_url, progress=progress,
-                         workers=workers, holding=holding).run()
+                         workers=workers, holding=holding, purging=purging).run()
     except psycopg.Error as exc:
         raise CatalogError(f"publishing failed on the catalog: {exc}".strip()) from exc
 

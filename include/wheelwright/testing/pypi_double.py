@@ -60,6 +60,7 @@ from packaging.version import Version
 from wheelwright.errors import ConfigError, MalformedEvent
 from wheelwright.catalog.events import parse_row
 from wheelwright.catalog.fold import PackageState, fold_log, is_prerelease, is_valid_version, version_ranks
+from wheelwright.publish.negotiation import JSON, negotiate
 
 log = logging.getLogger("wheelwright.testing.pypi_double")
 
@@ -70,7 +71,6 @@ HTML_V1 = "application/vnd.pypi.simple.v1+html"
 # 1980-01-01, the earliest time a zip file can hold: every generated file claims it.
 FIXED_MTIME = 315532800
 GENERATED_CACHE_SIZE = 4096
-_SIMPLE_OFFERS = ("text/html", HTML_V1, JSON_V1)
 _PACKAGE_TYPES = {".whl": "bdist_wheel", ".egg": "bdist_egg", ".exe": "bdist_wininst",
                   ".msi": "bdist_msi", ".rpm": "bdist_rpm", ".dmg": "bdist_dmg"}
 
@@ -835,34 +835,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _negotiate(accept: str) -> str:
-    """Which simple-index flavour an ``Accept`` header asks for; HTML when it asks for nothing we have."""
-    ranges = []
-    for part in accept.split(","):
-        media, *params = [p.strip() for p in part.split(";")]
-        if not media:
-            continue
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        ranges.append((media.lower(), q))
-
-    def quality(offer: str) -> float:
-        best, specificity = 0.0, -1
-        kind = offer.split("/")[0]
-        for media, q in ranges:
-            level = 2 if media == offer else 1 if media == f"{kind}/*" else 0 if media == "*/*" else -1
-            if level > specificity:
-                best, specificity = q, level
-        return best if specificity >= 0 else 0.0
-
-    scored = [(quality(offer), -i, offer) for i, offer in enumerate(_SIMPLE_OFFERS)]
-    q, _, offer = max(scored)
-    return offer if q > 0 else "text/html"
+    """The media type a simple page goes out as: :func:`wheelwright.publish.negotiation.negotiate`
+    decides JSON or HTML (PyPI falls back to HTML where we would say 406); the HTML flavour echoes
+    the one the client named."""
+    if negotiate(accept) == JSON:
+        return JSON_V1
+    named = accept.lower()
+    return HTML_V1 if HTML_V1 in named and "text/html" not in named else "text/html"
 
 
 def _rate_limit_fault(seconds: int) -> xmlrpc.client.Fault:
