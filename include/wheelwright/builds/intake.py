@@ -75,9 +75,7 @@ def record(conn: psycopg.Connection, request, outcome: BuildOutcome | dict,
             why_not = _why_not_published(row)
             if why_not is not None:
                 if row is not None and row[0] == "building":
-                    conn.execute("UPDATE builds SET status = 'lost', finished_at = now(), "
-                                 "duration = now() - started_at, reason = %s WHERE build_id = %s",
-                                 (f"not published: {why_not}", outcome.build_id))
+                    mark_lost(conn, outcome.build_id, f"not published: {why_not}")
                 log.warning("build %d of %s==%s dropped: %s", outcome.build_id, outcome.package,
                             outcome.version, why_not)
                 _drop(accepted_files)
