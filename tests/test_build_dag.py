@@ -156,12 +156,11 @@ def test_triggered_by_the_catalog_asset_or_the_clock_several_runs_at_a_time(dag)
     assert dag.catchup is False
 
 
-def test_the_map_index_shows_package_and_version(serialized):
-    template = serialized.get_task(build_of("cp311-x86_64")).map_index_template
-    request = {"build_id": 7, "package": "numpy", "version": "2.1.0", "target": "cp311-x86_64",
-               "abi": "cp311"}
-    assert jinja2.Template(template).render(task=SimpleNamespace(op_kwargs={"request": request})) \
-        == "numpy==2.1.0"
+def test_the_map_index_shows_package_and_version(serialized, dag_module):
+    """Each task of a wave names its release in its context; the template shows it in the grid."""
+    for task_id in (build_of("cp311-x86_64"), record_of("cp311-x86_64")):
+        template = serialized.get_task(task_id).map_index_template
+        assert jinja2.Template(template).render(release="numpy==2.1.0") == "numpy==2.1.0"
 
 
 def test_a_wave_stays_within_max_map_length(dag, dag_module):
