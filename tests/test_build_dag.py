@@ -328,3 +328,25 @@ def test_a_fresh_arrival_is_left_to_its_own_record_step(index_host, catalog):
     arrive(index_host.incoming, request)
     assert index_host.tasks.sweep_incoming()["recorded"] == 0
     assert status_of(catalog, request["build_id"])[0] == "building"
+
+
+def test_runs_active_at_once_never_claim_a_release_twice(catalog, settings):
+    """Several build_wheels runs claim at the same time, each from its own connection: the claim lock
+    serialises them, so every release is handed out exactly once and no claim fails."""
+    from concurrent.futures import ThreadPoolExecutor
+    from support.build_world import add_release, use_targets
+    from wheelwright.builds import queue as build_queue
+    from wheelwright.catalog import db
+    use_targets(catalog)
+    for i in range(12):
+        add_release(catalog, f"pkg{i:02d}", "1.0")
+
+    def one_run(_):
+        with db.connect(settings) as conn:
+            return [r["package"] for r in build_queue.claim_wave(conn, "cp39-armv7l", 5)]
+
+    with ThreadPoolExecutor(4) as pool:
+        waves = list(pool.map(one_run, range(4)))
+    claimed = [p for wave in waves for p in wave]
+    assert sorted(claimed) == [f"pkg{i:02d}" for i in range(12)], "each release once, none left out"
+    assert sorted(len(w) for w in waves) == [0, 2, 5, 5]
