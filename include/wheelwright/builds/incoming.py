@@ -26,13 +26,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
+from typing import TYPE_CHECKING
 
-from wheelwright.builds import intake
 from wheelwright.builds.builder import BuildOutcome
-from wheelwright.builds.queue import BuildRequest, mark_lost
 from wheelwright.builds.transfer import TransferError, discard, incoming_folder, remote_folder
-from wheelwright.catalog import db
+
+if TYPE_CHECKING:  # the index host's side needs the catalog; a worker sending its manifest does not
+    import psycopg
+
+    from wheelwright.builds.queue import BuildRequest
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,9 @@ def record_arrival(conn: psycopg.Connection, request: BuildRequest, incoming_dir
     not answer the request, or files that do not match it, mark the build lost and raise
     :class:`~wheelwright.builds.transfer.TransferError`.
     """
+    from wheelwright.builds import intake
+    from wheelwright.builds.queue import mark_lost
+
     folder = incoming_folder(incoming_dir, request["build_id"])
     try:
         outcome = read_manifest(folder)
@@ -130,6 +135,9 @@ def sweep(conn: psycopg.Connection, incoming_dir: str | os.PathLike, output: str
     sending, or a record step recording it. Folders whose build is in flight without a manifest stay:
     the build may still be running (expiring lost builds ends that wait).
     """
+    from wheelwright.builds.queue import BuildRequest
+    from wheelwright.catalog import db
+
     incoming_dir = Path(incoming_dir)
     now = time.time() if now is None else now
     result = Sweep()

@@ -20,8 +20,6 @@ import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from psycopg.conninfo import make_conninfo
-
 from wheelwright.config import Settings
 
 log = logging.getLogger("wheelwright.dag_tasks")
@@ -46,6 +44,7 @@ def settings_from_airflow() -> Settings:
     except (AirflowNotFoundException, AirflowRuntimeError):
         conn = None  # not defined: the environment (or the embedded catalog) it is
     if conn is not None:
+        from psycopg.conninfo import make_conninfo
         settings = settings.with_(dsn=make_conninfo(
             host=conn.host or "", port=conn.port or "", user=conn.login or "",
             password=conn.password or "", dbname=conn.schema or ""))
