@@ -68,16 +68,6 @@ INFRASTRUCTURE_RETRIES = {"retries": 3, "retry_delay": timedelta(minutes=5),
                           "retry_policy": INFRASTRUCTURE_FAULTS}
 
 
-# The grid names each mapped build and record by its release. Tasks in a mapped task group cannot
-# template their own op_kwargs reliably, so each task puts the name into its context first.
-RELEASE_MAP_INDEX = "{{ release }}"
-
-
-def name_map_index(request: dict) -> None:
-    from airflow.sdk import get_current_context
-    get_current_context()["release"] = f"{request['package']}=={request['version']}"
-
-
 def build_pool(target) -> str:
     return f"build_{target.name}"
 
@@ -126,17 +116,17 @@ def build_wheels():
         """The head of the target's queue, as small build requests (one per mapped build)."""
         return dag_tasks.claim(target_name, limit)
 
-    @task(map_index_template=RELEASE_MAP_INDEX, execution_timeout=BUILD_TIMEOUT + timedelta(minutes=30),
-          **INFRASTRUCTURE_RETRIES)
+    @task(map_index_template=dag_tasks.RELEASE_MAP_INDEX,
+          execution_timeout=BUILD_TIMEOUT + timedelta(minutes=30), **INFRASTRUCTURE_RETRIES)
     def build(request: dict) -> dict:
         """pip wheel in the sandbox, then the files and the outcome over SFTP to the index host."""
-        name_map_index(request)
+        dag_tasks.name_map_index(request)
         return dag_tasks.build_and_send(request, BUILD_TIMEOUT)
 
-    @task(trigger_rule="all_done", outlets=[BUILDS], map_index_template=RELEASE_MAP_INDEX)
+    @task(trigger_rule="all_done", outlets=[BUILDS], map_index_template=dag_tasks.RELEASE_MAP_INDEX)
     def record(request: dict, *, outlet_events=None) -> list[str]:
         """Check what arrived, record it in one transaction (lost if nothing came); announce it."""
-        name_map_index(request)
+        dag_tasks.name_map_index(request)
         changed = dag_tasks.record_build(request)
         outlet_events[BUILDS].extra = {"packages": changed}
         return changed

@@ -78,6 +78,16 @@ def catalog_connection(settings: Settings | None = None):
 
 # --- build_wheels ------------------------------------------------------------------------------------
 
+# The grid names each mapped build and record by its release (``map_index_template``). Tasks in a
+# mapped task group cannot template their own op_kwargs reliably, so each puts the name in its context.
+RELEASE_MAP_INDEX = "{{ release }}"
+
+
+def name_map_index(request: dict) -> None:
+    from airflow.sdk import get_current_context
+    get_current_context()["release"] = f"{request['package']}=={request['version']}"
+
+
 def mirror_targets() -> None:
     """Make the catalog's targets table say what targets.toml says (retired targets stay)."""
     from wheelwright.builds import targets
