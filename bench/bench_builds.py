@@ -9,7 +9,7 @@ waits for it, and prints:
 - the run's wall time, and the builder's own time (``pip wheel`` plus wheel analysis, as the builder
   measured it and the catalog recorded it) summed over the wave;
 - overhead per build = (run wall time - builder time) / N: everything that is not pip, fixed per-run
-  tasks (mirror, expire, claim, record, announce) included;
+  tasks (mirror, expire, sweep, claim) and the last record step included;
 - marginal overhead per build = (first build start .. last build end - builder time) / N: scheduling,
   Celery hand-off, task start-up, API calls, SFTP, per build inside a wave;
 - builds/hour one worker sustains for builds this small, and the ceiling the orchestration alone sets.
@@ -35,12 +35,15 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' helpers start the same sta
 
 import psycopg  # noqa: E402
 
-from airflow_support import (AirflowStack, airflow_variables, create_database, drop_database,  # noqa: E402
-                             free_port, migrate, pure_sdist, start_build_world, start_redis)
-from buildworld import add_release, open_folder  # noqa: E402
-from wheelwright.catalog import db# noqa: E402
+from support.airflow_processes import (AirflowStack, airflow_variables, create_database,  # noqa: E402
+                                      drop_database, free_port, migrate, pure_sdist, start_build_world,
+                                      start_redis)
+from support.build_world import add_release, open_folder  # noqa: E402
+from wheelwright.catalog import db  # noqa: E402
 
 TARGET = "cp311-x86_64"
+BUILD = f"wave_{TARGET}.build"
+RECORD = f"wave_{TARGET}.record"
 TARGETS = f"""
 [[target]]
 name = "{TARGET}"
@@ -133,7 +136,7 @@ def main(argv=None) -> int:
 
         run = stack.api("GET", f"dags/build_wheels/dagRuns/{run_id}")
         instances = stack.task_instances("build_wheels", run_id)
-        builds = [ti for ti in instances if ti["task_id"] == f"build_{TARGET}"]
+        builds = [ti for ti in instances if ti["task_id"] == BUILD]
         with psycopg.connect(catalog_dsn) as conn:
             rows = conn.execute("SELECT status, extract(epoch FROM duration) FROM builds").fetchall()
         if len(rows) != args.builds or any(status != "success" for status, _ in rows):
@@ -166,7 +169,8 @@ def report(args, run, instances, builds, builder_seconds) -> None:
     pip = sum(builder_seconds)
     task_seconds = [ti["duration"] for ti in builds]
     in_task = sum(task_seconds) - pip
-    fixed = [ti for ti in instances if not ti["task_id"].startswith("build_")]
+    fixed = [ti for ti in instances if not ti["task_id"].startswith("wave_")]
+    records = [ti for ti in instances if ti["task_id"] == RECORD]
     overhead = (wall - pip) / n
     marginal = (span - pip) / n
     per_build = pip / n + marginal
@@ -176,8 +180,11 @@ def report(args, run, instances, builds, builder_seconds) -> None:
     print(f"  builder time (pip wheel + analysis), summed  {pip:8.1f} s   "
           f"(mean {statistics.mean(builder_seconds):.2f} s, median {statistics.median(builder_seconds):.2f} s)")
     print(f"  build phase: first build start to last end   {span:8.1f} s")
-    print(f"  fixed tasks per run ({len(fixed)}: mirror, expire, claim, record, announce): "
+    print(f"  fixed tasks per run ({len(fixed)}: mirror, expire, sweep, claim): "
           f"{sum(ti['duration'] or 0 for ti in fixed):.1f} s of task time")
+    print(f"  record steps (index host, beside the builds)  {len(records)}: mean "
+          f"{statistics.mean(ti['duration'] or 0 for ti in records):.2f} s of task time; last ended "
+          f"{max(when(ti['end_date']) for ti in records) - last:.1f} s after the last build")
     print(f"  overhead per build, whole run                {overhead:8.2f} s")
     print(f"  marginal overhead per build inside a wave    {marginal:8.2f} s")
     print(f"    of which inside the build task (SFTP, API calls, XCom)  {in_task / n:5.2f} s")

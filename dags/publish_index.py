@@ -21,11 +21,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import dag, task
 
-CATALOG = Asset("wheelwright://catalog")
-BUILDS = Asset("wheelwright://builds")
-INDEX = Asset("wheelwright://index")
+from wheelwright.operate.assets import BUILDS, CATALOG, INDEX
 
 INDEX_HOST_QUEUE = "default"
 CHANGED_IN_EVENT = 1000   # packages named in the outlet event (the purge itself is never truncated)

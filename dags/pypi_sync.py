@@ -8,9 +8,9 @@ not woken for nothing.
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import dag, task
 
-CATALOG = Asset("wheelwright://catalog")
+from wheelwright.operate.assets import CATALOG
 
 
 @dag(

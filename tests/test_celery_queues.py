@@ -11,8 +11,11 @@ environment, so the proof does not rest on Airflow's bookkeeping alone.
 
 The second test runs the real ``dags/build_wheels.py`` the same way, end to end: real sdists from the
 PyPI double built by real pip on the target's worker, sent over SFTP to a real SSH server, recorded
-in the catalog and announced as an Asset event. The stack and its two workers are shared by both
-tests: start-up is most of the time. The real DAG's target queue is served by the same "Pi" worker.
+in the catalog and announced as an Asset event. The third shows that builds never wait on each
+other: of two builds in one wave, the one that waits (its setup.py blocks until the test lets it go)
+does not delay the recording of the other, and the test lets it go only once the other is recorded.
+The stack and its workers are shared by the tests: start-up is most of the time. The real DAG's target
+queue is served by the same "Pi" worker and a second one (two slots: two builds at once).
 """
 
 from __future__ import annotations
@@ -105,8 +108,10 @@ class Deployment:
     stack: AirflowStack
     world: BuildWorld
     pi: Process          # worker serving the target queues of this machine's ABI
+    pi2: Process         # a second worker of the real DAG's target
     index_host: Process  # worker serving the index host's queue (and another target's)
     evidence: Path       # where the proof DAG's tasks write down which worker ran them
+    files: Path          # what the PyPI double serves (it re-reads the folder when it changes)
 
 
 @pytest.fixture(scope="module")
@@ -161,13 +166,14 @@ def deployment(tmp_path_factory, pg_server, catalog_template):
         # one index host, serving the index-host queue and a second target's queue.
         pi = stack.start_worker("pi", [ABI, REAL_TARGET],
                                 extra_env={"EVIDENCE_DIR": str(evidence), "WORKER_NAME": "pi"})
+        pi2 = stack.start_worker("pi2", [REAL_TARGET])
         index_host = stack.start_worker(
             "index_host", [INDEX_QUEUE, OTHER_ABI],
             extra_env={"EVIDENCE_DIR": str(evidence), "WORKER_NAME": "index_host"})
         stack.wait_core()
-        stack.wait_worker_ready(pi)
-        stack.wait_worker_ready(index_host)
-        yield Deployment(stack, world, pi, index_host, evidence)
+        for worker in (pi, pi2, index_host):
+            stack.wait_worker_ready(worker)
+        yield Deployment(stack, world, pi, pi2, index_host, evidence, files)
     finally:
         if stack is not None:
             stack.stop()
@@ -210,6 +216,10 @@ def test_a_mapped_build_runs_only_on_the_worker_serving_its_abi_queue(deployment
         == {INDEX_QUEUE}
 
 
+BUILD = f"wave_{REAL_TARGET}.build"
+RECORD = f"wave_{REAL_TARGET}.record"
+
+
 def test_the_real_dag_builds_on_the_target_queue_sends_over_sftp_records_and_announces(deployment):
     stack, world = deployment.stack, deployment.world
     with psycopg.connect(world.catalog_dsn) as conn:
@@ -224,17 +234,22 @@ def test_the_real_dag_builds_on_the_target_queue_sends_over_sftp_records_and_ann
     state = stack.wait_for_run("build_wheels", run_id, timeout=240)
     assert state == "success", stack.tails()
 
-    instances = {(ti["task_id"], ti["map_index"]): ti for ti in stack.task_instances("build_wheels", run_id)}
-    builds = [ti for (task_id, _), ti in instances.items() if task_id == f"build_{REAL_TARGET}"]
+    instances = stack.task_instances("build_wheels", run_id)
+    builds = [ti for ti in instances if ti["task_id"] == BUILD]
     assert sorted(ti["rendered_map_index"] for ti in builds) == ["broken==1.0", "cext==1.0", "purepkg==1.0"]
     # a build that fails is an outcome: its task succeeds on the first try, nothing is retried
     assert {(ti["queue"], ti["pool"], ti["state"], ti["try_number"]) for ti in builds} \
         == {(REAL_TARGET, f"build_{REAL_TARGET}", "success", 1)}
+    records = [ti for ti in instances if ti["task_id"] == RECORD]
+    assert sorted((ti["rendered_map_index"], ti["queue"], ti["state"]) for ti in records) == [
+        (f"{p}==1.0", INDEX_QUEUE, "success") for p in ("broken", "cext", "purepkg")], \
+        "each build has its own record step, on the index host"
     # the workers' own logs say who executed what
-    pi_log, index_log = deployment.pi.log.read_text(), deployment.index_host.log.read_text()
-    assert pi_log.count(f"task_id='build_{REAL_TARGET}'") >= 3
-    assert f"task_id='build_{REAL_TARGET}'" not in index_log, "the index host took a build"
-    assert "task_id='claim_" not in pi_log and "task_id='record_" not in pi_log, \
+    pi_log = deployment.pi.log.read_text() + deployment.pi2.log.read_text()
+    index_log = deployment.index_host.log.read_text()
+    assert pi_log.count(f"task_id='{BUILD}'") >= 3
+    assert f"task_id='{BUILD}'" not in index_log, "the index host took a build"
+    assert "task_id='claim_" not in pi_log and f"task_id='{RECORD}'" not in pi_log, \
         "the Pi ran index-host tasks"
 
     with psycopg.connect(world.catalog_dsn) as conn:
@@ -252,8 +267,65 @@ def test_the_real_dag_builds_on_the_target_queue_sends_over_sftp_records_and_ann
         assert (world.output / "simple" / package / f"{filename}.metadata").is_file()
     assert not [p for p in world.incoming.rglob("*") if p.is_file()], "incoming is emptied"
 
-    assert instances[("announce", -1)]["state"] == "success"
     events = stack.api("GET", "assets/events?limit=50")["asset_events"]
-    announced = [e["extra"] for e in events if e["uri"].startswith("wheelwright://builds")]
-    assert announced and announced[-1]["packages"] == ["broken", "cext", "purepkg"], \
+    announced = sorted(p for e in events if e["uri"].startswith("wheelwright://builds")
+                       for p in e["extra"].get("packages", []))
+    assert announced == ["broken", "cext", "purepkg"], \
         "every recorded build changed its package's pages (a failure publishes its log)"
+
+
+WAITS_FOR_SIGNAL = """
+    import time, urllib.error, urllib.request
+    deadline = time.monotonic() + 150
+    while True:   # hold this build until the test says so (or give up, failing the build)
+        try:
+            urllib.request.urlopen({signal!r}, timeout=5).close()
+            break
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise SystemExit("the signal never came: the other build was not recorded meanwhile")
+            time.sleep(0.5)
+"""
+
+
+def test_a_build_that_waits_does_not_delay_the_recording_of_the_others(deployment):
+    from support.airflow_processes import wait_until
+    from support.build_world import PYPROJECT
+    from wheelwright.config import simple_index_url
+
+    stack, world = deployment.stack, deployment.world
+    signal = simple_index_url(world.settings.pypi_url) + "go-signal/"
+    make_sdist(deployment.files, "slowpkg", "1.0", {
+        "pyproject.toml": PYPROJECT,
+        "setup.py": setup_py("slowpkg", "1.0", body=WAITS_FOR_SIGNAL.format(signal=signal),
+                             py_modules="['slowpkg']"),
+        "slowpkg.py": ""})
+    pure_sdist(deployment.files, "quickpkg", "1.0")
+    with psycopg.connect(world.catalog_dsn) as conn:
+        add_release(conn, "slowpkg", "1.0")
+        add_release(conn, "quickpkg", "1.0")
+    pool = f"build_{REAL_TARGET}"
+    stack.api("POST", "pools", {"name": pool, "slots": 2, "include_deferred": False},
+              expect=(200, 201, 204, 409))  # (the test before may have made it)
+    stack.api("PATCH", f"pools/{pool}", {"name": pool, "slots": 2, "include_deferred": False})
+    stack.wait_for_dag("build_wheels")
+
+    run_id = stack.trigger("build_wheels")
+
+    def statuses():
+        with psycopg.connect(world.catalog_dsn) as conn:
+            return dict(conn.execute("SELECT package, status FROM builds "
+                                     "WHERE package IN ('slowpkg', 'quickpkg')").fetchall())
+    seen = wait_until(lambda: (s := statuses()).get("quickpkg") not in (None, "building") and s, 200,
+                      "quickpkg to be recorded", interval=1, on_timeout=stack.tails)
+    assert seen == {"quickpkg": "success", "slowpkg": "building"}, \
+        "quickpkg was recorded while slowpkg was still building"
+    pure_sdist(deployment.files, "go-signal", "1.0")   # now slowpkg may finish
+
+    state = stack.wait_for_run("build_wheels", run_id, timeout=200)
+    assert state == "success", stack.tails()
+    assert statuses() == {"quickpkg": "success", "slowpkg": "success"}
+    instances = {(ti["task_id"], ti["rendered_map_index"]): ti
+                 for ti in stack.task_instances("build_wheels", run_id)}
+    assert instances[(RECORD, "quickpkg==1.0")]["end_date"] < instances[(BUILD, "slowpkg==1.0")]["end_date"], \
+        "quickpkg's record step ended before slowpkg's build did"

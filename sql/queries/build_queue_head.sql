@@ -1,5 +1,6 @@
--- The next releases a target would build, without claiming them (for status and the dashboard).
-SELECT package, version, released, fresh
+-- The next releases a target would build, without claiming them (for status and the dashboard):
+-- fresh work first, then backfilled history, as the claim takes them.
+SELECT package, version, released, fresh, backfill
 FROM build_queue(%(target)s, %(fresh)s)
-ORDER BY released DESC, package, version
+ORDER BY backfill, released DESC, package, version
 LIMIT %(limit)s;

@@ -2,24 +2,30 @@
 
 What a target should build is a question about the whole catalog (sdists, deletions, skips,
 quarantine, what every other target already made), so the answer is set-based SQL next to the data:
-the ``build_queue(target, fresh_window[, since])`` function of migration 004. In words: releases with an sdist,
-not deleted, quarantined or skipped, that this target has not tried, that no target built a pure wheel
-of, and that every earlier target (numeric ABI order) has finished with — a failure or a binary wheel
-moves a release on to the next target. Fresh releases go first, so a new upload is built within one
-scheduling interval even while years of backlog wait.
+the ``build_queue(target, fresh_window[, since])`` function of migrations 004 and 018. In words:
+releases in the target's scope (uploaded since the target was enabled, or older ones a backfill
+admitted), with an sdist, not deleted, quarantined or skipped, that this target has not tried, that no
+target built a pure wheel of, and that every earlier target (numeric ABI order) has finished with — a
+failure or a binary wheel moves a release on to the next target. Fresh work goes first, so a new
+upload is built within one scheduling interval even while years of backlog wait; backfilled history
+takes only the capacity fresh work leaves.
 
 This room owns handing that queue out: :func:`claim_wave` turns the head of a target's queue into
 ``building`` rows under a per-target lock, so two schedulers never claim the same release, and returns
 small dicts fit for XCom. It asks in widening windows of release dates (a day, a month, a year, then
 everything): the head of the queue is nearly always recent, and a narrow window is an index range
-whose cost does not grow with the catalog (see bench/bench_build_queue.py). :func:`expire_lost`
-gives up on builds whose worker never answered, so the release is built again, not forgotten.
+whose cost does not grow with the catalog (see bench/bench_build_queue.py); then, if the wave is not
+full, for backfilled history. :func:`admit_history` is what a ``rebuild_history`` run does: it admits
+one interval of a target's history to its queue (see bench/bench_backfill.py). :func:`expire_lost`
+and :func:`mark_lost` give up on builds whose worker never answered, so the release is built again,
+not forgotten.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TypedDict
 
 import psycopg
@@ -71,6 +77,9 @@ def claim_wave(conn: psycopg.Connection, target: Target | str, limit: int, *,
             rows += conn.execute(db.query("build_claim_wave"), {
                 "target": name, "fresh": fresh_window, "limit": limit - len(rows),
                 "since": None if window is None else now - window}).fetchall()
+        if len(rows) < limit:  # history only in the capacity fresh work left
+            rows += conn.execute(db.query("build_claim_backfill"), {
+                "target": name, "fresh": fresh_window, "limit": limit - len(rows)}).fetchall()
     wave = [_request(row) for row in rows]
     if wave:
         log.info("claimed %d builds for %s: %s%s", len(wave), name,
@@ -96,13 +105,54 @@ def expire_lost(conn: psycopg.Connection, older_than: timedelta) -> list[BuildRe
 
 
 def mark_lost(conn: psycopg.Connection, build_id: int, reason: str) -> bool:
-    """Give up on one build now (its transfer failed, its worker said it died): it re-queues."""
+    """Give up on one build now (its transfer failed, its task gave up, its result cannot be
+    published): it re-queues. False if it was not in flight. Inside a caller's transaction, a
+    savepoint of it."""
     with conn.transaction():
-        row = conn.execute(
-            "UPDATE builds SET status = 'lost', finished_at = now(), duration = now() - started_at, "
-            "reason = %s WHERE build_id = %s AND status = 'building' RETURNING build_id",
-            (reason[:500], build_id)).fetchone()
+        row = conn.execute(db.query("build_mark_lost"),
+                           {"build_id": build_id, "reason": reason}).fetchone()
     return row is not None
+
+
+@dataclass(frozen=True)
+class AdmittedHistory:
+    """What one ``rebuild_history`` interval did for one target (a run's return value, in the grid)."""
+
+    target: str
+    start: datetime
+    end: datetime
+    releases: int        # releases first uploaded in the interval, older than the target, with an sdist
+    already_built: int   # of which the target has built or failed already
+    admitted: int        # newly admitted to its queue now (0 when the interval was admitted before)
+
+    def summary(self) -> dict:
+        return {"target": self.target, "start": self.start.isoformat(), "end": self.end.isoformat(),
+                "releases": self.releases, "already_built": self.already_built,
+                "admitted": self.admitted}
+
+
+def admit_history(conn: psycopg.Connection, target: Target | str, start: datetime,
+                  end: datetime) -> AdmittedHistory:
+    """Admit to ``target``'s queue the releases first uploaded in ``[start, end)`` that it lacks.
+
+    Only releases older than the target's ``enabled_at`` (newer ones are its fresh work); admitting an
+    interval twice admits nothing the second time. A disabled or unknown target admits nothing.
+    Committed on return.
+    """
+    name = _name(target)
+    with conn.transaction():
+        releases, built, admitted = conn.execute(db.query("build_backfill_admit"), {
+            "target": name, "start": start, "end": end}).fetchone()
+    result = AdmittedHistory(name, start, end, releases, built, admitted)
+    log.info("history %s .. %s for %s: %d releases, %d built already, %d admitted to its queue",
+             start.date(), end.date(), name, releases, built, admitted)
+    return result
+
+
+def prune_history(conn: psycopg.Connection) -> int:
+    """Drop backfill rows whose release is finished for their target (they would never be claimed)."""
+    with conn.transaction():
+        return conn.execute(db.query("build_backfill_prune")).rowcount
 
 
 def queue_head(conn: psycopg.Connection, target: Target | str, limit: int = 20, *,
@@ -110,7 +160,7 @@ def queue_head(conn: psycopg.Connection, target: Target | str, limit: int = 20, 
     """The next ``(package, version)`` pairs ``target`` would build, without claiming them."""
     rows = conn.execute(db.query("build_queue_head"),
                         {"target": _name(target), "fresh": fresh_window, "limit": limit}).fetchall()
-    return [(package, version) for package, version, _, _ in rows]
+    return [(package, version) for package, version, *_ in rows]
 
 
 def queue_length(conn: psycopg.Connection, target: Target | str, *,

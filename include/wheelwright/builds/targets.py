@@ -5,6 +5,9 @@ A target is one (ABI tag, platform tag, distro) that a pool of workers builds fo
 ``WHEELWRIGHT_TARGETS``) because the ``build_wheels`` DAG needs it when it is parsed, when no database
 may be touched: one mapped build task per enabled target, on the Celery queue of that target. Every
 scheduling run then mirrors the file into the catalog's ``targets`` table, which the build queue joins.
+The mirror also keeps when each target was enabled (``targets.enabled_at``): a target's queue starts
+with the releases uploaded from then on, and its history enters by backfill (the rebuild_history DAG).
+Parsing the file imports no database driver: it runs every time a DAG file is parsed.
 
 A target also says how its builds get their system: its Debian ``arch`` (``armhf`` for
 ``linux_armv7l``, ``arm64`` for ``linux_aarch64``: derived from the platform unless given) and the
@@ -25,12 +28,13 @@ import re
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from wheelwright import names, package_data
-from wheelwright.catalog import db
 from wheelwright.errors import ConfigError
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 # A target's name is a Celery queue name and part of an Airflow task_id: keep it to their common ground.
@@ -187,6 +191,9 @@ def mirror_targets(conn: psycopg.Connection, targets: list[Target]) -> None:
     wheels stay. A name that already built wheels cannot change its ABI or platform (its wheels would
     then claim to be something else): give the new tags a new name.
     """
+    import psycopg  # here, not at the top: the DAG files import this module when they are parsed
+
+    from wheelwright.catalog import db
     columns = {
         "name": [t.name for t in targets], "abi": [t.abi for t in targets],
         "platform": [t.platform for t in targets], "distro": [t.distro for t in targets],

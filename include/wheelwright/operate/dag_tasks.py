@@ -1,23 +1,38 @@
-"""The seam between Airflow and the package: settings from Connections and Variables.
+"""The seam between Airflow and the package: what each DAG task does, in Airflow's terms.
+
+DAG files only wire; every task calls one function here. This room owns reading Airflow's
+Connections and Variables into the package's plain arguments (:func:`settings_from_airflow`, the
+incoming folders, the index host's SSH connection) and the few lines that join package calls into
+one task. It imports Airflow only inside its functions, so importing it costs nothing when a DAG file
+is parsed; nothing else in the package reads Airflow.
 
 In Airflow, the catalog is the Connection ``wheelwright_db`` (postgres) when it is defined, and the
 Variables ``wheelwright_pypi_url`` and ``wheelwright_output`` override the environment; without
 them, tasks fall back to the same environment variables as the CLI (so the embedded catalog works out
-of the box). Everything else in the package takes plain arguments and never reads Airflow: this module
-imports Airflow only inside its functions, so importing it costs nothing at DAG parse time.
+of the box). The index host is the ssh Connection ``wheelwright_index_host`` (host key pinned); the
+Variables ``wheelwright_incoming`` / ``wheelwright_remote_incoming`` name its incoming folder on its
+own disk and as the workers' SFTP sessions see it (they differ when SFTP is chrooted).
 """
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime, timedelta
 from pathlib import Path
-
-from psycopg.conninfo import make_conninfo
 
 from wheelwright.config import Settings
 
-DB_CONN_ID = "wheelwright_db"
-INDEX_HOST_CONN_ID = "wheelwright_index_host"
+log = logging.getLogger("wheelwright.dag_tasks")
 
+DB_CONN_ID = "wheelwright_db"
+INDEX_HOST_CONN_ID = "wheelwright_index_host"            # ssh to the index host, host key pinned
+PYPI_URL_VARIABLE = "wheelwright_pypi_url"
+OUTPUT_VARIABLE = "wheelwright_output"
+INCOMING_VARIABLE = "wheelwright_incoming"               # the index host's incoming folder
+REMOTE_INCOMING_VARIABLE = "wheelwright_remote_incoming"  # the same folder as SFTP names it
+
+
+# --- Airflow's settings as the package's arguments ---------------------------------------------------
 
 def settings_from_airflow() -> Settings:
     from airflow.sdk import BaseHook, Variable
@@ -29,14 +44,144 @@ def settings_from_airflow() -> Settings:
     except (AirflowNotFoundException, AirflowRuntimeError):
         conn = None  # not defined: the environment (or the embedded catalog) it is
     if conn is not None:
+        from psycopg.conninfo import make_conninfo
         settings = settings.with_(dsn=make_conninfo(
             host=conn.host or "", port=conn.port or "", user=conn.login or "",
             password=conn.password or "", dbname=conn.schema or ""))
-    pypi_url = Variable.get("wheelwright_pypi_url", default=None)
-    output = Variable.get("wheelwright_output", default=None)
+    pypi_url = Variable.get(PYPI_URL_VARIABLE, default=None)
+    output = Variable.get(OUTPUT_VARIABLE, default=None)
     if pypi_url:
         settings = settings.with_(pypi_url=pypi_url)
     if output:
         settings = settings.with_(output=Path(output))
     settings.check()
     return settings
+
+
+def incoming_dir(settings: Settings) -> str:
+    """The index host's incoming folder on its own disk."""
+    from airflow.sdk import Variable
+    return Variable.get(INCOMING_VARIABLE, default=str(settings.home / "incoming"))
+
+
+def remote_incoming_dir(settings: Settings) -> str:
+    """The same folder as the workers' SFTP sessions name it (differs when SFTP is chrooted)."""
+    from airflow.sdk import Variable
+    return Variable.get(REMOTE_INCOMING_VARIABLE, default=None) or incoming_dir(settings)
+
+
+def catalog_connection(settings: Settings | None = None):
+    """An autocommit connection: each ``conn.transaction()`` in the package is then a real transaction."""
+    from wheelwright.catalog import db
+    return db.connect(settings or settings_from_airflow(), autocommit=True)
+
+
+# --- build_wheels ------------------------------------------------------------------------------------
+
+# The grid names each mapped build and record by its release (``map_index_template``). Tasks in a
+# mapped task group cannot template their own op_kwargs reliably, so each puts the name in its context.
+RELEASE_MAP_INDEX = "{{ release }}"
+
+
+def name_map_index(request: dict) -> None:
+    from airflow.sdk import get_current_context
+    get_current_context()["release"] = f"{request['package']}=={request['version']}"
+
+
+def mirror_targets() -> None:
+    """Make the catalog's targets table say what targets.toml says (retired targets stay)."""
+    from wheelwright.builds import targets
+    with catalog_connection() as conn:
+        targets.mirror_targets(conn, targets.load_targets())
+
+
+def expire_lost_builds(lost_after: timedelta) -> int:
+    """Builds silent for ``lost_after`` go back to the queue; finished backfill rows are pruned."""
+    from wheelwright.builds import queue
+    with catalog_connection() as conn:
+        lost = queue.expire_lost(conn, lost_after)
+        pruned = queue.prune_history(conn)
+    if pruned:
+        log.info("%d backfilled releases are finished and left the backfill table", pruned)
+    return len(lost)
+
+
+def sweep_incoming() -> dict:
+    """Record results whose record step never ran; remove folders of builds no longer in flight."""
+    from wheelwright.builds import incoming
+    settings = settings_from_airflow()
+    with catalog_connection(settings) as conn:
+        result = incoming.sweep(conn, incoming_dir(settings), settings.output)
+    return {**result.summary(), "packages": result.changed}
+
+
+def claim(target_name: str, limit: int) -> list[dict]:
+    """The head of the target's queue (fresh work, then backfilled history) as small build requests."""
+    from wheelwright.builds import queue
+    with catalog_connection() as conn:
+        return [dict(r) for r in queue.claim_wave(conn, target_name, limit)]
+
+
+def build_and_send(request: dict, timeout: timedelta) -> dict:
+    """Build on this worker, send the files and then the outcome to the index host's incoming folder.
+
+    Returns a small summary for XCom: the record step reads the outcome the index host received.
+    """
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+    from wheelwright.builds import builder, incoming, transfer
+    from wheelwright.config import simple_index_url
+
+    settings = settings_from_airflow()
+    outcome = builder.build(request, index_url=simple_index_url(settings.pypi_url),
+                            workdir_root=settings.home / "builds", timeout=timeout.total_seconds())
+    try:
+        # The hook's connection pins the index host's key; an unknown key is refused, never accepted.
+        with SSHHook(ssh_conn_id=INDEX_HOST_CONN_ID).get_conn() as client, client.open_sftp() as sftp:
+            remote = remote_incoming_dir(settings)
+            sent = transfer.send_outcome(sftp, outcome, remote)
+            incoming.send_manifest(sftp, sent, remote)
+    finally:
+        outcome.cleanup()
+    return {"build_id": sent["build_id"], "status": sent["status"], "reason": sent["reason"],
+            "duration": sent["duration"], "wheels": [w["filename"] for w in sent["wheels"]]}
+
+
+def record_build(request: dict) -> list[str]:
+    """Record what arrived for ``request``; if nothing did (its build task gave up), it is lost.
+
+    Returns the packages whose published files changed ([] if none).
+    """
+    from wheelwright.builds import incoming, queue, transfer
+    settings = settings_from_airflow()
+    with catalog_connection(settings) as conn:
+        try:
+            changed = incoming.record_arrival(conn, request, incoming_dir(settings), settings.output)
+        except transfer.TransferError as exc:  # marked lost already: it re-queues
+            log.warning("build %s of %s==%s not recorded: %s", request["build_id"], request["package"],
+                        request["version"], exc)
+            return []
+        if changed is None:
+            if queue.mark_lost(conn, request["build_id"], "no result arrived: its build task failed "
+                                                          "on every try"):
+                log.warning("build %s of %s==%s is lost: its task failed; it will be built again",
+                            request["build_id"], request["package"], request["version"])
+            else:
+                log.info("build %s was already recorded or given up", request["build_id"])
+            return []
+    return changed
+
+
+# --- rebuild_history ---------------------------------------------------------------------------------
+
+def admit_history(target_name: str | None, start: datetime, end: datetime) -> list[dict]:
+    """Admit the releases first uploaded in ``[start, end)`` to the queue of ``target_name`` (every
+    enabled target when None) that lacks them: one summary per target, for the grid."""
+    from wheelwright.builds import queue, targets
+    with catalog_connection() as conn:
+        targets.mirror_targets(conn, targets.load_targets())
+        enabled = [t.name for t in targets.enabled_targets()]
+        if target_name is not None and target_name not in enabled:
+            from wheelwright.errors import ConfigError
+            raise ConfigError(f"no enabled target named {target_name!r} (enabled: {', '.join(enabled)})")
+        names = [target_name] if target_name is not None else enabled
+        return [queue.admit_history(conn, name, start, end).summary() for name in names]

@@ -60,6 +60,7 @@ from packaging.version import InvalidVersion, Version
 from psycopg.types.string import TextLoader
 
 from wheelwright.catalog import db
+from wheelwright.catalog.store import consumer_mark, set_consumer_mark
 from wheelwright.publish import pages
 from wheelwright.publish import reports
 from wheelwright.errors import CatalogError, WheelwrightError
@@ -290,11 +291,7 @@ class Publisher:
             self.tree.finish()  # every file and rename is durable before the mark moves
             result.removals = self.removals
             with self.conn.transaction():
-                self.conn.execute(
-                    "INSERT INTO consumer_marks (consumer, mark) VALUES (%s, %s)"
-                    " ON CONFLICT (consumer) DO UPDATE"
-                    " SET mark = greatest(consumer_marks.mark, excluded.mark), updated_at = now()",
-                    (CONSUMER, result.mark_to))
+                set_consumer_mark(self.conn, CONSUMER, result.mark_to)
                 if self.purging:  # the CDN's debt moves with the mark: a crash cannot lose it
                     from wheelwright.publish import cdn
                     cdn.owe(self.conn, result.purge_keys(),
@@ -312,8 +309,7 @@ class Publisher:
         return result
 
     def _mark(self) -> int:
-        row = self.conn.execute("SELECT mark FROM consumer_marks WHERE consumer = %s", (CONSUMER,)).fetchone()
-        return row[0] if row else 0
+        return consumer_mark(self.conn, CONSUMER)
 
     def _publish_packages(self, after: int, upto: int, result: PublishResult) -> None:
         self.targets = dict(self.conn.execute("SELECT name, distro FROM targets"))
