@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wheelwright.builds.builder import BuildOutcome
-from wheelwright.builds.transfer import TransferError, discard, incoming_folder, remote_folder
+from wheelwright.builds.transfer import MANIFEST, TransferError, discard, incoming_folder, remote_folder
 
 if TYPE_CHECKING:  # the index host's side needs the catalog; a worker sending its manifest does not
     import psycopg
@@ -38,7 +38,6 @@ if TYPE_CHECKING:  # the index host's side needs the catalog; a worker sending i
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "outcome.json"
 MAX_MANIFEST_BYTES = 4 << 20        # an outcome lists a few wheels; anything bigger is not one
 SETTLE = timedelta(minutes=10)      # a folder untouched this long is not being written or recorded
 

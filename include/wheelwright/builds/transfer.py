@@ -22,7 +22,6 @@ whether to place or discard them.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import posixpath
@@ -34,7 +33,10 @@ from pathlib import Path
 
 from wheelwright.errors import WheelwrightError
 from wheelwright.names import canonical_or_none
-from wheelwright.builds.analysis import FileInfo, WheelRefused, check_plain_filename
+from wheelwright.builds.analysis import FileInfo, WheelRefused, check_plain_filename, sha256_of
+
+# The outcome of a build, sent last into its folder (see :mod:`wheelwright.builds.incoming`).
+MANIFEST = "outcome.json"
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +136,7 @@ def accept(folder: str | os.PathLike, expected: list[FileInfo] | list[tuple[str,
         if st.st_size != size:
             problems.append(f"{filename} is {st.st_size} bytes, the builder sent {size}")
             continue
-        actual = _sha256(path)
+        actual, _ = sha256_of(path)
         if actual != sha256:
             problems.append(f"{filename} has sha256 {actual}, the builder sent {sha256}")
             continue
@@ -147,27 +149,22 @@ def accept(folder: str | os.PathLike, expected: list[FileInfo] | list[tuple[str,
 
 
 def unannounced(folder: Path, expected) -> list[str]:
-    """Names in ``folder`` that are not among the ``expected`` files (hidden ``.part`` files of an
-    interrupted upload aside: they are never read)."""
+    """Names in ``folder`` that are not among the ``expected`` files (the outcome's own manifest and
+    hidden ``.part`` files of an interrupted upload aside: they are never taken for files)."""
     names = {item.filename if isinstance(item, FileInfo) else item[0] for item in expected}
     try:
         present = sorted(os.listdir(folder))
     except FileNotFoundError:
         return []
     return [name for name in present
-            if name not in names and not (name.startswith(".") and name.endswith(".part"))]
+            if name not in names and name != MANIFEST
+            and not (name.startswith(".") and name.endswith(".part"))]
 
 
 def discard(folder: str | os.PathLike) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def wheel_destination(output: str | os.PathLike, package: str, filename: str) -> Path:
