@@ -63,6 +63,7 @@ MAX_LOG = 16 << 20                 # bytes of a gzipped build log (the builder c
 MAX_LOG_TEXT = 64 << 20            # bytes it may unpack to
 MAX_FILES = 200                    # files one build may send
 MAX_DURATION = 7 * 24 * 3600.0     # seconds a build may say it took
+NAMES_LOCK = "wheelwright.wheel-names:"  # + package: one recording at a time chooses its wheel names
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _APT_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]{0,99}\Z")
 
@@ -421,7 +422,7 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
             new_wheels: list[tuple[AnnouncedWheel, CheckedWheel, str]] = []
             if checked:
                 # Names of one package are chosen one build at a time: two builds never take one name.
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("wheelwright.wheel-names:" + row.package,))
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (NAMES_LOCK + row.package,))
                 notes = []
                 for announced, wheel in checked:
                     name, listed = _name_for(conn, row, wheel, output)
