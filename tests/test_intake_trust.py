@@ -189,7 +189,8 @@ def test_a_file_nobody_announced_is_refused(catalog, caplog, request_, incoming,
 
 
 def test_two_wheels_with_the_same_tags_are_refused(catalog, caplog, request_, incoming, output, folder):
-    outcome = send(incoming, request_, [wheel_of(folder, HONEST), wheel_of(folder, "Foo-1.0-cp39-cp39-linux_armv7l.whl")])
+    twin = wheel_of(folder, "Foo-1.0-cp39-cp39-linux_armv7l.whl", extra=b"# other bytes\n")
+    outcome = send(incoming, request_, [wheel_of(folder, HONEST), twin])
     receive(catalog, request_, outcome, incoming, output)
     assert_refused(catalog, caplog, request_, incoming, output, says="another wheel of the build has its tags")
 
@@ -204,7 +205,8 @@ def test_success_without_a_wheel_is_refused(catalog, caplog, request_, incoming,
     ({"wheels": "all of them"}, "its wheels are not a list"),
     ({"status": "published"}, "unknown build status 'published'"),
     ({"duration": "forever"}, "its duration is not a number"),
-    ({"log": {"filename": "1.txt.gz", "sha256": "not a hash", "size": 3}}, "the sha256 of 1.txt.gz is not a sha256"),
+    ({"log": {"filename": "1.txt.gz", "sha256": "not a hash", "size": 3}},
+     "the sha256 of 1.txt.gz is not a sha256"),
     ({"build_id": "1; DROP TABLE builds"}, "its build_id is not an integer"),
 ])
 def test_a_malformed_outcome_is_refused(catalog, caplog, request_, incoming, output, folder, change, says):
@@ -242,3 +244,20 @@ def test_the_project_page_shows_why_an_outcome_was_refused(catalog, request_, in
     page = (output / "project" / "foo" / "index.html").read_text()
     assert "refused bar-1.0-cp39-cp39-linux_armv7l.whl: it is a wheel of bar, not of foo" in page
     assert not any((output / "simple" / "foo").glob("*.whl"))
+
+
+@pytest.mark.parametrize("log_bytes, says", [
+    (b"<script>not gzip</script>", "not a gzip file"),
+    (None, "unpacks to more than"),
+])
+def test_a_log_that_is_not_a_small_gzip_file_is_not_published(catalog, caplog, request_, incoming, output,
+                                                              folder, log_bytes, says):
+    import gzip
+    outcome = send(incoming, request_, [wheel_of(folder, HONEST)])
+    log_path = folder / outcome["log"]["filename"]
+    log_path.write_bytes(log_bytes if log_bytes is not None else gzip.compress(bytes(65 << 20), 1))
+    outcome["log"] = file_entry(log_path)
+    receive(catalog, request_, outcome, incoming, output)
+    assert catalog.execute("SELECT status, log_path FROM builds").fetchone() == ("success", None)
+    assert not (output / "logs").exists()
+    assert any(says in r.getMessage() and "foo==1.0" in r.getMessage() for r in caplog.records)

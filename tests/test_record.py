@@ -15,7 +15,7 @@ from wheelwright.builds.queue import claim_wave, expire_lost
 from wheelwright.operate.admin import rebuild
 from wheelwright.builds.builder import BuildOutcome
 from wheelwright.builds.intake import log_path_for, receive, record
-from wheelwright.builds.transfer import TransferError, accept, incoming_folder
+from wheelwright.builds.transfer import accept, incoming_folder
 from wheelwright.builds.analysis import FileInfo, analyse_wheel
 
 FIRST = "cp39-armv7l"

@@ -32,10 +32,12 @@ Published layout (shared with the index writer): wheels and their PEP 658 ``.met
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import os
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -58,8 +60,10 @@ from wheelwright.publish.writer import log_path_for  # the published tree's layo
 log = logging.getLogger(__name__)
 
 MAX_LOG = 16 << 20                 # bytes of a gzipped build log (the builder caps its output at 1 MiB)
+MAX_LOG_TEXT = 64 << 20            # bytes it may unpack to
 MAX_FILES = 200                    # files one build may send
 MAX_DURATION = 7 * 24 * 3600.0     # seconds a build may say it took
+NAMES_LOCK = "wheelwright.wheel-names:"  # + package: one recording at a time chooses its wheel names
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _APT_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]{0,99}\Z")
 
@@ -394,9 +398,9 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
         reason = "the build failed (the builder gave no reason)"
     # A worker that sent a wheel its own checks should have stopped is not believed about its log either.
     log_file = by_name.get(claim.log.filename) if claim.log is not None and not refused else None
-    if log_file is not None and (log_file.size > MAX_LOG or not log_file.filename.endswith(".gz")):
-        log.warning("build %d of %s==%s: its log %s is not published (%d bytes, at most %d of gzip)",
-                    row.build_id, row.package, row.version, log_file.filename, log_file.size, MAX_LOG)
+    if log_file is not None and (why_not_log := log_problem(log_file.path, log_file.size)) is not None:
+        log.warning("build %d of %s==%s: its log is not published: %s", row.build_id, row.package,
+                    row.version, why_not_log)
         log_file = None
 
     placed: list[tuple[Path | None, Path]] = []  # (where it came from or None if made here, where it went)
@@ -418,7 +422,7 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
             new_wheels: list[tuple[AnnouncedWheel, CheckedWheel, str]] = []
             if checked:
                 # Names of one package are chosen one build at a time: two builds never take one name.
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("wheelwright.wheel-names:" + row.package,))
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (NAMES_LOCK + row.package,))
                 notes = []
                 for announced, wheel in checked:
                     name, listed = _name_for(conn, row, wheel, output)
@@ -490,6 +494,26 @@ def _name_for(conn: psycopg.Connection, row: BuildRow, wheel: CheckedWheel, outp
         log.info("build %d of %s==%s: %s is published as %s", row.build_id, row.package, row.version,
                  wheel.filename, name)
     return name, listed
+
+
+def log_problem(path: Path, size: int) -> str | None:
+    """Why the build log at ``path`` may not be published (served as gzip-encoded text), or None.
+
+    It must be one gzip stream of at most :data:`MAX_LOG` bytes that unpacks to at most
+    :data:`MAX_LOG_TEXT` (the builder caps its output far below that: more is a bomb).
+    """
+    if size > MAX_LOG:
+        return f"{size:,} bytes, more than {MAX_LOG:,}"
+    unpacked = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                unpacked += len(chunk)
+                if unpacked > MAX_LOG_TEXT:
+                    return f"it unpacks to more than {MAX_LOG_TEXT:,} bytes"
+    except (OSError, EOFError, zlib.error) as exc:
+        return f"not a gzip file ({exc})"
+    return None
 
 
 def _why_not_published(row) -> str | None:
