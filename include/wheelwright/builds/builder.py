@@ -63,7 +63,6 @@ MAX_UNPACKED = 4 * GiB              # a wheel unpacking to more is refused (the 
 MAX_RATIO = 200                     # ... and so is a member over 64 MiB compressed more than this
 RATIO_FLOOR = 64 * MiB
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
-DRAIN_GRACE = 5.0                   # seconds to wait for output after pip exits (unsafe mode)
 
 # PEP 508 names; versions as PyPI accepts them (PEP 440 characters, legacy strings included)
 _PACKAGE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?\Z")
