@@ -376,7 +376,8 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
     """Build ``request`` (a :class:`~wheelwright.builds.queue.BuildRequest`) and describe the result.
 
     ``root`` is the file system the build sees (``/`` or a target image's root); ``allow`` more
-    ``host:port`` the build may reach besides the index. ``unsafe_no_sandbox`` defaults to the
+    ``host:port`` the build may reach besides the index (and those of ``WHEELWRIGHT_BUILD_ALLOW``,
+    comma-separated: a mirror's file host). ``unsafe_no_sandbox`` defaults to the
     ``WHEELWRIGHT_UNSAFE_NO_SANDBOX`` setting.
 
     A build that fails, or is refused, is an outcome, not an exception; exceptions mean the worker
@@ -425,7 +426,10 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
                    sdist_sha256=sdist_sha256, python=python, user=user, index_url=index_url,
                    workdir_root=workdir_root, results=results, timeout=timeout,
                    memory_limit=memory_limit, process_limit=process_limit, log_file=log_file,
-                   host=host, root=root, allow=tuple(allow), unsafe=unsafe)
+                   host=host, root=root, unsafe=unsafe,
+                   allow=tuple(allow) + tuple(part.strip() for part in
+                                              os.environ.get("WHEELWRIGHT_BUILD_ALLOW", "").split(",")
+                                              if part.strip()))
         return _build(job, outcome)
     except BaseException:
         log_file.close()
