@@ -164,6 +164,18 @@ def test_a_build_runs_in_its_target_s_image_or_on_the_worker_s_own_system(tmp_pa
     assert images.root_for_target("here", tmp_path / "images") == Path("/")
 
 
+def test_builds_find_build_dependencies_on_our_own_index_beside_pypi():
+    """PyPI has no armv7l numpy: a build needing it takes the one we built instead of compiling it."""
+    from wheelwright.builds.builder import pip_wheel_command
+    from wheelwright.builds.sandbox import allowed_destinations
+    argv = pip_wheel_command("/usr/bin/python3.11", "pandas", "2.2.0", "https://pypi.org/simple/",
+                             Path("/build/wheels"), extra_index_urls=("https://wheels.example.org/simple/",))
+    assert argv[argv.index("--index-url") + 1] == "https://pypi.org/simple/"
+    assert argv[argv.index("--extra-index-url") + 1] == "https://wheels.example.org/simple/"
+    assert ("wheels.example.org", 443) in allowed_destinations("https://pypi.org/simple/",
+                                                               ("https://wheels.example.org/simple/",))
+
+
 def test_image_list_shows_each_image_with_its_targets_size_age_and_state(tmp_path, monkeypatch, capsys):
     from wheelwright.operate.cli import main
     targets_file = tmp_path / "targets.toml"
