@@ -9,8 +9,9 @@
    the build time recorded in the cached test image instead. ``--recipe full`` builds the default
    cp311-armv7l recipe (data/build-packages.txt) instead: what a fresh `make run` pays.
 2. The same sdist (a small C extension, build isolation installing setuptools from a local index) built
-   with ``pip wheel``: natively with this host's python3.11, and inside the armhf image under qemu.
-   Median and spread of ``--runs`` each, alternating, in one run.
+   by the worker's builder, in its sandbox: natively on this host's own system (python3.11), and with
+   the armhf image as the sandbox's root under qemu. Median and spread of ``--runs`` each, alternating,
+   in one run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' helpers: sdists, the PyPI 
 from support.build_world import C_SOURCE, PYPROJECT, backend_wheels, make_sdist, open_folder, setup_py  # noqa: E402
 from support.images import built_image, image_store, image_targets  # noqa: E402
 from wheelwright.builds import images  # noqa: E402
+from wheelwright.builds.builder import build  # noqa: E402
 from wheelwright.builds.targets import load_targets, target_named  # noqa: E402
 from wheelwright.testing.pypi_double import PyPIDouble  # noqa: E402
 
@@ -49,29 +50,16 @@ def time_image_build(recipe_kind: str) -> tuple[float, int]:
         shutil.rmtree(store, ignore_errors=True)
 
 
-def pip_wheel_native(index: str, work: Path) -> float:
+def build_with_builder(index: str, work: Path, target: str, root: Path, expect: str) -> float:
+    """One build of cext 1.0 by the worker's builder, in its sandbox whose root is ``root``."""
+    request = {"build_id": 1, "package": "cext", "version": "1.0", "target": target, "abi": "cp311"}
     started = time.monotonic()
-    subprocess.run(["python3.11", "-m", "pip", "wheel", "cext==1.0", "--no-deps", "--no-binary", "cext",
-                    "--isolated", "--no-cache-dir", "--index-url", index, "--wheel-dir", str(work / "wheels")],
-                   check=True, capture_output=True, env={"PATH": "/usr/bin:/bin", "HOME": str(work),
-                                                         "PIP_CONFIG_FILE": "/dev/null"})
+    outcome = build(request, index_url=index, workdir_root=work, root=root, timeout=3600,
+                    extra_index_url="")
     elapsed = time.monotonic() - started
-    [wheel] = (work / "wheels").glob("*.whl")
-    assert wheel.name.endswith("linux_x86_64.whl") or "linux_" in wheel.name, wheel.name
-    return elapsed
-
-
-def pip_wheel_emulated(image, index: str, work: Path) -> float:
-    started = time.monotonic()
-    result = images.run_in_image(image.root, [
-        "python3", "-m", "pip", "wheel", "cext==1.0", "--no-deps", "--no-binary", "cext", "--isolated",
-        "--no-cache-dir", "--index-url", index, "--wheel-dir", "/srv/wheels"],
-        binds=[(work, "/srv")], network=True, cwd="/srv", env={"PIP_CONFIG_FILE": "/dev/null"})
-    elapsed = time.monotonic() - started
-    if result.returncode != 0:
-        raise SystemExit(f"emulated build failed:\n{result.stdout}\n{result.stderr}")
-    [wheel] = (work / "wheels").glob("*.whl")
-    assert wheel.name == "cext-1.0-cp311-cp311-linux_armv7l.whl", wheel.name
+    if outcome.status != "success" or [w.filename for w in outcome.wheels] != [expect]:
+        raise SystemExit(f"{target}: {outcome.status} {outcome.reason} {[w.filename for w in outcome.wheels]}")
+    outcome.cleanup()
     return elapsed
 
 
@@ -111,12 +99,14 @@ def main(argv=None) -> int:
     try:
         with PyPIDouble([], files_dir=files) as pypi:
             for run in range(args.runs):
-                for label, times, build in (("native", native, lambda w: pip_wheel_native(pypi.simple_url, w)),
-                                            ("emulated", emulated,
-                                             lambda w: pip_wheel_emulated(image, pypi.simple_url, w))):
+                for label, times, one in (
+                        ("native", native, lambda w: build_with_builder(
+                            pypi.simple_url, w, "cp311-x86_64", Path("/"), "cext-1.0-cp311-cp311-linux_x86_64.whl")),
+                        ("emulated", emulated, lambda w: build_with_builder(
+                            pypi.simple_url, w, "cp311-armv7l", image.root, "cext-1.0-cp311-cp311-linux_armv7l.whl"))):
                     work = open_folder("wheelwright-bench-work-")
                     try:
-                        times.append(build(work))
+                        times.append(one(work))
                     finally:
                         shutil.rmtree(work, ignore_errors=True)
                     print(f"  run {run + 1} {label:<8} {times[-1]:6.1f} s", file=sys.stderr, flush=True)

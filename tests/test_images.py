@@ -164,6 +164,18 @@ def test_a_build_runs_in_its_target_s_image_or_on_the_worker_s_own_system(tmp_pa
     assert images.root_for_target("here", tmp_path / "images") == Path("/")
 
 
+def test_builds_find_build_dependencies_on_our_own_index_beside_pypi():
+    """PyPI has no armv7l numpy: a build needing it takes the one we built instead of compiling it."""
+    from wheelwright.builds.builder import pip_wheel_command
+    from wheelwright.builds.sandbox import allowed_destinations
+    argv = pip_wheel_command("/usr/bin/python3.11", "pandas", "2.2.0", "https://pypi.org/simple/",
+                             Path("/build/wheels"), extra_index_urls=("https://wheels.example.org/simple/",))
+    assert argv[argv.index("--index-url") + 1] == "https://pypi.org/simple/"
+    assert argv[argv.index("--extra-index-url") + 1] == "https://wheels.example.org/simple/"
+    assert ("wheels.example.org", 443) in allowed_destinations("https://pypi.org/simple/",
+                                                               ("https://wheels.example.org/simple/",))
+
+
 def test_image_list_shows_each_image_with_its_targets_size_age_and_state(tmp_path, monkeypatch, capsys):
     from wheelwright.operate.cli import main
     targets_file = tmp_path / "targets.toml"
@@ -364,10 +376,12 @@ def test_a_c_extension_built_in_the_pi_image_installs_and_imports_on_the_emulate
         publish(catalog, output)
         served = serve(output, tmp_path / "server")
         try:
-            # the Pi user's view: the image's own Python, a venv, pip against the published index
-            in_image(image, ["python3", "-m", "venv", "/srv/venv"], work)
-            result = in_image(image, ["/srv/venv/bin/pip", "install", "--isolated", "--only-binary",
-                                      ":all:", "--index-url", f"{served.url}/simple/", "yamlext"],
+            # the Pi user's view: the image's own Python and pip, a venv, the published index
+            # (the venv gets no pip of its own: ensurepip takes minutes under emulation)
+            in_image(image, ["python3", "-m", "venv", "--without-pip", "/srv/venv"], work)
+            result = in_image(image, ["python3", "-m", "pip", "--python", "/srv/venv/bin/python", "install",
+                                      "--isolated", "--only-binary", ":all:",
+                                      "--index-url", f"{served.url}/simple/", "yamlext"],
                               work, network=True)
             assert f"Successfully installed yamlext-1.0" in result.stdout
             imported = in_image(image, ["/srv/venv/bin/python", "-c", "import platform, yamlext; "
@@ -389,9 +403,9 @@ def test_a_pure_wheel_built_in_one_image_serves_every_target(sdists):
         built = pip_wheel_in_image(armhf, sdists, "purepkg", work)
         assert built.name == "purepkg-1.0-py3-none-any.whl"
         assert analyse_wheel(built, "purepkg", "1.0", root=armhf.root).pure
-        in_image(arm64, ["python3", "-m", "venv", "/srv/venv"], work)
-        in_image(arm64, ["/srv/venv/bin/pip", "install", "--isolated", "--no-index", f"/srv/wheels/{built.name}"],
-                 work)
+        in_image(arm64, ["python3", "-m", "venv", "--without-pip", "/srv/venv"], work)
+        in_image(arm64, ["python3", "-m", "pip", "--python", "/srv/venv/bin/python", "install", "--isolated",
+                         "--no-index", f"/srv/wheels/{built.name}"], work)
         result = in_image(arm64, ["/srv/venv/bin/python", "-c", "import purepkg; print(purepkg.WHERE)"], work)
         assert result.stdout.strip() == "aarch64"
     finally:

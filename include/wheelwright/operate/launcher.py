@@ -71,6 +71,40 @@ def build_backends(folder: Path) -> Path:
     return folder
 
 
+# A small C extension for the double to serve as cext-demo 1.0 (data/sample-changelog.jsonl): a
+# binary wheel on this machine's target moves it on to the Pi targets, so `make run` builds it for
+# armv7l and aarch64 too, in their images.
+CEXT_DEMO = {
+    "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61", "wheel"]\n'
+                      'build-backend = "setuptools.build_meta"\n',
+    "setup.py": "from setuptools import Extension, setup\n"
+                "setup(name='cext-demo', version='1.0', ext_modules=[Extension('cext', ['cext.c'])])\n",
+    "cext.c": "#include <Python.h>\n#include <unistd.h>\n"
+              "static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, \"cext\", NULL, -1, NULL};\n"
+              "PyMODINIT_FUNC PyInit_cext(void) {\n    PyObject *m = PyModule_Create(&module);\n"
+              "    if (m) PyModule_AddIntConstant(m, \"pid\", (long)getpid());\n    return m;\n}\n",
+}
+
+
+def demo_sdist(folder: Path) -> Path:
+    """``cext_demo-1.0.tar.gz`` in ``folder`` (deterministic bytes: fixed mtimes, sorted members)."""
+    import gzip
+    import io
+    import tarfile
+    path = folder / "cext_demo-1.0.tar.gz"
+    members = {"PKG-INFO": "Metadata-Version: 2.1\nName: cext-demo\nVersion: 1.0\n", **CEXT_DEMO}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, text in sorted(members.items()):
+            data = text.encode()
+            info = tarfile.TarInfo(f"cext_demo-1.0/{name}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 315532800
+            tar.addfile(info, io.BytesIO(data))
+    # the same bytes every time (gzip's own mtime too): the catalog pins the sdist by its sha256
+    path.write_bytes(gzip.compress(buffer.getvalue(), mtime=0))
+    return path
+
+
 def local_index_host(settings: Settings, env: dict[str, str]):
     """Make this machine the index host: an SFTP server on 127.0.0.1 and the Connection to it."""
     from wheelwright.operate.sftp_server import SFTPServer
@@ -174,7 +208,9 @@ def run(settings: Settings, *, pypi: str = "live", changelog: Path = SAMPLE_CHAN
     double = sftp = broker = published = None
     if pypi == "double":
         from wheelwright.testing.pypi_double import PyPIDouble
-        double = PyPIDouble(changelog, files_dir=build_backends(settings.home / "pypi-files"))
+        files = build_backends(settings.home / "pypi-files")
+        demo_sdist(files)
+        double = PyPIDouble(changelog, files_dir=files)
         double.start(port=double_port)
         settings = settings.with_(pypi_url=double.xmlrpc_url)
         log.info("PyPI double serving %s at %s", changelog, double.url)
