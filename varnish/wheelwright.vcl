@@ -27,11 +27,14 @@ backend origin {
     .host = "127.0.0.1";                   # DEPLOY: the nginx origin
     .port = "8080";                        # DEPLOY
     .probe = {                             # is the origin up? (decides how stale a page may be served)
-        .url = "/simple/";
+        .request = "HEAD /simple/ HTTP/1.1"   # HEAD: the root page of a whole index is megabytes
+                   "Host: wheelwright"
+                   "Connection: close";
         .interval = 2s;
-        .timeout = 1s;
+        .timeout = 2s;
         .window = 3;
-        .threshold = 2;
+        .threshold = 1;                    # down only after three failed probes in a row ...
+        .initial = 1;                      # ... and up from the start
     }
 }
 

@@ -308,8 +308,8 @@ def deliver(conn: psycopg.Connection, purger: Purger, *, remove: RemoveAfterPurg
             sleep: Callable[[float], None] = time.sleep) -> Delivery:
     """Send the owed purges; forget each key the CDN confirmed. Retries a failing call with
     exponential back-off (or the vendor's Retry-After) while its waits add up to at most ``deadline``
-    seconds, then
-    leaves the rest owed with a back-off recorded in the catalog (``force`` ignores that back-off).
+    seconds, then leaves the rest owed with a back-off recorded in the catalog (``force`` ignores
+    that back-off).
     ``remove(key, paths)`` unlinks what a purged key allowed, returning how many files went; the key
     is then owed once more, so the edge forgets the removed files too."""
     waited = [0.0]
@@ -337,19 +337,21 @@ def deliver(conn: psycopg.Connection, purger: Purger, *, remove: RemoveAfterPurg
                 log.warning("CDN purge failed, %d keys stay owed: %s", len(rest), error)
                 done.calls = purger.calls - calls_before
                 return done
-            with conn.transaction():
-                conn.execute(db.query("cdn_delivered"), {"keys": keys, "versions": [r[1] for r in chunk]})
-            done.purged.extend(keys)
+            # Files go before the debt is forgotten: a crash in between purges and tries them again.
+            removed_under = []
             for key, _version, paths in chunk:
                 if paths and remove is not None:
                     removed = remove(key, list(paths))
                     done.removed += removed
                     if removed:
-                        again[key] = []
+                        removed_under.append(key)
+            with conn.transaction():
+                conn.execute(db.query("cdn_delivered"), {"keys": keys, "versions": [r[1] for r in chunk]})
+                owe(conn, removed_under)   # the edge may hold the removed files: purge once more
+            done.purged.extend(keys)
+            again.update(dict.fromkeys(removed_under))
         if not again:
             break
-        with conn.transaction():
-            owe(conn, again)
     done.calls = purger.calls - calls_before
     if done.purged:
         log.info("CDN: %s", done.summary())
