@@ -47,10 +47,6 @@ class SFTPServer:
         self.port = None
         self._loop = self._thread = self._server = None
 
-    @property
-    def host_key_base64(self) -> str:
-        return self.host_key_line.split()[1]
-
     def start(self) -> "SFTPServer":
         import asyncio
         import threading
