@@ -2,6 +2,7 @@
 
 Owns the targets (what we build for), the build queue (what each target builds next, handed out once), the
 builder (``pip wheel`` of hostile code in a sandbox, on a worker), wheel analysis, the transfer to the
-index host over SFTP, and intake (the index host recording a build, trusting nothing the worker said).
+index host over SFTP, the incoming folder (each build's outcome arrives with its files, and a sweep records
+what no record step took), and intake (the index host recording a build, trusting nothing the worker said).
 It never writes the published tree's pages: publishing reads the catalog after intake.
 """
