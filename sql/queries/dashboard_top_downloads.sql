@@ -1,0 +1,8 @@
+-- The most downloaded packages of the last 30 days.
+SELECT d.package, coalesce(p.display_name, d.package), sum(d.count)
+FROM downloads d
+LEFT JOIN packages p ON p.package = d.package
+WHERE d.day >= current_date - 29
+GROUP BY d.package, p.display_name
+ORDER BY sum(d.count) DESC, d.package
+LIMIT %(limit)s;
