@@ -1,5 +1,5 @@
 -- The most downloaded packages of the last 30 days.
-SELECT d.package, coalesce(p.display_name, d.package), sum(d.count)
+SELECT d.package, coalesce(p.display_name, d.package), sum(d.count)::bigint
 FROM downloads d
 LEFT JOIN packages p ON p.package = d.package
 WHERE d.day >= current_date - 29

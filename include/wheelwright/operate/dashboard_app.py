@@ -18,7 +18,6 @@ The data comes from :mod:`wheelwright.operate.dashboard`; Airflow is imported on
 so the rendering (``render_page``) and the charts are testable without it.
 """
 
-from __future__ import annotations
 
 import logging
 import math
@@ -47,13 +46,15 @@ COLOURS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#c
 # --- charts: pure functions from numbers to inline SVG --------------------------------------------
 
 def _nice_max(value: float) -> float:
+    """The top of a y axis with four gridlines at round numbers (1, 2 or 5 times a power of ten apart)."""
     if value <= 0:
-        return 1
-    exponent = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if value <= step * exponent:
-            return step * exponent
-    return 10 * exponent
+        return 4
+    tick = value / 4
+    exponent = 10 ** math.floor(math.log10(tick))
+    for step in (1, 2, 5, 10):
+        if tick <= step * exponent:
+            return 4 * step * exponent
+    return 40 * exponent
 
 
 def _fmt(value: float) -> str:
