@@ -171,3 +171,52 @@ def test_a_commit_covers_exactly_the_lines_it_counted(catalog, tmp_path):
     assert totals(catalog)[0] == {WHEEL: 2}
     ingest(catalog, "origin", log)
     assert totals(catalog)[0] == {WHEEL: 5}
+
+
+# --- the public stats -------------------------------------------------------------------------------
+
+def test_the_public_stats_count_by_package_target_and_python(catalog, tmp_path):
+    from support.build_world import use_targets
+    from wheelwright.publish.stats import write_stats
+    use_targets(catalog, """
+[[target]]
+name = "pi-bookworm"
+abi = "cp311"
+platform = "linux_armv7l"
+distro = "bookworm"
+""")
+    log = tmp_path / "access.log"
+    py312 = dict(PIP_JSON, python="3.12.1")
+    append(log, origin_line(f"/simple/numpy/{WHEEL}"), origin_line(f"/simple/numpy/{WHEEL}"),
+           origin_line("/simple/six/six-1.16.0-py2.py3-none-any.whl", agent=pip_agent(data=py312)),
+           origin_line("/simple/wanted/", 404))
+    ingest(catalog, "origin", log)
+    output = tmp_path / "www"
+    stats = write_stats(catalog, output)
+    assert stats["total"] == 3
+    assert [(p["package"], p["downloads"]) for p in stats["top_packages"]] == [("numpy", 2), ("six", 1)]
+    assert {r["target"]: r["downloads"] for r in stats["by_target"]} == {"pi-bookworm": 2, "pure": 1}
+    assert {r["python"]: r["downloads"] for r in stats["by_python"]} == {"3.11": 2, "3.12": 1}
+    assert json.loads((output / "stats" / "index.json").read_text()) == stats
+    html = (output / "stats" / "index.html").read_text()
+    assert "numpy" in html and "<svg" in html and "//" not in html.replace("</", "")
+    assert sorted(p.name for p in (output / "stats").iterdir()) == ["index.html", "index.json"], \
+        "no temp file is left behind"
+
+
+def test_the_access_logs_dag_ingests_and_writes_the_stats(airflow_env, settings, tmp_path):
+    import subprocess
+    import sys
+    from support.catalog import REPO
+    log = tmp_path / "access.log"
+    append(log, origin_line(f"/simple/numpy/{WHEEL}"), origin_line("/simple/wanted/", 404))
+    script = ("import json, sys\nfrom airflow.dag_processing.dagbag import DagBag\n"
+              "bag = DagBag(dag_folder=sys.argv[1])\nassert not bag.import_errors, bag.import_errors\n"
+              "run = bag.get_dag('access_logs').test()\nprint(json.dumps({'state': str(run.state)}))\n")
+    env = dict(airflow_env, WHEELWRIGHT_DSN=settings.dsn, WHEELWRIGHT_OUTPUT=str(settings.output),
+               AIRFLOW_VAR_WHEELWRIGHT_ACCESS_LOGS=json.dumps({"origin": str(log)}))
+    result = subprocess.run([sys.executable, "-c", script, str(REPO / "dags")], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["state"] == "success"
+    assert json.loads((settings.output / "stats" / "index.json").read_text())["total"] == 1
