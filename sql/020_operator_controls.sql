@@ -78,6 +78,17 @@ CREATE TABLE sync_samples (
     wheel_bytes  bigint NOT NULL
 );
 
+-- The dashboard's rankings, recomputed with each sample (each is an aggregate over weeks of rows:
+-- what builders lack most, the most downloaded, the most wanted, downloads per day): one row.
+CREATE TABLE dashboard_rankings (
+    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    taken_at       timestamptz NOT NULL,
+    missing        jsonb NOT NULL,
+    top_downloads  jsonb NOT NULL,
+    wanted         jsonb NOT NULL,
+    downloads_per_day jsonb NOT NULL
+);
+
 -- Builds by the time they finished: the dashboard's last hour, day and week, at any catalog size.
 CREATE INDEX builds_finished ON builds (finished_at) WHERE finished_at IS NOT NULL;
 

@@ -1,8 +1,13 @@
--- The most downloaded packages of the last 30 days.
-SELECT d.package, coalesce(p.display_name, d.package), sum(d.count)::bigint
-FROM downloads d
-LEFT JOIN packages p ON p.package = d.package
-WHERE d.day >= current_date - 29
-GROUP BY d.package, p.display_name
-ORDER BY sum(d.count) DESC, d.package
-LIMIT %(limit)s;
+-- The most downloaded packages of the last 30 days. Ranked first, then named.
+WITH top AS (
+    SELECT package, sum(count)::bigint AS downloads
+    FROM downloads
+    WHERE day >= current_date - 29
+    GROUP BY package
+    ORDER BY sum(count) DESC, package
+    LIMIT %(limit)s
+)
+SELECT top.package, coalesce(p.display_name, top.package), top.downloads
+FROM top
+LEFT JOIN packages p ON p.package = top.package
+ORDER BY top.downloads DESC, top.package;

@@ -20,6 +20,7 @@ import logging
 from datetime import datetime, timedelta
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from wheelwright.builds.queue import FRESH_WINDOW
 from wheelwright.catalog import db
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SAMPLES_KEPT = timedelta(days=90)
 PUBLISHER = "publish_index"
+RANKED = 15          # rows of each ranking the page shows
 
 
 def _iso(value) -> str | None:
@@ -41,7 +43,7 @@ def _age(value, now: datetime) -> float | None:
     return None if value is None else max(0.0, (now - value).total_seconds())
 
 
-def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = 15) -> dict:
+def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = RANKED) -> dict:
     """Everything the dashboard page shows, as JSON-ready data (read-only, a few dozen ms at scale)."""
     q = lambda name, params=None: conn.execute(db.query(name), params).fetchall()  # noqa: E731
     now = conn.execute("SELECT now()").fetchone()[0]
@@ -52,8 +54,9 @@ def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = 15) -> 
             "newest_event": _iso(newest_event), "newest_event_age": _age(newest_event, now),
             "pypi_serial": pypi_serial, "pypi_sampled_at": _iso(sampled_at),
             "lag": None if pypi_serial is None else max(0, pypi_serial - serial)}
-    events = [{"hour": _iso(h), "events": n} for h, n in q("dashboard_events_per_hour")]
-    sync["events_last_hour"] = q("dashboard_events_last_hour")[0][0]
+    hours = q("dashboard_events_per_hour")
+    events = [{"hour": _iso(h), "events": n} for h, n, _ in hours]
+    sync["events_last_hour"] = sum(recent for _, _, recent in hours)
 
     targets = []
     for (name, abi, platform, distro, enabled, paused, reason, paused_by, paused_at, takes, depth, fresh,
@@ -78,8 +81,8 @@ def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = 15) -> 
     recent_failures = [{"build_id": i, "package": p, "display_name": dn, "version": v, "target": t,
                         "builder": b, "finished_at": _iso(at), "reason": r, "log_path": lp}
                        for i, p, dn, v, t, b, at, r, lp in q("dashboard_failures", {"limit": failures})]
-    missing = [{"kind": k, "missing": m, "builds": n, "apt_package": reports.provider(k, m), "examples": ex}
-               for k, m, n, ex in q("dashboard_missing", {"limit": 10})]
+    latest = q("dashboard_rankings")
+    ranked_at, missing, top_downloads, wanted, per_day = latest[0] if latest else (None, [], [], [], [])
 
     marks = [{"consumer": c, "mark": m, "updated_at": _iso(at), "behind": behind}
              for c, m, at, behind in q("dashboard_publish")]
@@ -108,15 +111,11 @@ def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = 15) -> 
         "builds": over_time,
         "queue": queue_trend,
         "lag": [[_iso(at), lag] for at, lag in q("dashboard_lag_trend")],
-        "downloads": [[d.isoformat(), n] for d, n in q("dashboard_downloads_trend")],
+        "downloads": per_day,
         "events": events,
     }
     downloads = {
-        "top": [{"package": p, "display_name": dn, "downloads": n}
-                for p, dn, n in q("dashboard_top_downloads", {"limit": top})],
-        "wanted": [{"package": p, "requests": n, "known": present is not None, "present": bool(present),
-                    "skip_reason": skip, "has_wheels": has}
-                   for p, n, present, skip, has in q("dashboard_searches", {"limit": top})],
+        "top": top_downloads[:top], "wanted": wanted[:top], "ranked_at": _iso(ranked_at),
         "refused": [{"source": s, "reason": r, "lines": n, "sample": sample}
                     for s, r, n, sample in q("dashboard_refusals")],
     }
@@ -147,12 +146,34 @@ def take_samples(conn: psycopg.Connection, pypi_serial: int | None = None, *,
         serial = conn.execute("SELECT last_serial FROM sync_state").fetchone()[0]
         conn.execute("INSERT INTO sync_samples (taken_at, serial, pypi_serial, wheels, wheel_bytes)"
                      " VALUES (%s, %s, %s, %s, %s)", (now, serial, pypi_serial, wheels, size))
+        ranked = rankings(conn)
+        conn.execute("INSERT INTO dashboard_rankings (taken_at, missing, top_downloads, wanted, downloads_per_day)"
+                     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (singleton) DO UPDATE SET"
+                     " taken_at = EXCLUDED.taken_at, missing = EXCLUDED.missing,"
+                     " top_downloads = EXCLUDED.top_downloads, wanted = EXCLUDED.wanted,"
+                     " downloads_per_day = EXCLUDED.downloads_per_day",
+                     (now, *(Jsonb(ranked[k]) for k in ("missing", "top_downloads", "wanted", "downloads_per_day"))))
         conn.execute("DELETE FROM dashboard_samples WHERE taken_at < %s", (now - SAMPLES_KEPT,))
         conn.execute("DELETE FROM sync_samples WHERE taken_at < %s", (now - SAMPLES_KEPT,))
         conn.execute("DELETE FROM builder_health_samples WHERE checked_at < %s", (now - SAMPLES_KEPT,))
     log.info("dashboard sample: queues %s, %d wheels (%d bytes), PyPI serial %s", taken, wheels, size,
              pypi_serial)
     return {"queues": taken, "wheels": wheels, "wheel_bytes": size, "pypi_serial": pypi_serial}
+
+
+def rankings(conn: psycopg.Connection, *, limit: int = RANKED) -> dict:
+    """The rankings a sample stores: each an aggregate over weeks of rows, too costly per page view."""
+    q = lambda name, params=None: conn.execute(db.query(name), params).fetchall()  # noqa: E731
+    return {
+        "missing": [{"kind": k, "missing": m, "builds": n, "apt_package": reports.provider(k, m), "examples": ex}
+                    for k, m, n, ex in q("dashboard_missing", {"limit": 10})],
+        "top_downloads": [{"package": p, "display_name": dn, "downloads": n}
+                          for p, dn, n in q("dashboard_top_downloads", {"limit": limit})],
+        "wanted": [{"package": p, "requests": n, "known": present is not None, "present": bool(present),
+                    "skip_reason": skip, "has_wheels": has}
+                   for p, n, present, skip, has in q("dashboard_searches", {"limit": limit})],
+        "downloads_per_day": [[d.isoformat(), n] for d, n in q("dashboard_downloads_trend")],
+    }
 
 
 # --- actions -----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 
 import jinja2
@@ -163,6 +164,7 @@ def _esc(text) -> str:
 
 # --- the page ------------------------------------------------------------------------------------
 
+@lru_cache(maxsize=1)
 def _templates() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("wheelwright.operate", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
