@@ -188,3 +188,25 @@ def test_the_command_quotes_the_folders_it_is_given():
     command = bh.health_command("/srv/build; rm -rf /", "/srv/$(reboot)")
     assert "'/srv/build; rm -rf /'" in command.replace("'\"'\"'", "'")
     assert "'/srv/$(reboot)'" in command.replace("'\"'\"'", "'")
+
+
+def test_builders_and_pauses_from_the_command_line(catalog, catalog_dsn, tmp_path):
+    import sys
+    use_targets(catalog)
+    env = dict(os.environ, WHEELWRIGHT_DSN=catalog_dsn, WHEELWRIGHT_HOME=str(tmp_path))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "wheelwright", *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+    added = cli("builder", "add", "pi-1", "--target", TARGET, "--ssh-conn-id", "builder_pi_1",
+                "--build-dir", "/srv/build", "--min-free-gb", "4")
+    assert added.returncode == 0, added.stderr
+    assert "pi-1 (cp39-armv7l): not checked" in cli("builder", "list").stdout
+    assert catalog.execute("SELECT min_free_bytes FROM builders").fetchone() == (4 * 1024**3,)
+    wrong = cli("builder", "add", "pi-2", "--target", "nope", "--ssh-conn-id", "c", "--build-dir", "/b")
+    assert wrong.returncode == 5 and "no target named 'nope'" in wrong.stderr
+    assert cli("pause", TARGET, "--reason", "new fans").returncode == 0
+    assert catalog.execute("SELECT paused, paused_reason FROM targets WHERE name = %s",
+                           (TARGET,)).fetchone() == (True, "new fans")
+    assert cli("resume", TARGET).returncode == 0
+    assert catalog.execute("SELECT paused FROM targets WHERE name = %s", (TARGET,)).fetchone() == (False,)

@@ -164,7 +164,8 @@ def register(conn: psycopg.Connection, name: str, target: str, ssh_conn_id: str,
              images_dir: str | None = None, limits: Limits = Limits()) -> None:
     """Register (or update) a builder: how to reach it and where it builds."""
     if conn.execute("SELECT 1 FROM targets WHERE name = %s", (target,)).fetchone() is None:
-        raise ValueError(f"there is no target named {target!r}")
+        from wheelwright.operate.dashboard import UnknownTarget
+        raise UnknownTarget(f"there is no target named {target!r}")
     conn.execute(
         "INSERT INTO builders (name, target, ssh_conn_id, build_dir, images_dir, max_temp_c, resume_temp_c,"
         " min_free_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
@@ -259,3 +260,67 @@ def check_all(conn: psycopg.Connection, connect: Callable[[str], object]) -> dic
             if client is not None:
                 client.close()
     return results
+
+
+# --- the `wheelwright builder ...` and `wheelwright pause|resume` subcommands --------------------------
+
+def add_commands(sub, connect) -> None:
+    """Register ``builder add|list|remove``, ``pause`` and ``resume`` on the CLI's subparsers."""
+    from wheelwright.operate import dashboard
+
+    p = sub.add_parser("builder", help="register builders whose health is checked over SSH")
+    bsub = p.add_subparsers(dest="builder_command", required=True)
+    a = bsub.add_parser("add", help="register (or change) a builder")
+    a.add_argument("name")
+    a.add_argument("--target", required=True, help="the target (targets.toml name) whose queue it serves")
+    a.add_argument("--ssh-conn-id", required=True, help="Airflow Connection (ssh) with its host key pinned")
+    a.add_argument("--build-dir", required=True, help="where its builds run (free disk is measured there)")
+    a.add_argument("--images-dir", help="its target images (freshness = newest entry)")
+    a.add_argument("--max-temp", type=float, default=80, help="hold above this CPU °C (default 80)")
+    a.add_argument("--resume-temp", type=float, default=70, help="release below this °C (default 70)")
+    a.add_argument("--min-free-gb", type=float, default=2, help="hold below this free disk (default 2 GiB)")
+    a.set_defaults(handler=lambda settings, args: _run(connect, settings, lambda conn: (
+        register(conn, args.name, args.target, args.ssh_conn_id, args.build_dir, args.images_dir,
+                 Limits(args.max_temp, args.resume_temp, int(args.min_free_gb * 1024**3))),
+        print(f"builder {args.name} registered for {args.target}"))))
+    ls = bsub.add_parser("list", help="registered builders and their last health check")
+    ls.set_defaults(handler=lambda settings, args: _run(connect, settings, _list))
+    rm = bsub.add_parser("remove", help="forget a builder")
+    rm.add_argument("name")
+    rm.set_defaults(handler=lambda settings, args: _run(connect, settings, lambda conn: print(
+        f"builder {args.name} removed" if conn.execute("DELETE FROM builders WHERE name = %s",
+                                                       (args.name,)).rowcount else f"no builder {args.name}")))
+
+    pp = sub.add_parser("pause", help="stop a target taking builds (builds in flight finish)")
+    pp.add_argument("target")
+    pp.add_argument("--reason", default="paused from the command line")
+    pp.set_defaults(handler=lambda settings, args: _run(connect, settings, lambda conn: (
+        dashboard.pause(conn, args.target, reason=args.reason, user=_user()), print(f"{args.target} paused"))))
+    rp = sub.add_parser("resume", help="let a paused target take builds again")
+    rp.add_argument("target")
+    rp.set_defaults(handler=lambda settings, args: _run(connect, settings, lambda conn: (
+        dashboard.resume(conn, args.target, user=_user()), print(f"{args.target} resumed"))))
+
+
+def _user() -> str:
+    import getpass
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _run(connect, settings, action) -> int:
+    with connect(settings) as conn:
+        action(conn)
+    return 0
+
+
+def _list(conn) -> None:
+    rows = conn.execute("SELECT b.name, b.target, h.checked_at, h.held_reason, h.temp_c, h.disk_free"
+                        " FROM builders b LEFT JOIN builder_health h ON h.builder = b.name ORDER BY b.name")
+    for name, target, checked, reason, temp, free in rows:
+        state = "not checked" if checked is None else (f"held: {reason}" if reason else "healthy")
+        extra = "" if checked is None else (f", {temp:.1f} °C" if temp is not None else "") + (
+            f", {free / 1024**3:.1f} GiB free" if free is not None else "")
+        print(f"{name} ({target}): {state}{extra}")
