@@ -239,8 +239,26 @@ def render_page(data: dict, *, user: str, can_act: bool, base: str = URL_PREFIX)
 
 # --- the app -------------------------------------------------------------------------------------
 
+def settings_in_api_server() -> Settings:
+    """The settings as the API server knows them: the environment, with the catalog of the Connection
+    ``wheelwright_db`` when one is defined (as the DAG tasks read it, ``operate/dag_tasks.py``)."""
+    from psycopg.conninfo import make_conninfo
+
+    from wheelwright.operate.dag_tasks import DB_CONN_ID
+
+    settings = Settings.from_env()
+    try:
+        from airflow.exceptions import AirflowNotFoundException
+        from airflow.models.connection import Connection
+        conn = Connection.get_connection_from_secrets(DB_CONN_ID)
+    except (ImportError, AirflowNotFoundException):
+        return settings
+    return settings.with_(dsn=make_conninfo(host=conn.host or "", port=conn.port or "", user=conn.login or "",
+                                            password=conn.password or "", dbname=conn.schema or ""))
+
+
 def default_connect():
-    return db.connect(Settings.from_env())
+    return db.connect(settings_in_api_server())
 
 
 def default_output() -> Path:
