@@ -79,14 +79,12 @@ CREATE TABLE sync_samples (
 );
 
 -- The dashboard's rankings, recomputed with each sample (each is an aggregate over weeks of rows:
--- what builders lack most, the most downloaded, the most wanted, downloads per day): one row.
+-- what builders lack most, the most downloaded, the most wanted, downloads per day and by target,
+-- Python and installer): one row.
 CREATE TABLE dashboard_rankings (
-    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    taken_at       timestamptz NOT NULL,
-    missing        jsonb NOT NULL,
-    top_downloads  jsonb NOT NULL,
-    wanted         jsonb NOT NULL,
-    downloads_per_day jsonb NOT NULL
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    taken_at   timestamptz NOT NULL,
+    rankings   jsonb NOT NULL             -- operate/dashboard.py: rankings()
 );
 
 -- Builds by the time they finished: the dashboard's last hour, day and week, at any catalog size.

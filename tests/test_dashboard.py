@@ -132,3 +132,10 @@ def test_bar_chart_draws_one_bar_per_nonzero_value():
 
 def test_line_chart_says_when_it_has_no_samples():
     assert "no samples yet" in line_chart({})
+
+
+def test_downloads_are_broken_down_by_target_and_python(world):
+    downloads = dashboard.snapshot(world)["downloads"]
+    assert {r["target"]: r["downloads"] for r in downloads["by_target"]} == {PI: 3, ARM64: 1}
+    assert [(r["python"], r["downloads"]) for r in downloads["by_python"]] == [("3.11", 4)]
+    assert [(r["installer"], r["version"], r["downloads"]) for r in downloads["by_installer"]] == [("pip", "24.0", 4)]

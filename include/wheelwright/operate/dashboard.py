@@ -27,6 +27,7 @@ from wheelwright.catalog import db
 from wheelwright.errors import WheelwrightError
 from wheelwright.operate import admin
 from wheelwright.publish import reports
+from wheelwright.publish.stats import stats_data
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = RANKED)
                         "builder": b, "finished_at": _iso(at), "reason": r, "log_path": lp}
                        for i, p, dn, v, t, b, at, r, lp in q("dashboard_failures", {"limit": failures})]
     latest = q("dashboard_rankings")
-    ranked_at, missing, top_downloads, wanted, per_day = latest[0] if latest else (None, [], [], [], [])
+    ranked_at, ranked = latest[0] if latest else (None, {})
+    missing, per_day = ranked.get("missing", []), ranked.get("downloads_per_day", [])
 
     marks = [{"consumer": c, "mark": m, "updated_at": _iso(at), "behind": behind}
              for c, m, at, behind in q("dashboard_publish")]
@@ -115,7 +117,9 @@ def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = RANKED)
         "events": events,
     }
     downloads = {
-        "top": top_downloads[:top], "wanted": wanted[:top], "ranked_at": _iso(ranked_at),
+        "top": ranked.get("top_downloads", [])[:top], "wanted": ranked.get("wanted", [])[:top],
+        "by_target": ranked.get("by_target", []), "by_python": ranked.get("by_python", []),
+        "by_installer": ranked.get("by_installer", []), "ranked_at": _iso(ranked_at),
         "refused": [{"source": s, "reason": r, "lines": n, "sample": sample}
                     for s, r, n, sample in q("dashboard_refusals")],
     }
@@ -146,13 +150,9 @@ def take_samples(conn: psycopg.Connection, pypi_serial: int | None = None, *,
         serial = conn.execute("SELECT last_serial FROM sync_state").fetchone()[0]
         conn.execute("INSERT INTO sync_samples (taken_at, serial, pypi_serial, wheels, wheel_bytes)"
                      " VALUES (%s, %s, %s, %s, %s)", (now, serial, pypi_serial, wheels, size))
-        ranked = rankings(conn)
-        conn.execute("INSERT INTO dashboard_rankings (taken_at, missing, top_downloads, wanted, downloads_per_day)"
-                     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (singleton) DO UPDATE SET"
-                     " taken_at = EXCLUDED.taken_at, missing = EXCLUDED.missing,"
-                     " top_downloads = EXCLUDED.top_downloads, wanted = EXCLUDED.wanted,"
-                     " downloads_per_day = EXCLUDED.downloads_per_day",
-                     (now, *(Jsonb(ranked[k]) for k in ("missing", "top_downloads", "wanted", "downloads_per_day"))))
+        conn.execute("INSERT INTO dashboard_rankings (taken_at, rankings) VALUES (%s, %s)"
+                     " ON CONFLICT (singleton) DO UPDATE SET taken_at = EXCLUDED.taken_at,"
+                     " rankings = EXCLUDED.rankings", (now, Jsonb(rankings(conn))))
         conn.execute("DELETE FROM dashboard_samples WHERE taken_at < %s", (now - SAMPLES_KEPT,))
         conn.execute("DELETE FROM sync_samples WHERE taken_at < %s", (now - SAMPLES_KEPT,))
         conn.execute("DELETE FROM builder_health_samples WHERE checked_at < %s", (now - SAMPLES_KEPT,))
@@ -164,6 +164,7 @@ def take_samples(conn: psycopg.Connection, pypi_serial: int | None = None, *,
 def rankings(conn: psycopg.Connection, *, limit: int = RANKED) -> dict:
     """The rankings a sample stores: each an aggregate over weeks of rows, too costly per page view."""
     q = lambda name, params=None: conn.execute(db.query(name), params).fetchall()  # noqa: E731
+    stats = stats_data(conn, days=30, top=limit)
     return {
         "missing": [{"kind": k, "missing": m, "builds": n, "apt_package": reports.provider(k, m), "examples": ex}
                     for k, m, n, ex in q("dashboard_missing", {"limit": 10})],
@@ -173,6 +174,7 @@ def rankings(conn: psycopg.Connection, *, limit: int = RANKED) -> dict:
                     "skip_reason": skip, "has_wheels": has}
                    for p, n, present, skip, has in q("dashboard_searches", {"limit": limit})],
         "downloads_per_day": [[d.isoformat(), n] for d, n in q("dashboard_downloads_trend")],
+        **{key: stats[key] for key in ("by_target", "by_python", "by_installer")},
     }
 
 
