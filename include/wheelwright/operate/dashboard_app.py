@@ -115,7 +115,8 @@ def line_chart(series: dict[str, list[tuple[datetime, float]]], *, width: int = 
     colours = {}
     for i, (name, values) in enumerate(series.items()):
         colour = colours[name] = COLOURS[i % len(COLOURS)]
-        xy = [(left + plot_w * (t.timestamp() - t0) / span, top + plot_h * (1 - v / ymax)) for t, v in values]
+        xy = [(left + (plot_w * (t.timestamp() - t0) / span if t1 > t0 else plot_w / 2),
+               top + plot_h * (1 - v / ymax)) for t, v in values]
         if len(xy) == 1:
             x, y = xy[0]
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>')
@@ -125,9 +126,10 @@ def line_chart(series: dict[str, list[tuple[datetime, float]]], *, width: int = 
         last_t, last_v = values[-1]
         parts.append(f'<circle cx="{xy[-1][0]:.1f}" cy="{xy[-1][1]:.1f}" r="2.5" fill="{colour}">'
                      f'<title>{_esc(name)}: {last_v:g} at {last_t:%Y-%m-%d %H:%M}</title></circle>')
-    for label, frac in ((datetime.fromtimestamp(t0, points[0][0].tzinfo), 0),
-                        (datetime.fromtimestamp(t1, points[0][0].tzinfo), 1)):
-        anchor = "start" if frac == 0 else "end"
+    ends = [(t0, 0), (t1, 1)] if t1 > t0 else [(t0, 0.5)]
+    for when, frac in ends:
+        label = datetime.fromtimestamp(when, points[0][0].tzinfo)
+        anchor = {0: "start", 1: "end"}.get(frac, "middle")
         parts.append(f'<text x="{left + plot_w * frac:.1f}" y="{height - 6}" class="tick" '
                      f'text-anchor="{anchor}">{label:%d %b %H:%M}</text>')
     parts.append("</svg>")
