@@ -34,9 +34,10 @@ from datetime import date, datetime
 from pathlib import Path
 
 import psycopg
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from wheelwright.catalog import db
+from wheelwright.names import canonical_or_none
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,6 @@ _WHEELWRIGHT = re.compile(
 _COMBINED = re.compile(
     _ADDR + r" \S+ \S+ " + _TIME + r" " + _Q + r" (\d{3}) (\d+|-) " + _Q + r" " + _Q + r"\Z")
 _REQUEST = re.compile(r"([A-Z]{3,7}) (/[!-~]*) HTTP/\d(?:\.\d)?\Z")
-_PROJECT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?\Z")
 _INSTALLER = re.compile(r"(pip|uv)/([0-9A-Za-z.+!-]{1,32})(?: (.*))?\Z")
 _PYTHON = re.compile(r"(\d{1,2})\.(\d{1,3})(?:[.+a-z0-9]*)\Z")
 
@@ -116,9 +116,10 @@ def parse_line(line: str) -> Download | Search | Refusal | None:
         # /simple/<project>/ (or without its slash): a page, found or not
         if status != 404:
             return None
-        if not _PROJECT.match(parts[0]):
+        package = canonical_or_none(parts[0])
+        if package is None:
             return Refusal("a searched project name that is not a valid name", day)
-        return Search(day, canonicalize_name(parts[0]))
+        return Search(day, package)
     if len(parts) != 2 or not parts[1].endswith(".whl") or method != "GET" or status != 200:
         return None  # .metadata, sdists, index pages, HEAD, 304s, partial content: not a download
     project, filename = parts
@@ -126,7 +127,7 @@ def parse_line(line: str) -> Download | Search | Refusal | None:
         name, version, _, tags = parse_wheel_filename(filename)
     except InvalidWheelFilename:
         return Refusal("a wheel file name that does not parse", day)
-    if not _PROJECT.match(project) or canonicalize_name(project) != name:
+    if canonical_or_none(project) != name:
         return Refusal("a wheel under another project's folder", day)
     tag = sorted(tags, key=str)[0]
     installer = _installer(agent)

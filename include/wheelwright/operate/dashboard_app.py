@@ -33,12 +33,12 @@ from markupsafe import Markup
 from wheelwright.catalog import db
 from wheelwright.config import Settings
 from wheelwright.errors import WheelwrightError
+from wheelwright.names import canonical_or_none
 from wheelwright.operate import dashboard
 
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/wheelwright"
-_PROJECT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?\Z")
 _VERSION = re.compile(r"[!-~]{1,128}\Z")
 _LOG_PATH = re.compile(r"logs(?:/[0-9]{1,8})+\.txt\.gz\Z")
 COLOURS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"]
@@ -356,9 +356,10 @@ def create_app(connect: Callable | None = None, output: Callable[[], Path] | Non
         return {"target": target, "paused": False}
 
     def package_name(package: str) -> str:
-        if not _PROJECT.match(package):
+        canonical = canonical_or_none(package) if len(package) <= 256 else None
+        if canonical is None:
             raise HTTPException(422, "not a valid project name")
-        return package
+        return canonical
 
     @app.post("/api/packages/{package}/skip", dependencies=edit)
     def skip(package: str, request: Request, user: GetUserDep, payload=Body(None)):
