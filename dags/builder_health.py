@@ -1,7 +1,8 @@
 """builder_health: every 5 minutes, check each registered builder over SSH, and sample the dashboard.
 
     check_builders (SSH: temperature, load, memory, disk, images) ─▶ builder_health rows the claim reads
-    sample_dashboard (queue depth per target, PyPI's serial, wheels) ─▶ the dashboard's trends
+    sample_dashboard (every 15 minutes: queue depth per target, PyPI's serial, wheels, rankings)
+                                                                    ─▶ the dashboard's trends
 
 A builder too hot, out of disk or unreachable is held: its target's claim hands out nothing until a
 later check finds it recovered. Each builder's Connection (its ``ssh_conn_id`` in the builders table)
@@ -54,7 +55,12 @@ def builder_health():
         from wheelwright.operate.dag_tasks import settings_from_airflow
         from wheelwright.pypi.client import PyPI
 
+        from airflow.sdk.exceptions import AirflowSkipException
+
         settings = settings_from_airflow()
+        with db.connect(settings) as conn:
+            if not dashboard.sample_due(conn):
+                raise AirflowSkipException("the latest sample is recent enough")
         try:
             with PyPI(settings.pypi_url, max_attempts=2) as pypi:
                 pypi_serial = pypi.last_serial()

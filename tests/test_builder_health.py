@@ -210,3 +210,28 @@ def test_builders_and_pauses_from_the_command_line(catalog, catalog_dsn, tmp_pat
                            (TARGET,)).fetchone() == (True, "new fans")
     assert cli("resume", TARGET).returncode == 0
     assert catalog.execute("SELECT paused FROM targets WHERE name = %s", (TARGET,)).fetchone() == (False,)
+
+
+def test_the_builder_health_dag_checks_builders_and_samples_the_dashboard(airflow_env, settings, catalog, sshd,
+                                                                          tmp_path):
+    import sys
+    from support.catalog import REPO
+    use_targets(catalog)
+    add_release(catalog, "foo", "1.0")
+    bh.register(catalog, "pi-1", TARGET, "builder_pi_1", str(tmp_path))
+    conn_json = json.dumps({
+        "conn_type": "ssh", "host": "127.0.0.1", "port": sshd["port"], "login": sshd["login"],
+        "extra": {"key_file": str(sshd["client_key"]), "host_key": sshd["host_key"],
+                  "no_host_key_check": False, "look_for_keys": False}})
+    script = ("import json, sys\nfrom airflow.dag_processing.dagbag import DagBag\n"
+              "bag = DagBag(dag_folder=sys.argv[1])\nassert not bag.import_errors, bag.import_errors\n"
+              "run = bag.get_dag('builder_health').test()\nprint(json.dumps({'state': str(run.state)}))\n")
+    env = dict(airflow_env, WHEELWRIGHT_DSN=settings.dsn, AIRFLOW_CONN_BUILDER_PI_1=conn_json)
+    result = subprocess.run([sys.executable, "-c", script, str(REPO / "dags")], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["state"] == "success"
+    assert catalog.execute("SELECT reachable, held FROM builder_health WHERE builder = 'pi-1'").fetchone() == \
+        (True, False)
+    assert dict(catalog.execute("SELECT target, queue_depth FROM dashboard_samples").fetchall()) == \
+        {TARGET: 1, "cp311-armv7l": 0}, "the second target waits for the first"

@@ -139,3 +139,9 @@ def test_downloads_are_broken_down_by_target_and_python(world):
     assert {r["target"]: r["downloads"] for r in downloads["by_target"]} == {PI: 3, ARM64: 1}
     assert [(r["python"], r["downloads"]) for r in downloads["by_python"]] == [("3.11", 4)]
     assert [(r["installer"], r["version"], r["downloads"]) for r in downloads["by_installer"]] == [("pip", "24.0", 4)]
+
+
+def test_a_sample_is_due_only_when_the_latest_is_old(world):
+    assert not dashboard.sample_due(world), "build_world has just sampled"
+    world.execute("UPDATE sync_samples SET taken_at = taken_at - interval '15 minutes'")
+    assert dashboard.sample_due(world)

@@ -32,6 +32,7 @@ from wheelwright.publish.stats import stats_data
 log = logging.getLogger(__name__)
 
 SAMPLES_KEPT = timedelta(days=90)
+SAMPLE_EVERY = timedelta(minutes=14)   # the builder_health DAG runs every 5 minutes
 PUBLISHER = "publish_index"
 RANKED = 15          # rows of each ranking the page shows
 
@@ -132,10 +133,17 @@ def _rate(success: int, failure: int) -> float | None:
     return None if success + failure == 0 else success / (success + failure)
 
 
+def sample_due(conn: psycopg.Connection, every: timedelta = SAMPLE_EVERY) -> bool:
+    """Whether the latest sample is older than ``every`` (at PyPI's scale a sample takes about a minute:
+    counting each target's whole queue)."""
+    return conn.execute("SELECT coalesce(max(taken_at) < now() - %s, true) FROM sync_samples",
+                        (every,)).fetchone()[0]
+
+
 def take_samples(conn: psycopg.Connection, pypi_serial: int | None = None, *,
                  fresh_window: timedelta = FRESH_WINDOW) -> dict:
     """Sample what is too costly per page view: each enabled target's queue, the wheels' total size,
-    PyPI's serial (given by the caller, who asked PyPI). Old samples are dropped."""
+    PyPI's serial (given by the caller, who asked PyPI), the rankings. Old samples are dropped."""
     targets = [name for (name,) in conn.execute("SELECT name FROM targets WHERE enabled ORDER BY position, name")]
     taken = {}
     with conn.transaction():
