@@ -67,7 +67,7 @@ def test_the_page_shows_the_numbers_and_links_nothing_outside(world):
     html = render_page(dashboard.snapshot(world), user="admin", can_act=True)
     assert f'data-value="{EXPECTED["serial"]}"' in html and f'data-value="{EXPECTED["lag"]}"' in html
     assert "libffi-dev" in html and "too hot: 86.5" in html and "not-built-here" in html
-    assert html.count("<svg") == 5, "builds, queue, lag, downloads and events are charts"
+    assert html.count("<svg") == 6, "builds, queue, lag, downloads, events and temperatures are charts"
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html), "the page must work offline"
     assert "Pause" in html and "Rebuild" in html
 
@@ -145,3 +145,9 @@ def test_a_sample_is_due_only_when_the_latest_is_old(world):
     assert not dashboard.sample_due(world), "build_world has just sampled"
     world.execute("UPDATE sync_samples SET taken_at = taken_at - interval '15 minutes'")
     assert dashboard.sample_due(world)
+
+
+@pytest.mark.parametrize("value, top", [(0, 4), (3, 4), (5, 8), (9, 20), (86.5, 100), (1790, 2000), (886_523, 1_000_000)])
+def test_chart_axes_end_on_round_numbers(value, top):
+    from wheelwright.operate.dashboard_app import _nice_max
+    assert _nice_max(value) == top

@@ -205,7 +205,7 @@ def test_the_page_in_a_browser_shows_the_catalogs_numbers(site):
         depths = browser.evaluate("""Object.fromEntries([...document.querySelectorAll('#targets tr[data-target]')]
             .map(r => [r.dataset.target, r.querySelector('.queue-depth').textContent.trim()]))""")
         assert depths == {k: str(v) for k, v in EXPECTED["queue"].items()}
-        assert browser.evaluate("document.querySelectorAll('svg.chart').length") == 5
+        assert browser.evaluate("document.querySelectorAll('svg.chart').length") == 6
         assert browser.evaluate("document.querySelectorAll('button').length") == 0, "a viewer gets no buttons"
         browser.screenshot(site.folder / "dashboard-viewer.png")
     finally:

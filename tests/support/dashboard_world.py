@@ -123,6 +123,13 @@ def build_world(conn, output: Path, access_log: Path) -> dict:
          now() - interval '9 days', true, 'too hot: 86.5 °C (limit 80 °C)', now() - interval '10 minutes'),
         ('arm-1', now(), true, NULL, 0.4, 0.3, 0.2, 8589934592, 6442450944, 90000000000, 120000000000,
          now() - interval '1 day', false, NULL, NULL)""")
+    # a day of health checks every 30 minutes: pi-2 heating up until it is held
+    conn.execute("""INSERT INTO builder_health_samples (builder, checked_at, reachable, temp_c, load1, disk_free, held)
+        SELECT 'pi-1', now() - i * interval '30 minutes', true, 52 + (i % 5), 1.5, 20000000000, false
+        FROM generate_series(0, 47) i
+        UNION ALL
+        SELECT 'pi-2', now() - i * interval '30 minutes', true, 86.5 - i * 0.6, 3.5, 15000000000, i = 0
+        FROM generate_series(0, 47) i""")
     # downloads and searches, from a real log in the origin's format
     agent = "pip/24.0 " + json.dumps({"python": "3.11.2", "installer": {"name": "pip", "version": "24.0"}})
     when = datetime.now(timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")

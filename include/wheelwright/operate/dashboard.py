@@ -110,7 +110,11 @@ def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = RANKED)
     queue_trend: dict[str, list] = {}
     for target, at, depth in q("dashboard_queue_trend"):
         queue_trend.setdefault(target, []).append([_iso(at), depth])
+    temperature: dict[str, list] = {}
+    for builder, at, temp in q("dashboard_health_trend"):
+        temperature.setdefault(builder, []).append([_iso(at), temp])
     trends = {
+        "temperature": temperature,
         "builds": over_time,
         "queue": queue_trend,
         "lag": [[_iso(at), lag] for at, lag in q("dashboard_lag_trend")],

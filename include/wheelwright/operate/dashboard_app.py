@@ -47,12 +47,12 @@ COLOURS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#c
 # --- charts: pure functions from numbers to inline SVG --------------------------------------------
 
 def _nice_max(value: float) -> float:
-    """The top of a y axis with four gridlines at round numbers (1, 2 or 5 times a power of ten apart)."""
+    """The top of a y axis with four gridlines at round numbers (1, 2, 2.5 or 5 times a power of ten)."""
     if value <= 0:
         return 4
     tick = value / 4
     exponent = 10 ** math.floor(math.log10(tick))
-    for step in (1, 2, 5, 10):
+    for step in ((1, 2, 2.5, 5, 10) if exponent >= 10 else (1, 2, 5, 10)):  # counts keep whole ticks
         if tick <= step * exponent:
             return 4 * step * exponent
     return 40 * exponent
@@ -219,6 +219,9 @@ def charts(data: dict) -> dict[str, Markup]:
                           title="lag behind PyPI"),
         "downloads": bar_chart([d[5:] for d, _ in trends["downloads"]],
                                {"downloads": [n for _, n in trends["downloads"]]}, title="downloads per day"),
+        "temperature": line_chart({builder: [(datetime.fromisoformat(t), v) for t, v in points]
+                                   for builder, points in trends["temperature"].items()},
+                                  title="builder CPU temperature"),
         "events": bar_chart([datetime.fromisoformat(e["hour"]).strftime("%H:00") for e in trends["events"]],
                             {"events": [e["events"] for e in trends["events"]]},
                             colours={"events": "#9333ea"}, title="PyPI events per hour"),
