@@ -20,7 +20,7 @@ ALTER TABLE targets ADD COLUMN paused_at timestamptz;
 
 CREATE TABLE builders (
     name            text PRIMARY KEY,
-    target          text NOT NULL,            -- the target (targets.name) whose queue it serves
+    target          text NOT NULL REFERENCES targets (name),  -- the target whose queue it serves
     ssh_conn_id     text NOT NULL,            -- Airflow Connection (ssh) with the host key pinned
     build_dir       text NOT NULL,            -- where its builds run: free disk is measured there
     images_dir      text,                     -- its target images (freshness = newest entry's age)
