@@ -278,6 +278,7 @@ def create_app(connect: Callable | None = None, output: Callable[[], Path] | Non
 
     connect = connect or default_connect
     output = output or default_output
+    _templates().get_template("dashboard.html")  # compile once, at start-up, not on the first view
     read = [Depends(requires_access_dag("GET"))]
     edit = [Depends(requires_access_dag("PUT"))]
     app = FastAPI(title="wheelwright dashboard", docs_url=None, redoc_url=None, openapi_url=None)
