@@ -19,12 +19,14 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 # canonicalises project names), Varnish with the xkey vmod
 # (the edge), bubblewrap (the build sandbox), qemu-user with binfmt and mmdebstrap (Pi images on any
 # machine), Chromium (the dashboard seen in a browser), docker-compose (validates the compose file),
-# redis (the broker). Installed once, as root, when any is missing.
-SYSTEM_PACKAGES := nginx libnginx-mod-http-perl varnish varnish-modules bubblewrap qemu-user-static binfmt-support mmdebstrap \
-                   chromium docker-compose redis-server
+# redis (the broker), an OpenSSH server (a builder whose health is checked over SSH). Installed once, as
+# root, when any is missing.
+SYSTEM_PACKAGES := nginx libnginx-mod-http-perl varnish varnish-modules bubblewrap qemu-user-static \
+                   binfmt-support mmdebstrap chromium docker-compose redis-server openssh-server
 SYSTEM_COMMANDS := /usr/sbin/nginx /usr/lib/nginx/modules/ngx_http_perl_module.so /usr/sbin/varnishd /usr/bin/bwrap \
                    /usr/bin/qemu-arm-static /usr/sbin/update-binfmts \
-                   /usr/bin/mmdebstrap /usr/bin/chromium /usr/bin/docker-compose /usr/bin/redis-server
+                   /usr/bin/mmdebstrap /usr/bin/chromium /usr/bin/docker-compose /usr/bin/redis-server \
+                   /usr/sbin/sshd
 .PHONY: setup run test bench system-packages
 system-packages:
 	@missing=0; for c in $(SYSTEM_COMMANDS); do [ -x $$c ] || missing=1; done; \

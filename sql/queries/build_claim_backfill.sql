@@ -6,6 +6,7 @@ SELECT q.package, q.version, t.abi, t.name, 'building'
 FROM build_queue(%(target)s, %(fresh)s) AS q
 CROSS JOIN targets t
 WHERE t.name = %(target)s AND q.backfill
+  AND target_takes_builds(t.name)     -- paused by an operator, or every builder held (020)
 ORDER BY q.released DESC, q.package, q.version
 LIMIT %(limit)s
 ON CONFLICT (package, version, target) WHERE status = 'building' DO NOTHING

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from wheelwright.operate.admin import add_commands
     add_commands(sub, _ready_connection)
+    from wheelwright.operate import builder_health    # builders, pause and resume (the dashboard's too)
+    builder_health.add_commands(sub, _ready_connection)
 
     runp = sub.add_parser("run", help="run everything here: the catalog, Airflow with the DAGs")
     runp.add_argument("--pypi", choices=("live", "double"), default="live",

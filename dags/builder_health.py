@@ -1,0 +1,77 @@
+"""builder_health: every 5 minutes, check each registered builder over SSH, and sample the dashboard.
+
+    check_builders (SSH: temperature, load, memory, disk, images) ─▶ builder_health rows the claim reads
+    sample_dashboard (every 15 minutes: queue depth per target, PyPI's serial, wheels, rankings)
+                                                                    ─▶ the dashboard's trends
+
+A builder too hot, out of disk or unreachable is held: its target's claim hands out nothing until a
+later check finds it recovered. Each builder's Connection (its ``ssh_conn_id`` in the builders table)
+pins its host key. Both tasks run on the index host (queue ``default``).
+
+All the logic is in ``wheelwright.operate.builder_health`` and ``wheelwright.operate.dashboard``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, task
+
+INDEX_HOST_QUEUE = "default"
+
+
+@dag(
+    dag_id="builder_health",
+    schedule="*/5 * * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(minutes=30),
+    default_args={"queue": INDEX_HOST_QUEUE, "retries": 1, "retry_delay": timedelta(minutes=1)},
+    tags=["wheelwright", "operations"],
+    doc_md=__doc__,
+)
+def builder_health():
+    @task
+    def check_builders() -> dict:
+        """Reach every registered builder, record its health, hold or release it."""
+        from airflow.providers.ssh.hooks.ssh import SSHHook
+
+        from wheelwright.catalog import db
+        from wheelwright.operate import builder_health as health
+        from wheelwright.operate.dag_tasks import settings_from_airflow
+
+        with db.connect(settings_from_airflow()) as conn:
+            db.require_schema(conn)
+            return health.check_all(conn, lambda conn_id: SSHHook(ssh_conn_id=conn_id).get_conn())
+
+    @task
+    def sample_dashboard() -> dict:
+        """Sample what the dashboard cannot count per page view: queues, PyPI's serial, wheels."""
+        from wheelwright.catalog import db
+        from wheelwright.errors import WheelwrightError
+        from wheelwright.operate import dashboard
+        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.pypi.client import PyPI
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        settings = settings_from_airflow()
+        with db.connect(settings) as conn:
+            if not dashboard.sample_due(conn):
+                raise AirflowSkipException("the latest sample is recent enough")
+        try:
+            with PyPI(settings.pypi_url, max_attempts=2) as pypi:
+                pypi_serial = pypi.last_serial()
+        except (WheelwrightError, OSError):
+            pypi_serial = None  # the sample still counts the queues; the lag waits for the next one
+        with db.connect(settings) as conn:
+            db.require_schema(conn)
+            return dashboard.take_samples(conn, pypi_serial)
+
+    check_builders()
+    sample_dashboard()
+
+
+builder_health()
