@@ -145,12 +145,13 @@ def test_a_target_added_to_the_file_but_not_to_compose_is_reported():
     assert stack.check_compose(document, two) == ["no worker serves queue 'cp311-armv7l'"]
 
 
-def test_builders_get_neither_database_nor_catalog_credentials(committed):
+def test_builders_get_neither_database_credentials_nor_the_jwt_secret(committed):
     document, _ = committed
     for name, spec in document["services"].items():
         env = spec.get("environment", {})
         if name.startswith("worker-") and name != "worker-index":
             assert "WHEELWRIGHT_DSN" not in env and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env
+            assert "AIRFLOW__API_AUTH__JWT_SECRET" not in env, "a builder never holds the key that mints tokens"
             assert not any("PASSWORD" in k for k in env)
     index_side = {"airflow-init", "api-server", "scheduler", "dag-processor", "triggerer", "worker-index"}
     for name in index_side:
@@ -208,6 +209,15 @@ def test_volumes_hold_the_catalog_the_tree_the_home_and_the_logs(committed):
     assert f"incoming:{stack.INCOMING}" in services["worker-index"]["volumes"]
     assert f"incoming:{stack.SFTP_INCOMING}" in services["sftp"]["volumes"]
     assert services["varnish"]["volumes"] == ["./varnish/default.vcl:/etc/varnish/default.vcl:ro"]
+
+
+def test_a_builder_given_the_index_hosts_secrets_is_reported():
+    targets = enabled_targets()
+    document = yaml.safe_load(stack.render(targets))
+    builder = stack.builder_account(targets[0])
+    document["services"][builder]["environment"]["WHEELWRIGHT_DSN"] = "postgresql://wheelwright:x@postgres/wheelwright"
+    assert stack.check_compose(document, targets) == [
+        f"builder {builder} is given the index host's secrets (WHEELWRIGHT_DSN)"]
 
 
 def test_a_secret_with_a_default_is_reported():

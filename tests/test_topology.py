@@ -110,7 +110,7 @@ def topology(tmp_path_factory, pg_server):
                    **shared, "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                    "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(root / "logs")}
             if side == "builder":
-                for key in ("WHEELWRIGHT_DSN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+                for key in ("WHEELWRIGHT_DSN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__API_AUTH__JWT_SECRET"):
                     env.pop(key, None)
                 # a builder has no database: point Airflow at one nobody listens on, so any use fails
                 env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = \

@@ -114,6 +114,12 @@ def _http_ok(url: str) -> tuple[str, ...]:
     return ("CMD", "python", "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=10)")
 
 
+def _answers_http(port: int) -> tuple[str, ...]:
+    """A probe for images without Python or curl (nginx, varnish: Debian, so bash): any HTTP answer."""
+    return ("CMD", "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'HEAD / HTTP/1.0\\r\\n\\r\\n' >&3 "
+            "&& head -c 5 <&3 | grep -q HTTP/")
+
+
 def _job_alive(job: str) -> tuple[str, ...]:
     return ("CMD", "airflow", "jobs", "check", "--job-type", job, "--local")
 
@@ -170,8 +176,9 @@ def airflow_environment(side: str, *, broker: str, result_backend: str, api_url:
     """The environment every Airflow process of the stack shares; the index side adds the databases.
 
     Builders get no database URL at all: they reach the broker (tasks and results both in Redis) and the
-    API server, nothing else. Only the API server signs task tokens, but Airflow 3.3 checks the JWT
-    secret's presence in every process that loads the API settings, so every process gets the same one.
+    API server, nothing else. Nor do they get the JWT secret: the scheduler signs each task's token and
+    the workload carries it, so a builder (a Pi anywhere) never holds the key that mints tokens. Every
+    process shares the API secret key (a worker's log server checks the API server's requests with it).
     """
     env = {
         "WHEELWRIGHT_HOME": HOME,
@@ -185,11 +192,11 @@ def airflow_environment(side: str, *, broker: str, result_backend: str, api_url:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
         "AIRFLOW__CELERY__BROKER_URL": broker,
         "AIRFLOW__CELERY__RESULT_BACKEND": result_backend,
-        "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret,
         "AIRFLOW__API__SECRET_KEY": secret_key,
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": f"{LOGS}/airflow",
     }
     if side == "index":
+        env["AIRFLOW__API_AUTH__JWT_SECRET"] = jwt_secret
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url
         env["WHEELWRIGHT_DSN"] = catalog_dsn
     return env
@@ -306,9 +313,7 @@ def compose_document(targets: list[Target]) -> dict:
         "image": "nginx:stable-bookworm",
         "volumes": [f"www:{WWW}:ro", "./nginx/wheelwright.conf:/etc/nginx/conf.d/default.conf:ro",
                     "logs:/var/log/nginx"],
-        "healthcheck": _healthcheck(("CMD", "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/80 && printf "
-                                     "'HEAD / HTTP/1.0\\r\\n\\r\\n' >&3 && head -c 5 <&3 | grep -q HTTP/"),
-                                    "30s", 5, "10s"),
+        "healthcheck": _healthcheck(_answers_http(80), "30s", 5, "10s"),
         "restart": "unless-stopped",
     }
     # The edge: the cdn work's VCL (varnish/default.vcl, its backend the nginx service on port 80).
@@ -318,7 +323,7 @@ def compose_document(targets: list[Target]) -> dict:
         "environment": {"VARNISH_SIZE": "${WHEELWRIGHT_EDGE_CACHE:-1G}"},
         "ports": ["${WHEELWRIGHT_EDGE_BIND:-0.0.0.0}:${WHEELWRIGHT_EDGE_PORT:-80}:80"],
         "depends_on": _ready("nginx"),
-        "healthcheck": _healthcheck(("CMD", "varnishadm", "ping"), "30s", 5, "10s"),
+        "healthcheck": _healthcheck(_answers_http(80), "30s", 5, "10s"),
         "restart": "unless-stopped",
     }
     builders = [s.name for s in topology(targets) if s.side == "builder"]
@@ -353,9 +358,9 @@ def render(targets: list[Target]) -> str:
 
 # --- the checks an operator would make by reading it -------------------------------------------------
 
-_BROKER_KEYS = ("AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
-                "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL")
+_SHARED_KEYS = ("AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
+                "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL")
+_INDEX_ONLY_KEYS = ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "WHEELWRIGHT_DSN")
 _SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY\b|HOST_KEY")
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
@@ -387,8 +392,10 @@ def check_compose(document: dict, targets: list[Target], text: str | None = None
         problems.append("airflow-init does not run `python -m wheelwright.operate.stack init` "
                         "(which creates the pools from the targets)")
     airflow = {n: s for n, s in services.items() if "AIRFLOW__CORE__EXECUTOR" in s.get("environment", {})}
-    for key in _BROKER_KEYS:
-        values = {s["environment"].get(key) for s in airflow.values()}
+    builders = {n for n, s in airflow.items() if any(q != INDEX_QUEUE for q in _queues_of(s.get("command", [])))}
+    for key in _SHARED_KEYS + _INDEX_ONLY_KEYS:
+        among = [s for n, s in airflow.items() if key in _SHARED_KEYS or n not in builders]
+        values = {s["environment"].get(key) for s in among}
         if len(values) != 1 or None in values:
             problems.append(f"the Airflow services disagree on {key}: {sorted(map(str, values))}")
     broker = next(iter(airflow.values()), {}).get("environment", {}).get("AIRFLOW__CELERY__BROKER_URL", "")
@@ -399,10 +406,10 @@ def check_compose(document: dict, targets: list[Target], text: str | None = None
         if spec.get("command", [None])[0] == "airflow" or name == "airflow-init":
             if name not in airflow:
                 problems.append(f"{name} runs Airflow without the stack's environment")
-        if any(q not in (INDEX_QUEUE,) for q in _queues_of(spec.get("command", []))):
-            leaked = [k for k in env if k in ("WHEELWRIGHT_DSN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")]
+        if name in builders:
+            leaked = [k for k in env if k in _INDEX_ONLY_KEYS]
             if leaked:
-                problems.append(f"builder {name} is given database credentials ({', '.join(leaked)})")
+                problems.append(f"builder {name} is given the index host's secrets ({', '.join(leaked)})")
         for port in spec.get("ports", []):
             if name not in ("api-server", "varnish"):
                 problems.append(f"{name} publishes port {port}: only the edge and the UI may")
