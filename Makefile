@@ -18,11 +18,13 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 # Debian packages the product and its tests run for real: nginx (the origin), Varnish with the xkey vmod
 # (the edge), bubblewrap (the build sandbox), qemu-user with binfmt and mmdebstrap (Pi images on any
 # machine), Chromium (the dashboard seen in a browser), docker-compose (validates the compose file),
-# redis (the broker). Installed once, as root, when any is missing.
+# redis (the broker), OpenSSH's server (checks the SFTP endpoint's sshd_config). Installed once, as root,
+# when any is missing.
 SYSTEM_PACKAGES := nginx varnish varnish-modules bubblewrap qemu-user-static binfmt-support mmdebstrap \
-                   chromium docker-compose redis-server
+                   chromium docker-compose redis-server openssh-server
 SYSTEM_COMMANDS := /usr/sbin/nginx /usr/sbin/varnishd /usr/bin/bwrap /usr/bin/qemu-arm-static \
-                   /usr/bin/mmdebstrap /usr/bin/chromium /usr/bin/docker-compose /usr/bin/redis-server
+                   /usr/bin/mmdebstrap /usr/bin/chromium /usr/bin/docker-compose /usr/bin/redis-server \
+                   /usr/sbin/sshd
 .PHONY: setup run test bench system-packages
 system-packages:
 	@missing=0; for c in $(SYSTEM_COMMANDS); do [ -x $$c ] || missing=1; done; \

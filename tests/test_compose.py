@@ -248,8 +248,10 @@ def test_the_image_installs_the_package_once_and_runs_unprivileged():
 
 # --- the SFTP endpoint ---------------------------------------------------------------------------
 
-def test_the_sftp_endpoint_takes_keys_only_from_builders_and_confines_them():
-    config = stack.sshd_config("/etc/ssh/ssh_host_ed25519_key")
+def test_the_sftp_endpoint_takes_keys_only_from_builders_and_confines_them(tmp_path):
+    host_key = tmp_path / "ssh_host_ed25519_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+    config = stack.sshd_config(str(host_key))
     lines = {line.split()[0]: line.split(None, 1)[1] for line in config.splitlines()
              if line and not line.startswith("#")}
     assert lines["PasswordAuthentication"] == "no" and lines["PermitRootLogin"] == "no"
@@ -257,11 +259,14 @@ def test_the_sftp_endpoint_takes_keys_only_from_builders_and_confines_them():
     assert lines["ChrootDirectory"] == stack.SFTP_ROOT
     assert lines["ForceCommand"] == "internal-sftp -u 0007 -d /incoming"
     assert lines["DisableForwarding"] == "yes"
-    check = subprocess.run(["/usr/sbin/sshd", "-t", "-f", "/dev/stdin", "-h", "/dev/null"],
-                           input=config.replace("HostKey /etc/ssh/ssh_host_ed25519_key\n", ""),
+    (tmp_path / "sshd_config").write_text(config)
+    try:  # sshd -t wants its privilege separation folder, which Debian makes when the service starts
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    except PermissionError:
+        pytest.skip("sshd -t needs /run/sshd, which only root can make")
+    check = subprocess.run(["/usr/sbin/sshd", "-t", "-f", str(tmp_path / "sshd_config")],
                            capture_output=True, text=True)
-    assert "Bad configuration option" not in check.stderr and "unsupported option" not in check.stderr, \
-        check.stderr
+    assert check.returncode == 0, f"OpenSSH's sshd refuses the configuration: {check.stderr}"
 
 
 def test_builder_keys_are_one_valid_account_and_one_key_each(tmp_path):
