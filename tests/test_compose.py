@@ -195,7 +195,9 @@ def test_services_wait_for_what_they_need_to_be_ready(committed):
         assert services[name]["depends_on"]["airflow-init"] == {"condition": "service_completed_successfully"}
         assert "healthcheck" in services[name]
     assert services["worker-index"]["depends_on"]["sftp"] == {"condition": "service_healthy"}
-    assert services["varnish"]["depends_on"] == {"nginx": {"condition": "service_healthy"}}
+    assert services["varnish"]["depends_on"] == {"nginx": {"condition": "service_healthy"},
+                                                 "worker-index": {"condition": "service_started"}}, \
+        "the edge's VCL names the publisher, resolved when it loads"
 
 
 def test_volumes_hold_the_catalog_the_tree_the_home_and_the_logs(committed):
@@ -208,7 +210,22 @@ def test_volumes_hold_the_catalog_the_tree_the_home_and_the_logs(committed):
     # the index host's worker and the SFTP endpoint see one incoming folder
     assert f"incoming:{stack.INCOMING}" in services["worker-index"]["volumes"]
     assert f"incoming:{stack.SFTP_INCOMING}" in services["sftp"]["volumes"]
-    assert services["varnish"]["volumes"] == ["./varnish/default.vcl:/etc/varnish/default.vcl:ro"]
+    assert services["varnish"]["volumes"] == ["./varnish/wheelwright.vcl:/etc/wheelwright/wheelwright.vcl:ro"]
+
+
+def test_the_edge_runs_the_repositorys_vcl_with_its_deploy_lines_set_for_the_stack(committed, tmp_path):
+    vcl = REPO / stack.VCL
+    if not vcl.exists():
+        pytest.skip(f"{stack.VCL} is not in this checkout yet (it comes with the CDN work)")
+    command = committed[0]["services"]["varnish"]["command"][2]
+    sed = command.split(" > ")[0].replace("/etc/wheelwright/wheelwright.vcl", str(vcl))
+    deployed = subprocess.run(["sh", "-c", sed], capture_output=True, text=True, check=True).stdout
+    assert re.search(r'\.host = "nginx";\s*# DEPLOY', deployed), "the origin is the nginx service"
+    assert re.search(r'\.port = "80";\s*# DEPLOY', deployed)
+    assert re.search(r'"worker-index";\s*# DEPLOY: who may purge', deployed), "the publisher may purge"
+    assert deployed.count("\n") == vcl.read_text().count("\n"), "nothing else changes"
+    worker_env = committed[0]["services"]["worker-index"]["environment"]
+    assert worker_env["WHEELWRIGHT_CDN"] == "varnish:http://varnish:80", "the publisher purges this edge"
 
 
 def test_a_builder_given_the_index_hosts_secrets_is_reported():

@@ -143,7 +143,7 @@ def topology(targets: list[Target]) -> list[Service]:
         Service("triggerer", ("airflow", "triggerer"), "index", health=_job_alive("TriggererJob")),
         Service("worker-index", worker_argv("worker-index", (INDEX_QUEUE,), "4"), "index",
                 queues=(INDEX_QUEUE,), health=_celery_ping("worker-index"),
-                env={"WHEELWRIGHT_OUTPUT": WWW}),
+                env={"WHEELWRIGHT_OUTPUT": WWW, "WHEELWRIGHT_CDN": "varnish:http://varnish:80"}),
     ]
     for target in targets:
         if not target.enabled:
@@ -231,6 +231,21 @@ def _healthcheck(test: tuple[str, ...], interval: str = "30s", retries: int = 5,
             "start_period": start_period}
 
 
+VCL = "varnish/wheelwright.vcl"
+# The VCL's DEPLOY lines, as this stack fills them in: the origin is the nginx service, and the index
+# host's worker (the publisher) is who may purge.
+VCL_DEPLOY = (('"127.0.0.1";', "# DEPLOY: the nginx origin", '"nginx";'),
+              ('"8080";', "# DEPLOY", '"80";'),
+              ('"127.0.0.1";', "# DEPLOY: who may purge", '"worker-index";'))
+
+
+def vcl_deploy_sed(path: str) -> str:
+    """A sed command printing the VCL at ``path`` with VCL_DEPLOY's lines filled in (the edge's image
+    has a shell and sed, not Python)."""
+    rules = " ".join(f"-e 's/{old}\\( *{mark}\\)/{new}\\1/'" for old, mark, new in VCL_DEPLOY)
+    return f"sed {rules} {path}"
+
+
 def _ready(*names: str, completed: tuple[str, ...] = ()) -> dict:
     return {**{n: {"condition": "service_healthy"} for n in names},
             **{n: {"condition": "service_completed_successfully"} for n in completed}}
@@ -316,13 +331,16 @@ def compose_document(targets: list[Target]) -> dict:
         "healthcheck": _healthcheck(_answers_http(80), "30s", 5, "10s"),
         "restart": "unless-stopped",
     }
-    # The edge: the cdn work's VCL (varnish/default.vcl, its backend the nginx service on port 80).
+    # The edge: varnish/wheelwright.vcl with its DEPLOY lines set for this stack (the official image
+    # carries varnish-modules, hence xkey). Its ACL names worker-index, resolved when the VCL loads.
     services["varnish"] = {
         "image": "varnish:7.6",
-        "volumes": ["./varnish/default.vcl:/etc/varnish/default.vcl:ro"],
+        "volumes": [f"./{VCL}:/etc/wheelwright/wheelwright.vcl:ro"],
         "environment": {"VARNISH_SIZE": "${WHEELWRIGHT_EDGE_CACHE:-1G}"},
+        "command": ["sh", "-c", f"{vcl_deploy_sed('/etc/wheelwright/wheelwright.vcl')} > /tmp/wheelwright.vcl "
+                    "&& exec varnishd -F -f /tmp/wheelwright.vcl -a http=:80,HTTP -s malloc,$$VARNISH_SIZE"],
         "ports": ["${WHEELWRIGHT_EDGE_BIND:-0.0.0.0}:${WHEELWRIGHT_EDGE_PORT:-80}:80"],
-        "depends_on": _ready("nginx"),
+        "depends_on": {**_ready("nginx"), "worker-index": {"condition": "service_started"}},
         "healthcheck": _healthcheck(_answers_http(80), "30s", 5, "10s"),
         "restart": "unless-stopped",
     }
