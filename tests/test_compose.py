@@ -302,6 +302,13 @@ def test_builder_keys_are_one_valid_account_and_one_key_each(tmp_path):
         stack.builder_keys(tmp_path)
 
 
+def test_a_builder_whose_key_is_removed_is_locked_out_at_the_next_start(tmp_path):
+    keys = tmp_path / "authorized"
+    stack.install_keys({"pi-kitchen": "ssh-ed25519 AAAA", "pi-garage": "ssh-ed25519 BBBB"}, keys)
+    stack.install_keys({"pi-garage": "ssh-ed25519 BBBB"}, keys)
+    assert {p.name: p.read_text() for p in keys.iterdir()} == {"pi-garage": "ssh-ed25519 BBBB\n"}
+
+
 def test_keys_are_made_once_per_builder_and_the_host_key_is_printed(tmp_path):
     targets = parse_targets(THREE_TARGETS)
     host_line = stack.make_keys(tmp_path, targets)

@@ -183,6 +183,8 @@ def airflow_environment(side: str, *, broker: str, result_backend: str, api_url:
     env = {
         "WHEELWRIGHT_HOME": HOME,
         "WHEELWRIGHT_PYPI_URL": "${WHEELWRIGHT_PYPI_URL:-https://pypi.org/pypi}",
+        # our own published index, beside PyPI, for build dependencies (through the edge's cache)
+        "WHEELWRIGHT_INDEX_URL": "http://varnish/simple/",
         "AIRFLOW_HOME": f"{HOME}/airflow",
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CORE__DAGS_FOLDER": f"{APP}/dags",
@@ -565,6 +567,18 @@ LogLevel VERBOSE
 """
 
 
+def install_keys(accounts: dict[str, str], folder: Path) -> None:
+    """sshd's AuthorizedKeysFile folder: one file per account, exactly the accounts given. A restarted
+    container keeps its files, so a builder whose .pub was removed must lose its file here too."""
+    folder.mkdir(mode=0o755, exist_ok=True)
+    for stale in folder.iterdir():
+        if stale.name not in accounts:
+            stale.unlink()
+    for account, line in accounts.items():
+        (folder / account).write_text(line + "\n")
+        (folder / account).chmod(0o644)
+
+
 def sftpd(keys_folder: str = BUILDER_KEYS, host_key_secret: str = "/run/secrets/sftp_host_key") -> None:
     """The sftp service (as root in its container): one account per builder key, then sshd."""
     accounts = builder_keys(Path(keys_folder))
@@ -572,14 +586,11 @@ def sftpd(keys_folder: str = BUILDER_KEYS, host_key_secret: str = "/run/secrets/
         raise ConfigError(f"no builder keys in {keys_folder}: `python -m wheelwright.operate.stack keys` "
                           "makes one per builder of the stack")
     subprocess.run(["groupadd", "--force", "--system", "wheelwright-builders"], check=True)
-    keys = Path("/etc/ssh/wheelwright-keys")
-    keys.mkdir(mode=0o755, exist_ok=True)
-    for account, line in accounts.items():
+    for account in accounts:
         if subprocess.run(["id", "-u", account], capture_output=True).returncode != 0:
             subprocess.run(["useradd", "--system", "--gid", "wheelwright-builders", "--no-create-home",
                             "--home-dir", "/incoming", "--shell", "/usr/sbin/nologin", account], check=True)
-        (keys / account).write_text(line + "\n")
-        (keys / account).chmod(0o644)
+    install_keys(accounts, Path("/etc/ssh/wheelwright-keys"))
     host_key = Path("/etc/ssh/ssh_host_ed25519_key")
     shutil.copyfile(host_key_secret, host_key)    # sshd wants it owned by root, mode 0600
     host_key.chmod(0o600)
