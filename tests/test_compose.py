@@ -195,6 +195,8 @@ def test_services_wait_for_what_they_need_to_be_ready(committed):
         assert services[name]["depends_on"]["airflow-init"] == {"condition": "service_completed_successfully"}
         assert "healthcheck" in services[name]
     assert services["worker-index"]["depends_on"]["sftp"] == {"condition": "service_healthy"}
+    assert services["nginx"]["depends_on"] == {"airflow-init": {"condition": "service_completed_successfully"}}, \
+        "airflow-init mounts the published tree first, so the publisher owns it"
     assert services["varnish"]["depends_on"] == {"nginx": {"condition": "service_healthy"},
                                                  "worker-index": {"condition": "service_started"}}, \
         "the edge's VCL names the publisher, resolved when it loads"
@@ -205,6 +207,10 @@ def test_volumes_hold_the_catalog_the_tree_the_home_and_the_logs(committed):
     assert "catalog:/var/lib/postgresql/data" in services["postgres"]["volumes"]
     assert f"www:{stack.WWW}" in services["worker-index"]["volumes"]
     assert f"www:{stack.WWW}:ro" in services["nginx"]["volumes"]
+    assert "origin-logs:/var/log/nginx" in services["nginx"]["volumes"]
+    assert "origin-logs:/var/log/nginx:ro" in services["worker-index"]["volumes"]
+    assert {f"www:{stack.WWW}", f"incoming:{stack.INCOMING}", f"logs:{stack.LOGS}"} \
+        <= set(services["airflow-init"]["volumes"]), "the image's owners reach the shared volumes first"
     assert f"home-index:{stack.HOME}" in services["scheduler"]["volumes"]
     assert f"logs:{stack.LOGS}" in services["worker-cp311-x86-64"]["volumes"]
     # the index host's worker and the SFTP endpoint see one incoming folder

@@ -293,7 +293,9 @@ def compose_document(targets: list[Target]) -> dict:
                 "WHEELWRIGHT_POSTGRES_ADMIN": "postgresql://postgres@postgres/postgres",
             })
             spec["depends_on"] = _ready("postgres", "redis")
-            spec["volumes"] = ["home-index:" + HOME]
+            # the first container to mount a fresh volume gives it its owner: this image's, so that
+            # `wheelwright` (not root) owns the tree, the incoming folder and the logs
+            spec["volumes"] = ["home-index:" + HOME, "www:" + WWW, "incoming:" + INCOMING, "logs:" + LOGS]
             spec["restart"] = "on-failure"
         else:
             spec["depends_on"] = _ready("postgres", "redis", completed=("airflow-init",))
@@ -305,7 +307,8 @@ def compose_document(targets: list[Target]) -> dict:
             spec["ports"] = ["${WHEELWRIGHT_UI_BIND:-127.0.0.1}:${WHEELWRIGHT_UI_PORT:-8080}:%d" % API_PORT]
             spec["environment"]["AIRFLOW__API__BASE_URL"] = "${WHEELWRIGHT_UI_URL:-http://localhost:8080}"
         if service.name == "worker-index":
-            spec["volumes"] += ["www:" + WWW, "incoming:" + INCOMING]
+            # the origin's access log, read by the index host (downloads and searches)
+            spec["volumes"] += ["www:" + WWW, "incoming:" + INCOMING, "origin-logs:/var/log/nginx:ro"]
             spec["depends_on"].update(_ready("sftp"))
         if service.side == "builder":
             spec["volumes"] = [f"home-{service.name}:{HOME}", "logs:" + LOGS]
@@ -329,7 +332,8 @@ def compose_document(targets: list[Target]) -> dict:
     services["nginx"] = {
         "image": "nginx:stable-bookworm",
         "volumes": [f"www:{WWW}:ro", "./nginx/wheelwright.conf:/etc/nginx/conf.d/default.conf:ro",
-                    "logs:/var/log/nginx"],
+                    "origin-logs:/var/log/nginx"],
+        "depends_on": _ready(completed=("airflow-init",)),   # which made `www` the publisher's
         "healthcheck": _healthcheck(_answers_http(80), "30s", 5, "10s"),
         "restart": "unless-stopped",
     }
@@ -348,7 +352,8 @@ def compose_document(targets: list[Target]) -> dict:
     }
     builders = [s.name for s in topology(targets) if s.side == "builder"]
     document["services"] = services
-    document["volumes"] = {v: {} for v in ["catalog", "broker", "www", "incoming", "logs", "home-index",
+    document["volumes"] = {v: {} for v in ["catalog", "broker", "www", "incoming", "logs", "origin-logs",
+                                            "home-index",
                                             *(f"home-{b}" for b in builders)]}
     document["secrets"] = {"sftp_host_key": {"file": "./secrets/sftp_host_ed25519_key"},
                            **{b: {"file": f"./secrets/builders/{b}"} for b in builders}}
