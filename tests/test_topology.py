@@ -7,8 +7,9 @@ place of service names, and ``airflow-init`` is ``stack.init`` itself, making th
 their roles on the real PostgreSQL (the session's embedded one), the catalog schema, Airflow's
 migration, the pools and the Variables. Redis requires a password. The index host's SFTP endpoint
 (``operate/sftp_server.py``) has one account per builder, each with its own key. Builders get no
-database URL at all (a dead one, so any attempt would fail): they reach the broker, the API server and
-the SFTP endpoint only.
+database URL (a dead one, so any attempt would fail) and no JWT secret: they reach the broker, the API
+server and the SFTP endpoint only. There is no edge here (the publisher purges nothing) and no triggerer
+(no DAG defers).
 
 Then PyPI (the double) announces a new release; ``pypi_sync`` is triggered once, and everything after it
 happens because the Assets say so: ``build_wheels`` builds on the target's own worker, sends the wheel
@@ -106,12 +107,15 @@ def topology(tmp_path_factory, pg_server):
                         "WHEELWRIGHT_PYPI_URL", "WHEELWRIGHT_INDEX_URL"):
                 shared.pop(key)
             # the incoming folders' Variables come from airflow-init, as in production
-            env = {**base, **{k: v for k, v in world.env.items() if not k.startswith(("AIRFLOW_CONN", "AIRFLOW_VAR"))},
-                   # only the DAGs under test run (unpaused by the test); asset schedules need the job schedule
-                   **shared, "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            world_env = {k: v for k, v in world.env.items() if not k.startswith(("AIRFLOW_CONN", "AIRFLOW_VAR"))}
+            env = {**base, **world_env, **shared,
+                   # only the DAGs under test run (the test unpauses them); asset schedules need the job
+                   # schedule, so it stays on
+                   "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                    "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(root / "logs")}
             if side == "builder":
-                for key in ("WHEELWRIGHT_DSN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__API_AUTH__JWT_SECRET"):
+                for key in ("WHEELWRIGHT_DSN", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                            "AIRFLOW__API_AUTH__JWT_SECRET"):
                     env.pop(key, None)
                 # a builder has no database: point Airflow at one nobody listens on, so any use fails
                 env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = \
@@ -141,8 +145,8 @@ def topology(tmp_path_factory, pg_server):
                     sftp.host_key_line)
                 builders[service.name] = _start_with_env(stack_, service.name, args, env)
             else:
-                # the index host's published tree is this machine's folder, not the container's path
-                extra = {k: v for k, v in service.env.items() if k != "WHEELWRIGHT_OUTPUT"}
+                # the published tree is this machine's folder, not the container's path; no edge to purge
+                extra = {k: v for k, v in service.env.items() if k not in ("WHEELWRIGHT_OUTPUT", "WHEELWRIGHT_CDN")}
                 stack_.start(service.name, *args, extra_env=extra)
         stack_.wait_core()
         for name, process in builders.items():
