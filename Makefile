@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 # canonicalises project names), Varnish with the xkey vmod
 # (the edge), bubblewrap (the build sandbox), qemu-user with binfmt and mmdebstrap (Pi images on any
 # machine), Chromium (the dashboard seen in a browser), docker-compose (validates the compose file),
-# redis (the broker), an OpenSSH server (a builder whose health is checked over SSH). Installed once, as
+# redis (the broker), an OpenSSH server (builder health over SSH; the SFTP endpoint's sshd_config). Installed once, as
 # root, when any is missing.
 SYSTEM_PACKAGES := nginx libnginx-mod-http-perl varnish varnish-modules bubblewrap qemu-user-static \
                    binfmt-support mmdebstrap chromium docker-compose redis-server openssh-server

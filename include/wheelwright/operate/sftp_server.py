@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import asyncssh
+
 
 def _key(path: Path):
     """The ed25519 private key at ``path``, made (mode 0600) if it is not there yet."""
@@ -27,21 +29,24 @@ def _key(path: Path):
 class SFTPServer:
     """A real SSH server (asyncssh) on 127.0.0.1 serving SFTP rooted at ``root``, in a thread.
 
-    It has its own host key and accepts exactly one client key; ``client_key_file`` is that key's
-    private half (OpenSSH format) and ``host_key_line`` the ``ssh-ed25519 AAAA...`` line a client pins.
+    It has its own host key and one account per name in ``accounts`` (default: one, ``builder``), each
+    with exactly one client key of its own: a key logs in only as its account. ``client_key_file`` is the
+    first account's private key (OpenSSH format), ``client_key_files`` every account's, ``host_key_line``
+    the ``ssh-ed25519 AAAA...`` line a client pins, and ``logins`` the accounts that logged in, in order.
     """
 
-    def __init__(self, root: Path, keys_dir: Path, port: int = 0):
-        import asyncssh
+    def __init__(self, root: Path, keys_dir: Path, port: int = 0, accounts: tuple[str, ...] = ("builder",)):
         self.root = Path(root)
         keys_dir = Path(keys_dir)
         keys_dir.mkdir(parents=True, exist_ok=True)
         # Keys are made once and kept, so a pinned host key stays valid across restarts.
         self._host_key = _key(keys_dir / "host_ed25519")
-        self.client_key_file = keys_dir / "client_ed25519"
-        client_key = _key(self.client_key_file)
-        self._authorized = asyncssh.import_authorized_keys(
-            client_key.export_public_key("openssh").decode())
+        self.client_key_files = {
+            account: keys_dir / ("client_ed25519" if account == "builder" else f"client_{account}_ed25519")
+            for account in accounts}
+        self.client_key_file = self.client_key_files[accounts[0]]
+        self._allowed = {account: _key(path).public_data for account, path in self.client_key_files.items()}
+        self.logins: list[str] = []
         self._port = port
         self.host_key_line = self._host_key.export_public_key("openssh").decode().strip()
         self.port = None
@@ -59,7 +64,7 @@ class SFTPServer:
             root = str(self.root)
             self._server = await asyncssh.listen(
                 "127.0.0.1", self._port, server_host_keys=[self._host_key],
-                authorized_client_keys=self._authorized,
+                server_factory=lambda: _Accounts(self._allowed, self.logins),
                 sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=root.encode()),
                 allow_scp=False)
             self.port = self._server.sockets[0].getsockname()[1]
@@ -102,6 +107,29 @@ class SFTPServer:
                     key_filename=str(self.client_key_file), look_for_keys=False, allow_agent=False,
                     timeout=10)
         return ssh, ssh.open_sftp()
+
+
+class _Accounts(asyncssh.SSHServer):
+    """Public-key logins only, each key valid for its own account alone."""
+
+    def __init__(self, allowed: dict[str, bytes], logins: list[str]):
+        self._allowed = allowed
+        self._logins = logins
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key) -> bool:
+        ok = username in self._allowed and key.public_data == self._allowed[username]
+        if ok:
+            self._logins.append(username)
+        return ok
 
 
 def _b64(text: str) -> bytes:
