@@ -42,8 +42,8 @@ from airflow.sdk import (AssetOrTimeSchedule, CronTriggerTimetable, ExceptionRet
 from wheelwright.builds.targets import enabled_targets
 from wheelwright.operate import dag_tasks
 from wheelwright.operate.assets import BUILDS, CATALOG
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, build_pool
 
-INDEX_HOST_QUEUE = "default"
 WAVE_SIZE = 64                                  # builds per target and run; max_map_length is 1024
 MAX_ACTIVE_RUNS = 4                             # runs at once: a slow wave never blocks the next
 BUILD_TIMEOUT = timedelta(hours=3)              # the builder's own wall clock for pip wheel
@@ -66,10 +66,6 @@ INFRASTRUCTURE_FAULTS = ExceptionRetryPolicy(
 
 INFRASTRUCTURE_RETRIES = {"retries": 3, "retry_delay": timedelta(minutes=5),
                           "retry_policy": INFRASTRUCTURE_FAULTS}
-
-
-def build_pool(target) -> str:
-    return f"build_{target.name}"
 
 
 def wave_group(target) -> str:
@@ -137,7 +133,7 @@ def build_wheels():
         @task_group(group_id=wave_group(target))
         def wave(request: dict):
             """One build on the target's workers, recorded on the index host as soon as it is done."""
-            build.override(queue=target.queue, pool=build_pool(target))(request) >> record(request)
+            build.override(queue=target.queue, pool=build_pool(target.name))(request) >> record(request)
         return wave
 
     for target in enabled_targets():

@@ -18,7 +18,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-INDEX_HOST_QUEUE = "default"
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
+
 
 
 @dag(

@@ -24,8 +24,8 @@ import pendulum
 from airflow.sdk import dag, task
 
 from wheelwright.operate.assets import BUILDS, CATALOG, INDEX
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
 
-INDEX_HOST_QUEUE = "default"
 CHANGED_IN_EVENT = 1000   # packages named in the outlet event (the purge itself is never truncated)
 
 

@@ -28,8 +28,8 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from wheelwright.operate import dag_tasks
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
 
-INDEX_HOST_QUEUE = "default"
 
 
 @dag(

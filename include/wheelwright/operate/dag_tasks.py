@@ -24,12 +24,18 @@ from wheelwright.config import Settings
 
 log = logging.getLogger("wheelwright.dag_tasks")
 
+INDEX_HOST_QUEUE = "default"                              # the index host's own Celery queue
 DB_CONN_ID = "wheelwright_db"
 INDEX_HOST_CONN_ID = "wheelwright_index_host"            # ssh to the index host, host key pinned
 PYPI_URL_VARIABLE = "wheelwright_pypi_url"
 OUTPUT_VARIABLE = "wheelwright_output"
 INCOMING_VARIABLE = "wheelwright_incoming"               # the index host's incoming folder
 REMOTE_INCOMING_VARIABLE = "wheelwright_remote_incoming"  # the same folder as SFTP names it
+
+
+def build_pool(target_name: str) -> str:
+    """The Airflow pool of a target's build tasks: one per target, so a slow target takes no other's slots."""
+    return f"build_{target_name}"
 
 
 # --- Airflow's settings as the package's arguments ---------------------------------------------------

@@ -46,6 +46,7 @@ from pathlib import Path
 from wheelwright import package_data
 from wheelwright.catalog import db
 from wheelwright.operate.airflow_setup import AIRFLOW_BIN, REPO, airflow_environment, migrate_metadata
+from wheelwright.operate.dag_tasks import build_pool
 from wheelwright.config import Settings
 from wheelwright.errors import ConfigError
 
@@ -58,7 +59,7 @@ def create_build_pools(env: dict[str, str], slots: int = 1) -> None:
     """One pool per enabled target (the build DAG's tasks wait forever for a missing pool)."""
     from wheelwright.builds.targets import enabled_targets
     for target in enabled_targets():
-        subprocess.run([str(AIRFLOW_BIN), "pools", "set", f"build_{target.name}", str(slots),
+        subprocess.run([str(AIRFLOW_BIN), "pools", "set", build_pool(target.name), str(slots),
                         f"builds for {target.name}"], env=env, check=True, stdout=subprocess.DEVNULL)
 
 

@@ -42,9 +42,9 @@ from pathlib import Path
 from wheelwright import package_data
 from wheelwright.builds.targets import Target, enabled_targets
 from wheelwright.errors import ConfigError
+from wheelwright.operate.dag_tasks import (INDEX_HOST_CONN_ID, INDEX_HOST_QUEUE, INCOMING_VARIABLE,
+                                           REMOTE_INCOMING_VARIABLE, build_pool)
 
-INDEX_QUEUE = "default"               # the index host's own queue (build_wheels' INDEX_HOST_QUEUE)
-INDEX_HOST_CONN_ID = "wheelwright_index_host"
 
 # Paths inside the image (Dockerfile creates them, owned by the unprivileged user `wheelwright`).
 APP = "/opt/wheelwright"
@@ -102,7 +102,7 @@ def builder_account(target: Target) -> str:
 
 def pool_name(target: Target) -> str:
     """The pool of the target's build tasks (build_wheels: ``pool=f"build_{target.name}"``)."""
-    return f"build_{target.name}"
+    return build_pool(target.name)
 
 
 def _celery_ping(service: str) -> tuple[str, ...]:
@@ -141,8 +141,8 @@ def topology(targets: list[Target]) -> list[Service]:
         Service("dag-processor", ("airflow", "dag-processor"), "index",
                 health=_job_alive("DagProcessorJob")),
         Service("triggerer", ("airflow", "triggerer"), "index", health=_job_alive("TriggererJob")),
-        Service("worker-index", worker_argv("worker-index", (INDEX_QUEUE,), "4"), "index",
-                queues=(INDEX_QUEUE,), health=_celery_ping("worker-index"),
+        Service("worker-index", worker_argv("worker-index", (INDEX_HOST_QUEUE,), "4"), "index",
+                queues=(INDEX_HOST_QUEUE,), health=_celery_ping("worker-index"),
                 env={"WHEELWRIGHT_OUTPUT": WWW, "WHEELWRIGHT_CDN": "varnish:http://varnish:80"}),
     ]
     for target in targets:
@@ -406,7 +406,7 @@ def check_compose(document: dict, targets: list[Target], text: str | None = None
     for name, spec in services.items():
         for queue in _queues_of(spec.get("command", [])):
             served.setdefault(queue, []).append(name)
-    wanted = {t.queue for t in targets if t.enabled} | {INDEX_QUEUE}
+    wanted = {t.queue for t in targets if t.enabled} | {INDEX_HOST_QUEUE}
     for queue in sorted(wanted):
         if queue not in served:
             problems.append(f"no worker serves queue {queue!r}")
@@ -417,7 +417,7 @@ def check_compose(document: dict, targets: list[Target], text: str | None = None
         problems.append("airflow-init does not run `python -m wheelwright.operate.stack init` "
                         "(which creates the pools from the targets)")
     airflow = {n: s for n, s in services.items() if "AIRFLOW__CORE__EXECUTOR" in s.get("environment", {})}
-    builders = {n for n, s in airflow.items() if any(q != INDEX_QUEUE for q in _queues_of(s.get("command", [])))}
+    builders = {n for n, s in airflow.items() if any(q != INDEX_HOST_QUEUE for q in _queues_of(s.get("command", [])))}
     for key in _SHARED_KEYS + _INDEX_ONLY_KEYS:
         among = [s for n, s in airflow.items() if key in _SHARED_KEYS or n not in builders]
         values = {s["environment"].get(key) for s in among}
@@ -518,8 +518,8 @@ def init(environ=None, *, airflow: str = "airflow") -> None:
         if name not in existing:
             subprocess.run([airflow, "pools", "set", name, str(slots), description], env=env, check=True,
                            stdout=subprocess.DEVNULL)
-    for key, value in (("wheelwright_incoming", env.get("WHEELWRIGHT_INCOMING", INCOMING)),
-                       ("wheelwright_remote_incoming", env.get("WHEELWRIGHT_REMOTE_INCOMING", "/incoming"))):
+    for key, value in ((INCOMING_VARIABLE, env.get("WHEELWRIGHT_INCOMING", INCOMING)),
+                       (REMOTE_INCOMING_VARIABLE, env.get("WHEELWRIGHT_REMOTE_INCOMING", "/incoming"))):
         subprocess.run([airflow, "variables", "set", key, value], env=env, check=True,
                        stdout=subprocess.DEVNULL)
 
