@@ -25,6 +25,24 @@ from wheelwright.testing.pypi_double import PyPIDouble
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the builder runs on Linux workers")
 
 
+TARGETS = """
+[[target]]
+name = "cp311-x86_64"
+abi = "cp311"
+platform = "linux_x86_64"
+distro = "bookworm"
+enabled = true
+
+[[target]]
+name = "cp311-armv7l"
+abi = "cp311"
+platform = "linux_armv7l"
+distro = "bookworm"
+image = false
+enabled = false
+"""
+
+
 def pure_sdist(files: Path, answer: int) -> None:
     make_sdist(files, "purepkg", "1.0", {
         "pyproject.toml": PYPROJECT,
@@ -69,7 +87,11 @@ def wheelwright(catalog, catalog_dsn, home, pypi, monkeypatch, capsys):
     monkeypatch.setenv("WHEELWRIGHT_DSN", catalog_dsn)
     monkeypatch.setenv("WHEELWRIGHT_OUTPUT", str(home / "www"))
     monkeypatch.setenv("WHEELWRIGHT_PYPI_URL", pypi.xmlrpc_url)
-    monkeypatch.delenv("WHEELWRIGHT_TARGETS", raising=False)  # the repository's targets.toml
+    # This machine's target, and a Pi target not enabled (on the worker's own system, so trying it needs
+    # no image): the case of an operator trying a target before enabling it.
+    targets = home / "targets.toml"
+    targets.write_text(TARGETS)
+    monkeypatch.setenv("WHEELWRIGHT_TARGETS", str(targets))
 
     def run(*argv):
         capsys.readouterr()
@@ -137,7 +159,7 @@ def test_a_failed_build_exits_1_with_its_reason(wheelwright):
 
 
 def test_a_target_not_enabled_can_be_tried_and_its_wrong_wheel_is_refused(wheelwright, catalog):
-    """cp311-armv7l is disabled in targets.toml; this x86_64 machine makes an x86_64 wheel for it."""
+    """cp311-armv7l is not enabled; built on this x86_64 machine's own system, its wheel is x86_64."""
     code, out, err = wheelwright("build", "cext", "1.0", "--target", "cp311-armv7l", "--json")
     assert code == 1
     result = json.loads(out)
