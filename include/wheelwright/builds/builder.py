@@ -67,7 +67,6 @@ MAX_UNPACKED = 4 * GiB              # a wheel unpacking to more is refused (the 
 MAX_RATIO = 200                     # ... and so is a member over 64 MiB compressed more than this
 RATIO_FLOOR = 64 * MiB
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
-DRAIN_GRACE = 5.0                   # seconds to wait for output after pip exits (unsafe mode)
 
 # PEP 508 names; versions as PyPI accepts them (PEP 440 characters, legacy strings included)
 _PACKAGE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?\Z")
@@ -386,7 +385,8 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
     request's target's (:func:`wheelwright.builds.images.root_for_target`: its image, built here on
     first use, or ``/``). ``extra_index_url`` is our own published index, where build dependencies
     are found too (default: ``WHEELWRIGHT_INDEX_URL``); ``allow`` more ``host:port`` the build may
-    reach besides the indexes. ``unsafe_no_sandbox`` defaults to the
+    reach besides the indexes (and those of ``WHEELWRIGHT_BUILD_ALLOW``, comma-separated: a mirror's
+    file host). ``unsafe_no_sandbox`` defaults to the
     ``WHEELWRIGHT_UNSAFE_NO_SANDBOX`` setting.
 
     A build that fails, or is refused, is an outcome, not an exception; exceptions mean the worker
@@ -444,8 +444,10 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
                    sdist_sha256=sdist_sha256, python=python, user=user, index_url=index_url,
                    workdir_root=workdir_root, results=results, timeout=timeout,
                    memory_limit=memory_limit, process_limit=process_limit, log_file=log_file,
-                   host=host, root=root, allow=tuple(allow) + extra, unsafe=unsafe,
-                   extra_index_urls=extra)
+                   host=host, root=root, unsafe=unsafe, extra_index_urls=extra,
+                   allow=tuple(allow) + extra + tuple(part.strip() for part in
+                                                      os.environ.get("WHEELWRIGHT_BUILD_ALLOW", "").split(",")
+                                                      if part.strip()))
         return _build(job, outcome)
     except BaseException:
         log_file.close()

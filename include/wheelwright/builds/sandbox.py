@@ -707,7 +707,7 @@ def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_u
         timeout: float, memory_limit: int, process_limit: int, output, identity=None,
         allow: tuple[str, ...] = (), name: str | None = None, python: str = "/usr/bin/python3") -> Ran:
     """Run ``argv`` (``@PROXY@`` in it becomes the proxy's address) in the sandbox, output into
-    ``output.write`` (bytes), ``work`` bound writable at ``/build``; return how it ended.
+    ``output`` (a callable taking bytes), ``work`` bound writable at ``/build``; return how it ended.
 
     ``python`` is the interpreter inside that runs the forwarder before ``argv``.
     """
@@ -715,7 +715,12 @@ def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_u
     root = Path(root)
     name = name or f"build-{secrets.token_hex(4)}"
     run_dir = work.parent / f"{work.name}.run"
-    run_dir.mkdir(mode=0o755)
+    if len(str(run_dir / SOCKET_NAME)) > 100:  # a Unix socket's path has room for 107 bytes
+        import tempfile
+        run_dir = Path(tempfile.mkdtemp(prefix="wheelwright-run-"))
+        run_dir.chmod(0o755)
+    else:
+        run_dir.mkdir(mode=0o755)
     cgroup = None
     proxy = None
     try:

