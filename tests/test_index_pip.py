@@ -1,5 +1,5 @@
-"""A real pip against a published tree served on 127.0.0.1 (nginx with the shipped config where it is
-installed, wheelwright's static server otherwise).
+"""A real pip against a published tree served on 127.0.0.1: by wheelwright's static server, and by nginx
+with the shipped config where nginx is installed (each test runs against each; the test id names it).
 
 One small catalog is published once for the module: RPi.GPIO (two releases, wheels with PEP 658
 metadata), yankee (2.0 yanked), futurist (2.0 needs Python 4). pip runs isolated from this machine's
@@ -18,11 +18,12 @@ import psycopg
 import pytest
 
 from support.catalog import database_dsn
-from support.serving import serve
+from support.serving import NGINX, serve
 from support.index_world import World
 from wheelwright.publish.writer import publish
 
 PIP_TIMEOUT = 120
+SERVERS = ["python"] + (["nginx"] if NGINX else [])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def module_catalog(pg_server, catalog_template):
 
 
 @pytest.fixture(scope="module")
-def index(module_catalog, tmp_path_factory):
+def published(module_catalog, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("www")
     world = World(module_catalog, output)
     world.target()
@@ -57,7 +58,13 @@ def index(module_catalog, tmp_path_factory):
     world.release(futurist, "2.0", requires_python=">=4")
     world.wheel(futurist, "2.0", requires_python=">=4")
     publish(module_catalog, output)
-    served = serve(output, tmp_path_factory.mktemp("server"))
+    return output
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def index(published, tmp_path_factory, request):
+    served = serve(published, tmp_path_factory.mktemp(f"server-{request.param}"), request.param)
+    assert served.kind == request.param
     yield served
     served.stop()
 
@@ -113,7 +120,3 @@ def test_requires_python_excludes_files_for_this_interpreter(index, tmp_path):
     with zipfile.ZipFile(tmp_path / "d" / "futurist-1.0-py3-none-any.whl") as zf:
         assert "Requires-Python: >=3.8,<4" in zf.read("futurist-1.0.dist-info/METADATA").decode()
 
-
-def test_the_index_names_the_server_it_was_tested_with(index):
-    """Not a behaviour: records in the test output which server the pip tests ran against."""
-    print(f"pip tests served by {index.kind}")

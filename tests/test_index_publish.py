@@ -15,8 +15,8 @@ import pytest
 
 from support.index_world import World, make_wheel
 from wheelwright.publish import writer as index
-from wheelwright.publish.writer import (CONSUMER, GRACE_SECONDS, build_id_for_log, log_path_for, publish,
-                               safe_alias)
+from wheelwright.names import safe_alias
+from wheelwright.publish.writer import CONSUMER, GRACE_SECONDS, build_id_for_log, log_path_for, publish
 
 
 @pytest.fixture

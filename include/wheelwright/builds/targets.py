@@ -21,14 +21,13 @@ from pathlib import Path
 
 import psycopg
 
-from wheelwright import package_data
+from wheelwright import names, package_data
 from wheelwright.catalog import db
 from wheelwright.errors import ConfigError
 
 
 # A target's name is a Celery queue name and part of an Airflow task_id: keep it to their common ground.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
-_ABI = re.compile(r"([a-z]+)(\d)(\d+)([a-z0-9_]*)\Z")  # cp311 -> cp, 3, 11, ""; cp313t -> ..., "t"
 _PLATFORM = re.compile(r"[a-z0-9_]+\Z")
 _DISTRO = re.compile(r"[a-z0-9][a-z0-9.-]*\Z")
 _KEYS = {"name", "abi", "platform", "distro", "enabled", "queue"}
@@ -47,11 +46,10 @@ class Target:
 
 def abi_order(abi: str) -> tuple:
     """Sort key putting ABI tags in numeric order: ``cp39 < cp311 < cp313 < cp313t``."""
-    m = _ABI.match(abi)
-    if not m:
+    key = names.abi_order(abi)
+    if key is None:
         raise ConfigError(f"{abi!r} is not an ABI tag like cp311")
-    implementation, major, minor, suffix = m.groups()
-    return implementation, int(major), int(minor), suffix
+    return key
 
 
 def default_targets_path() -> Path:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
-from packaging.utils import canonicalize_name
 
+from wheelwright.names import canonical_or_none
 from wheelwright.errors import MalformedEvent
 
 
@@ -77,7 +77,6 @@ _UPDATE = re.compile(r"update .*\Z", re.S)
 
 # A canonical project name: what every directory and URL of ours is keyed by, so it must never hold a
 # path separator or anything else a file system or a shell would read.
-_CANONICAL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_TEXT = 1024
 
@@ -117,8 +116,8 @@ def parse_action(action: str) -> Action:
 @lru_cache(maxsize=1 << 18)
 def canonical(name: str) -> str:
     """The canonical form of a project name, or MalformedEvent if it cannot be one of ours."""
-    canon = canonicalize_name(name)
-    if not _CANONICAL.match(canon):
+    canon = canonical_or_none(name)
+    if canon is None:
         raise MalformedEvent(f"project name {name!r} has no usable canonical form")
     return canon
 
@@ -148,14 +147,7 @@ class _Memo(dict):
 _USABLE = _Memo(_usable_text)
 
 
-def _canonical_or_none(name: str) -> str | None:
-    try:
-        return canonical(name)
-    except MalformedEvent:
-        return None
-
-
-_CANONICAL_OF = _Memo(_canonical_or_none)
+_CANONICAL_OF = _Memo(canonical_or_none)
 
 
 def _is_filename(name: str) -> bool:
@@ -184,10 +176,6 @@ class Event(NamedTuple):
     def order(self) -> tuple[int, int]:
         """Where this event sits in a package's history: timestamps first, serials break ties."""
         return (self.timestamp, self.serial)
-
-    def as_row(self) -> list:
-        """The raw changelog row again, as PyPI sent it."""
-        return [self.name, self.version, self.timestamp, self.action, self.serial]
 
 
 def packages_touched(event: tuple) -> tuple[str, ...]:

@@ -45,10 +45,6 @@ class FileState(NamedTuple):
     born_serial: int
     uploaded: int
 
-    @property
-    def is_sdist(self) -> bool:
-        return self.pyver == "source"
-
 
 @dataclass(slots=True)
 class VersionState:

@@ -3,7 +3,8 @@
 On a real deployment the index host runs OpenSSH and builders reach it over the network. When
 everything runs on one machine (`wheelwright run`) and in the tests, this real SSH server (asyncssh)
 listens on 127.0.0.1 with SFTP chrooted to a folder, its own host key (which clients pin: the ssh
-provider checks host keys) and exactly one authorised client key. The transfer code is the same either
+provider checks host keys) and one authorised client key per account (the production stack gives each
+builder its own account: operate/stack.py). The transfer code is the same either
 way: the ssh provider's SSHHook on the worker, transfer.py on both ends.
 """
 
@@ -51,10 +52,6 @@ class SFTPServer:
         self.host_key_line = self._host_key.export_public_key("openssh").decode().strip()
         self.port = None
         self._loop = self._thread = self._server = None
-
-    @property
-    def host_key_base64(self) -> str:
-        return self.host_key_line.split()[1]
 
     def start(self) -> "SFTPServer":
         import asyncio

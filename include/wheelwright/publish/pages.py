@@ -24,6 +24,8 @@ from urllib.parse import quote
 import jinja2
 import msgspec
 
+from wheelwright.names import abi_order
+
 REPOSITORY_VERSION = "1.1"
 SIMPLE_JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
@@ -268,13 +270,13 @@ def _release_rows(release: Release) -> list[dict]:
     for f in sorted(release.files, key=lambda f: f.filename):
         rows.setdefault(f.target or f.builder_abi, {"target": f.target or f.builder_abi, "files": [],
                                                     "builds": []})["files"].append(f)
-    return [rows[target] for target in sorted(rows, key=abi_order)]
+    return [rows[target] for target in sorted(rows, key=_shown_order)]
 
 
-def abi_order(name: str) -> tuple:
-    """Numeric order of ABI-like names (cp39 < cp311 < cp313), the order targets are shown in."""
-    m = re.match(r"([a-z]*)(\d*)", name)
-    return (m[1], int(m[2]) if m[2] else 0, name)
+def _shown_order(name: str) -> tuple:
+    """Builders (ABI tags) in the order targets are tried; anything else after them, by name."""
+    key = abi_order(name)
+    return (0, key, name) if key is not None else (1, (), name)
 
 
 @lru_cache(maxsize=None)

@@ -53,6 +53,7 @@ from wheelwright.catalog import db
 from wheelwright.publish import pages
 from wheelwright.publish import reports
 from wheelwright.errors import CatalogError, WheelwrightError
+from wheelwright.names import is_canonical, safe_alias
 from wheelwright.publish.pages import Build, Project, Release, WheelFile
 from wheelwright.publish.tree import Staged, StagedTree, is_temp, read_bytes
 
@@ -72,8 +73,6 @@ _BATCH = 500
 _PARALLEL_FROM = 20_000
 _FORKED: "Publisher | None" = None   # the publisher whose state forked workers inherit
 
-_CANONICAL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*\Z")
-_SAFE_ALIAS = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?\Z")
 _LOG_PATH = re.compile(r"logs/(\d{4})/(\d{4})/(\d{4})\.txt\.gz\Z")
 _PAGES = ("index.html", "index.json")
 _decode_json = msgspec.json.decode
@@ -97,16 +96,6 @@ def build_id_for_log(path: str) -> int | None:
     """The build id a ``logs/NNNN/NNNN/NNNN.txt.gz`` path names, or None for anything else."""
     m = _LOG_PATH.match(path)
     return int(m[1] + m[2] + m[3]) if m else None
-
-
-def is_canonical(name: str) -> bool:
-    """A canonical name that is also a safe directory name (hostile names never become paths)."""
-    return len(name) <= 200 and bool(_CANONICAL.match(name))
-
-
-def safe_alias(alias: str, canonical: str) -> bool:
-    """An alias spelling that gets a ``project/<alias>`` symlink: differs and is a safe file name."""
-    return alias != canonical and bool(_SAFE_ALIAS.match(alias))
 
 
 @dataclass

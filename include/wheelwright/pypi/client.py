@@ -38,8 +38,6 @@ log = logging.getLogger("wheelwright.pypi.client")
 
 T = TypeVar("T")
 
-# PyPI pages the changelog in batches of at most this many rows.
-PAGE_SIZE = 50_000
 # PyPI's fault code for "too many requests"; the same code also wraps other server errors, so the
 # message decides which one it is.
 RATE_LIMIT_FAULT = -32500

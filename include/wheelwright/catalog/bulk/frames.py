@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from wheelwright.catalog.events import EXACT_ACTIONS, MAX_TEXT, MAX_TIMESTAMP, NEEDS_VERSION
+from wheelwright.names import CANONICAL_PATTERN, MAX_NAME_LENGTH
 
 c = pl.col
 
@@ -33,7 +34,7 @@ _EXACT_TEXT = {action: kind.value for action, kind in EXACT_ACTIONS.items()}
 _NEEDS_VERSION = [kind.value for kind in NEEDS_VERSION]
 # Within these shapes parse_row accepts every row, and the checks below are exactly its own.
 _PLAIN_NAME = r"\A[A-Za-z0-9._-]{1,1024}\z"
-_CANONICAL = r"\A[a-z0-9]+(?:-[a-z0-9]+)*\z"
+_CANONICAL = rf"\A{CANONICAL_PATTERN}\z"
 _PRINTABLE = r"\A[ -~]+\z"
 # Plain regexes (no capture groups) run on a DFA, several times faster than extracting groups: the
 # file name and Python tag are split off the rows they match.
@@ -91,7 +92,8 @@ def plain_rows(rows: Sequence) -> tuple[pl.DataFrame, list]:
     spellings = raw.select(c.name.unique()).with_columns(
         package=c.name.str.to_lowercase().str.replace_all(r"[-_.]+", "-"))
     spellings = spellings.with_columns(plain_name=c.name.str.contains(_PLAIN_NAME)
-                                       & c.package.str.contains(_CANONICAL))
+                                       & c.package.str.contains(_CANONICAL)
+                                       & (c.package.str.len_chars() <= MAX_NAME_LENGTH))
     raw = raw.join(spellings, on="name", how="left", maintain_order="left")
     added = c.action.str.contains(_ADD_FILE)
     removed = c.action.str.contains(_REMOVE_FILE)
