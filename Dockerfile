@@ -6,11 +6,11 @@
 FROM python:3.11-slim-bookworm
 
 # A compiler and headers (builds run `pip wheel` on sdists), the build sandbox (bubblewrap), Pi images
-# on any machine (mmdebstrap, qemu-user-static; the host's kernel must have binfmt_misc registered with
-# the F flag: README.md, "Production"), and OpenSSH's server for the index host's SFTP endpoint.
+# on any machine (mmdebstrap, qemu-user-static; binfmt_misc is the kernel's, so the Docker host registers
+# it, with the F flag: README.md, "Production"), and OpenSSH's server for the index host's SFTP endpoint.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      build-essential python3-dev bubblewrap mmdebstrap qemu-user-static binfmt-support \
+      build-essential python3-dev bubblewrap mmdebstrap qemu-user-static \
       openssh-server ca-certificates \
  && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
 

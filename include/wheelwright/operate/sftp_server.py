@@ -3,7 +3,8 @@
 On a real deployment the index host runs OpenSSH and builders reach it over the network. When
 everything runs on one machine (`wheelwright run`) and in the tests, this real SSH server (asyncssh)
 listens on 127.0.0.1 with SFTP chrooted to a folder, its own host key (which clients pin: the ssh
-provider checks host keys) and exactly one authorised client key. The transfer code is the same either
+provider checks host keys) and one authorised client key per account (the production stack gives each
+builder its own account: operate/stack.py). The transfer code is the same either
 way: the ssh provider's SSHHook on the worker, transfer.py on both ends.
 """
 
