@@ -151,3 +151,13 @@ def test_a_sample_is_due_only_when_the_latest_is_old(world):
 def test_chart_axes_end_on_round_numbers(value, top):
     from wheelwright.operate.dashboard_app import _nice_max
     assert _nice_max(value) == top
+
+
+def test_the_page_shows_what_the_cdn_still_owes(world):
+    from wheelwright.publish import cdn
+    assert "CDN: nothing owed" in render_page(dashboard.snapshot(world), user="admin", can_act=True)
+    with world.transaction():
+        cdn.owe(world, [cdn.project_key("rpi-gpio"), "root"])
+    d = dashboard.snapshot(world)
+    assert d["publish"]["purges"]["owed"] == 2
+    assert "CDN: 2 purges owed" in render_page(d, user="admin", can_act=True)

@@ -90,7 +90,8 @@ def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = RANKED)
     marks = [{"consumer": c, "mark": m, "updated_at": _iso(at), "behind": behind}
              for c, m, at, behind in q("dashboard_publish")]
     publisher = next((m for m in marks if m["consumer"] == PUBLISHER), None)
-    purges = [m for m in marks if "purge" in m["consumer"] or "cdn" in m["consumer"]]
+    owed, lag, attempts = q("cdn_lag")[0]  # what the CDN still owes (publish/cdn.py)
+    purges = {"owed": owed, "oldest_seconds": lag, "attempts": attempts}
     publish = {"last_publish": publisher["updated_at"] if publisher else None,
                "packages_waiting": publisher["behind"] if publisher else None,
                "purges": purges, "wheels": wheels, "wheel_bytes": wheel_bytes,
