@@ -224,7 +224,7 @@ def test_a_release_is_synced_built_on_its_targets_worker_sent_with_its_account_a
     builder_log = topology["builders"][account].log.read_text()
     index_log = next(p for p in stack_.processes if p.name == "worker-index").log.read_text()
     assert f"queue='{first.queue}'" in builder_log, "the target's own worker built it"
-    assert f"queue='{stack.INDEX_QUEUE}'" not in builder_log, "the builder ran no index-host task"
+    assert f"queue='{stack.INDEX_HOST_QUEUE}'" not in builder_log, "the builder ran no index-host task"
     assert f"queue='{first.queue}'" not in index_log, "the index host built nothing"
     assert topology["sftp"].logins and set(topology["sftp"].logins) == {account}, \
         "the builder logged in to the index host with its own account"
