@@ -194,13 +194,12 @@ def inside(root: Path, *parts: str) -> Path:
     return path
 
 
-def write_file(destination: Path, data: bytes) -> None:
-    """Write ``data`` to ``destination`` atomically and durably (readers see no file or all of it)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
+def _replace_with(destination: Path, fill) -> None:
+    """Fill a temp file beside ``destination`` (``fill(f)``), make it durable, rename it over."""
     fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -208,6 +207,12 @@ def write_file(destination: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_file(destination: Path, data: bytes) -> None:
+    """Write ``data`` to ``destination`` atomically and durably (readers see no file or all of it)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    _replace_with(destination, lambda f: f.write(data))
 
 
 def place(source: Path, destination: Path) -> None:
@@ -221,17 +226,8 @@ def place(source: Path, destination: Path) -> None:
         if exc.errno != errno.EXDEV:
             raise
         # incoming is on another file system: copy beside the destination, then rename
-        fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
-        try:
-            with os.fdopen(fd, "wb") as dst, open(source, "rb") as src:
-                shutil.copyfileobj(src, dst)
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, destination)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with open(source, "rb") as src:
+            _replace_with(destination, lambda dst: shutil.copyfileobj(src, dst))
         os.unlink(source)
     os.chmod(destination, 0o644)
     dir_fd = os.open(destination.parent, os.O_RDONLY | os.O_DIRECTORY)
