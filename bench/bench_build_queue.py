@@ -117,22 +117,27 @@ def timed(fn):
     return result, time.perf_counter() - started
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_at_scale(run, name: str, description: str, argv=None) -> int:
+    """Parse the scale arguments, make a scratch catalog database, and ``run(args, dsn)`` on it."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("names", type=Path)
     parser.add_argument("--versions", type=int, default=3, help="releases per project (default 3)")
     parser.add_argument("--limit", type=int, help="only the first N names")
     parser.add_argument("--dsn", help="a maintenance DSN of a PostgreSQL server (default: embedded)")
     args = parser.parse_args(argv)
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-queue-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     try:
         with scratch_server(args.dsn, workdir) as maintenance, \
-                scratch_database(maintenance, f"bench_queue_{os.getpid()}") as dsn:
+                scratch_database(maintenance, f"bench_{name}_{os.getpid()}") as dsn:
             run(args, dsn)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def main(argv=None) -> int:
+    return run_at_scale(run, "queue", __doc__.splitlines()[0], argv)
 
 
 def run(args, dsn: str) -> None:

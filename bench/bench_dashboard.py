@@ -15,20 +15,14 @@ Prints figures; asserts nothing.
 
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_build_queue import load, read_names  # noqa: E402
-from scratch import scratch_database, scratch_server  # noqa: E402
+from bench_build_queue import load, read_names, run_at_scale, timed  # noqa: E402
 from wheelwright.catalog import db  # noqa: E402
 from wheelwright.operate import dashboard  # noqa: E402
 from wheelwright.operate.dashboard_app import render_page  # noqa: E402
@@ -98,27 +92,8 @@ def _day(days_ago: int):
     return date.today() - timedelta(days=days_ago)
 
 
-def timed(fn):
-    started = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - started
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", type=Path)
-    parser.add_argument("--versions", type=int, default=3, help="releases per project (default 3)")
-    parser.add_argument("--limit", type=int, help="only the first N names")
-    parser.add_argument("--dsn", help="a maintenance DSN of a PostgreSQL server (default: embedded)")
-    args = parser.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
-    try:
-        with scratch_server(args.dsn, workdir) as maintenance, \
-                scratch_database(maintenance, f"bench_dashboard_{os.getpid()}") as dsn:
-            run(args, dsn)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return run_at_scale(run, "dashboard", __doc__.splitlines()[0], argv)
 
 
 def run(args, dsn: str) -> None:
