@@ -338,44 +338,34 @@ class IndexProxy:
             pass
 
     def _splice(self, client: socket.socket, upstream: socket.socket, *, watch_status) -> None:
-        def down():
-            first = True
-            try:
-                while True:
-                    data = upstream.recv(65536)
-                    if not data:
-                        break
-                    if first and watch_status:
-                        first = False
-                        m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
-                        if m and m[1].startswith(b"5"):
-                            self._event("server-error", watch_status, f"HTTP {m[1].decode()}")
-                    client.sendall(data)
-            except OSError:
-                pass
-            finally:
-                try:
-                    client.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
+        def watch(first: bytes) -> None:  # the index's first answer: a 5xx makes the failure transient
+            m = re.match(rb"HTTP/1\.[01] (\d{3})", first)
+            if m and m[1].startswith(b"5"):
+                self._event("server-error", watch_status, f"HTTP {m[1].decode()}")
         upstream.settimeout(None)
         client.settimeout(None)
-        t = threading.Thread(target=down, daemon=True)
+        t = threading.Thread(target=_copy_stream, args=(upstream, client, watch if watch_status else None),
+                             daemon=True)
         t.start()
-        try:
-            while True:
-                data = client.recv(65536)
-                if not data:
-                    break
-                upstream.sendall(data)
-        except OSError:
-            pass
-        try:
-            upstream.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        _copy_stream(client, upstream)
         t.join()
         upstream.close()
+
+
+def _copy_stream(src: socket.socket, dst: socket.socket, on_first=None) -> None:
+    """Copy ``src`` to ``dst`` until ``src`` ends or either side breaks, then end ``dst``'s writing."""
+    try:
+        while data := src.recv(65536):
+            if on_first is not None:
+                on_first(data)
+                on_first = None
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 # --- limits for the whole build: cgroups -----------------------------------------------------------------
