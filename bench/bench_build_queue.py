@@ -10,8 +10,9 @@ a pure wheel (done for every target), a quarter a binary wheel and a quarter a f
 cp313). A hundred releases are fresh (released in the last hour).
 
 Then, in the order a scheduler would: ``expire_lost`` over everything, ``claim_wave`` of 64 for each
-target five times (each claims new releases; the first claim of cp311 takes the fresh ones), and
-``queue_length`` of each target (a full count of the queue, what ``wheelwright queue`` shows).
+target five times (each claims new releases; the first claim of cp311 takes the fresh ones), each
+wave's plan of batches (what the catalog expects of each build: every build the first target made took
+2 s to 10 min), and ``queue_length`` of each target (a full count of the queue, what ``wheelwright queue`` shows).
 
 Prints figures; asserts nothing.
 """
@@ -31,6 +32,7 @@ from pathlib import Path
 import psycopg
 
 from scratch import scratch_database, scratch_server
+from wheelwright.builds import batches
 from wheelwright.catalog import db
 from wheelwright.builds.queue import claim_wave, expire_lost, queue_length
 from wheelwright.builds.targets import mirror_targets, parse_targets
@@ -83,7 +85,8 @@ def load(conn: psycopg.Connection, rows, per_package: int) -> int:
                     copy.write_row((name, version if k == 0 else f"{version}.old{k}", 1, released,
                                     per_package - k, True, False, False, False, True))
                     versions += 1
-        with cur.copy("COPY builds (build_id, package, version, abi, target, status) FROM STDIN") as copy:
+        with cur.copy("COPY builds (build_id, package, version, abi, target, status, finished_at, duration) "
+                      "FROM STDIN") as copy:
             wheel_rows = []
             for i, (name, version, _) in enumerate(rows):
                 for k in range(per_package):
@@ -93,7 +96,8 @@ def load(conn: psycopg.Connection, rows, per_package: int) -> int:
                     builds += 1
                     kind = (i * 5 + k) % 4
                     status = "failure" if kind == 3 else "success"
-                    copy.write_row((builds, name, v, "cp311", "cp311-x86_64", status))
+                    copy.write_row((builds, name, v, "cp311", "cp311-x86_64", status,
+                                    now - timedelta(days=30 * k), timedelta(seconds=2 + (i * 7 + k) % 600)))
                     if kind in (0, 1):
                         wheel_rows.append((f"{name.replace('-', '_')}-{v}-py3-none-any.whl", builds, name, v,
                                            "py3", "none", "any"))
@@ -150,10 +154,13 @@ def run(args, dsn: str) -> None:
         _, seconds = timed(lambda: expire_lost(conn, timedelta(hours=4)))
         print(f"expire_lost: {seconds * 1000:.1f} ms", flush=True)
         for target in ("cp311-x86_64", "cp313-aarch64"):
-            timings, first = [], None
+            timings, planning, sizes, first = [], [], [], None
             for n in range(WAVES):
                 wave, seconds = timed(lambda: claim_wave(conn, target, WAVE))
                 timings.append(seconds)
+                known, seconds = timed(lambda: batches.expected(conn, [r["build_id"] for r in wave]))
+                planning.append(seconds)
+                sizes += [len(b) for b in batches.plan(wave, known)]
                 if first is None:
                     first = wave
             fresh = sum(1 for r in first if r["version"] == dict((n, v) for n, v, _ in rows[:FRESH])
@@ -161,6 +168,9 @@ def run(args, dsn: str) -> None:
             print(f"claim_wave({target}, {WAVE}): first wave {timings[0] * 1000:.0f} ms ({fresh} fresh "
                   f"releases of {len(first)}); later waves median {statistics.median(timings[1:]) * 1000:.0f} ms, "
                   f"max {max(timings[1:]) * 1000:.0f} ms", flush=True)
+            print(f"  batches of those waves (build_expected_seconds + plan): median "
+                  f"{statistics.median(planning) * 1000:.0f} ms, max {max(planning) * 1000:.0f} ms; "
+                  f"{len(sizes)} tasks for {sum(sizes)} builds", flush=True)
             (waiting, fresh_waiting), seconds = timed(lambda: queue_length(conn, target))
             print(f"queue_length({target}): {waiting:,} waiting ({fresh_waiting:,} fresh) in "
                   f"{seconds * 1000:.0f} ms", flush=True)

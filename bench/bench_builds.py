@@ -3,8 +3,10 @@
 Runs the real ``dags/build_wheels.py`` on a real stack on this machine — PostgreSQL (embedded, or
 ``WHEELWRIGHT_TEST_DSN``), Redis, api-server, scheduler, dag-processor, one Celery worker for the
 target's queue (a "Pi", concurrency 1) and one for the index host's queue — against the PyPI double
-serving N trivial pure-Python sdists and a real SSH server receiving the files. It triggers one run,
-waits for it, and prints:
+serving trivial pure-Python sdists and a real SSH server receiving the files. It triggers two runs
+of N new releases each, one after the other on the same stack: first with the catalog knowing nothing
+of the sdists (each build a task of its own), then knowing their sizes as the JSON API tells them (the
+claim packs them into batches, see ``wheelwright.builds.batches``). For each it prints:
 
 - the run's wall time, and the builder's own time (``pip wheel`` plus wheel analysis, as the builder
   measured it and the catalog recorded it) summed over the wave;
@@ -12,7 +14,9 @@ waits for it, and prints:
   tasks (mirror, expire, sweep, claim) and the last record step included;
 - marginal overhead per build = (first build start .. last build end - builder time) / N: scheduling,
   Celery hand-off, task start-up, API calls, SFTP, per build inside a wave;
-- builds/hour one worker sustains for builds this small, and the ceiling the orchestration alone sets.
+- builds/hour one worker sustains for builds this small, and the ceiling the orchestration alone sets;
+
+and, last, the ratio of builds per hour between the two.
 
     .venv/bin/python bench/bench_builds.py --builds 20
 
@@ -38,7 +42,7 @@ import psycopg  # noqa: E402
 from support.airflow_processes import (AirflowStack, airflow_variables, create_database,  # noqa: E402
                                       drop_database, free_port, migrate, pure_sdist, start_build_world,
                                       start_redis)
-from support.build_world import add_release, open_folder  # noqa: E402
+from support.build_world import add_release, add_sdist, open_folder  # noqa: E402
 from wheelwright.catalog import db  # noqa: E402
 
 TARGET = "cp311-x86_64"
@@ -76,7 +80,7 @@ def when(text: str) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--builds", type=int, default=20, help="trivial builds in the wave (default 20)")
+    parser.add_argument("--builds", type=int, default=20, help="trivial builds in each wave (default 20)")
     parser.add_argument("--pool-slots", type=int, default=1,
                         help="slots of the target's pool (default 1: one worker, one build at a time)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs) afterwards")
@@ -89,15 +93,10 @@ def main(argv=None) -> int:
         progress(f"setting up in {workdir}")
         files = workdir / "files"
         files.mkdir()
-        packages = [f"trivial{i:04d}" for i in range(args.builds)]
-        for name in packages:
-            pure_sdist(files, name, "1.0")
         catalog_name, catalog_dsn = create_database(server, "wheelwright_bench")
         cleanup.append(lambda: drop_database(server, catalog_name))
         with psycopg.connect(catalog_dsn) as conn:
             db.init_schema(conn)
-            for name in packages:
-                add_release(conn, name, "1.0")
         metadata_name, metadata_dsn = create_database(server, "airflow_bench")
         cleanup.append(lambda: drop_database(server, metadata_name))
         world = start_build_world(workdir, catalog_dsn, files, TARGETS)
@@ -125,24 +124,16 @@ def main(argv=None) -> int:
         stack.set_pool(f"build_{TARGET}", args.pool_slots)
         stack.wait_for_dag("build_wheels")
 
-        progress(f"triggering build_wheels: a wave of {args.builds} builds")
-        started = time.monotonic()
-        run_id = stack.trigger("build_wheels")
-        state = stack.wait_for_run("build_wheels", run_id, timeout=60 + 30 * args.builds)
-        progress(f"run {state} after {time.monotonic() - started:.1f} s")
-        if state != "success":
-            print(stack.tails(), file=sys.stderr)
-            return 1
-
-        run = stack.api("GET", f"dags/build_wheels/dagRuns/{run_id}")
-        instances = stack.task_instances("build_wheels", run_id)
-        builds = [ti for ti in instances if ti["task_id"] == BUILD]
-        with psycopg.connect(catalog_dsn) as conn:
-            rows = conn.execute("SELECT status, extract(epoch FROM duration) FROM builds").fetchall()
-        if len(rows) != args.builds or any(status != "success" for status, _ in rows):
-            print(f"expected {args.builds} successful builds, got {rows}", file=sys.stderr)
-            return 1
-        report(args, run, instances, builds, [float(d) for _, d in rows])
+        waves = {}
+        for kind, sizes_known in (("one build per task", False), ("batches", True)):
+            waves[kind] = wave(args, stack, catalog_dsn, files, prefix=f"w{len(waves)}trivial",
+                               sizes_known=sizes_known)
+            if waves[kind] is None:
+                return 1
+        for kind, measured in waves.items():
+            report(args, kind, *measured)
+        one, batched = (per_build(*waves[kind]) for kind in waves)
+        print(f"batches against one build per task: {one / batched:.2f}x the builds per hour")
         return 0
     finally:
         if stack is not None:
@@ -160,22 +151,60 @@ def main(argv=None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(args, run, instances, builds, builder_seconds) -> None:
-    n = len(builds)
+def wave(args, stack, catalog_dsn, files, *, prefix: str, sizes_known: bool):
+    """One run of build_wheels over ``args.builds`` new trivial releases; what it measured, or None.
+
+    ``sizes_known``: the catalog knows each sdist's size (as the JSON API tells it), so the claim
+    packs them into batches; without it, each build has a task of its own.
+    """
+    packages = [f"{prefix}{i:04d}" for i in range(args.builds)]
+    with psycopg.connect(catalog_dsn) as conn:
+        for name in packages:
+            sdist = pure_sdist(files, name, "1.0")
+            add_release(conn, name, "1.0")
+            if sizes_known:
+                add_sdist(conn, name, "1.0", sdist.stat().st_size)
+    what = "in batches" if sizes_known else "one build per task"
+    progress(f"triggering build_wheels: a wave of {args.builds} builds, {what}")
+    started = time.monotonic()
+    run_id = stack.trigger("build_wheels")
+    state = stack.wait_for_run("build_wheels", run_id, timeout=60 + 30 * args.builds)
+    progress(f"run {state} after {time.monotonic() - started:.1f} s")
+    if state != "success":
+        print(stack.tails(), file=sys.stderr)
+        return None
+    run = stack.api("GET", f"dags/build_wheels/dagRuns/{run_id}")
+    instances = stack.task_instances("build_wheels", run_id)
+    with psycopg.connect(catalog_dsn) as conn:
+        rows = conn.execute("SELECT status, extract(epoch FROM duration) FROM builds WHERE package = ANY(%s)",
+                            (packages,)).fetchall()
+    if len(rows) != args.builds or any(status != "success" for status, _ in rows):
+        print(f"expected {args.builds} successful builds, got {rows}", file=sys.stderr)
+        return None
+    return run, instances, [float(d) for _, d in rows]
+
+
+def per_build(run, instances, builder_seconds) -> float:
+    """Seconds of one worker slot per build inside the wave: pip plus the marginal overhead."""
+    tasks = [ti for ti in instances if ti["task_id"] == BUILD]
+    span = max(when(ti["end_date"]) for ti in tasks) - min(when(ti["start_date"]) for ti in tasks)
+    return span / len(builder_seconds)
+
+
+def report(args, kind, run, instances, builder_seconds) -> None:
+    tasks = [ti for ti in instances if ti["task_id"] == BUILD]
+    n = len(builder_seconds)
     wall = when(run["end_date"]) - when(run["start_date"])
-    first = min(when(ti["start_date"]) for ti in builds)
-    last = max(when(ti["end_date"]) for ti in builds)
+    first = min(when(ti["start_date"]) for ti in tasks)
+    last = max(when(ti["end_date"]) for ti in tasks)
     span = last - first
     pip = sum(builder_seconds)
-    task_seconds = [ti["duration"] for ti in builds]
-    in_task = sum(task_seconds) - pip
+    in_task = sum(ti["duration"] for ti in tasks) - pip
     fixed = [ti for ti in instances if not ti["task_id"].startswith("wave_")]
     records = [ti for ti in instances if ti["task_id"] == RECORD]
-    overhead = (wall - pip) / n
     marginal = (span - pip) / n
-    per_build = pip / n + marginal
-    print(f"build_wheels through the CeleryExecutor: one wave of {n} trivial pure-Python builds, "
-          f"one worker (concurrency 1), pool slots {args.pool_slots}")
+    print(f"build_wheels through the CeleryExecutor, {kind}: one wave of {n} trivial pure-Python "
+          f"builds in {len(tasks)} build tasks, one worker (concurrency 1), pool slots {args.pool_slots}")
     print(f"  run wall time (start to end)                 {wall:8.1f} s")
     print(f"  builder time (pip wheel + analysis), summed  {pip:8.1f} s   "
           f"(mean {statistics.mean(builder_seconds):.2f} s, median {statistics.median(builder_seconds):.2f} s)")
@@ -185,11 +214,11 @@ def report(args, run, instances, builds, builder_seconds) -> None:
     print(f"  record steps (index host, beside the builds)  {len(records)}: mean "
           f"{statistics.mean(ti['duration'] or 0 for ti in records):.2f} s of task time; last ended "
           f"{max(when(ti['end_date']) for ti in records) - last:.1f} s after the last build")
-    print(f"  overhead per build, whole run                {overhead:8.2f} s")
+    print(f"  overhead per build, whole run                {(wall - pip) / n:8.2f} s")
     print(f"  marginal overhead per build inside a wave    {marginal:8.2f} s")
-    print(f"    of which inside the build task (SFTP, API calls, XCom)  {in_task / n:5.2f} s")
-    print(f"    between build tasks (scheduler, Celery hand-off, fork)  {(span - sum(task_seconds)) / n:5.2f} s")
-    print(f"  builds/hour one worker sustains (these builds)  {3600 / per_build:8.0f}")
+    print(f"    of which inside the build tasks (SFTP, API calls, XCom)  {in_task / n:5.2f} s")
+    print(f"    between build tasks (scheduler, Celery hand-off, fork)   {(span - sum(ti['duration'] for ti in tasks)) / n:5.2f} s")
+    print(f"  builds/hour one worker sustains (these builds)  {3600 / per_build(run, instances, builder_seconds):8.0f}")
     print(f"  builds/hour ceiling from orchestration alone     {3600 / marginal:8.0f}")
 
 

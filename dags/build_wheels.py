@@ -1,20 +1,25 @@
 """build_wheels: every buildable release, built for every enabled target, on that target's workers.
 
     mirror_targets ─▶ expire_lost_builds ─┬─▶ sweep_incoming                     (Asset builds)
-                                          ├─▶ claim_<t> ─▶ wave_<t>: build ─▶ record   × each request
+                                          ├─▶ claim_<t> ─▶ wave_<t>: build ─▶ record   × each batch
                                           │     (index)           (queue <t>)   (index, Asset builds)
                                           └─▶ ... one such chain per enabled target ...
 Triggered by the catalog Asset (pypi_sync saw changes) or, as a safety net, every ten minutes.
 
 - Targets come from targets.toml when the file is parsed (no database then). Airflow cannot map a
   task's queue, pool or task_id, so each enabled target gets its own mapped task group ``wave_<t>``
-  over the requests its claim handed out: ``build`` on Celery queue ``<target.queue>`` (the workers of
+  over the batches its claim handed out: ``build`` on Celery queue ``<target.queue>`` (the workers of
   that ABI serve it) in pool ``build_<target>`` (a slow target never takes another's slots), then
-  ``record`` of that one build on the index host. Pools must exist:
+  ``record`` of that batch on the index host. Pools must exist:
   ``airflow pools set build_<target> <number of its workers> "builds for <target>"``.
-- Builds never wait on each other: each build is recorded as soon as it finishes (per map index), and
-  announces the packages it changed (Asset builds), so a three-hour build holds only its own slot.
-  Several runs may be active at once; the claim lock means no release is claimed twice.
+- A batch is one build, or up to eight the catalog expects to be quick (``wheelwright.builds.batches``):
+  a task costs Airflow about as much as pip takes for a small pure-Python sdist, so quick builds
+  share one. Each build is sent to the index host as soon as it is built; a batch running long
+  hands the builds it has not started back to the queue.
+- Builds never wait on each other: each batch is recorded as soon as it finishes (per map index), and
+  announces the packages it changed (Asset builds), so a three-hour build, alone in its batch, holds
+  only its own slot. Several runs may be active at once; the claim lock means no release is claimed
+  twice.
 - A run that reaches its timeout loses nothing: a build sends its outcome to the index host with its
   files, and the next run's ``sweep_incoming`` records what no record step took; it also removes the
   incoming folders of builds that were given up. A build whose task gave up is marked lost by its
@@ -22,7 +27,8 @@ Triggered by the catalog Asset (pypi_sync saw changes) or, as a safety net, ever
 - A wave is at most ``WAVE_SIZE`` builds per target and run (well under ``max_map_length``). Fresh
   releases are claimed first, backfilled history (see rebuild_history) in the capacity left.
 - A build that fails is an outcome, recorded like a success; the build task retries only for
-  infrastructure faults (the index host unreachable, SFTP broken, a worker unfit to build).
+  infrastructure faults (the index host unreachable, SFTP broken, a worker unfit to build), and a
+  retry does not build again what an earlier try sent.
 - Index-host tasks (claim, record, sweep) run on the ``default`` queue, served on the index host,
   where the catalog database and the published tree are.
 
@@ -108,22 +114,24 @@ def build_wheels():
         return swept
 
     @task
-    def claim(target_name: str, limit: int) -> list[dict]:
-        """The head of the target's queue, as small build requests (one per mapped build)."""
+    def claim(target_name: str, limit: int) -> list[list[dict]]:
+        """The head of the target's queue, as batches of small build requests (one per mapped task)."""
         return dag_tasks.claim(target_name, limit)
 
     @task(map_index_template=dag_tasks.RELEASE_MAP_INDEX,
           execution_timeout=BUILD_TIMEOUT + timedelta(minutes=30), **INFRASTRUCTURE_RETRIES)
-    def build(request: dict) -> dict:
-        """pip wheel in the sandbox, then the files and the outcome over SFTP to the index host."""
-        dag_tasks.name_map_index(request)
-        return dag_tasks.build_and_send(request, BUILD_TIMEOUT)
+    def build(batch: list[dict], *, ti=None) -> list[dict]:
+        """pip wheel in the sandbox, then the files and the outcome over SFTP to the index host; for
+        each build of the batch in turn."""
+        dag_tasks.name_map_index(batch)
+        return dag_tasks.build_and_send(batch, BUILD_TIMEOUT, retrying=ti.try_number > 1)
 
     @task(trigger_rule="all_done", outlets=[BUILDS], map_index_template=dag_tasks.RELEASE_MAP_INDEX)
-    def record(request: dict, *, outlet_events=None) -> list[str]:
-        """Check what arrived, record it in one transaction (lost if nothing came); announce it."""
-        dag_tasks.name_map_index(request)
-        changed = dag_tasks.record_build(request)
+    def record(batch: list[dict], *, outlet_events=None) -> list[str]:
+        """Check what arrived, record each build in its own transaction (lost if nothing came);
+        announce what changed."""
+        dag_tasks.name_map_index(batch)
+        changed = dag_tasks.record_build(batch)
         outlet_events[BUILDS].extra = {"packages": changed}
         return changed
 
@@ -131,15 +139,15 @@ def build_wheels():
     ready >> sweep_incoming()
     def wave_of(target):
         @task_group(group_id=wave_group(target))
-        def wave(request: dict):
-            """One build on the target's workers, recorded on the index host as soon as it is done."""
-            build.override(queue=target.queue, pool=build_pool(target.name))(request) >> record(request)
+        def wave(batch: list[dict]):
+            """A batch built on the target's workers, recorded on the index host as soon as it is done."""
+            build.override(queue=target.queue, pool=build_pool(target.name))(batch) >> record(batch)
         return wave
 
     for target in enabled_targets():
-        requests = claim.override(task_id=f"claim_{target.name}")(target.name, WAVE_SIZE)
-        ready >> requests
-        wave_of(target).expand(request=requests)
+        batches = claim.override(task_id=f"claim_{target.name}")(target.name, WAVE_SIZE)
+        ready >> batches
+        wave_of(target).expand(batch=batches)
 
 
 build_wheels()

@@ -2,7 +2,7 @@
 
 Parsed by Airflow's DagBag from the real ``dags/`` folder with a small targets file, then checked
 through the serialised form the scheduler works from: one mapped wave (build, then record, per
-request) per enabled target, the build on that target's queue and pool, index-host tasks on the index
+batch) per enabled target, the build on that target's queue and pool, index-host tasks on the index
 host's queue, a bounded wave, the package==version map index, retries only for infrastructure faults,
 the catalog Asset (or the clock) as trigger and the builds Asset as output of each record. Parsing must
 touch no database and no network. Then the record step and the sweep of the incoming folder, as the
@@ -264,7 +264,7 @@ def test_each_build_is_recorded_from_what_arrived(index_host, catalog):
     (request,) = build_queue.claim_wave(catalog, "cp39-armv7l", 10)
     arrive(index_host.incoming, request)
 
-    assert index_host.tasks.record_build(dict(request)) == ["lonely"]
+    assert index_host.tasks.record_build([dict(request)]) == ["lonely"]
     assert status_of(catalog, request["build_id"]) == ("failure", "it did not build")
     assert list(index_host.incoming.iterdir()) == [], "its incoming folder is emptied"
 
@@ -277,7 +277,7 @@ def test_a_build_whose_task_gave_up_is_marked_lost_and_queued_again(index_host, 
     add_release(catalog, "lonely", "1.0")
     (request,) = build_queue.claim_wave(catalog, "cp39-armv7l", 10)
 
-    assert index_host.tasks.record_build(dict(request)) == []
+    assert index_host.tasks.record_build([dict(request)]) == []
 
     status, reason = status_of(catalog, request["build_id"])
     assert status == "lost" and "failed on every try" in reason
@@ -314,7 +314,7 @@ def test_a_run_past_its_timeout_loses_nothing(index_host, catalog):
     assert status_of(catalog, requests["sending"]["build_id"])[0] == "building"
     assert sorted(p.name for p in index_host.incoming.iterdir()) == sorted(
         ["not-a-build", str(requests["sending"]["build_id"])])
-    assert index_host.tasks.record_build(dict(requests["finished"])) == [], \
+    assert index_host.tasks.record_build([dict(requests["finished"])]) == [], \
         "a record step that runs after the sweep finds the build recorded"
     assert status_of(catalog, requests["finished"]["build_id"])[0] == "failure"
     assert index_host.tasks.sweep_incoming()["recorded"] == 0

@@ -329,3 +329,31 @@ def test_a_build_that_waits_does_not_delay_the_recording_of_the_others(deploymen
                  for ti in stack.task_instances("build_wheels", run_id)}
     assert instances[(RECORD, "quickpkg==1.0")]["end_date"] < instances[(BUILD, "slowpkg==1.0")]["end_date"], \
         "quickpkg's record step ended before slowpkg's build did"
+
+
+def test_quick_builds_share_one_task_and_each_is_recorded_and_published(deployment):
+    """Releases whose sdists the catalog knows to be small are claimed as one batch: one build task
+    and one record task for all three, every build recorded and its wheel published."""
+    from support.build_world import add_sdist
+    stack, world = deployment.stack, deployment.world
+    names = ["tinya", "tinyb", "tinyc"]
+    with psycopg.connect(world.catalog_dsn) as conn:
+        for name in names:
+            sdist = pure_sdist(deployment.files, name, "1.0")
+            add_release(conn, name, "1.0")
+            add_sdist(conn, name, "1.0", sdist.stat().st_size)
+    stack.wait_for_dag("build_wheels")
+
+    run_id = stack.trigger("build_wheels")
+    state = stack.wait_for_run("build_wheels", run_id, timeout=240)
+    assert state == "success", stack.tails()
+
+    instances = stack.task_instances("build_wheels", run_id)
+    assert [ti["rendered_map_index"] for ti in instances if ti["task_id"] == BUILD] == ["tinya==1.0 +2"]
+    assert [ti["rendered_map_index"] for ti in instances if ti["task_id"] == RECORD] == ["tinya==1.0 +2"]
+    with psycopg.connect(world.catalog_dsn) as conn:
+        recorded = conn.execute("SELECT package, status FROM builds WHERE package = ANY(%s) "
+                                "ORDER BY package", (names,)).fetchall()
+    assert recorded == [(name, "success") for name in names]
+    for name in names:
+        assert (world.output / "simple" / name / f"{name}-1.0-py3-none-any.whl").is_file()

@@ -63,6 +63,15 @@ def add_release(conn, package: str, version: str, *, released: datetime | None =
     conn.commit()
 
 
+def add_sdist(conn, package: str, version: str, size: int | None) -> None:
+    """The release's sdist as the JSON API describes it (its size; None: not enriched yet)."""
+    conn.execute(
+        "INSERT INTO source_files (package, filename, version, pyver, born_serial, uploaded, size) "
+        "VALUES (%s, %s, %s, 'source', 1, now(), %s)",
+        (package, f"{package}-{version}.tar.gz", version, size))
+    conn.commit()
+
+
 def add_build(conn, package: str, version: str, target: str, status: str, *,
               wheels: tuple[str, ...] = ()) -> int:
     """A finished (or in-flight) build, with wheel rows named ``wheels`` (tags from the names)."""

@@ -67,6 +67,16 @@ def send_manifest(sftp, outcome: dict, remote_incoming: str) -> None:
         raise TransferError(f"sending the outcome of build {outcome['build_id']} failed: {exc}") from exc
 
 
+def arrived(sftp, remote_incoming: str, build_id: int) -> bool:
+    """Whether the outcome of ``build_id`` is in its folder on the index host (sent whole, not yet
+    recorded): a retried task need not build it again."""
+    try:
+        sftp.stat(posixpath.join(remote_folder(remote_incoming, build_id), MANIFEST))
+    except FileNotFoundError:
+        return False
+    return True
+
+
 # --- index host side -------------------------------------------------------------------------------
 
 def read_manifest(folder: str | os.PathLike) -> BuildOutcome | None:

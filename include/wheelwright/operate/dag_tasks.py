@@ -84,14 +84,16 @@ def catalog_connection(settings: Settings | None = None):
 
 # --- build_wheels ------------------------------------------------------------------------------------
 
-# The grid names each mapped build and record by its release (``map_index_template``). Tasks in a
-# mapped task group cannot template their own op_kwargs reliably, so each puts the name in its context.
+# The grid names each mapped build and record by its batch's first release (``map_index_template``).
+# Tasks in a mapped task group cannot template their own op_kwargs reliably, so each puts the name
+# in its context.
 RELEASE_MAP_INDEX = "{{ release }}"
 
 
-def name_map_index(request: dict) -> None:
+def name_map_index(batch: list[dict]) -> None:
     from airflow.sdk import get_current_context
-    get_current_context()["release"] = f"{request['package']}=={request['version']}"
+    from wheelwright.builds.batches import label
+    get_current_context()["release"] = label(batch)
 
 
 def mirror_targets() -> None:
@@ -121,60 +123,112 @@ def sweep_incoming() -> dict:
     return {**result.summary(), "packages": result.changed}
 
 
-def claim(target_name: str, limit: int) -> list[dict]:
-    """The head of the target's queue (fresh work, then backfilled history) as small build requests."""
-    from wheelwright.builds import queue
+def claim(target_name: str, limit: int) -> list[list[dict]]:
+    """The head of the target's queue (fresh work, then backfilled history), up to ``limit`` builds,
+    as batches of small build requests: one batch per mapped task (see :mod:`wheelwright.builds.batches`)."""
+    from wheelwright.builds import batches, queue
     with catalog_connection() as conn:
-        return [dict(r) for r in queue.claim_wave(conn, target_name, limit)]
+        wave = [dict(r) for r in queue.claim_wave(conn, target_name, limit)]
+        return batches.plan(wave, batches.expected(conn, [r["build_id"] for r in wave]))
 
 
-def build_and_send(request: dict, timeout: timedelta) -> dict:
-    """Build on this worker, send the files and then the outcome to the index host's incoming folder.
+class _IndexHostSession:
+    """One SFTP session to the index host for a whole batch, opened when first needed and opened
+    again if it died during a long build. The hook's connection pins the index host's key: an unknown
+    key is refused, never accepted."""
 
-    Returns a small summary for XCom: the record step reads the outcome the index host received.
+    def __init__(self):
+        self._client = self._sftp = None
+
+    def sftp(self):
+        transport = self._client.get_transport() if self._client is not None else None
+        if transport is None or not transport.is_active():
+            from airflow.providers.ssh.hooks.ssh import SSHHook
+            self.close()
+            self._client = SSHHook(ssh_conn_id=INDEX_HOST_CONN_ID).get_conn()
+            self._sftp = self._client.open_sftp()
+        return self._sftp
+
+    def close(self) -> None:
+        for part in (self._sftp, self._client):
+            if part is not None:
+                part.close()
+        self._client = self._sftp = None
+
+
+def build_and_send(batch: list[dict], timeout: timedelta, *, retrying: bool = False) -> list[dict]:
+    """Build each request of ``batch`` on this worker in turn, and send each one's files and then its
+    outcome to the index host's incoming folder as soon as it is built.
+
+    ``retrying`` (an earlier try of the task failed): builds whose outcome arrived then are not built
+    again. A batch still building after ``HAND_BACK_AFTER`` starts no more builds: the record step
+    re-queues those (see :mod:`wheelwright.builds.batches`). Returns a small summary per build for
+    XCom: the record step reads what the index host received.
     """
-    from airflow.providers.ssh.hooks.ssh import SSHHook
-    from wheelwright.builds import builder, incoming, transfer
+    import time
+    from wheelwright.builds import batches, builder, incoming, transfer
     from wheelwright.config import simple_index_url
 
     settings = settings_from_airflow()
-    outcome = builder.build(request, index_url=simple_index_url(settings.pypi_url),
-                            workdir_root=settings.home / "builds", timeout=timeout.total_seconds())
+    remote = remote_incoming_dir(settings)
+    session = _IndexHostSession()
+    summaries = []
+    hand_back_at = time.monotonic() + batches.HAND_BACK_AFTER
     try:
-        # The hook's connection pins the index host's key; an unknown key is refused, never accepted.
-        with SSHHook(ssh_conn_id=INDEX_HOST_CONN_ID).get_conn() as client, client.open_sftp() as sftp:
-            remote = remote_incoming_dir(settings)
-            sent = transfer.send_outcome(sftp, outcome, remote)
-            incoming.send_manifest(sftp, sent, remote)
+        for done, request in enumerate(batch):
+            if done and time.monotonic() > hand_back_at:
+                rest = batch[done:]
+                log.warning("the batch ran over %d s: handing back %d builds to the queue (%s)",
+                            batches.HAND_BACK_AFTER, len(rest), batches.label(rest))
+                summaries += [{"build_id": r["build_id"], "status": "handed back"} for r in rest]
+                break
+            if retrying and incoming.arrived(session.sftp(), remote, request["build_id"]):
+                log.info("build %s of %s==%s arrived on an earlier try; not built again",
+                         request["build_id"], request["package"], request["version"])
+                summaries.append({"build_id": request["build_id"], "status": "sent earlier"})
+                continue
+            outcome = builder.build(request, index_url=simple_index_url(settings.pypi_url),
+                                    workdir_root=settings.home / "builds", timeout=timeout.total_seconds())
+            try:
+                sent = transfer.send_outcome(session.sftp(), outcome, remote)
+                incoming.send_manifest(session.sftp(), sent, remote)
+            finally:
+                outcome.cleanup()
+            summaries.append({"build_id": sent["build_id"], "status": sent["status"],
+                              "reason": sent["reason"], "duration": sent["duration"],
+                              "wheels": [w["filename"] for w in sent["wheels"]]})
     finally:
-        outcome.cleanup()
-    return {"build_id": sent["build_id"], "status": sent["status"], "reason": sent["reason"],
-            "duration": sent["duration"], "wheels": [w["filename"] for w in sent["wheels"]]}
+        session.close()
+    return summaries
 
 
-def record_build(request: dict) -> list[str]:
-    """Record what arrived for ``request``; if nothing did (its build task gave up), it is lost.
+def record_build(batch: list[dict]) -> list[str]:
+    """Record what arrived for each request of ``batch``; a build for which nothing did (its task gave
+    up, or handed it back) is lost, and queued again. Each build is recorded in its own transaction.
 
     Returns the packages whose published files changed ([] if none).
     """
     from wheelwright.builds import incoming, queue, transfer
     settings = settings_from_airflow()
+    changed: set[str] = set()
     with catalog_connection(settings) as conn:
-        try:
-            changed = incoming.record_arrival(conn, request, incoming_dir(settings), settings.output)
-        except transfer.TransferError as exc:  # marked lost already: it re-queues
-            log.warning("build %s of %s==%s not recorded: %s", request["build_id"], request["package"],
-                        request["version"], exc)
-            return []
-        if changed is None:
-            if queue.mark_lost(conn, request["build_id"], "no result arrived: its build task failed "
-                                                          "on every try"):
-                log.warning("build %s of %s==%s is lost: its task failed; it will be built again",
-                            request["build_id"], request["package"], request["version"])
+        for request in batch:
+            try:
+                arrived = incoming.record_arrival(conn, request, incoming_dir(settings), settings.output)
+            except transfer.TransferError as exc:  # marked lost already: it re-queues
+                log.warning("build %s of %s==%s not recorded: %s", request["build_id"],
+                            request["package"], request["version"], exc)
+                continue
+            if arrived is not None:
+                changed.update(arrived)
+            elif queue.mark_lost(conn, request["build_id"], "no result arrived: its build task failed "
+                                                            "on every try, or handed it back when its "
+                                                            "batch ran long"):
+                log.warning("build %s of %s==%s is lost: its task failed or handed it back; it will "
+                            "be built again", request["build_id"], request["package"], request["version"])
             else:
                 log.info("build %s was already recorded or given up", request["build_id"])
-            return []
-    return changed
+    return sorted(changed)
 
 
 # --- rebuild_history ---------------------------------------------------------------------------------

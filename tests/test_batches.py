@@ -1,0 +1,208 @@
+"""Quick builds share a task; every other build keeps one of its own.
+
+The plan is pure (what the catalog expects of each claimed build → batches); the expectation comes
+from the catalog (the package's last finished build, this target's first; else the sdist's size);
+and a batch is built and recorded build by build, a retried task building nothing twice.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from support.build_world import add_build, add_release, add_sdist, use_targets
+from wheelwright.builds import batches, queue
+from wheelwright.builds.batches import BATCH_SECONDS, BATCH_SIZE, QUICK_BUILD, SMALL_SDIST, Expected
+
+TARGET = "cp39-armv7l"
+OTHER = "cp311-armv7l"
+
+
+def requests(n: int) -> list[dict]:
+    return [{"build_id": i, "package": f"p{i}", "version": "1.0"} for i in range(1, n + 1)]
+
+
+def ids(plan) -> list[list[int]]:
+    return [[r["build_id"] for r in batch] for batch in plan]
+
+
+def test_quick_builds_are_packed_in_queue_order_up_to_the_batch_size():
+    wave = requests(BATCH_SIZE + 3)
+    known = {r["build_id"]: Expected(2.5, None) for r in wave}
+    assert ids(batches.plan(wave, known)) == [list(range(1, BATCH_SIZE + 1)),
+                                              list(range(BATCH_SIZE + 1, BATCH_SIZE + 4))]
+
+
+def test_a_slow_or_unknown_build_has_a_task_of_its_own_and_the_head_still_starts_first():
+    wave = requests(6)
+    known = {1: Expected(QUICK_BUILD + 1, None),     # slow last time
+             2: Expected(3.0, None), 3: Expected(None, 900),         # quick; never built but tiny
+             4: Expected(None, SMALL_SDIST + 1),      # never built, big sdist
+             5: Expected(None, None),                 # nothing known
+             6: Expected(4.0, 10 * SMALL_SDIST)}      # built quickly before: its history wins
+    assert ids(batches.plan(wave, known)) == [[1], [2, 3, 6], [4], [5]]
+    assert ids(batches.plan(wave, {})) == [[i] for i in range(1, 7)], "no knowledge, no sharing"
+
+
+def test_a_batch_holds_no_more_expected_work_than_its_budget():
+    wave = requests(5)
+    each = QUICK_BUILD                                # quick, but not very
+    plan = batches.plan(wave, {r["build_id"]: Expected(each, None) for r in wave})
+    per_batch = int(BATCH_SECONDS // each)
+    assert [len(b) for b in plan] == [per_batch] * (5 // per_batch) + ([5 % per_batch] if 5 % per_batch else [])
+    assert sorted(r["build_id"] for b in plan for r in b) == [1, 2, 3, 4, 5], "each request exactly once"
+
+
+def test_the_grid_names_a_batch_by_its_first_release():
+    assert batches.label(requests(1)) == "p1==1.0"
+    assert batches.label(requests(3)) == "p1==1.0 +2"
+
+
+def finish(conn, build_id: int, seconds: float, *, ago: timedelta) -> None:
+    conn.execute("UPDATE builds SET duration = %s, finished_at = now() - %s WHERE build_id = %s",
+                 (timedelta(seconds=seconds), ago, build_id))
+    conn.commit()
+
+
+def test_the_catalog_expects_the_latest_build_of_the_package_on_this_target_first(catalog):
+    use_targets(catalog)
+    for package, version in [("fast", "1.0"), ("fast", "2.0"), ("armslow", "1.0"), ("armslow", "2.0"),
+                             ("fresh", "1.0"), ("bare", "1.0")]:
+        add_release(catalog, package, version, age=timedelta(days=400 if version == "1.0" else 2))
+    # fast: built twice on this target, the latest in 3 s; on the other target last (yet it counts less)
+    finish(catalog, add_build(catalog, "fast", "1.0", TARGET, "success"), 300, ago=timedelta(days=9))
+    finish(catalog, add_build(catalog, "fast", "1.0", TARGET, "failure"), 3, ago=timedelta(days=5))
+    finish(catalog, add_build(catalog, "fast", "1.0", OTHER, "success"), 500, ago=timedelta(days=1))
+    # armslow: only the other target built it: 2 s there
+    finish(catalog, add_build(catalog, "armslow", "1.0", OTHER, "success"), 2, ago=timedelta(days=3))
+    add_build(catalog, "armslow", "1.0", TARGET, "lost")   # a lost build tells nothing
+    add_sdist(catalog, "fresh", "1.0", 1234)
+
+    from wheelwright.builds.queue import claim_wave
+    claimed = {r["package"]: r["build_id"] for r in claim_wave(catalog, TARGET, 10)}
+    known = batches.expected(catalog, list(claimed.values()))
+
+    assert set(claimed) == {"fast", "armslow", "fresh", "bare"}
+    assert known[claimed["fast"]] == Expected(3.0, None)
+    assert known[claimed["armslow"]] == Expected(2.0, None)
+    assert known[claimed["fresh"]] == Expected(None, 1234)
+    assert known[claimed["bare"]] == Expected(None, None)
+    assert batches.expected(catalog, []) == {}
+
+
+# --- a batch through the DAG's tasks ------------------------------------------------------------------
+
+@pytest.fixture
+def index_host(catalog, settings, monkeypatch, tmp_path):
+    """The build and record tasks as the DAG calls them, the index host's SFTP being a local folder."""
+    from types import SimpleNamespace
+    from wheelwright.builds import transfer
+    from wheelwright.operate import dag_tasks
+
+    class LocalSFTP(transfer.LocalFolder):
+        def open(self, path: str, mode: str):
+            return open(path, mode)
+
+    use_targets(catalog)
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    monkeypatch.setattr(dag_tasks, "settings_from_airflow", lambda: settings)
+    monkeypatch.setattr(dag_tasks, "incoming_dir", lambda s: str(incoming))
+    monkeypatch.setattr(dag_tasks, "remote_incoming_dir", lambda s: str(incoming))
+    monkeypatch.setattr(dag_tasks._IndexHostSession, "sftp", lambda self: LocalSFTP())
+    return SimpleNamespace(tasks=dag_tasks, incoming=incoming)
+
+
+def failing_builder(built: list, scratch):
+    """builder.build as a worker would run it, for a release that does not build: a log, no wheel."""
+    import gzip
+    from wheelwright.builds.analysis import FileInfo, sha256_of
+    from wheelwright.builds.builder import BuildOutcome
+
+    def build(request, **kwargs):
+        built.append(request["package"])
+        folder = scratch / str(request["build_id"])
+        folder.mkdir()
+        log = folder / f"{request['build_id']}.txt.gz"
+        log.write_bytes(gzip.compress(b"error: no\n"))
+        sha256, size = sha256_of(log)
+        return BuildOutcome(build_id=request["build_id"], package=request["package"],
+                            version=request["version"], target=request["target"], abi=request["abi"],
+                            status="failure", reason="it did not build", builder="pi-1", duration=1.0,
+                            log=FileInfo(log.name, sha256, size), files_dir=folder)
+    return build
+
+
+def test_a_batch_is_built_and_sent_build_by_build_and_each_is_recorded(index_host, catalog, monkeypatch,
+                                                                      tmp_path):
+    from wheelwright.builds import builder
+    for package in ("one", "two", "three"):
+        add_release(catalog, package, "1.0")
+    batch = [dict(r) for r in queue.claim_wave(catalog, TARGET, 10)]
+    built: list[str] = []
+    monkeypatch.setattr(builder, "build", failing_builder(built, tmp_path))
+
+    sent = index_host.tasks.build_and_send(batch, timedelta(minutes=5))
+
+    assert built == [r["package"] for r in batch]
+    assert [s["status"] for s in sent] == ["failure"] * 3
+    assert sorted(p.name for p in index_host.incoming.iterdir()) == sorted(str(r["build_id"]) for r in batch)
+    assert index_host.tasks.record_build(batch) == ["one", "three", "two"]
+    statuses = catalog.execute("SELECT package, status FROM builds ORDER BY package").fetchall()
+    assert statuses == [("one", "failure"), ("three", "failure"), ("two", "failure")]
+
+
+def test_a_retried_batch_builds_only_what_no_earlier_try_sent_and_loses_nothing(index_host, catalog,
+                                                                               monkeypatch, tmp_path):
+    """The first try sent one build and then lost the index host: the retry builds the other two;
+    if it too gives up, the record step records what arrived and re-queues the rest."""
+    from wheelwright.builds import builder
+    for package in ("one", "two", "three"):
+        add_release(catalog, package, "1.0")
+    batch = [dict(r) for r in queue.claim_wave(catalog, TARGET, 10)]
+    built: list[str] = []
+    monkeypatch.setattr(builder, "build", failing_builder(built, tmp_path))
+    index_host.tasks.build_and_send(batch[:1], timedelta(minutes=5))           # the first try's work
+
+    sent = index_host.tasks.build_and_send(batch, timedelta(minutes=5), retrying=True)
+
+    assert built == [r["package"] for r in batch], "the first build was not built again"
+    assert sent[0] == {"build_id": batch[0]["build_id"], "status": "sent earlier"}
+
+    # a batch whose task gave up after its first build: that one is recorded, the others re-queue
+    for package in ("four", "five"):
+        add_release(catalog, package, "1.0")
+    index_host.tasks.record_build(batch)
+    second = [dict(r) for r in queue.claim_wave(catalog, TARGET, 10)]
+    index_host.tasks.build_and_send(second[:1], timedelta(minutes=5))
+    assert index_host.tasks.record_build(second) == [second[0]["package"]]
+    statuses = dict(catalog.execute("SELECT package, status FROM builds WHERE build_id = ANY(%s)",
+                                    ([r["build_id"] for r in second],)).fetchall())
+    assert statuses == {second[0]["package"]: "failure", second[1]["package"]: "lost"}
+    assert [r["package"] for r in queue.claim_wave(catalog, TARGET, 10)] == [second[1]["package"]]
+
+
+def test_a_batch_that_runs_long_hands_back_what_it_has_not_started(index_host, catalog, monkeypatch,
+                                                                   tmp_path):
+    """A quick-looking build that turns out slow does not hold the rest of its batch: once the batch
+    is over its time, nothing more starts, and the record step puts the rest back in the queue."""
+    from wheelwright.builds import builder
+    for package in ("one", "two", "three"):
+        add_release(catalog, package, "1.0")
+    batch = [dict(r) for r in queue.claim_wave(catalog, TARGET, 10)]
+    built: list[str] = []
+    monkeypatch.setattr(builder, "build", failing_builder(built, tmp_path))
+    monkeypatch.setattr(batches, "HAND_BACK_AFTER", -1)     # over its time from the start
+
+    sent = index_host.tasks.build_and_send(batch, timedelta(minutes=5))
+
+    assert built == [batch[0]["package"]], "the build under way finishes; no other starts"
+    assert [s["status"] for s in sent] == ["failure", "handed back", "handed back"]
+    assert index_host.tasks.record_build(batch) == [batch[0]["package"]]
+    statuses = catalog.execute("SELECT package, status, reason FROM builds ORDER BY build_id").fetchall()
+    assert [(p, s) for p, s, _ in statuses] == [(r["package"], "failure" if i == 0 else "lost")
+                                                for i, r in enumerate(batch)]
+    assert "handed it back" in statuses[1][2]
+    assert sorted(r["package"] for r in queue.claim_wave(catalog, TARGET, 10)) == \
+        sorted(r["package"] for r in batch[1:])
