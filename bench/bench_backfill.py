@@ -11,7 +11,7 @@ api-server, scheduler, dag-processor and one Celery worker for the index host's 
 
 waits for every backfill run and prints: the wall time from ``backfill create`` to the last run's end,
 per run (one month) the admit task's own time against the scheduling around it, the SQL time of
-admitting one month, then the time to claim the whole history in waves of 64 (what build_wheels runs
+admitting one month, then the time to claim the whole history in waves of 256 (what build_wheels runs
 do), and what building it would take at the builds/hour per slot that bench_builds.py measures
 (``--builds-per-hour``, default its last figure) for ``--slots`` worker slots.
 
@@ -41,7 +41,7 @@ from bench_builds import postgres, progress, when  # noqa: E402
 from support.airflow_processes import (AirflowStack, airflow_variables, create_database,  # noqa: E402
                                       drop_database, free_port, migrate, start_redis, wait_until)
 from support.build_world import open_folder  # noqa: E402
-from wheelwright.builds import queue  # noqa: E402
+from wheelwright.builds import batches, queue  # noqa: E402
 from wheelwright.builds.targets import mirror_targets, parse_targets  # noqa: E402
 from wheelwright.catalog import db  # noqa: E402
 from wheelwright.config import Settings  # noqa: E402
@@ -62,7 +62,7 @@ platform = "linux_x86_64"
 distro = "trixie"
 """
 START = datetime(2019, 1, 1, tzinfo=timezone.utc)
-WAVE = 64
+WAVE, WAVE_SECONDS = 256, 30 * 60     # what a build_wheels run claims per target (dags/build_wheels.py)
 
 
 def month_start(i: int) -> datetime:
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
             claims = []
             while True:
                 t0 = time.perf_counter()
-                wave = queue.claim_wave(conn, NEW, WAVE)
+                wave, _ = batches.claim_batches(conn, NEW, WAVE, WAVE_SECONDS)
                 claims.append(time.perf_counter() - t0)
                 if not wave:
                     break
@@ -217,8 +217,9 @@ def report(args, runs, tis, *, wall, create, admitted, waiting, admit_again, cla
           f"(SQL of one month: {admit_again * 1000:.0f} ms)")
     print(f"  admitted to the new target's queue             {admitted:8d}   "
           f"(queue now {waiting[0]} waiting)")
-    print(f"  claiming all of it in waves of {WAVE}              {sum(claims):8.2f} s   "
-          f"({len(claims)} claims, mean {statistics.mean(claims) * 1000:.0f} ms; {claimed} builds)")
+    print(f"  claiming all of it as build_wheels runs do     {sum(claims):8.2f} s   "
+          f"({len(claims)} claims of up to {WAVE} builds and {WAVE_SECONDS // 60} min of expected work, "
+          f"mean {statistics.mean(claims) * 1000:.0f} ms; {claimed} builds)")
     print(f"  pruning the finished backfill rows            {prune:8.2f} s   ({pruned} rows)")
     print(f"  building it at {args.builds_per_hour:.0f}/h per slot on {args.slots} slots   "
           f"{build_hours * 3600:8.0f} s   ({build_hours:.2f} h: the build itself is where the time goes)")

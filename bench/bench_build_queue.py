@@ -9,7 +9,7 @@ cp311 then cp313. The first target has already tried two thirds of the releases:
 a pure wheel (done for every target), a quarter a binary wheel and a quarter a failure (both move on to
 cp313). A hundred releases are fresh (released in the last hour).
 
-Then, in the order a scheduler would: ``expire_lost`` over everything, ``claim_wave`` of 64 for each
+Then, in the order a scheduler would: ``expire_lost`` over everything, ``claim_wave`` of 256 for each
 target five times (each claims new releases; the first claim of cp311 takes the fresh ones), each
 wave's plan of batches (what the catalog expects of each build: every build the first target made took
 2 s to 10 min), and ``queue_length`` of each target (a full count of the queue, what ``wheelwright queue`` shows).
@@ -49,7 +49,7 @@ abi = "cp313"
 platform = "linux_aarch64"
 distro = "trixie"
 """
-WAVE = 64
+WAVE = 256                 # what a build_wheels run claims per target at most (dags/build_wheels.py)
 WAVES = 5
 FRESH = 100
 

@@ -2,9 +2,11 @@
 
     mirror_targets ─▶ expire_lost_builds ─┬─▶ sweep_incoming                     (Asset builds)
                                           ├─▶ claim_<t> ─▶ wave_<t>: build ─▶ record   × each batch
-                                          │     (index)           (queue <t>)   (index, Asset builds)
+                                          │     (index) │         (queue <t>)   (index, Asset builds)
+                                          │             └─▶ more_waiting   (Asset build backlog, if any)
                                           └─▶ ... one such chain per enabled target ...
-Triggered by the catalog Asset (pypi_sync saw changes) or, as a safety net, every ten minutes.
+Triggered by the catalog Asset (pypi_sync saw changes), by its own backlog Asset (the last run left
+builds waiting) or, as a safety net, every ten minutes.
 
 - Targets come from targets.toml when the file is parsed (no database then). Airflow cannot map a
   task's queue, pool or task_id, so each enabled target gets its own mapped task group ``wave_<t>``
@@ -24,7 +26,12 @@ Triggered by the catalog Asset (pypi_sync saw changes) or, as a safety net, ever
   files, and the next run's ``sweep_incoming`` records what no record step took; it also removes the
   incoming folders of builds that were given up. A build whose task gave up is marked lost by its
   record step (it re-queues); one whose run was cut off is expired after ``LOST_AFTER``.
-- A wave is at most ``WAVE_SIZE`` builds per target and run (well under ``max_map_length``). Fresh
+- A wave is at most ``WAVE_SIZE`` builds per target and run (well under ``max_map_length``) and
+  ``WAVE_SECONDS`` of the work the catalog expects (the first build always): with ``MAX_ACTIVE_RUNS``
+  runs, at most two hours of one slot's work wait in a target's pool, well inside ``LOST_AFTER``
+  (a claimed build still waiting then would be given up and built twice). A run whose claim left
+  builds waiting announces the backlog Asset, and the next run starts at once (Airflow holds it while
+  ``MAX_ACTIVE_RUNS`` are active): a deep queue, a backfill's, keeps every worker busy. Fresh
   releases are claimed first, backfilled history (see rebuild_history) in the capacity left.
 - A build that fails is an outcome, recorded like a success; the build task retries only for
   infrastructure faults (the index host unreachable, SFTP broken, a worker unfit to build), and a
@@ -47,10 +54,11 @@ from airflow.sdk import (AssetOrTimeSchedule, CronTriggerTimetable, ExceptionRet
 
 from wheelwright.builds.targets import enabled_targets
 from wheelwright.operate import dag_tasks
-from wheelwright.operate.assets import BUILDS, CATALOG
+from wheelwright.operate.assets import BUILD_BACKLOG, BUILDS, CATALOG
 from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, build_pool
 
-WAVE_SIZE = 64                                  # builds per target and run; max_map_length is 1024
+WAVE_SIZE = 256                                 # builds per target and run; max_map_length is 1024
+WAVE_SECONDS = 30 * 60                          # ... and seconds of expected work (of one worker slot)
 MAX_ACTIVE_RUNS = 4                             # runs at once: a slow wave never blocks the next
 BUILD_TIMEOUT = timedelta(hours=3)              # the builder's own wall clock for pip wheel
 LOST_AFTER = BUILD_TIMEOUT + timedelta(hours=1)  # a build silent this long lost its worker
@@ -82,7 +90,7 @@ def wave_group(target) -> str:
 @dag(
     dag_id="build_wheels",
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("*/10 * * * *", timezone="UTC"),
-                                 assets=[CATALOG]),
+                                 assets=CATALOG | BUILD_BACKLOG),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=MAX_ACTIVE_RUNS,
@@ -114,9 +122,22 @@ def build_wheels():
         return swept
 
     @task
-    def claim(target_name: str, limit: int) -> list[list[dict]]:
-        """The head of the target's queue, as batches of small build requests (one per mapped task)."""
-        return dag_tasks.claim(target_name, limit)
+    def claim(target_name: str, limit: int, seconds: float, *, ti=None) -> list[list[dict]]:
+        """The head of the target's queue, as batches of small build requests (one per mapped task);
+        whether builds were left waiting goes to XCom "more"."""
+        batches, more = dag_tasks.claim(target_name, limit, seconds)
+        ti.xcom_push(key="more", value=more)
+        return batches
+
+    @task(outlets=[BUILD_BACKLOG])
+    def more_waiting(waiting: dict, *, outlet_events=None) -> list[str]:
+        """A claim left builds waiting: the next run is asked for now, not at the next catalog change."""
+        from airflow.sdk.exceptions import AirflowSkipException
+        targets = sorted(name for name, more in waiting.items() if more)
+        if not targets:
+            raise AirflowSkipException("every target's queue was claimed to its end")
+        outlet_events[BUILD_BACKLOG].extra = {"targets": targets}
+        return targets
 
     @task(map_index_template=dag_tasks.RELEASE_MAP_INDEX,
           execution_timeout=BUILD_TIMEOUT + timedelta(minutes=30), **INFRASTRUCTURE_RETRIES)
@@ -144,10 +165,14 @@ def build_wheels():
             build.override(queue=target.queue, pool=build_pool(target.name))(batch) >> record(batch)
         return wave
 
+    waiting = {}
     for target in enabled_targets():
-        batches = claim.override(task_id=f"claim_{target.name}")(target.name, WAVE_SIZE)
-        ready >> batches
-        wave_of(target).expand(batch=batches)
+        claimed = claim.override(task_id=f"claim_{target.name}")(target.name, WAVE_SIZE, WAVE_SECONDS)
+        ready >> claimed
+        wave_of(target).expand(batch=claimed)
+        waiting[target.name] = claimed["more"]
+    if waiting:
+        more_waiting(waiting)
 
 
 build_wheels()

@@ -206,3 +206,41 @@ def test_a_batch_that_runs_long_hands_back_what_it_has_not_started(index_host, c
     assert "handed it back" in statuses[1][2]
     assert sorted(r["package"] for r in queue.claim_wave(catalog, TARGET, 10)) == \
         sorted(r["package"] for r in batch[1:])
+
+
+def test_a_claim_keeps_its_budget_of_expected_work_and_leaves_the_rest_at_the_head_of_the_queue(catalog):
+    use_targets(catalog)
+    for package in ("a", "b", "c", "d"):
+        add_release(catalog, package, "2.0", age=timedelta(days=1))
+        add_release(catalog, package, "1.0", age=timedelta(days=400))
+    for package, seconds in (("a", 100.0), ("b", 100.0), ("c", 100.0), ("d", 1.0)):
+        finish(catalog, add_build(catalog, package, "1.0", TARGET, "success"), seconds, ago=timedelta(days=1))
+
+    claimed, more = batches.claim_batches(catalog, TARGET, 10, seconds=250)
+
+    assert ids_of(claimed) == [["a"], ["b"]], "the first two fit 250 s; c would not"
+    assert more, "builds were left waiting"
+    assert [p for p, _ in queue.queue_head(catalog, TARGET)] == ["c", "d"], \
+        "what the budget left is not claimed: the next run takes it first"
+    claimed, more = batches.claim_batches(catalog, TARGET, 10, seconds=250)
+    assert ids_of(claimed) == [["c"], ["d"]] and not more, "the end of the queue: nothing waits"
+    claimed, more = batches.claim_batches(catalog, TARGET, 10, seconds=250)
+    assert (claimed, more) == ([], False)
+
+
+def test_a_claim_keeps_its_first_build_however_long_and_says_when_it_was_full(catalog):
+    use_targets(catalog)
+    for package in ("huge", "small1", "small2"):
+        add_release(catalog, package, "2.0", age=timedelta(days=1))
+        add_release(catalog, package, "1.0", age=timedelta(days=400))
+        finish(catalog, add_build(catalog, package, "1.0", TARGET, "success"),
+               5 * 3600 if package == "huge" else 1.0, ago=timedelta(days=1))
+
+    claimed, more = batches.claim_batches(catalog, TARGET, 10, seconds=60)
+    assert ids_of(claimed) == [["huge"]] and more
+    claimed, more = batches.claim_batches(catalog, TARGET, 1, seconds=3600)
+    assert ids_of(claimed) == [["small1"]] and more, "a full claim may leave builds waiting"
+
+
+def ids_of(plan) -> list[list[str]]:
+    return [[r["package"] for r in batch] for batch in plan]

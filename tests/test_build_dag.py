@@ -113,7 +113,7 @@ def test_one_mapped_build_task_per_enabled_target_on_its_own_queue_and_pool(seri
 def test_index_host_tasks_run_on_the_index_host_queue(serialized, dag_module):
     index_tasks = [t for t in serialized.tasks if not t.task_id.endswith(".build")]
     assert {t.task_id for t in index_tasks} == {
-        "mirror_targets", "expire_lost_builds", "sweep_incoming",
+        "mirror_targets", "expire_lost_builds", "sweep_incoming", "more_waiting",
         *(f"claim_{name}" for name in ENABLED), *(record_of(name) for name in ENABLED)}
     for task in index_tasks:
         assert task.queue == dag_module.INDEX_HOST_QUEUE, \
@@ -141,16 +141,47 @@ def test_each_build_is_recorded_on_its_own_as_soon_as_it_is_done_even_a_failed_o
 
 def test_every_recording_announces_the_builds_asset(serialized):
     from airflow.sdk import Asset
-    announcing = {t.task_id for t in serialized.tasks if t.outlets}
+    announcing = {t.task_id for t in serialized.tasks if t.outlets} - {"more_waiting"}
     assert announcing == {"sweep_incoming", *(record_of(name) for name in ENABLED)}
     for task_id in announcing:
         assert [o.uri for o in serialized.get_task(task_id).outlets] == [Asset("wheelwright://builds").uri]
 
 
-def test_triggered_by_the_catalog_asset_or_the_clock_several_runs_at_a_time(dag):
-    from airflow.sdk import Asset, AssetOrTimeSchedule
+def test_a_claim_that_left_builds_waiting_asks_for_the_next_run_at_once(dag, serialized):
+    """more_waiting follows every claim and announces the backlog Asset, which schedules the DAG
+    itself: a deep queue is claimed run after run, not once per catalog change."""
+    from airflow.sdk import Asset
+    backlog = Asset("wheelwright://build-backlog").uri
+    task = serialized.get_task("more_waiting")
+    assert task.upstream_task_ids == {f"claim_{name}" for name in ENABLED}
+    assert [o.uri for o in task.outlets] == [backlog]
+    assert backlog in [a.uri for a in dag.timetable.asset_condition.objects]
+
+
+@pytest.mark.parametrize("waiting, announced", [
+    ({"cp311-x86_64": False, "cp39-armv7l": True}, ["cp39-armv7l"]),
+    ({"cp311-x86_64": False, "cp39-armv7l": False}, None),
+])
+def test_more_waiting_announces_only_the_targets_left_waiting(dag, waiting, announced):
+    from types import SimpleNamespace
+    from airflow.sdk.exceptions import AirflowSkipException
+    from wheelwright.operate.assets import BUILD_BACKLOG
+    events = {BUILD_BACKLOG: SimpleNamespace(extra=None)}
+    call = dag.get_task("more_waiting").python_callable
+    if announced is None:
+        with pytest.raises(AirflowSkipException):
+            call(waiting, outlet_events=events)
+        return
+    assert call(waiting, outlet_events=events) == announced
+    assert events[BUILD_BACKLOG].extra == {"targets": announced}
+
+
+def test_triggered_by_the_catalog_asset_its_backlog_or_the_clock_several_runs_at_a_time(dag):
+    from airflow.sdk import Asset, AssetAny, AssetOrTimeSchedule
     assert isinstance(dag.timetable, AssetOrTimeSchedule)
-    assert [a.uri for a in dag.timetable.asset_condition.objects] == [Asset("wheelwright://catalog").uri]
+    assert isinstance(dag.timetable.asset_condition, AssetAny), "either asset alone starts a run"
+    assert [a.uri for a in dag.timetable.asset_condition.objects] == [
+        Asset("wheelwright://catalog").uri, Asset("wheelwright://build-backlog").uri]
     assert dag.timetable.can_be_scheduled, "the clock is a safety net when no catalog event comes"
     assert dag.max_active_runs > 1, "a slow wave must not hold back the next run's claims"
     assert dag.catchup is False
@@ -166,9 +197,11 @@ def test_the_map_index_shows_package_and_version(serialized, dag_module):
 def test_a_wave_stays_within_max_map_length(dag, dag_module):
     from airflow.configuration import conf
     assert 1 <= dag_module.WAVE_SIZE <= conf.getint("core", "max_map_length")
-    # the claim is called with the wave size: a run never maps more than that per target
+    # the claim is called with the wave size and its budget: a run never maps more than that per target
     claim = dag.get_task("claim_cp311-x86_64")
-    assert claim.op_args[1] == dag_module.WAVE_SIZE
+    assert tuple(claim.op_args[1:]) == (dag_module.WAVE_SIZE, dag_module.WAVE_SECONDS)
+    # every active run's wave waiting in a pool ends well before its builds would be given up
+    assert timedelta(seconds=dag_module.MAX_ACTIVE_RUNS * dag_module.WAVE_SECONDS) <= dag_module.LOST_AFTER / 2
 
 
 @pytest.mark.parametrize("fault", [

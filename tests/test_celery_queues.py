@@ -304,10 +304,7 @@ def test_a_build_that_waits_does_not_delay_the_recording_of_the_others(deploymen
     with psycopg.connect(world.catalog_dsn) as conn:
         add_release(conn, "slowpkg", "1.0")
         add_release(conn, "quickpkg", "1.0")
-    pool = f"build_{REAL_TARGET}"
-    stack.api("POST", "pools", {"name": pool, "slots": 2, "include_deferred": False},
-              expect=(200, 201, 204, 409))  # (the test before may have made it)
-    stack.api("PATCH", f"pools/{pool}", {"name": pool, "slots": 2, "include_deferred": False})
+    stack.set_pool(f"build_{REAL_TARGET}", 2)
     stack.wait_for_dag("build_wheels")
 
     run_id = stack.trigger("build_wheels")
@@ -357,3 +354,60 @@ def test_quick_builds_share_one_task_and_each_is_recorded_and_published(deployme
     assert recorded == [(name, "success") for name in names]
     for name in names:
         assert (world.output / "simple" / name / f"{name}-1.0-py3-none-any.whl").is_file()
+
+
+def test_a_claim_left_short_by_its_budget_starts_the_next_run_until_the_queue_is_empty(deployment):
+    """Three releases whose packages took 20 minutes a build last time: a run claims what fits its
+    budget of expected work (one), says builds are left waiting (the backlog Asset), and that starts
+    the next run by itself, until a claim reaches the end of the queue. Only the first run is ours.
+
+    (Last in this module: the scheduler is restarted with scheduling on, which asset-triggered runs
+    need; a tick of the ten-minute clock may then add a run, which the assertions allow.)"""
+    from datetime import timedelta
+    from support.airflow_processes import wait_until
+    from support.build_world import add_build, use_targets
+    stack, world = deployment.stack, deployment.world
+    names = ["chain1", "chain2", "chain3"]
+    with psycopg.connect(world.catalog_dsn) as conn:
+        use_targets(conn, REAL_TARGETS)  # (what the first run does, if this test runs alone)
+        for name in names:
+            pure_sdist(deployment.files, name, "1.0")
+            add_release(conn, name, "0.9", age=timedelta(days=800))
+            add_release(conn, name, "1.0")
+            build_id = add_build(conn, name, "0.9", REAL_TARGET, "failure")
+            conn.execute("UPDATE builds SET duration = '20 minutes', finished_at = now() "
+                         "WHERE build_id = %s", (build_id,))
+    stack.set_pool(f"build_{REAL_TARGET}", 2)
+    scheduler = next(p for p in stack.processes if p.name == "scheduler")
+    stack.stop_process(scheduler)
+    stack.start("scheduler", "scheduler", extra_env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True"})
+    stack.wait_for_dag("build_wheels")
+    before = {r["dag_run_id"] for r in stack.api("GET", "dags/build_wheels/dagRuns?limit=100")["dag_runs"]}
+
+    ours = stack.trigger("build_wheels")
+
+    def built():
+        with psycopg.connect(world.catalog_dsn) as conn:
+            return dict(conn.execute("SELECT package, status FROM builds WHERE package = ANY(%s) "
+                                     "AND version = '1.0'", (names,)).fetchall())
+    wait_until(lambda: built() == {name: "success" for name in names}, 300,
+               "all three releases to be built, one run after another", interval=2,
+               on_timeout=stack.tails)
+    runs = {r["dag_run_id"]: r for r in stack.api("GET", "dags/build_wheels/dagRuns?limit=100")["dag_runs"]
+            if r["dag_run_id"] not in before}
+    claimed_by = {}
+    for run_id, run in runs.items():
+        assert stack.wait_for_run("build_wheels", run_id, timeout=150) == "success", stack.tails()
+        instances = stack.task_instances("build_wheels", run_id)
+        # (a run whose claim found nothing has one unexpanded build, skipped, with no release name)
+        claimed = [ti["rendered_map_index"] for ti in instances
+                   if ti["task_id"] == BUILD and ti["rendered_map_index"]]
+        claimed_by.update({release: (run_id, run["run_type"]) for release in claimed})
+        more = [ti["state"] for ti in instances if ti["task_id"] == "more_waiting"]
+        left_waiting = bool(claimed) and "chain3==1.0" not in claimed  # claims are newest, then a-z
+        assert more == (["success"] if left_waiting else ["skipped"]), (run["run_type"], claimed, more)
+    assert set(claimed_by) == {f"{name}==1.0" for name in names}
+    assert len({run_id for run_id, _ in claimed_by.values()}) == 3, "one release a run: the budget held"
+    kinds = [kind for _, kind in claimed_by.values()]
+    assert kinds.count("manual") == 1 and "asset_triggered" in kinds, \
+        f"the runs after ours were started by the backlog Asset, not by us: {claimed_by}"

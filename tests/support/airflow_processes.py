@@ -295,7 +295,10 @@ class AirflowStack:
                 and health["dag_processor"]["status"] == "healthy")
 
     def set_pool(self, name: str, slots: int) -> None:
-        self.api("POST", "pools", {"name": name, "slots": slots, "include_deferred": False})
+        """Create the pool with ``slots``, or give it ``slots`` if it exists already."""
+        pool = {"name": name, "slots": slots, "include_deferred": False}
+        self.api("POST", "pools", pool, expect=(200, 201, 204, 409))
+        self.api("PATCH", f"pools/{name}", pool)
 
     def wait_for_dag(self, dag_id: str, timeout: float = 90) -> dict:
         def parsed():

@@ -1,4 +1,12 @@
-"""Batches: quick builds share one task, so Airflow's cost per task is paid once for several.
+"""Waves and batches: what one build_wheels run claims for a target, and how it is cut into tasks.
+
+A run claims the head of a target's queue up to a number of builds and a budget of expected work
+(:func:`claim_batches`): enough to keep the target's workers busy, not so much that the last of it
+waits in the pool for hours (a claimed build still waiting after ``LOST_AFTER`` would be given up and
+claimed again). When the claim stopped short of the queue's end, the run asks for the next one at
+once (the DAG's backlog Asset), so a deep queue keeps every slot fed without claiming it all at once.
+
+Batches: quick builds share one task, so Airflow's cost per task is paid once for several.
 
 Every Airflow task costs about a second and a half before and after the work it wraps (scheduling,
 the Celery hand-off, the task process starting, its API calls, an SSH session to the index host):
@@ -18,11 +26,14 @@ build that turns out slow delays the others by one claim interval, never by its 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import psycopg
 
 from wheelwright.catalog import db
+
+log = logging.getLogger(__name__)
 
 BATCH_SIZE = 8             # builds in one task at most
 BATCH_SECONDS = 180.0      # expected seconds of work in one task at most: how long a recording may wait
@@ -30,6 +41,7 @@ QUICK_BUILD = 60.0         # seconds: a package that built this fast last time s
 SMALL_SDIST = 64 * 1024    # bytes: a package never built whose sdist is this small shares a task ...
 FIRST_BUILD_GUESS = 20.0   # ... counted as this many seconds
 HAND_BACK_AFTER = 2 * BATCH_SECONDS  # a batch running longer builds nothing more (see above)
+UNKNOWN_GUESS = 60.0       # seconds a build the catalog knows nothing of counts against a wave's budget
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,40 @@ class Expected:
         return None
 
 
+    def seconds(self) -> float:
+        """Seconds this build is expected to take, a guess when nothing is known."""
+        if self.last_seconds is not None:
+            return self.last_seconds
+        return self.quick_seconds() or UNKNOWN_GUESS
+
+
 UNKNOWN = Expected(None, None)
+
+
+def claim_batches(conn: psycopg.Connection, target: str, limit: int,
+                  seconds: float) -> tuple[list[list[dict]], bool]:
+    """Claim the head of ``target``'s queue: up to ``limit`` builds and ``seconds`` of expected work
+    (the first build always), as batches. Committed on return, with the claim lock held throughout.
+
+    Returns the batches and whether builds were left waiting (the claim was full or over budget).
+    """
+    from wheelwright.builds import queue
+    with conn.transaction():
+        wave = [dict(r) for r in queue.claim_wave(conn, target, limit)]
+        known = expected(conn, [r["build_id"] for r in wave])
+        kept, spent = [], 0.0
+        for request in wave:
+            cost = known.get(request["build_id"], UNKNOWN).seconds()
+            if kept and spent + cost > seconds:
+                break
+            kept.append(request)
+            spent += cost
+        if len(kept) < len(wave):
+            conn.execute(db.query("build_unclaim"),
+                         {"build_ids": [r["build_id"] for r in wave[len(kept):]]})
+            log.info("kept %d of the %d builds claimed for %s: %.0f s of expected work, the budget is "
+                     "%.0f s; the rest wait for the next run", len(kept), len(wave), target, spent, seconds)
+    return plan(kept, known), len(wave) == limit or len(kept) < len(wave)
 
 
 def expected(conn: psycopg.Connection, build_ids: list[int]) -> dict[int, Expected]:

@@ -123,13 +123,13 @@ def sweep_incoming() -> dict:
     return {**result.summary(), "packages": result.changed}
 
 
-def claim(target_name: str, limit: int) -> list[list[dict]]:
-    """The head of the target's queue (fresh work, then backfilled history), up to ``limit`` builds,
-    as batches of small build requests: one batch per mapped task (see :mod:`wheelwright.builds.batches`)."""
-    from wheelwright.builds import batches, queue
+def claim(target_name: str, limit: int, seconds: float) -> tuple[list[list[dict]], bool]:
+    """The head of the target's queue (fresh work, then backfilled history), up to ``limit`` builds
+    and ``seconds`` of expected work, as batches of small build requests (one per mapped task); and
+    whether more builds wait (see :mod:`wheelwright.builds.batches`)."""
+    from wheelwright.builds import batches
     with catalog_connection() as conn:
-        wave = [dict(r) for r in queue.claim_wave(conn, target_name, limit)]
-        return batches.plan(wave, batches.expected(conn, [r["build_id"] for r in wave]))
+        return batches.claim_batches(conn, target_name, limit, seconds)
 
 
 class _IndexHostSession:
