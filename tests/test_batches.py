@@ -183,31 +183,6 @@ def test_a_retried_batch_builds_only_what_no_earlier_try_sent_and_loses_nothing(
     assert [r["package"] for r in queue.claim_wave(catalog, TARGET, 10)] == [second[1]["package"]]
 
 
-def test_a_batch_that_runs_long_hands_back_what_it_has_not_started(index_host, catalog, monkeypatch,
-                                                                   tmp_path):
-    """A quick-looking build that turns out slow does not hold the rest of its batch: once the batch
-    is over its time, nothing more starts, and the record step puts the rest back in the queue."""
-    from wheelwright.builds import builder
-    for package in ("one", "two", "three"):
-        add_release(catalog, package, "1.0")
-    batch = [dict(r) for r in queue.claim_wave(catalog, TARGET, 10)]
-    built: list[str] = []
-    monkeypatch.setattr(builder, "build", failing_builder(built, tmp_path))
-    monkeypatch.setattr(batches, "HAND_BACK_AFTER", -1)     # over its time from the start
-
-    sent = index_host.tasks.build_and_send(batch, timedelta(minutes=5))
-
-    assert built == [batch[0]["package"]], "the build under way finishes; no other starts"
-    assert [s["status"] for s in sent] == ["failure", "handed back", "handed back"]
-    assert index_host.tasks.record_build(batch) == [batch[0]["package"]]
-    statuses = catalog.execute("SELECT package, status, reason FROM builds ORDER BY build_id").fetchall()
-    assert [(p, s) for p, s, _ in statuses] == [(r["package"], "failure" if i == 0 else "lost")
-                                                for i, r in enumerate(batch)]
-    assert "handed it back" in statuses[1][2]
-    assert sorted(r["package"] for r in queue.claim_wave(catalog, TARGET, 10)) == \
-        sorted(r["package"] for r in batch[1:])
-
-
 def test_a_claim_keeps_its_budget_of_expected_work_and_leaves_the_rest_at_the_head_of_the_queue(catalog):
     use_targets(catalog)
     for package in ("a", "b", "c", "d"):

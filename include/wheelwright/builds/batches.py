@@ -18,10 +18,9 @@ last time, or never built and of unknown or large size) keeps a task of its own,
 still holds only its own slot and delays nobody's recording.
 
 Expected is what the catalog knows (``build_expected_seconds.sql``): the package's latest finished
-build, on this target if it has one; for a package never built, the sdist's size. A guess that is
-wrong costs little: a batch still building after :data:`HAND_BACK_AFTER` hands the builds it has not
-started back (its record step re-queues them at once, for the next run to claim), so a quick-looking
-build that turns out slow delays the others by one claim interval, never by its own length.
+build, on this target if it has one; for a package never built, the sdist's size. A wrong guess, a
+quick-looking build that turns out slow (a release that gained a C extension), delays the builds
+after it in its batch, at most :data:`BATCH_SIZE` - 1, and never another slot's work.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ BATCH_SECONDS = 180.0      # expected seconds of work in one task at most: how l
 QUICK_BUILD = 60.0         # seconds: a package that built this fast last time shares a task
 SMALL_SDIST = 64 * 1024    # bytes: a package never built whose sdist is this small shares a task ...
 FIRST_BUILD_GUESS = 20.0   # ... counted as this many seconds
-HAND_BACK_AFTER = 2 * BATCH_SECONDS  # a batch running longer builds nothing more (see above)
 UNKNOWN_GUESS = 60.0       # seconds a build the catalog knows nothing of counts against a wave's budget
 
 
@@ -58,7 +56,6 @@ class Expected:
         if self.sdist_size is not None and self.sdist_size <= SMALL_SDIST:
             return FIRST_BUILD_GUESS
         return None
-
 
     def seconds(self) -> float:
         """Seconds this build is expected to take, a guess when nothing is known."""

@@ -161,27 +161,18 @@ def build_and_send(batch: list[dict], timeout: timedelta, *, retrying: bool = Fa
     outcome to the index host's incoming folder as soon as it is built.
 
     ``retrying`` (an earlier try of the task failed): builds whose outcome arrived then are not built
-    again. A batch still building after ``HAND_BACK_AFTER`` starts no more builds: the record step
-    re-queues those (see :mod:`wheelwright.builds.batches`). Returns a small summary per build for
-    XCom: the record step reads what the index host received.
+    again. Returns a small summary per build for XCom: the record step reads what the index host
+    received.
     """
-    import time
-    from wheelwright.builds import batches, builder, incoming, transfer
+    from wheelwright.builds import builder, incoming, transfer
     from wheelwright.config import simple_index_url
 
     settings = settings_from_airflow()
     remote = remote_incoming_dir(settings)
     session = _IndexHostSession()
     summaries = []
-    hand_back_at = time.monotonic() + batches.HAND_BACK_AFTER
     try:
-        for done, request in enumerate(batch):
-            if done and time.monotonic() > hand_back_at:
-                rest = batch[done:]
-                log.warning("the batch ran over %d s: handing back %d builds to the queue (%s)",
-                            batches.HAND_BACK_AFTER, len(rest), batches.label(rest))
-                summaries += [{"build_id": r["build_id"], "status": "handed back"} for r in rest]
-                break
+        for request in batch:
             if retrying and incoming.arrived(session.sftp(), remote, request["build_id"]):
                 log.info("build %s of %s==%s arrived on an earlier try; not built again",
                          request["build_id"], request["package"], request["version"])
@@ -204,7 +195,7 @@ def build_and_send(batch: list[dict], timeout: timedelta, *, retrying: bool = Fa
 
 def record_build(batch: list[dict]) -> list[str]:
     """Record what arrived for each request of ``batch``; a build for which nothing did (its task gave
-    up, or handed it back) is lost, and queued again. Each build is recorded in its own transaction.
+    up) is lost, and queued again. Each build is recorded in its own transaction.
 
     Returns the packages whose published files changed ([] if none).
     """
@@ -222,10 +213,9 @@ def record_build(batch: list[dict]) -> list[str]:
             if arrived is not None:
                 changed.update(arrived)
             elif queue.mark_lost(conn, request["build_id"], "no result arrived: its build task failed "
-                                                            "on every try, or handed it back when its "
-                                                            "batch ran long"):
-                log.warning("build %s of %s==%s is lost: its task failed or handed it back; it will "
-                            "be built again", request["build_id"], request["package"], request["version"])
+                                                            "on every try"):
+                log.warning("build %s of %s==%s is lost: its task failed; it will be built again",
+                            request["build_id"], request["package"], request["version"])
             else:
                 log.info("build %s was already recorded or given up", request["build_id"])
     return sorted(changed)
