@@ -16,7 +16,8 @@ builds waiting) or, as a safety net, every ten minutes.
   ``airflow pools set build_<target> <number of its workers> "builds for <target>"``.
 - A batch is one build, or up to eight the catalog expects to be quick (``wheelwright.builds.batches``):
   a task costs Airflow about as much as pip takes for a small pure-Python sdist, so quick builds
-  share one. Each build is sent to the index host as soon as it is built.
+  share one. Each build is sent to the index host as soon as it is built; a batch running long hands
+  the builds it has not started back (the next sweep re-queues them).
 - Builds never wait on each other: each batch is recorded as soon as it finishes (per map index), and
   announces the packages it changed (Asset builds), so a three-hour build, alone in its batch, holds
   only its own slot. Several runs may be active at once; the claim lock means no release is claimed
@@ -112,7 +113,8 @@ def build_wheels():
 
     @task(outlets=[BUILDS])
     def sweep_incoming(*, outlet_events=None) -> dict:
-        """Record results no record step took (a run timed out); remove folders of lost builds."""
+        """Record results no record step took (a run timed out); re-queue builds handed back; remove
+        folders of lost builds."""
         from airflow.sdk.exceptions import AirflowSkipException
         swept = dag_tasks.sweep_incoming()
         if not swept["recorded"]:

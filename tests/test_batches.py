@@ -183,6 +183,60 @@ def test_a_retried_batch_builds_only_what_no_earlier_try_sent_and_loses_nothing(
     assert [r["package"] for r in queue.claim_wave(catalog, TARGET, 10)] == [second[1]["package"]]
 
 
+def test_a_batch_that_runs_long_hands_back_what_it_has_not_started_while_the_slow_build_runs(
+        index_host, catalog, monkeypatch, tmp_path):
+    """The first build of a batch turns out slow. While it still runs, the builds not started are
+    handed back to the index host; the worker does not build them, and the next sweep re-queues them
+    for any free slot. (The slow build here waits for the hand-back: event order, not timing.)"""
+    from support.airflow_processes import wait_until
+    from wheelwright.builds import builder, incoming
+    for package in ("slow", "two", "three"):
+        add_release(catalog, package, "1.0")
+    batch = [dict(r) for r in queue.claim_wave(catalog, TARGET, 10)]
+    built: list[str] = []
+    fail = failing_builder(built, tmp_path)
+    handed_back = [index_host.incoming / str(r["build_id"]) / incoming.HANDED_BACK for r in batch[1:]]
+
+    def slow_first(request, **kwargs):
+        if request["build_id"] == batch[0]["build_id"]:
+            wait_until(lambda: all(marker.is_file() for marker in handed_back), 30,
+                       "the builds not started to be handed back while this one runs")
+        return fail(request, **kwargs)
+    monkeypatch.setattr(builder, "build", slow_first)
+    monkeypatch.setattr(batches, "HAND_BACK_AFTER", 0)
+
+    sent = index_host.tasks.build_and_send(batch, timedelta(minutes=5))
+
+    assert built == [batch[0]["package"]]
+    assert [s["status"] for s in sent] == ["failure", "handed back", "handed back"]
+    assert index_host.tasks.sweep_incoming()["handed_back"] == 2
+    statuses = dict(catalog.execute("SELECT build_id, status FROM builds").fetchall())
+    assert statuses == {batch[0]["build_id"]: "building",       # sent; its record step comes next
+                        batch[1]["build_id"]: "lost", batch[2]["build_id"]: "lost"}
+    catalog.commit()
+    assert sorted(r["package"] for r in queue.claim_wave(catalog, TARGET, 10)) == \
+        sorted(r["package"] for r in batch[1:]), "the handed-back releases are claimed again"
+    assert index_host.tasks.record_build(batch) == [batch[0]["package"]]
+
+
+def test_a_hand_back_changes_nothing_for_a_build_that_is_not_in_flight(index_host, catalog, monkeypatch,
+                                                                        tmp_path):
+    """A hand-back is a worker's word: for a build already recorded it is only removed."""
+    from wheelwright.builds import builder, incoming
+    add_release(catalog, "done", "1.0")
+    batch = [dict(r) for r in queue.claim_wave(catalog, TARGET, 10)]
+    monkeypatch.setattr(builder, "build", failing_builder([], tmp_path))
+    index_host.tasks.build_and_send(batch, timedelta(minutes=5))
+    index_host.tasks.record_build(batch)
+    marker = index_host.incoming / str(batch[0]["build_id"]) / incoming.HANDED_BACK
+    marker.parent.mkdir()
+    marker.touch()
+
+    assert index_host.tasks.sweep_incoming()["handed_back"] == 0
+    assert catalog.execute("SELECT status FROM builds").fetchall() == [("failure",)]
+    assert not marker.parent.exists()
+
+
 def test_a_claim_keeps_its_budget_of_expected_work_and_leaves_the_rest_at_the_head_of_the_queue(catalog):
     use_targets(catalog)
     for package in ("a", "b", "c", "d"):

@@ -342,7 +342,7 @@ def test_a_run_past_its_timeout_loses_nothing(index_host, catalog):
     swept = index_host.tasks.sweep_incoming()
 
     assert swept == {"recorded": 1, "refused": 0, "removed": 1, "packages_changed": 1,
-                     "packages": ["finished"]}
+                     "handed_back": 0, "packages": ["finished"]}
     assert status_of(catalog, requests["finished"]["build_id"]) == ("failure", "it did not build")
     assert status_of(catalog, requests["sending"]["build_id"])[0] == "building"
     assert sorted(p.name for p in index_host.incoming.iterdir()) == sorted(

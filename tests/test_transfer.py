@@ -191,3 +191,28 @@ def test_a_written_file_appears_whole(tmp_path):
     write_file(destination, b"Metadata-Version: 2.1\n")
     assert destination.read_bytes() == b"Metadata-Version: 2.1\n"
     assert [p.name for p in destination.parent.iterdir()] == [destination.name], "no temporary file left"
+
+
+def test_a_worker_hands_back_a_build_over_sftp_from_its_watch_thread(index_host, monkeypatch, tmp_path):
+    """The batch watch's thread opens its own session through the Airflow SSH hook (host key pinned)
+    and leaves the hand-back marker in each unstarted build's folder; the worker then skips them."""
+    from support.airflow_processes import wait_until
+    from wheelwright.builds import batches
+    from wheelwright.builds.incoming import HANDED_BACK
+    from wheelwright.operate import dag_tasks
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("AIRFLOW_CONN_WHEELWRIGHT_INDEX_HOST", json.dumps({
+        "conn_type": "ssh", "host": "127.0.0.1", "port": index_host.port, "login": "builder",
+        "extra": {"key_file": str(index_host.client_key_file), "host_key": index_host.host_key_line,
+                  "no_host_key_check": False, "look_for_keys": False}}))
+    monkeypatch.setattr(batches, "HAND_BACK_AFTER", 0)
+    batch = [{"build_id": BUILD_ID + 10 + i} for i in range(3)]
+    watch = dag_tasks._BatchWatch(batch, "/incoming")
+    markers = [received(index_host, r["build_id"]) / HANDED_BACK for r in batch]
+    try:
+        assert watch.start(batch[0]), "the first build always starts"
+        wait_until(lambda: markers[1].is_file() and markers[2].is_file(), 30, "the hand-back markers")
+        assert not watch.start(batch[1]) and not watch.start(batch[2])
+        assert not markers[0].exists(), "the build under way is not handed back"
+    finally:
+        watch.stop()

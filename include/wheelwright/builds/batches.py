@@ -19,8 +19,10 @@ still holds only its own slot and delays nobody's recording.
 
 Expected is what the catalog knows (``build_expected_seconds.sql``): the package's latest finished
 build, on this target if it has one; for a package never built, the sdist's size. A wrong guess, a
-quick-looking build that turns out slow (a release that gained a C extension), delays the builds
-after it in its batch, at most :data:`BATCH_SIZE` - 1, and never another slot's work.
+quick-looking build that turns out slow (a release that gained a C extension), must not hold the
+builds after it: a batch still running after :data:`HAND_BACK_AFTER` hands the builds it has not
+started back to the index host while the slow one goes on, and the next run's sweep puts them back
+in the queue for any free slot.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ BATCH_SECONDS = 180.0      # expected seconds of work in one task at most: how l
 QUICK_BUILD = 60.0         # seconds: a package that built this fast last time shares a task
 SMALL_SDIST = 64 * 1024    # bytes: a package never built whose sdist is this small shares a task ...
 FIRST_BUILD_GUESS = 20.0   # ... counted as this many seconds
+HAND_BACK_AFTER = 2 * BATCH_SECONDS  # a batch running longer hands back what it has not started
 UNKNOWN_GUESS = 60.0       # seconds a build the catalog knows nothing of counts against a wave's budget
 
 

@@ -8,8 +8,9 @@ the build task's XCom, nor on the run that claimed the build still being alive:
 - the record step of each build (:func:`record_arrival`) reads the manifest of its own build, and
   marks the build lost when nothing arrived (its build task gave up), so the release re-queues;
 - :func:`sweep`, at the start of every build_wheels run, records each folder whose build is still in
-  flight and whose manifest has settled (its run timed out, or its record step never ran), and removes
-  the folders of builds that are no longer in flight (lost, recorded, gone) once they have settled.
+  flight and whose manifest has settled (its run timed out, or its record step never ran), re-queues
+  the builds a worker handed back (:func:`send_hand_back`), and removes the folders of builds that are
+  no longer in flight (lost, recorded, gone) once they have settled.
 
 The manifest is the worker's word, no more trusted than an XCom it could have sent: intake checks
 every file against it, and the build row (what the claim handed out) says what it must answer.
@@ -29,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wheelwright.builds.builder import BuildOutcome
-from wheelwright.builds.transfer import MANIFEST, TransferError, discard, incoming_folder, remote_folder
+from wheelwright.builds.transfer import (MANIFEST, TransferError, discard, incoming_folder, make_remote_folder,
+                                         remote_folder, rename_over)
 
 if TYPE_CHECKING:  # the index host's side needs the catalog; a worker sending its manifest does not
     import psycopg
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 4 << 20        # an outcome lists a few wheels; anything bigger is not one
 SETTLE = timedelta(minutes=10)      # a folder untouched this long is not being written or recorded
+HANDED_BACK = "handed-back"         # a worker's word that it will not build this one (no outcome comes)
 
 
 # --- worker side -----------------------------------------------------------------------------------
@@ -50,21 +53,28 @@ def send_manifest(sftp, outcome: dict, remote_incoming: str) -> None:
     Written under a hidden ``.part`` name and renamed: a manifest is there whole or not at all.
     """
     folder = remote_folder(remote_incoming, outcome["build_id"])
-    part, final = posixpath.join(folder, f".{MANIFEST}.part"), posixpath.join(folder, MANIFEST)
-    data = json.dumps(outcome, sort_keys=True).encode()
     try:
-        with sftp.open(part, "wb") as f:
-            f.write(data)
-        try:
-            sftp.posix_rename(part, final)
-        except OSError:
-            try:
-                sftp.remove(final)
-            except OSError:
-                pass
-            sftp.rename(part, final)
+        _put_whole(sftp, folder, MANIFEST, json.dumps(outcome, sort_keys=True).encode())
     except (OSError, IOError) as exc:
         raise TransferError(f"sending the outcome of build {outcome['build_id']} failed: {exc}") from exc
+
+
+def send_hand_back(sftp, remote_incoming: str, build_id: int) -> None:
+    """Tell the index host that this worker will not build ``build_id`` (its batch ran long, see
+    :mod:`wheelwright.builds.batches`): the next sweep puts it back in the queue."""
+    folder = make_remote_folder(sftp, remote_incoming, build_id)
+    try:
+        _put_whole(sftp, folder, HANDED_BACK, b"")
+    except (OSError, IOError) as exc:
+        raise TransferError(f"handing back build {build_id} failed: {exc}") from exc
+
+
+def _put_whole(sftp, folder: str, name: str, data: bytes) -> None:
+    """Write ``data`` as ``folder/name`` under a hidden ``.part`` name, then rename: whole or not at all."""
+    part, final = posixpath.join(folder, f".{name}.part"), posixpath.join(folder, name)
+    with sftp.open(part, "wb") as f:
+        f.write(data)
+    rename_over(sftp, part, final)
 
 
 def arrived(sftp, remote_incoming: str, build_id: int) -> bool:
@@ -130,10 +140,12 @@ class Sweep:
     refused: list[int] = field(default_factory=list)     # ... whose transfer was refused (now lost)
     removed: list[str] = field(default_factory=list)     # folders of builds no longer in flight
     changed: list[str] = field(default_factory=list)     # packages whose published files changed
+    handed_back: list[int] = field(default_factory=list)  # builds their worker will not build (re-queued)
 
     def summary(self) -> dict:
         return {"recorded": len(self.recorded), "refused": len(self.refused),
-                "removed": len(self.removed), "packages_changed": len(self.changed)}
+                "removed": len(self.removed), "packages_changed": len(self.changed),
+                "handed_back": len(self.handed_back)}
 
 
 def sweep(conn: psycopg.Connection, incoming_dir: str | os.PathLike, output: str | os.PathLike, *,
@@ -142,9 +154,11 @@ def sweep(conn: psycopg.Connection, incoming_dir: str | os.PathLike, output: str
 
     A folder counts once nothing in it changed for ``settle``: until then a worker may still be
     sending, or a record step recording it. Folders whose build is in flight without a manifest stay:
-    the build may still be running (expiring lost builds ends that wait).
+    the build may still be running (expiring lost builds ends that wait). A folder its worker marked
+    handed back (and sent no outcome to) is acted on at once: the build is lost, so its release is
+    claimed again, and the folder goes.
     """
-    from wheelwright.builds.queue import BuildRequest
+    from wheelwright.builds.queue import BuildRequest, mark_lost
     from wheelwright.catalog import db
 
     incoming_dir = Path(incoming_dir)
@@ -154,9 +168,17 @@ def sweep(conn: psycopg.Connection, incoming_dir: str | os.PathLike, output: str
         entries = list(os.scandir(incoming_dir))
     except FileNotFoundError:
         return result
-    folders = {int(e.name): Path(e.path) for e in entries
-               if e.name.isdigit() and e.is_dir(follow_symlinks=False)
-               and now - _last_change(Path(e.path)) >= settle.total_seconds()}
+    builds = {int(e.name): Path(e.path) for e in entries if e.name.isdigit() and e.is_dir(follow_symlinks=False)}
+    for build_id, folder in sorted(builds.items()):
+        if (folder / HANDED_BACK).is_file() and not (folder / MANIFEST).exists():
+            if mark_lost(conn, build_id, "handed back by its worker when its batch ran long; it is built "
+                                         "again"):
+                result.handed_back.append(build_id)
+                log.info("build %d was handed back by its worker: queued again", build_id)
+            discard(folder)
+            del builds[build_id]
+    folders = {build_id: folder for build_id, folder in builds.items()
+               if now - _last_change(folder) >= settle.total_seconds()}
     if not folders:
         return result
     rows = {row[0]: row for row in conn.execute(db.query("build_in_flight"),

@@ -62,29 +62,35 @@ def remote_folder(remote_incoming: str, build_id: int) -> str:
 
 def upload(sftp, local_dir: Path, files: list[FileInfo], remote_incoming: str, build_id: int) -> None:
     """Send ``files`` (found in ``local_dir``) to ``<remote_incoming>/<build_id>/`` over ``sftp``."""
-    folder = remote_folder(remote_incoming, build_id)
-    try:
-        sftp.mkdir(folder)
-    except OSError as exc:
-        try:  # it may exist already: a retry of the same build's transfer
-            exists = stat.S_ISDIR(sftp.stat(folder).st_mode)
-        except OSError:
-            exists = False
-        if not exists:
-            raise TransferError(f"cannot create {folder} on the index host: {exc}") from exc
+    folder = make_remote_folder(sftp, remote_incoming, build_id)
     for f in files:
         check_plain_filename(f.filename)
         part = posixpath.join(folder, f".{f.filename}.part")
         final = posixpath.join(folder, f.filename)
         try:
             sftp.put(str(Path(local_dir) / f.filename), part, confirm=True)
-            _rename_over(sftp, part, final)
+            rename_over(sftp, part, final)
         except (OSError, IOError) as exc:
             raise TransferError(f"sending {f.filename} to the index host failed: {exc}") from exc
     log.info("sent %d files of build %d to %s", len(files), build_id, folder)
 
 
-def _rename_over(sftp, source: str, target: str) -> None:
+def make_remote_folder(sftp, remote_incoming: str, build_id: int) -> str:
+    """``<remote_incoming>/<build_id>`` on the index host, made unless it exists (a retry's)."""
+    folder = remote_folder(remote_incoming, build_id)
+    try:
+        sftp.mkdir(folder)
+    except OSError as exc:
+        try:
+            exists = stat.S_ISDIR(sftp.stat(folder).st_mode)
+        except OSError:
+            exists = False
+        if not exists:
+            raise TransferError(f"cannot create {folder} on the index host: {exc}") from exc
+    return folder
+
+
+def rename_over(sftp, source: str, target: str) -> None:
     try:
         sftp.posix_rename(source, target)  # OpenSSH's extension: replaces an existing target
     except OSError:

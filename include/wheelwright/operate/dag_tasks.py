@@ -156,13 +156,64 @@ class _IndexHostSession:
         self._client = self._sftp = None
 
 
+class _BatchWatch:
+    """Once a batch has run for ``HAND_BACK_AFTER`` since its first build started, hands the builds it
+    has not started back to the index host, from a thread (the build under way may run for hours), so
+    they wait for no slow build (see :mod:`wheelwright.builds.batches`). A hand-back that cannot be
+    sent costs only time: the record step marks what never arrived lost, which re-queues it too."""
+
+    def __init__(self, batch: list[dict], remote: str):
+        import threading
+        self._lock = threading.Lock()
+        self._waiting = [r["build_id"] for r in batch]   # not started yet
+        self._handed_back: set[int] = set()
+        self._remote = remote
+        self._timer = None
+
+    def start(self, request: dict) -> bool:
+        """Whether ``request`` may be built now (False: it was handed back)."""
+        with self._lock:
+            if request["build_id"] in self._handed_back:
+                return False
+            self._waiting.remove(request["build_id"])
+            if self._timer is None and self._waiting:
+                import threading
+                from wheelwright.builds.batches import HAND_BACK_AFTER
+                self._timer = threading.Timer(HAND_BACK_AFTER, self._hand_back)
+                self._timer.daemon = True
+                self._timer.start()
+            return True
+
+    def _hand_back(self) -> None:
+        from wheelwright.builds import incoming
+        with self._lock:
+            rest, self._waiting = self._waiting, []
+            self._handed_back.update(rest)
+        if not rest:
+            return
+        log.warning("the batch has run for over %d s: handing back %d builds not started (%s)",
+                    self._timer.interval, len(rest), ", ".join(map(str, rest)))
+        session = _IndexHostSession()
+        try:
+            for build_id in rest:
+                incoming.send_hand_back(session.sftp(), self._remote, build_id)
+        except Exception as exc:  # noqa: BLE001 (a thread: the record step re-queues them anyway)
+            log.warning("handing back builds failed (%s); the record step will re-queue them", exc)
+        finally:
+            session.close()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
 def build_and_send(batch: list[dict], timeout: timedelta, *, retrying: bool = False) -> list[dict]:
     """Build each request of ``batch`` on this worker in turn, and send each one's files and then its
     outcome to the index host's incoming folder as soon as it is built.
 
     ``retrying`` (an earlier try of the task failed): builds whose outcome arrived then are not built
-    again. Returns a small summary per build for XCom: the record step reads what the index host
-    received.
+    again. A batch running long hands back the builds it has not started (:class:`_BatchWatch`).
+    Returns a small summary per build for XCom: the record step reads what the index host received.
     """
     from wheelwright.builds import builder, incoming, transfer
     from wheelwright.config import simple_index_url
@@ -170,9 +221,13 @@ def build_and_send(batch: list[dict], timeout: timedelta, *, retrying: bool = Fa
     settings = settings_from_airflow()
     remote = remote_incoming_dir(settings)
     session = _IndexHostSession()
+    watch = _BatchWatch(batch, remote)
     summaries = []
     try:
         for request in batch:
+            if not watch.start(request):
+                summaries.append({"build_id": request["build_id"], "status": "handed back"})
+                continue
             if retrying and incoming.arrived(session.sftp(), remote, request["build_id"]):
                 log.info("build %s of %s==%s arrived on an earlier try; not built again",
                          request["build_id"], request["package"], request["version"])
@@ -189,6 +244,7 @@ def build_and_send(batch: list[dict], timeout: timedelta, *, retrying: bool = Fa
                               "reason": sent["reason"], "duration": sent["duration"],
                               "wheels": [w["filename"] for w in sent["wheels"]]})
     finally:
+        watch.stop()
         session.close()
     return summaries
 
