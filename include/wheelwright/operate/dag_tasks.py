@@ -17,6 +17,7 @@ own disk and as the workers' SFTP sessions see it (they differ when SFTP is chro
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -163,7 +164,6 @@ class _BatchWatch:
     sent costs only time: the record step marks what never arrived lost, which re-queues it too."""
 
     def __init__(self, batch: list[dict], remote: str):
-        import threading
         self._lock = threading.Lock()
         self._waiting = [r["build_id"] for r in batch]   # not started yet
         self._handed_back: set[int] = set()
@@ -177,7 +177,6 @@ class _BatchWatch:
                 return False
             self._waiting.remove(request["build_id"])
             if self._timer is None and self._waiting:
-                import threading
                 from wheelwright.builds.batches import HAND_BACK_AFTER
                 self._timer = threading.Timer(HAND_BACK_AFTER, self._hand_back)
                 self._timer.daemon = True
