@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import psycopg  # noqa: E402
 
-from bench_builds import postgres, progress, when  # noqa: E402
+from bench_builds import postgres, progress, tear_down, when  # noqa: E402
 from support.airflow_processes import (AirflowStack, airflow_variables, create_database,  # noqa: E402
                                       drop_database, free_port, migrate, start_redis, wait_until)
 from support.build_world import open_folder  # noqa: E402
@@ -184,19 +184,7 @@ def main(argv=None) -> int:
                prune=prune)
         return 0 if admitted == args.releases == claimed else 1
     finally:
-        if stack is not None:
-            stack.stop()
-        for undo in reversed(cleanup):
-            try:
-                undo()
-            except Exception as exc:  # keep cleaning up
-                print(f"cleanup: {exc}", file=sys.stderr)
-        if embedded is not None:
-            embedded.cleanup()
-        if args.keep:
-            print(f"work folder kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(stack, cleanup, embedded, workdir, keep=args.keep)
 
 
 def report(args, runs, tis, *, wall, create, admitted, waiting, admit_again, claims, claimed, pruned,

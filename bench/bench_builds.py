@@ -136,19 +136,25 @@ def main(argv=None) -> int:
         print(f"batches against one build per task: {one / batched:.2f}x the builds per hour")
         return 0
     finally:
-        if stack is not None:
-            stack.stop()
-        for undo in reversed(cleanup):
-            try:
-                undo()
-            except Exception as exc:  # keep cleaning up
-                print(f"cleanup: {exc}", file=sys.stderr)
-        if embedded is not None:
-            embedded.cleanup()
-        if args.keep:
-            print(f"work folder kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(stack, cleanup, embedded, workdir, keep=args.keep)
+
+
+def tear_down(stack, cleanup, embedded, workdir: Path, *, keep: bool) -> None:
+    """Stop the stack, undo ``cleanup`` newest first (each failure said, the rest still done), stop
+    the embedded server, and remove the work folder unless ``keep``."""
+    if stack is not None:
+        stack.stop()
+    for undo in reversed(cleanup):
+        try:
+            undo()
+        except Exception as exc:  # keep cleaning up
+            print(f"cleanup: {exc}", file=sys.stderr)
+    if embedded is not None:
+        embedded.cleanup()
+    if keep:
+        print(f"work folder kept: {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def wave(args, stack, catalog_dsn, files, *, prefix: str, sizes_known: bool):
@@ -218,7 +224,7 @@ def report(args, kind, run, instances, builder_seconds) -> None:
     print(f"  marginal overhead per build inside a wave    {marginal:8.2f} s")
     print(f"    of which inside the build tasks (SFTP, API calls, XCom)  {in_task / n:5.2f} s")
     print(f"    between build tasks (scheduler, Celery hand-off, fork)   {(span - sum(ti['duration'] for ti in tasks)) / n:5.2f} s")
-    print(f"  builds/hour one worker sustains (these builds)  {3600 / per_build(run, instances, builder_seconds):8.0f}")
+    print(f"  builds/hour one worker sustains (these builds)  {3600 * n / span:8.0f}")
     print(f"  builds/hour ceiling from orchestration alone     {3600 / marginal:8.0f}")
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from wheelwright.builds import queue
 from wheelwright.catalog import db
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,6 @@ def claim_batches(conn: psycopg.Connection, target: str, limit: int,
 
     Returns the batches and whether builds were left waiting (the claim was full or over budget).
     """
-    from wheelwright.builds import queue
     with conn.transaction():
         wave = [dict(r) for r in queue.claim_wave(conn, target, limit)]
         known = expected(conn, [r["build_id"] for r in wave])
