@@ -6,11 +6,12 @@
 FROM python:3.11-slim-bookworm
 
 # A compiler and headers (builds run `pip wheel` on sdists), the build sandbox (bubblewrap), Pi images
-# on any machine (mmdebstrap, qemu-user-static; binfmt_misc is the kernel's, so the Docker host registers
+# on any machine (mmdebstrap and arch-test, without which it refuses a foreign architecture;
+# qemu-user-static; binfmt_misc is the kernel's, so the Docker host registers
 # it, with the F flag: README.md, "Production"), and OpenSSH's server for the index host's SFTP endpoint.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      build-essential python3-dev bubblewrap mmdebstrap qemu-user-static \
+      build-essential python3-dev bubblewrap mmdebstrap arch-test qemu-user-static \
       openssh-server ca-certificates \
  && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
 
