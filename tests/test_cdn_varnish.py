@@ -18,11 +18,16 @@ from pathlib import Path
 import pytest
 
 from support.index_world import World
+from support.tools import require
 from support.serving import NEGOTIATION, PIP_ACCEPT, VARNISHD, edge, serve
 from wheelwright.publish import cdn
 from wheelwright.publish.negotiation import negotiate
 
-pytestmark = pytest.mark.skipif(VARNISHD is None, reason="varnishd is not installed (Debian: varnish)")
+
+
+@pytest.fixture(autouse=True)
+def _varnish_is_installed():
+    require("varnishd")
 
 HTML = "text/html"
 

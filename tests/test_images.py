@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from support.images import TEST_TARGETS
+from support.tools import require
 from wheelwright.builds import images
 from wheelwright.builds.images import (BASE_PACKAGES, Recipe, emulation_problem, image_rows, make_recipe,
                                        mmdebstrap_command, needs_emulation, parse_binfmt_entry,
@@ -255,9 +256,15 @@ from support.images import built_image  # noqa: E402
 from wheelwright.builds.analysis import analyse_wheel  # noqa: E402
 from wheelwright.publish.reports import needed_apt  # noqa: E402
 
-needs_image_tools = pytest.mark.skipif(
-    shutil.which("mmdebstrap") is None or shutil.which("bwrap") is None,
-    reason="needs mmdebstrap and bubblewrap (make system-packages)")
+
+
+@pytest.fixture
+def image_tools():
+    # mmdebstrap runs arch-test for a foreign architecture; qemu runs the image's binaries
+    require("mmdebstrap", "arch-test", "bwrap", "/usr/bin/qemu-arm-static", "/usr/bin/qemu-aarch64-static")
+
+
+needs_image_tools = pytest.mark.usefixtures("image_tools")
 # The first test to want an image builds it (once per machine, minutes under emulation).
 IMAGE_BUILD_TIMEOUT = pytest.mark.timeout(2400)
 

@@ -10,7 +10,6 @@ import base64
 import csv
 import hashlib
 import html
-import importlib.util
 import io
 import os
 import re
@@ -327,15 +326,6 @@ def test_files_of_other_kinds_get_placeholder_bytes():
     assert b"placeholder" in generate_distribution("Foo-1.0.win32.exe", "Foo", "1.0", sdist=False)
 
 
-def _setuptools_builds_wheels() -> bool:
-    import setuptools
-    major, minor = (int(x) for x in setuptools.__version__.split(".")[:2])
-    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
-
-
-@pytest.mark.skipif(not _setuptools_builds_wheels(),
-                    reason="setuptools < 70.1 without the 'wheel' package cannot build wheels; "
-                           "pin setuptools or wheel in requirements.txt")
 def test_pip_wheel_builds_a_generated_sdist_from_the_double(tmp_path):
     rows = [["Foo.Bar", None, T, "create", 1],
             ["Foo.Bar", "1.0", T, "add source file Foo.Bar-1.0.tar.gz", 2]]

@@ -29,6 +29,7 @@ import psutil
 import pytest
 
 from support import build_world, hostile
+from support.tools import require
 from support.build_world import PYPROJECT, make_sdist, open_folder, setup_py
 from wheelwright.builds import builder, sandbox
 from wheelwright.builds.builder import BuildOutcome, build
@@ -42,10 +43,12 @@ MEMORY_LIMIT = 1 << 30
 SECRET = "s3cret-" + hashlib.sha256(b"wheelwright sandbox test").hexdigest()[:16]
 SECRET_ENV = ["WHEELWRIGHT_DSN", "AIRFLOW__API_AUTH__JWT_SECRET", "WHEELWRIGHT_TEST_SECRET"]
 
-pytestmark = [
-    pytest.mark.skipif(sys.platform != "linux", reason="the builder runs on Linux workers"),
-    pytest.mark.skipif(not os.path.exists(sandbox.BWRAP), reason="bubblewrap is not installed"),
-]
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the builder runs on Linux workers")
+
+
+@pytest.fixture(autouse=True)
+def _bubblewrap_is_installed():
+    require(sandbox.BWRAP)
 
 
 # --- the worker's world -------------------------------------------------------------------------------
@@ -485,7 +488,8 @@ def limits_for_nobody(request):
     if request.param == "a delegated cgroup":
         made = sandbox.delegate_cgroups(nobody.pw_uid, nobody.pw_gid)
         if not made:
-            pytest.skip("this host has no cgroup with memory and pids to delegate")
+            pytest.fail("this host has no cgroup with memory and pids to delegate to a worker that is "
+                        "not root: `wheelwright doctor --role builder` says what is missing", pytrace=False)
     yield request.param
     for folder in made:
         try:

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from support.build_world import make_wheel, open_folder
+from support.tools import require
 from wheelwright.builds.analysis import (WheelInfo, WheelRefused, analyse_wheel, build_number,
                                         check_received_wheel, check_target_tags, check_wheel_filename,
                                         parse_dpkg_list, parse_ld_so_conf, parse_metadata, path_aliases,
@@ -25,7 +26,14 @@ Requires-Dist: tomli; python_version < "3.11"
 A description that mentions Requires-Dist: nothing.
 """
 
-needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+
+@pytest.fixture
+def gcc():
+    require("gcc")
+
+
+needs_gcc = pytest.mark.usefixtures("gcc")
 
 
 # --- file names -------------------------------------------------------------------------------------
