@@ -102,6 +102,84 @@ def test_progress_shows_phases_and_each_package_set_up_not_every_line_of_apt():
     assert images.progress_line("Get:12 http://deb.debian.org/debian bookworm/main armhf gcc-12") is None
 
 
+def mmdebstrap_lines(essential: list[str], rest: list[str]) -> list[str]:
+    """What mmdebstrap --verbose says of a build, in the order it says it (shortened)."""
+    lines = ["I: running apt-get update...", "I: downloading packages with apt...",
+             f"0 upgraded, {len(essential)} newly installed, 0 to remove and 0 not upgraded.",
+             "I: extracting archives...", "I: installing essential packages..."]
+    lines += [f"Unpacking {p}:armhf (1.0) ..." for p in essential]
+    lines += [f"Setting up {p}:armhf (1.0) ..." for p in essential]
+    lines += ["I: installing remaining packages inside the chroot...",
+              f"0 upgraded, {len(rest)} newly installed, 0 to remove and 0 not upgraded."]
+    for p in rest:
+        lines += [f"Preparing to unpack .../{p}_1.0_armhf.deb ...", f"Unpacking {p}:armhf (1.0) ..."]
+    lines += [f"Setting up {p}:armhf (1.0) ..." for p in rest]
+    return lines + ["I: cleaning package lists and apt cache...", "I: success in 300.1 seconds"]
+
+
+def test_a_build_s_progress_is_the_share_of_packages_unpacked_and_set_up():
+    essential, rest = [f"e{i}" for i in range(10)], [f"r{i}" for i in range(30)]
+    meter = images.BuildMeter(expected=40)
+    fractions = []
+    for line in mmdebstrap_lines(essential, rest):
+        meter.feed(line)
+        fractions.append(meter.fraction())
+    assert fractions == sorted(fractions), "progress never goes back"
+    assert fractions[0] == 0.03 and fractions[-1] == 1.0
+    halfway = images.BuildMeter(expected=40)
+    for line in mmdebstrap_lines(essential, rest)[:5 + 20 + 2 + 2 * 30]:  # all unpacked, 30 to set up
+        halfway.feed(line)
+    assert halfway.fraction() == pytest.approx(0.03 + 0.95 * 50 / 80)
+    assert halfway.seconds_left(elapsed=100) == pytest.approx(100 * (1 - halfway.fraction()) / halfway.fraction())
+
+
+def test_before_apt_says_how_many_the_last_build_s_count_and_time_stand_in():
+    meter = images.BuildMeter(expected=200)
+    for line in mmdebstrap_lines([f"e{i}" for i in range(10)], [])[:5 + 10]:
+        meter.feed(line)
+    assert meter.fraction() == pytest.approx(0.03 + 0.95 * 10 / 400)
+    assert meter.seconds_left(elapsed=30, last_seconds=500) == 470, "under a tenth done, the last build's time"
+    assert meter.seconds_left(elapsed=30) is None
+    assert images.describe_left(470) == "about 8 min left" and images.describe_left(40) == "about a minute left"
+
+
+def test_a_build_in_progress_is_seen_while_it_holds_its_lock(tmp_path):
+    import fcntl
+    recipe = make_recipe("bookworm", "armhf", ["gcc"])
+    (tmp_path / f".{recipe.folder_name}.progress.json").write_text(json.dumps({"percent": 42}))
+    assert images.build_in_progress(recipe, tmp_path) is None, "no lock file: nobody builds"
+    with open(tmp_path / f".{recipe.folder_name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert images.build_in_progress(recipe, tmp_path) == {"percent": 42}
+    assert images.build_in_progress(recipe, tmp_path) is None, "a free lock: what a killed build left"
+
+
+def test_the_apt_cache_keeps_what_the_latest_build_of_each_package_had(tmp_path):
+    cache, used = tmp_path / "cache", tmp_path / "used"
+    cache.mkdir()
+    used.mkdir()
+    for name in ("gcc_12.1_armhf.deb", "gcc_12.1_arm64.deb", "libc6_2.36-1_armhf.deb", "zlib1g_1.2_armhf.deb"):
+        (cache / name).write_text("old")
+    for name in ("gcc_12.2_armhf.deb", "libc6_2.36-1_armhf.deb"):
+        (used / name).write_text("new")
+    images._keep_apt_cache(used, cache)
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "gcc_12.1_arm64.deb", "gcc_12.2_armhf.deb", "libc6_2.36-1_armhf.deb", "zlib1g_1.2_armhf.deb"]
+    assert (cache / "libc6_2.36-1_armhf.deb").read_text() == "new"
+
+
+def test_mmdebstrap_is_told_of_the_apt_cache_and_to_write_without_fsync():
+    recipe = make_recipe("bookworm", "armhf", ["gcc"])
+    argv = mmdebstrap_command(recipe, Path("/store/.tmp/root"), apt_cache=Path("/store/.apt-cache/bookworm-armhf"),
+                              apt_cache_out=Path("/store/.tmp/apt-archives"))
+    assert "--dpkgopt=force-unsafe-io" in argv
+    assert "--setup-hook=sync-in /store/.apt-cache/bookworm-armhf /var/cache/apt/archives/" in argv
+    assert "--customize-hook=sync-out /var/cache/apt/archives /store/.tmp/apt-archives" in argv
+    assert recipe.digest == make_recipe("bookworm", "armhf", ["gcc"]).digest
+    with pytest.raises(ConfigError, match="white space"):
+        mmdebstrap_command(recipe, Path("/s/root"), apt_cache=Path("/my store/c"), apt_cache_out=Path("/s/o"))
+
+
 # --- the store -----------------------------------------------------------------------------------------
 
 def fake_image(store: Path, recipe: Recipe, *, age_days: float = 0.0, complete: bool = True) -> Path:
@@ -196,6 +274,25 @@ def test_image_list_shows_each_image_with_its_targets_size_age_and_state(tmp_pat
     assert main(["image", "list", "--json"]) == 0
     first = json.loads(capsys.readouterr().out.splitlines()[0])
     assert (first["state"], first["size"], first["python"]) == ("ready", 350 << 20, "3.11")
+
+
+def test_image_list_says_how_far_an_image_being_built_is(tmp_path, monkeypatch, capsys):
+    import fcntl
+    from wheelwright.operate.cli import main
+    targets_file = tmp_path / "targets.toml"
+    targets_file.write_text(TEST_TARGETS)
+    store = tmp_path / "images"
+    store.mkdir()
+    aarch64 = recipe_for(parse_targets(TEST_TARGETS)[1])
+    (store / f".{aarch64.folder_name}.progress.json").write_text(json.dumps({"percent": 37, "seconds_left": 260}))
+    monkeypatch.setenv("WHEELWRIGHT_TARGETS", str(targets_file))
+    monkeypatch.setenv("WHEELWRIGHT_IMAGES", str(store))
+    monkeypatch.setenv("WHEELWRIGHT_HOME", str(tmp_path / "home"))
+    with open(store / f".{aarch64.folder_name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # what build_image holds while it builds
+        assert main(["image", "list"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("trixie-arm64"))
+    assert row.endswith("building 37%, about 4 min left")
 
 
 def test_image_build_of_a_target_without_an_image_is_refused(tmp_path, monkeypatch, capsys):

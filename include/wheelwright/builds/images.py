@@ -13,7 +13,10 @@ This room owns:
   the build packages the target names, e.g. ``data/build-packages.txt``) and its **hash**, which names
   the image: a changed recipe is a new image, an old one is *stale*;
 - **building** it: ``mmdebstrap`` into a temporary folder beside the store, then one rename, so a
-  half-built image is never seen; one build per image at a time (a lock file), progress on the way;
+  half-built image is never seen; one build per image at a time (a lock file); how far it is (a
+  percentage from the packages apt unpacks and sets up, and an estimate of the time left) shown on the
+  way and kept in a progress file beside the store, so `image list` and the dashboard can say it;
+  the ``.deb`` files downloaded kept per Debian release (``.apt-cache/``) for the next build;
 - the **store** under ``$WHEELWRIGHT_HOME/images/<distro>-<arch>-<hash>/`` (``root/`` and
   ``image.json``): what is built, for which targets, how big, how old, stale or not; ``update``
   rebuilds what is missing, stale or older than a month of Debian security updates, and prunes;
@@ -38,7 +41,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wheelwright import package_data
@@ -64,6 +67,11 @@ MMDEBSTRAP_OPTIONS = (
     "--dpkgopt=path-include=/usr/share/doc/*/copyright",
     "--dpkgopt=path-exclude=/usr/share/locale/*",
 )
+# Options that change how fast an image is made, not what it is (not in its hash). dpkg fsyncs every
+# file it unpacks (several ms each on a VM's disk, for tens of thousands of files): an image is built in
+# a temporary folder and renamed into place only once complete, and the store is synced before that
+# rename, so a crash loses a half-built image, which is thrown away anyway.
+SPEED_OPTIONS = ("--dpkgopt=force-unsafe-io",)
 
 # The Python each Debian release ships: a target's ABI must be its distro's.
 DISTRO_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13", "forky": "3.13"}
@@ -250,6 +258,7 @@ class Image:
     seconds: float       # how long it took to build
     python: str          # the Python version inside, e.g. 3.11
     recipe: Recipe
+    packages: int = 0    # Debian packages installed (0: an image from before this was recorded)
 
     @property
     def root(self) -> Path:
@@ -275,7 +284,7 @@ def read_image(path: Path) -> Image | None:
         recipe = Recipe(data["recipe"]["distro"], data["recipe"]["arch"],
                         tuple(data["recipe"]["packages"]))
         return Image(path, m["name"], m["digest"], float(data["built_at"]), int(data["size"]),
-                     float(data["seconds"]), str(data["python"]), recipe)
+                     float(data["seconds"]), str(data["python"]), recipe, int(data.get("packages", 0)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -328,23 +337,148 @@ def _disk_usage(path: Path) -> int:
     return total
 
 
-def mmdebstrap_command(recipe: Recipe, root: Path, mirror: str = DEFAULT_MIRROR) -> list[str]:
+def mmdebstrap_command(recipe: Recipe, root: Path, mirror: str = DEFAULT_MIRROR, *,
+                       apt_cache: Path | None = None, apt_cache_out: Path | None = None) -> list[str]:
+    """mmdebstrap's arguments for ``recipe`` into ``root``; with ``apt_cache``, the ``.deb`` files
+    found there are offered to apt first (it checks each against the archive's signed index, as it
+    would a download) and every one the build had is copied out to ``apt_cache_out``."""
     # --verbose: apt's and dpkg's own lines instead of progress bars, so progress can be shown
-    return ["mmdebstrap", "--verbose", f"--arch={recipe.arch}", *MMDEBSTRAP_OPTIONS,
-            f"--include={','.join(recipe.packages)}", recipe.distro, str(root), mirror]
+    argv = ["mmdebstrap", "--verbose", f"--arch={recipe.arch}", *MMDEBSTRAP_OPTIONS, *SPEED_OPTIONS]
+    if apt_cache is not None and apt_cache_out is not None:
+        # mmdebstrap's own recipe (its man page, "sync-in"); its special hooks split on white space
+        if any(c.isspace() for c in f"{apt_cache}{apt_cache_out}"):
+            raise ConfigError(f"the image store's path may not contain white space: {apt_cache}")
+        argv += ["--skip=essential/unlink",
+                 '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
+                 f"--setup-hook=sync-in {apt_cache} /var/cache/apt/archives/",
+                 f"--customize-hook=sync-out /var/cache/apt/archives {apt_cache_out}"]
+    return argv + [f"--include={','.join(recipe.packages)}", recipe.distro, str(root), mirror]
 
 
 _SETTING_UP = re.compile(r"Setting up ([^ ]+) \(")
+_NEWLY_INSTALLED = re.compile(r"\d+ upgraded, (\d+) newly installed")
+
+
+@dataclass
+class BuildMeter:
+    """How far an image build has come, read from mmdebstrap's own lines, fed one at a time.
+
+    mmdebstrap installs in two stages, Debian's essential packages and then the rest; before each,
+    apt says how many packages it will install, and dpkg then unpacks and sets up each one. Under
+    emulation that work per package is nearly all of the time, so the share of those steps taken is
+    the share of the build done (downloads and clean-up count as a few per cent). Until apt has named
+    the second stage's count, ``expected`` (the packages of the last build of this image, else a
+    guess from the recipe) stands in for the total.
+    """
+
+    expected: int = 0
+    announced: list[int] = field(default_factory=list)
+    steps: int = 0              # packages unpacked + packages set up
+    finished: bool = False
+
+    def feed(self, line: str) -> str | None:
+        """Count ``line``; return what an operator wants to see of it: mmdebstrap's phases (``I:``),
+        warnings and errors, and each package as dpkg sets it up; None for the rest."""
+        if m := _NEWLY_INSTALLED.search(line):
+            self.announced.append(int(m[1]))
+            return None
+        if line.startswith("Unpacking "):
+            self.steps += 1
+            return None
+        if m := _SETTING_UP.match(line):
+            self.steps += 1
+            return f"setting up {m[1]}"
+        if line[:3] in ("I: ", "W: ", "E: "):
+            if line.startswith("I: success in"):
+                self.finished = True
+            return line
+        return None
+
+    def fraction(self) -> float:
+        if self.finished:
+            return 1.0
+        packages = sum(self.announced)
+        if len(self.announced) < 2:
+            packages = max(packages, self.expected)
+        if packages == 0:
+            return 0.0
+        return min(0.98, 0.03 + 0.95 * self.steps / (2 * packages))
+
+    def seconds_left(self, elapsed: float, last_seconds: float | None = None) -> float | None:
+        """What is left, from the pace so far once it says something (a tenth done), before that
+        from the last build of this image; None when nothing is known."""
+        done = self.fraction()
+        if done >= 0.1:
+            return elapsed * (1 - done) / done
+        if last_seconds:
+            return max(last_seconds - elapsed, 0.0)
+        return None
 
 
 def progress_line(line: str) -> str | None:
-    """What an operator wants to see of one line of mmdebstrap's output: its phases (``I:``),
-    warnings and errors, and each package as dpkg sets it up; None for the rest."""
-    if line[:3] in ("I: ", "W: ", "E: "):
-        return line
-    if m := _SETTING_UP.match(line):
-        return f"setting up {m[1]}"
-    return None
+    """What an operator wants to see of one line of mmdebstrap's output (see :meth:`BuildMeter.feed`)."""
+    return BuildMeter().feed(line)
+
+
+def describe_left(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 90:
+        return "about a minute left"
+    return f"about {round(seconds / 60)} min left"
+
+
+# --- the edge: progress beside the store ------------------------------------------------------------
+
+def _progress_path(store: Path, recipe: Recipe) -> Path:
+    return store / f".{recipe.folder_name}.progress.json"
+
+
+def build_in_progress(recipe: Recipe, store: Path) -> dict | None:
+    """``{"percent", "seconds_left", "phase", "started_at", "updated_at"}`` of the build of ``recipe``
+    running now in ``store``, else None. A build holds the image's lock while it runs: a progress file
+    whose lock is free is what a killed build left."""
+    try:
+        with open(store / f".{recipe.folder_name}.lock") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # held: a build runs
+            else:
+                return None
+        return json.loads(_progress_path(store, recipe).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _last_build(recipe: Recipe, store: Path) -> Image | None:
+    """The newest stored image of the same distro and architecture (any recipe): how long it took."""
+    same = [i for i in stored_images(store) if i.name == recipe.name]
+    return max(same, key=lambda i: i.built_at, default=None)
+
+
+def _installed_count(root: Path) -> int:
+    try:
+        status = (root / "var/lib/dpkg/status").read_text(errors="replace")
+    except OSError:
+        return 0
+    return status.count("\nStatus: install ok installed")
+
+
+def _keep_apt_cache(used: Path, cache: Path) -> None:
+    """Move the ``.deb`` files a build had (``used``) into ``cache``, dropping the cache's other
+    versions of the same packages: the cache holds what the latest build of each image needed."""
+    if not used.is_dir():
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    debs = [p for p in used.iterdir() if p.suffix == ".deb" and p.is_file()]
+    kept = {p.name.split("_", 1)[0] + "_" + p.name.rsplit("_", 1)[-1]: p.name for p in debs}
+    for old in cache.iterdir():
+        key = old.name.split("_", 1)[0] + "_" + old.name.rsplit("_", 1)[-1]
+        if old.suffix == ".deb" and kept.get(key) not in (None, old.name):
+            old.unlink(missing_ok=True)
+    for deb in debs:
+        os.replace(deb, cache / deb.name)
 
 
 def build_image(recipe: Recipe, store: Path, *, mirror: str | None = None,
@@ -363,7 +497,10 @@ def build_image(recipe: Recipe, store: Path, *, mirror: str | None = None,
             fcntl.flock(lock, fcntl.LOCK_EX)
         if (found := find_image(recipe, store)) is not None:
             return found
-        return _build_locked(recipe, store, mirror, progress, timeout)
+        try:
+            return _build_locked(recipe, store, mirror, progress, timeout)
+        finally:
+            _progress_path(store, recipe).unlink(missing_ok=True)
 
 
 def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, timeout: float) -> Image:
@@ -373,11 +510,18 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
     if final.exists():  # a folder without image.json: an image whose build was cut short
         shutil.rmtree(final)
     work.mkdir(mode=0o755)
-    started = time.monotonic()
-    argv = mmdebstrap_command(recipe, work / "root", mirror)
-    progress(f"building image {recipe.folder_name} ({len(recipe.packages)} packages, "
-             f"{'emulated' if needs_emulation(recipe.arch) else 'native'} {recipe.arch}) from {mirror}")
+    started, started_at = time.monotonic(), time.time()
+    apt_cache = store / ".apt-cache" / recipe.name
+    apt_cache.mkdir(parents=True, exist_ok=True)
+    argv = mmdebstrap_command(recipe, work / "root", mirror, apt_cache=apt_cache,
+                              apt_cache_out=work / "apt-archives")
+    last = _last_build(recipe, store)
+    meter = BuildMeter(expected=last.packages if last and last.packages else 4 * len(recipe.packages))
+    kind = "emulated" if needs_emulation(recipe.arch) else "native"
+    progress(f"building image {recipe.folder_name} ({len(recipe.packages)} packages, {kind} "
+             f"{recipe.arch}) from {mirror}" + (f"; the last build took {_clock(last.seconds)}" if last else ""))
     tail: list[str] = []
+    written = 0.0
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace", stdin=subprocess.DEVNULL,
@@ -386,8 +530,18 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
         for line in proc.stdout:
             line = line.rstrip()
             tail = (tail + [line])[-20:]
-            if (shown := progress_line(line)) is not None:
-                progress(f"[{_clock(time.monotonic() - started)}] {shown}")
+            shown = meter.feed(line)
+            elapsed = time.monotonic() - started
+            left = meter.seconds_left(elapsed, last.seconds if last else None)
+            if shown is not None:
+                progress(f"[{_clock(elapsed)}] {round(100 * meter.fraction()):2d}% {shown}"
+                         + (f" ({describe_left(left)})" if left is not None else ""))
+            if elapsed - written >= 2:
+                written = elapsed
+                _write_atomically(_progress_path(store, recipe), json.dumps({
+                    "image": recipe.folder_name, "percent": round(100 * meter.fraction()),
+                    "seconds_left": round(left) if left is not None else None,
+                    "started_at": started_at, "updated_at": time.time()}))
             if time.monotonic() > deadline:
                 proc.kill()
                 break
@@ -396,12 +550,17 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
             raise WheelwrightError(f"mmdebstrap failed (status {status}) building {recipe.folder_name}:"
                                    f"\n  " + "\n  ".join(tail[-8:]))
         python = _python_version(work / "root", recipe)
+        _keep_apt_cache(work / "apt-archives", apt_cache)
+        shutil.rmtree(work / "apt-archives", ignore_errors=True)
         seconds = round(time.monotonic() - started, 1)
         size = _disk_usage(work)
         record = {"recipe": asdict(recipe), "digest": recipe.digest, "built_at": time.time(),
                   "seconds": seconds, "size": size, "python": python, "mirror": mirror,
+                  "packages": _installed_count(work / "root"),
                   "command": argv[:-2] + ["ROOT", mirror]}
         _write_atomically(work / "image.json", json.dumps(record, indent=1) + "\n")
+        # dpkg wrote without fsync (SPEED_OPTIONS): the image is on disk before it takes its name
+        subprocess.run(["sync", "--file-system", str(work)], check=True)
         os.rename(work, final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -449,14 +608,15 @@ class ImageRow:
     digest: str
     targets: tuple[str, ...]   # targets whose current recipe it is
     image: Image | None        # None: wanted by ``targets`` but not built
-    state: str                 # ready | missing | old | stale
+    state: str                 # ready | missing | building | old | stale
+    building: dict | None = None   # a build of it running now: percent, seconds_left (build_in_progress)
 
     def as_dict(self, now: float | None = None) -> dict:
         return {"name": self.name, "digest": self.digest, "targets": list(self.targets),
                 "state": self.state, "path": str(self.image.path) if self.image else None,
                 "size": self.image.size if self.image else None,
                 "age_days": round(self.image.age_days(now), 2) if self.image else None,
-                "python": self.image.python if self.image else None}
+                "python": self.image.python if self.image else None, "building": self.building}
 
 
 def image_rows(targets, store: Path, *, max_age_days: float = MAX_AGE_DAYS,
@@ -464,7 +624,8 @@ def image_rows(targets, store: Path, *, max_age_days: float = MAX_AGE_DAYS,
     """Every image ``targets`` want and every image the store holds, with its state.
 
     ``stale``: built from a recipe no target has any more (superseded); ``old``: current, but older
-    than ``max_age_days``; ``missing``: wanted, not built; ``ready`` otherwise.
+    than ``max_age_days``; ``missing``: wanted, not built; ``building``: wanted, being built now;
+    ``ready`` otherwise.
     """
     wanted: dict[str, list[str]] = {}
     recipes: dict[str, Recipe] = {}
@@ -481,7 +642,9 @@ def image_rows(targets, store: Path, *, max_age_days: float = MAX_AGE_DAYS,
         users = tuple(wanted.get(folder, ()))
         if image is None:
             recipe = recipes[folder]
-            rows.append(ImageRow(recipe.name, recipe.digest, users, None, "missing"))
+            building = build_in_progress(recipe, store)
+            rows.append(ImageRow(recipe.name, recipe.digest, users, None,
+                                 "building" if building else "missing", building))
             continue
         if not users:
             state = "stale"
@@ -498,7 +661,7 @@ def update_images(targets, store: Path, *, max_age_days: float = MAX_AGE_DAYS, p
     """Build what is missing or old, remove what is stale; ``{"built": [...], "removed": [...]}``."""
     done = {"built": [], "removed": []}
     for row in image_rows(targets, store, max_age_days=max_age_days):
-        if row.state in ("missing", "old"):
+        if row.state in ("missing", "building", "old"):
             target = next(t for t in targets if t.name == row.targets[0])
             recipe = recipe_for(target)
             if row.image is not None:  # old: build afresh beside it, swap, then drop the old one

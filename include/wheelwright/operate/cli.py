@@ -268,8 +268,12 @@ def cmd_image_list(settings: Settings, args) -> int:
         d = row.as_dict()
         size = f"{d['size'] / 2**20:.0f} MiB" if d["size"] is not None else "-"
         age = f"{d['age_days']:.1f} d" if d["age_days"] is not None else "-"
+        state = row.state
+        if row.building:
+            left = images.describe_left(row.building.get("seconds_left"))
+            state += f" {row.building.get('percent', 0)}%" + (f", {left}" if left else "")
         print(f"{row.name:<22} {row.digest:<16} {','.join(row.targets) or '-':<28} {size:>8} {age:>8}  "
-              f"{row.state}")
+              f"{state}")
     return 0
 
 
