@@ -175,6 +175,18 @@ def test_reading_needs_read_access_to_every_dag_the_page_shows(site):
     assert request(f"{site.base}/wheelwright/logs/0000/0000/0001.txt.gz", token=site.tokens["one"])[0] == 403
 
 
+def test_a_build_log_is_served_as_inert_text(site):
+    import urllib.request
+    snapshot = json.loads(request(f"{site.base}/wheelwright/api/snapshot", token=site.tokens["builds"])[1])
+    req = urllib.request.Request(f"{site.base}/wheelwright/{snapshot['failures'][0]['log_path']}",
+                                 headers={"Authorization": f"Bearer {site.tokens['builds']}"})
+    with urllib.request.urlopen(req, timeout=60) as response:
+        headers = response.headers
+    assert headers["Content-Type"].startswith("text/plain")
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in headers["Content-Security-Policy"], "a log written by a build must never run as a page"
+
+
 def test_the_page_offers_actions_only_to_who_may_take_them(site):
     page = request(f"{site.base}/wheelwright/?dag_id=pypi_sync", token=site.tokens["other"])[1].decode()
     assert "<button" not in page and "read only" in page

@@ -354,8 +354,11 @@ def create_app(connect: Callable | None = None, output: Callable[[], Path] | Non
         file = (root / rel).resolve()
         if root not in file.parents or not file.is_file():
             raise HTTPException(404, "no such log")
+        # A build log is the build's own text, served from the UI's origin: never sniffed, never a page.
         return Response(file.read_bytes(), media_type="text/plain; charset=utf-8",
-                        headers={"Content-Encoding": "gzip", "Cache-Control": "no-store"})
+                        headers={"Content-Encoding": "gzip", "Cache-Control": "no-store",
+                                 "X-Content-Type-Options": "nosniff",
+                                 "Content-Security-Policy": "default-src 'none'; sandbox"})
 
     def body_of(request: Request, payload) -> dict:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
