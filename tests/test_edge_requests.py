@@ -135,3 +135,20 @@ def test_methods_other_than_get_and_head_change_nothing(servers, kind):
         assert status in (403, 405, 501), f"{kind}: {method.decode()} answered {status}"
     assert raw_get(servers[kind].port, b"/simple/demo/index.html").body == b"<html>demo</html>"
 
+
+
+# -- Accept: a header built to make the negotiation's regexes backtrack is answered like any other ------
+
+PATHOLOGICAL_ACCEPT = [b"application/vnd.pypi.simple.v1+json" + b" " * 7000 + b"x",
+                       b"text/html" + b" ;" * 3500 + b"x",
+                       b"application/vnd.pypi.simple.v1+json;q=" + b"0." * 3500,
+                       b"*/*" + b" " * 7000 + b";q=0.5"]
+
+
+@pytest.mark.parametrize("accept", PATHOLOGICAL_ACCEPT, ids=lambda a: repr(a[:20] + a[-8:]))
+@pytest.mark.parametrize("kind", SERVERS)
+def test_a_pathological_accept_header_is_negotiated_not_failed(servers, kind, accept):
+    from wheelwright.publish.negotiation import negotiate
+    expected = 406 if negotiate(accept.decode()) is None else 200
+    answer = clean(raw_get(servers[kind].port, b"/simple/demo/", b"Accept: " + accept + b"\r\n"))
+    assert answer.status == expected, f"{kind} answered {answer.status} (a regex that gave up is a 503)"

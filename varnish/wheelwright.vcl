@@ -110,17 +110,17 @@ sub wheelwright_negotiate {
         set req.http.x-format = "html";
         return;
     }
-    if (req.http.Accept ~ "(?i)(?:^|,)\s*application/vnd\.pypi\.simple\.(?:v1|latest)\+json\s*(?:;\s*q\s*=\s*[0-9.]*)?\s*(?:;[^,]*)?(?:,|$)") {
-        set req.http.x-jraw = "e" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*application/vnd\.pypi\.simple\.(?:v1|latest)\+json\s*(?:;\s*q\s*=\s*([0-9.]*))?\s*(?:;[^,]*)?(?:,|$).*$", "\1");
-    } elsif (req.http.Accept ~ "(?i)(?:^|,)\s*(?:application|\*)/\*\s*(?:;\s*q\s*=\s*[0-9.]*)?\s*(?:;[^,]*)?(?:,|$)") {
-        set req.http.x-jraw = "w" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*(?:application|\*)/\*\s*(?:;\s*q\s*=\s*([0-9.]*))?\s*(?:;[^,]*)?(?:,|$).*$", "\1");
+    if (req.http.Accept ~ "(?i)(?:^|,)\s*+application/vnd\.pypi\.simple\.(?:v1|latest)\+json\s*+(?:;\s*+q\s*+=\s*+[0-9.]*+)?\s*+(?:;[^,]*+)?(?:,|$)") {
+        set req.http.x-jraw = "e" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*+application/vnd\.pypi\.simple\.(?:v1|latest)\+json\s*+(?:;\s*+q\s*+=\s*+([0-9.]*+))?\s*+(?:;[^,]*+)?(?:,|$).*$", "\1");
+    } elsif (req.http.Accept ~ "(?i)(?:^|,)\s*+(?:application|\*)/\*\s*+(?:;\s*+q\s*+=\s*+[0-9.]*+)?\s*+(?:;[^,]*+)?(?:,|$)") {
+        set req.http.x-jraw = "w" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*+(?:application|\*)/\*\s*+(?:;\s*+q\s*+=\s*+([0-9.]*+))?\s*+(?:;[^,]*+)?(?:,|$).*$", "\1");
     } else {
         set req.http.x-jraw = "n";
     }
-    if (req.http.Accept ~ "(?i)(?:^|,)\s*(?:text/html|application/vnd\.pypi\.simple\.(?:v1|latest)\+html)\s*(?:;\s*q\s*=\s*[0-9.]*)?\s*(?:;[^,]*)?(?:,|$)") {
-        set req.http.x-hraw = "e" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*(?:text/html|application/vnd\.pypi\.simple\.(?:v1|latest)\+html)\s*(?:;\s*q\s*=\s*([0-9.]*))?\s*(?:;[^,]*)?(?:,|$).*$", "\1");
-    } elsif (req.http.Accept ~ "(?i)(?:^|,)\s*(?:text|\*)/\*\s*(?:;\s*q\s*=\s*[0-9.]*)?\s*(?:;[^,]*)?(?:,|$)") {
-        set req.http.x-hraw = "w" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*(?:text|\*)/\*\s*(?:;\s*q\s*=\s*([0-9.]*))?\s*(?:;[^,]*)?(?:,|$).*$", "\1");
+    if (req.http.Accept ~ "(?i)(?:^|,)\s*+(?:text/html|application/vnd\.pypi\.simple\.(?:v1|latest)\+html)\s*+(?:;\s*+q\s*+=\s*+[0-9.]*+)?\s*+(?:;[^,]*+)?(?:,|$)") {
+        set req.http.x-hraw = "e" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*+(?:text/html|application/vnd\.pypi\.simple\.(?:v1|latest)\+html)\s*+(?:;\s*+q\s*+=\s*+([0-9.]*+))?\s*+(?:;[^,]*+)?(?:,|$).*$", "\1");
+    } elsif (req.http.Accept ~ "(?i)(?:^|,)\s*+(?:text|\*)/\*\s*+(?:;\s*+q\s*+=\s*+[0-9.]*+)?\s*+(?:;[^,]*+)?(?:,|$)") {
+        set req.http.x-hraw = "w" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*+(?:text|\*)/\*\s*+(?:;\s*+q\s*+=\s*+([0-9.]*+))?\s*+(?:;[^,]*+)?(?:,|$).*$", "\1");
     } else {
         set req.http.x-hraw = "n";
     }
