@@ -11,6 +11,8 @@ key (Host, query strings), requests smuggled in a body, and the access log.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import pytest
@@ -18,7 +20,9 @@ from hypothesis import given, settings
 
 from support.edge_cases import CASES, TARGETS, Answer, header_lines, make_tree, raw_get, raw_request
 from support.serving import NGINX, VARNISHD, edge, serve
+from wheelwright.operate.static_server import make_server
 from wheelwright.publish import request_paths
+from wheelwright.publish.negotiation import negotiate
 
 pytestmark = pytest.mark.skipif(NGINX is None or VARNISHD is None,
                                 reason="make setup installs nginx (with its perl module) and varnish")
@@ -148,7 +152,18 @@ PATHOLOGICAL_ACCEPT = [b"application/vnd.pypi.simple.v1+json" + b" " * 7000 + b"
 @pytest.mark.parametrize("accept", PATHOLOGICAL_ACCEPT, ids=lambda a: repr(a[:20] + a[-8:]))
 @pytest.mark.parametrize("kind", SERVERS)
 def test_a_pathological_accept_header_is_negotiated_not_failed(servers, kind, accept):
-    from wheelwright.publish.negotiation import negotiate
     expected = 406 if negotiate(accept.decode()) is None else 200
     answer = clean(raw_get(servers[kind].port, b"/simple/demo/", b"Accept: " + accept + b"\r\n"))
     assert answer.status == expected, f"{kind} answered {answer.status} (a regex that gave up is a 503)"
+
+
+def test_the_static_server_hangs_up_on_a_client_that_says_nothing(tmp_path):
+    server = make_server(make_tree(tmp_path / "www"), idle_timeout=0.5)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with socket.create_connection(server.server_address, timeout=30) as idle:
+            idle.sendall(b"GET /simple/demo/ HTTP/1.1\r\n")   # ... and never the rest (slowloris)
+            assert idle.recv(1024) == b"", "the server should close the connection, not wait for ever"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -33,6 +33,7 @@ _VARIES = re.compile(r"/simple/(?:[^/]+/)?(?:index\.(?:json|html))?\Z")
 class IndexRequestHandler(SimpleHTTPRequestHandler):
     server_version = "wheelwright-static"
     log_lock = threading.Lock()
+    timeout = 30   # seconds a client may stay silent: an idle connection must not hold a thread for ever
 
     def __init__(self, *args, access_log: Path | None = None, **kwargs):
         self.access_log = access_log
@@ -152,9 +153,10 @@ def _logged(text: str) -> str:
     return "".join(c if " " <= c <= "~" and c not in '"\\' else f"\\x{ord(c):02X}" for c in text)
 
 
-def make_server(root: Path, port: int = 0, access_log: Path | None = None) -> ThreadingHTTPServer:
-    handler = partial(IndexRequestHandler, directory=str(root), access_log=access_log)
-    return ThreadingHTTPServer(("127.0.0.1", port), handler)
+def make_server(root: Path, port: int = 0, access_log: Path | None = None,
+                idle_timeout: float = IndexRequestHandler.timeout) -> ThreadingHTTPServer:
+    handler = type("Handler", (IndexRequestHandler,), {"timeout": idle_timeout})
+    return ThreadingHTTPServer(("127.0.0.1", port), partial(handler, directory=str(root), access_log=access_log))
 
 
 def main(argv=None) -> int:
