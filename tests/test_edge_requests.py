@@ -76,6 +76,7 @@ def test_whatever_the_target_every_server_keeps_to_the_rule(servers, target):
 
 def test_the_edge_keys_its_cache_on_the_url_alone(servers):
     varnish = servers["varnish"]
+    asked_before = len(varnish.requests())
     first = raw_get(varnish.port, b"/project/demo/", host=b"one.example")
     assert first.status == 200
     for host, extra in ((b"two.example", b""), (b"evil.example", b"X-Forwarded-Host: evil.example\r\n")):
@@ -84,8 +85,8 @@ def test_the_edge_keys_its_cache_on_the_url_alone(servers):
     for query in (b"?a=1", b"?cachebust=2", b"?"):
         again = raw_get(varnish.port, b"/project/demo/" + query)
         assert (again.status, again.header("X-Cache")) == (200, "HIT"), f"a query ({query!r}) must not be either"
-    assert [p for p, _s, _f in varnish.requests() if p.startswith("/project/demo/")] == ["/project/demo/"], \
-        "the origin should have been asked once"
+    asked = [p for p, _s, _f in varnish.requests()[asked_before:] if p.startswith("/project/demo/")]
+    assert len(asked) <= 1, f"the origin should have been asked once at most: {asked}"
 
 
 # -- request smuggling: a request hidden in a body never reaches anyone ----------------------------------
