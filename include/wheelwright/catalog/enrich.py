@@ -12,7 +12,8 @@ The document is read at the door into our own types (:func:`release_facts`): a s
 Requires-Python, a yank reason are strings of bounded length without control characters (a newline
 allowed in a yank reason), a hash is 64 hex digits, a size a non-negative integer, a URL an http(s)
 URL, a time an ISO 8601 one, a file name one the journal would accept. A fact that is not one of those
-is left unknown (and logged); a document that is not a JSON object fails that package alone. So
+is left unknown; a document that is not a JSON object fails that package alone (the PyPI client
+refuses it). So
 whatever a mirror or a proxy sends, it can neither stop enrichment for everyone (the package first in
 line would be due again at every run) nor put a NUL or a terminal escape into the catalog.
 """
@@ -74,9 +75,6 @@ def enrich(conn: psycopg.Connection, make_client, *, limit: int = 200, workers: 
         elif document is None:
             _record_missing(conn, package, seen_seq)
             result.missing.append(package)
-        elif not isinstance(document, dict):
-            log.warning("enrich %s: the JSON API answered %s, not an object", package, type(document).__name__)
-            result.failed.append(package)
         else:
             _record(conn, package, seen_seq, document)
             result.enriched.append(package)
