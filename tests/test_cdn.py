@@ -37,18 +37,6 @@ def test_everything_of_one_package_carries_one_key(path, keys):
     assert cdn.keys_for_path(path) == keys
 
 
-@pytest.mark.parametrize("path, location", [
-    ("/simple/RPi.GPIO/", "/simple/rpi-gpio/"),
-    ("/simple/RPi.GPIO", "/simple/rpi-gpio/"),
-    ("/project/Foo__Bar/json/", "/project/foo-bar/json/"),
-    ("/simple/rpi-gpio/", None),
-    ("/simple/A\r\nLocation: evil/", None),
-    ("/packages.json", None),
-])
-def test_only_a_plain_project_name_that_is_not_canonical_is_redirected(path, location):
-    assert cdn.canonical_location(path) == location
-
-
 @pytest.mark.parametrize("spec, kind", [
     ("varnish:http://127.0.0.1:6081", cdn.VarnishPurger),
     ("fastly:SU1Z0isxPaozGVKXdv0eY", cdn.FastlyPurger),

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from support.serving import BROWSER_ACCEPT, NEGOTIATION, NGINX, PIP_ACCEPT, serve
-from wheelwright.publish import cdn
+from wheelwright.publish import cdn, request_paths
 from wheelwright.publish.negotiation import negotiate
 
 SERVERS = ["python"] + (["nginx"] if NGINX else [])
@@ -129,7 +129,7 @@ def test_project_pages_and_their_json(server):
 def test_a_name_that_is_not_canonical_redirects_to_the_canonical_url(server, path, location):
     status, headers, _ = server.get(path, PIP_ACCEPT)
     assert (status, headers["Location"]) == (301, location), f"{server.kind}: {path}"
-    assert cdn.canonical_location(path) == location
+    assert request_paths.judge(path).location == location
 
 
 # (path, Accept, expected status, the keys every CDN must see)

@@ -12,7 +12,10 @@
 # * Accept is normalised on /simple/ pages to the one the origin would choose (the rule of
 #   wheelwright.publish.negotiation, as nginx's maps write it): two cache entries per page, HTML and
 #   JSON, not one per spelling of the header; 406 here when nothing fits.
-# * /simple/<Name>/ and /project/<Name>/ that are not canonical redirect (301) to the canonical URL.
+# * A URL that no URL of the index looks like is refused here (400: control characters, backslashes,
+#   non-ASCII, dot segments, raw or percent-encoded; 414 past 2048 bytes), the rule of
+#   wheelwright.publish.request_paths; the query is dropped and the cache key is the URL alone (not
+#   Host). /simple/<Name>/ and /project/<Name>/ that are not canonical get the origin's 301, cached.
 # * The origin's Cache-Control decides lifetimes (s-maxage for the edge); pages are served stale for a
 #   minute while revalidating (stale-while-revalidate), and for a day while the origin's health probe
 #   fails (stale-if-error).
@@ -69,24 +72,22 @@ sub vcl_recv {
         set req.grace = 60s;
     }
 
-    # PEP 503: canonical project names only.
-    if (req.url ~ "^/(simple|project)/[A-Za-z0-9._-]+(/|\?|$)") {
-        set req.http.x-name = regsub(req.url, "^/(?:simple|project)/([^/?]+).*$", "\1");
-        set req.http.x-canon = std.tolower(regsuball(req.http.x-name, "[-_.]+", "-"));
-        if (req.http.x-canon != req.http.x-name) {
-            set req.http.x-rest = regsub(req.url, "^/(?:simple|project)/[^/?]+", "");
-            if (req.http.x-rest !~ "^/") {
-                set req.http.x-rest = "/" + req.http.x-rest;
-            }
-            set req.http.x-location = "/" + regsub(req.url, "^/(simple|project)/.*$", "\1") + "/" +
-                req.http.x-canon + req.http.x-rest;
-            return (synth(301, "Moved Permanently"));
-        }
-        unset req.http.x-name;
-        unset req.http.x-canon;
+    # The rule of wheelwright.publish.request_paths, on the URL as sent (Varnish does not decode it):
+    # 414 past 2048 bytes; 400 for a malformed escape, a byte no URL of the index has, raw or
+    # percent-encoded (controls, DEL, backslash, non-ASCII), and a . or .. segment (%2e, %2f too).
+    # The origin answers the rest, PEP 503's redirect of a non-canonical name included (the 301 is
+    # cached here like a page).
+    if (req.url ~ "^.{2049}") {
+        return (synth(414, "URI Too Long"));
     }
+    if (req.url ~ "%(?![0-9A-Fa-f]{2})" || req.url ~ "(?i)%(?:[01][0-9a-f]|7f|[89a-f][0-9a-f]|5c)" ||
+        req.url ~ "[\x00-\x20\x7f-\xff\x5c]" || req.url ~ "(?i)^[^?]*(?:/|%2f)(?:\.|%2e){1,2}(?:/|%2f|\?|$)") {
+        return (synth(400, "Bad Request"));
+    }
+    # The origin serves no query: one cache entry per page, whatever a client appends.
+    set req.url = regsub(req.url, "\?.*$", "");
 
-    if (req.url ~ "^/simple/([^/?]+/)?(\?.*)?$") {
+    if (req.url ~ "^/simple/([^/]+/)?$") {
         call wheelwright_negotiate;
         if (req.http.x-format == "") {
             return (synth(406, "Not Acceptable"));
@@ -109,17 +110,17 @@ sub wheelwright_negotiate {
         set req.http.x-format = "html";
         return;
     }
-    if (req.http.Accept ~ "(?i)(?:^|,)\s*application/vnd\.pypi\.simple\.(?:v1|latest)\+json\s*(?:;\s*q\s*=\s*[0-9.]*)?\s*(?:;[^,]*)?(?:,|$)") {
-        set req.http.x-jraw = "e" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*application/vnd\.pypi\.simple\.(?:v1|latest)\+json\s*(?:;\s*q\s*=\s*([0-9.]*))?\s*(?:;[^,]*)?(?:,|$).*$", "\1");
-    } elsif (req.http.Accept ~ "(?i)(?:^|,)\s*(?:application|\*)/\*\s*(?:;\s*q\s*=\s*[0-9.]*)?\s*(?:;[^,]*)?(?:,|$)") {
-        set req.http.x-jraw = "w" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*(?:application|\*)/\*\s*(?:;\s*q\s*=\s*([0-9.]*))?\s*(?:;[^,]*)?(?:,|$).*$", "\1");
+    if (req.http.Accept ~ "(?i)(?:^|,)\s*+application/vnd\.pypi\.simple\.(?:v1|latest)\+json\s*+(?:;\s*+q\s*+=\s*+[0-9.]*+)?\s*+(?:;[^,]*+)?(?:,|$)") {
+        set req.http.x-jraw = "e" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*+application/vnd\.pypi\.simple\.(?:v1|latest)\+json\s*+(?:;\s*+q\s*+=\s*+([0-9.]*+))?\s*+(?:;[^,]*+)?(?:,|$).*$", "\1");
+    } elsif (req.http.Accept ~ "(?i)(?:^|,)\s*+(?:application|\*)/\*\s*+(?:;\s*+q\s*+=\s*+[0-9.]*+)?\s*+(?:;[^,]*+)?(?:,|$)") {
+        set req.http.x-jraw = "w" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*+(?:application|\*)/\*\s*+(?:;\s*+q\s*+=\s*+([0-9.]*+))?\s*+(?:;[^,]*+)?(?:,|$).*$", "\1");
     } else {
         set req.http.x-jraw = "n";
     }
-    if (req.http.Accept ~ "(?i)(?:^|,)\s*(?:text/html|application/vnd\.pypi\.simple\.(?:v1|latest)\+html)\s*(?:;\s*q\s*=\s*[0-9.]*)?\s*(?:;[^,]*)?(?:,|$)") {
-        set req.http.x-hraw = "e" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*(?:text/html|application/vnd\.pypi\.simple\.(?:v1|latest)\+html)\s*(?:;\s*q\s*=\s*([0-9.]*))?\s*(?:;[^,]*)?(?:,|$).*$", "\1");
-    } elsif (req.http.Accept ~ "(?i)(?:^|,)\s*(?:text|\*)/\*\s*(?:;\s*q\s*=\s*[0-9.]*)?\s*(?:;[^,]*)?(?:,|$)") {
-        set req.http.x-hraw = "w" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*(?:text|\*)/\*\s*(?:;\s*q\s*=\s*([0-9.]*))?\s*(?:;[^,]*)?(?:,|$).*$", "\1");
+    if (req.http.Accept ~ "(?i)(?:^|,)\s*+(?:text/html|application/vnd\.pypi\.simple\.(?:v1|latest)\+html)\s*+(?:;\s*+q\s*+=\s*+[0-9.]*+)?\s*+(?:;[^,]*+)?(?:,|$)") {
+        set req.http.x-hraw = "e" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*+(?:text/html|application/vnd\.pypi\.simple\.(?:v1|latest)\+html)\s*+(?:;\s*+q\s*+=\s*+([0-9.]*+))?\s*+(?:;[^,]*+)?(?:,|$).*$", "\1");
+    } elsif (req.http.Accept ~ "(?i)(?:^|,)\s*+(?:text|\*)/\*\s*+(?:;\s*+q\s*+=\s*+[0-9.]*+)?\s*+(?:;[^,]*+)?(?:,|$)") {
+        set req.http.x-hraw = "w" + regsub(req.http.Accept, "(?i)^.*?(?:^|,)\s*+(?:text|\*)/\*\s*+(?:;\s*+q\s*+=\s*+([0-9.]*+))?\s*+(?:;[^,]*+)?(?:,|$).*$", "\1");
     } else {
         set req.http.x-hraw = "n";
     }
@@ -168,13 +169,11 @@ sub wheelwright_quality {
     }
 }
 
-sub vcl_synth {
-    if (resp.status == 301) {
-        set resp.http.Location = req.http.x-location;
-        set resp.http.Cache-Control = "public, max-age=86400";
-        set resp.body = "";
-        return (deliver);
-    }
+# One site: the cache key is the URL alone (the builtin adds the Host header, which lets any client
+# split a page into as many cache entries, each fetched from the origin, as Host values it invents).
+sub vcl_hash {
+    hash_data(req.url);
+    return (lookup);
 }
 
 sub vcl_backend_response {

@@ -7,18 +7,31 @@ facts are written beside the journal-derived rows, which derivation never overwr
 
 Enrichment bumps the package's change number in the same statement that records it, so publishing
 sees the new facts and enrichment does not chase its own tail.
+
+The document is read at the door into our own types (:func:`release_facts`): a summary, a
+Requires-Python, a yank reason are strings of bounded length without control characters (a newline
+allowed in a yank reason), a hash is 64 hex digits, a size a non-negative integer, a URL an http(s)
+URL, a time an ISO 8601 one, a file name one the journal would accept. A fact that is not one of those
+is left unknown; a document that is not a JSON object fails that package alone (the PyPI client
+refuses it). So
+whatever a mirror or a proxy sends, it can neither stop enrichment for everyone (the package first in
+line would be due again at every run) nor put a NUL or a terminal escape into the catalog.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
 
+from datetime import datetime
+
 from wheelwright.catalog import store as catalog
+from wheelwright.catalog.events import MAX_TEXT, is_filename
 from wheelwright.errors import PyPIError
 
 log = logging.getLogger(__name__)
@@ -75,24 +88,71 @@ def _record_missing(conn: psycopg.Connection, package: str, seen_seq: int) -> No
                  (package, seen_seq))
 
 
+MAX_SUMMARY = 512          # PyPI's own limit on a summary
+MAX_URL = 2048
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_URL = re.compile(r"https?://[!-~]+\Z")
+
+
+def _text(value, limit: int, *, lines: bool = False) -> str | None:
+    """``value`` if it is a string we keep: at most ``limit`` characters, no control characters (tab, CR
+    and LF allowed with ``lines``), not blank."""
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        return None
+    return None if (_CONTROL_BUT_LINES if lines else _CONTROL).search(value) else value
+
+
+def _size(value) -> int | None:
+    return value if type(value) is int and 0 <= value < 2**63 else None
+
+
+def _time(value) -> str | None:
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        return datetime.fromisoformat(value).isoformat()
+    except ValueError:
+        return None
+
+
 def release_facts(document: dict) -> tuple[list[tuple], list[tuple]]:
-    """(version, requires_python, yanked_reason) and (filename, sha256, size, url, upload_time) rows."""
+    """(version, requires_python, yanked_reason) and (filename, sha256, size, url, upload_time) rows, each
+    fact parsed into our types (None when it is not one of them)."""
     versions, files = [], []
-    for version, entries in (document.get("releases") or {}).items():
-        entries = [e for e in entries or () if isinstance(e, dict)]
-        requires = next((e.get("requires_python") for e in entries if e.get("requires_python")), None)
-        reason = next((e.get("yanked_reason") for e in entries if e.get("yanked") and e.get("yanked_reason")),
-                      None)
+    releases = document.get("releases")
+    for version, entries in (releases.items() if isinstance(releases, dict) else ()):
+        if _text(version, MAX_TEXT) is None:
+            log.warning("enrich: skipping a release named %r", version[:100] if isinstance(version, str) else version)
+            continue
+        entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+        requires = next((r for e in entries if (r := _text(e.get("requires_python"), MAX_TEXT))), None)
+        reason = next((r for e in entries if e.get("yanked") is True
+                       and (r := _text(e.get("yanked_reason"), MAX_TEXT, lines=True))), None)
         versions.append((version, requires, reason))
         for e in entries:
-            if e.get("filename"):
-                files.append((e["filename"], (e.get("digests") or {}).get("sha256"), e.get("size"),
-                              e.get("url"), e.get("upload_time_iso_8601") or e.get("upload_time")))
+            filename = e.get("filename")
+            if not isinstance(filename, str) or not is_filename(filename):
+                continue
+            digests = e.get("digests")
+            sha256 = digests.get("sha256") if isinstance(digests, dict) else None
+            url = e.get("url")
+            files.append((filename,
+                          sha256 if isinstance(sha256, str) and _SHA256.match(sha256) else None,
+                          _size(e.get("size")),
+                          url if isinstance(url, str) and len(url) <= MAX_URL and _URL.match(url) else None,
+                          _time(e.get("upload_time_iso_8601")) or _time(e.get("upload_time"))))
     return versions, files
 
 
+def summary_of(document: dict) -> str | None:
+    info = document.get("info")
+    return _text(info.get("summary"), MAX_SUMMARY) if isinstance(info, dict) else None
+
+
 def _record(conn: psycopg.Connection, package: str, seen_seq: int, document: dict) -> None:
-    summary = (document.get("info") or {}).get("summary")
+    summary = summary_of(document)
     versions, files = release_facts(document)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (catalog.CHANGE_LOCK,))

@@ -150,7 +150,8 @@ _USABLE = _Memo(_usable_text)
 _CANONICAL_OF = _Memo(canonical_or_none)
 
 
-def _is_filename(name: str) -> bool:
+def is_filename(name: str) -> bool:
+    """A file name we store: one path component, no control characters, at most 255 characters."""
     return ("/" not in name and "\\" not in name and name not in (".", "..")
             and not _CONTROL.search(name) and len(name) <= 255)
 
@@ -228,7 +229,7 @@ def parse_row(row) -> Event:
             if version is None:
                 raise MalformedEvent(f"serial {serial}: {action!r} on {name} names no version")
             filename = parts[3]
-            if not _is_filename(filename):
+            if not is_filename(filename):
                 raise MalformedEvent(f"serial {serial}: unsafe file name {filename!r:.100}")
             return _new_event(Event, (serial, name, package, version, timestamp, action, Kind.ADD_FILE,
                                       filename, parts[1], None))
@@ -238,7 +239,7 @@ def parse_row(row) -> Event:
         kind = Kind.REMOVE_PROJECT
     if kind in NEEDS_VERSION and version is None:
         raise MalformedEvent(f"serial {serial}: {action!r} on {name} names no version")
-    if parsed.filename is not None and not _is_filename(parsed.filename):
+    if parsed.filename is not None and not is_filename(parsed.filename):
         raise MalformedEvent(f"serial {serial}: unsafe file name {parsed.filename!r:.100}")
     other = canonical(parsed.old_name) if parsed.old_name is not None else None
     return _new_event(Event, (serial, name, package, version, timestamp, action, kind,

@@ -1,12 +1,16 @@
 """The operator's dashboard as a web app: a FastAPI app the Airflow plugin mounts at ``/wheelwright``.
 
 Airflow mounts a plugin's FastAPI app without any authentication (verified on 3.3.2: a plain route
-answers anyone), so this room decides who asks, at its edge, on every route, with Airflow's own
-dependencies (``airflow.api_fastapi.core_api.security``): a request without a token (header or the UI's
-``_token`` cookie) gets 401, a bad token 403, a user without the permission 403. Reading the dashboard
-needs read access to DAGs (every Airflow role from viewer up); acting needs edit access to DAGs (the
-same right that pauses a DAG or clears a task in the UI: "user" and above). Actions take JSON bodies
-only, so a cross-site form cannot ride on the UI's cookie.
+answers anyone), so this room decides who asks, at its edge, on every route: Airflow's own user
+dependency (``GetUserDep``: a request without a token, header or the UI's ``_token`` cookie, gets 401, a
+bad token 403), then the auth manager asked about DAG ids fixed here, never taken from the request.
+(Airflow's ``requires_access_dag`` reads ``dag_id`` from the query string when the route has none, so
+with a per-DAG auth manager such as FAB a user allowed to edit one DAG could add ``?dag_id=<it>`` and
+act.) Reading the dashboard needs read access to every DAG whose work it shows (:data:`SHOWN_DAGS`);
+acting needs edit access to ``build_wheels`` (:data:`ACTS_ON`), whose builds every action changes: the
+same right that pauses that DAG or clears its tasks in the UI. Actions take JSON bodies only and refuse
+a browser's request sent from another origin (``Sec-Fetch-Site``), so no other page can ride on the
+UI's cookie.
 
 The page is one HTML document drawn on the server: numbers, tables and inline SVG charts, no script
 needed to read it, no link to anything outside (the machine running the UI may have no internet), and a
@@ -39,6 +43,10 @@ from wheelwright.operate import dashboard
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/wheelwright"
+# The DAGs whose work the page shows (reading needs read access to each) and the one every action
+# changes (acting needs edit access to it).
+SHOWN_DAGS = ("pypi_sync", "build_wheels", "publish_index", "rebuild_history", "access_logs", "builder_health")
+ACTS_ON = ("build_wheels",)
 _VERSION = re.compile(r"[!-~]{1,128}\Z")
 _LOG_PATH = re.compile(r"logs(?:/[0-9]{1,8})+\.txt\.gz\Z")
 COLOURS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"]
@@ -270,22 +278,50 @@ def default_output() -> Path:
     return Settings.from_env().output
 
 
+def may(user, method: str, dag_ids: tuple[str, ...]) -> bool:
+    """Whether Airflow's auth manager lets ``user`` do ``method`` ("GET" read, "PUT" edit) on each DAG of
+    ``dag_ids`` (with its team, as Airflow's own checks ask)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+    from airflow.models.dag import DagModel
+
+    teams = DagModel.get_dag_id_to_team_name_mapping(list(dag_ids))
+    return bool(get_auth_manager().batch_is_authorized_dag(
+        [{"method": method, "details": DagDetails(id=dag_id, team_name=teams.get(dag_id))} for dag_id in dag_ids],
+        user=user))
+
+
+def _cross_site(request) -> bool:
+    """A browser's request sent from another origin (Fetch metadata, which every current browser sends;
+    without it, JSON-only bodies still force a CORS preflight the API server does not grant)."""
+    return request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none")
+
+
 def create_app(connect: Callable | None = None, output: Callable[[], Path] | None = None):
     """The FastAPI app; ``connect()`` opens a catalog connection, ``output()`` names the published tree."""
     from fastapi import Body, Depends, FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+    from airflow.api_fastapi.core_api.security import GetUserDep
 
     connect = connect or default_connect
     output = output or default_output
     _templates().get_template("dashboard.html")  # compile once, at start-up, not on the first view
-    read = [Depends(requires_access_dag("GET"))]
-    edit = [Depends(requires_access_dag("PUT"))]
+
+    def requires(method: str, dag_ids: tuple[str, ...]):
+        """A dependency letting a request through only if its user may ``method`` every DAG of ``dag_ids``."""
+        def check(request: Request, user: GetUserDep) -> None:
+            if method != "GET" and _cross_site(request):
+                raise HTTPException(403, "actions are taken from the dashboard's own page")
+            if not may(user, method, dag_ids):
+                raise HTTPException(403, "Forbidden")
+        return check
+
+    read = [Depends(requires("GET", SHOWN_DAGS))]
+    edit = [Depends(requires("PUT", ACTS_ON))]
     app = FastAPI(title="wheelwright dashboard", docs_url=None, redoc_url=None, openapi_url=None)
 
     def can_edit(user) -> bool:
-        from airflow.api_fastapi.app import get_auth_manager
-        return bool(get_auth_manager().is_authorized_dag(method="PUT", user=user))
+        return may(user, "PUT", ACTS_ON)
 
     def name_of(user) -> str:
         try:
@@ -318,8 +354,11 @@ def create_app(connect: Callable | None = None, output: Callable[[], Path] | Non
         file = (root / rel).resolve()
         if root not in file.parents or not file.is_file():
             raise HTTPException(404, "no such log")
+        # A build log is the build's own text, served from the UI's origin: never sniffed, never a page.
         return Response(file.read_bytes(), media_type="text/plain; charset=utf-8",
-                        headers={"Content-Encoding": "gzip", "Cache-Control": "no-store"})
+                        headers={"Content-Encoding": "gzip", "Cache-Control": "no-store",
+                                 "X-Content-Type-Options": "nosniff",
+                                 "Content-Security-Policy": "default-src 'none'; sandbox"})
 
     def body_of(request: Request, payload) -> dict:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":

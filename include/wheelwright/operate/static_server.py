@@ -3,6 +3,7 @@
 Production serves the tree with nginx (``nginx/wheelwright.conf``). This server does the same things
 the same way, so a developer machine or a test run without nginx still gets a faithful index: PEP 691
 content negotiation on ``Accept`` between ``index.json`` and ``index.html`` (406 when nothing fits),
+the same refusals and redirects of request targets (:mod:`wheelwright.publish.request_paths`),
 the same content types and cache lifetimes, gzip-encoded build logs, no dot-files, and the same
 access-log line (with ``format=json|html``) so tests can see which representation pip chose.
 
@@ -20,9 +21,9 @@ from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote
 
-from wheelwright.publish import cdn
+from wheelwright.publish import cdn, request_paths
 from wheelwright.publish.negotiation import content_type, negotiate
 
 _SIMPLE_PAGE = re.compile(r"/simple/(?:[^/]+/)?\Z")
@@ -32,6 +33,7 @@ _VARIES = re.compile(r"/simple/(?:[^/]+/)?(?:index\.(?:json|html))?\Z")
 class IndexRequestHandler(SimpleHTTPRequestHandler):
     server_version = "wheelwright-static"
     log_lock = threading.Lock()
+    timeout = 30   # seconds a client may stay silent: an idle connection must not hold a thread for ever
 
     def __init__(self, *args, access_log: Path | None = None, **kwargs):
         self.access_log = access_log
@@ -41,16 +43,22 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
     # -- routing -------------------------------------------------------------------------------------
 
     def send_head(self):
-        path = unquote(urlsplit(self.path).path)
-        self.header_path = path
-        if any(part.startswith(".") for part in path.split("/")):
-            self.send_error(HTTPStatus.NOT_FOUND)
+        verdict = request_paths.judge(self.path)
+        path = self.header_path = verdict.path
+        if verdict.status == request_paths.TOO_LONG:
+            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
             return None
-        if (location := cdn.canonical_location(path)) is not None:
+        if verdict.status == request_paths.BAD_REQUEST:
+            self.send_error(HTTPStatus.BAD_REQUEST, None, "No URL of this index looks like that.")
+            return None
+        if verdict.status == request_paths.REDIRECT:
             self.send_response(HTTPStatus.MOVED_PERMANENTLY)
-            self.send_header("Location", location)
+            self.send_header("Location", verdict.location)
             self.send_header("Content-Length", "0")
             self.end_headers()
+            return None
+        if any(part.startswith(".") for part in path.split("/")):
+            self.send_error(HTTPStatus.NOT_FOUND)
             return None
         if _SIMPLE_PAGE.match(path):
             chosen = negotiate(self.headers.get("Accept"))
@@ -60,13 +68,13 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
                                 "this index serves application/vnd.pypi.simple.v1+json and text/html")
                 return None
             return self._send_file(path + f"index.{chosen}", content_type(chosen))
-        if path.endswith("/") and os.path.isfile(self.translate_path(path + "index.json")) and not \
-                os.path.isfile(self.translate_path(path + "index.html")):
+        if path.endswith("/") and os.path.isfile(self._local(path + "index.json")) and not \
+                os.path.isfile(self._local(path + "index.html")):
             return self._send_file(path + "index.json")  # project/<name>/json/
         return super().send_head()
 
     def _send_file(self, path: str, kind: str | None = None):
-        local = self.translate_path(path)
+        local = self._local(path)
         try:
             f = open(local, "rb")
         except OSError:
@@ -80,6 +88,10 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
         self.end_headers()
         return f
 
+    def _local(self, path: str) -> str:
+        """The file for a decoded URL path (translate_path decodes once more: encode it back first)."""
+        return self.translate_path(quote(path))
+
     def send_response(self, code, message=None):
         self.status_sent = int(code)
         super().send_response(code, message)
@@ -87,7 +99,7 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
     def end_headers(self):
         """Every response, errors included, gets the headers nginx/wheelwright.conf adds."""
         if self.command in ("GET", "HEAD"):
-            path = getattr(self, "header_path", None) or unquote(urlsplit(self.path).path)
+            path = getattr(self, "header_path", "")
             status = getattr(self, "status_sent", 200)
             self.send_header("X-Content-Type-Options", "nosniff")
             self.send_header("Cache-Control", cdn.cache_control(status, path))
@@ -124,9 +136,10 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
             return
         if isinstance(code, HTTPStatus):
             code = code.value
+        headers = getattr(self, "headers", None) or {}   # none yet when the request line was refused
         line = (f'{self.client_address[0]} [{time.strftime("%d/%b/%Y:%H:%M:%S %z")}] '
-                f'"{self.requestline}" {code} {size} format={self.format_chosen} '
-                f'accept="{self.headers.get("Accept", "")}" ua="{self.headers.get("User-Agent", "")}"\n')
+                f'"{_logged(self.requestline)}" {code} {size} format={self.format_chosen} '
+                f'accept="{_logged(headers.get("Accept", ""))}" ua="{_logged(headers.get("User-Agent", ""))}"\n')
         with self.log_lock, open(self.access_log, "a") as f:
             f.write(line)
 
@@ -134,9 +147,16 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
         pass
 
 
-def make_server(root: Path, port: int = 0, access_log: Path | None = None) -> ThreadingHTTPServer:
-    handler = partial(IndexRequestHandler, directory=str(root), access_log=access_log)
-    return ThreadingHTTPServer(("127.0.0.1", port), handler)
+def _logged(text: str) -> str:
+    """A client's text as nginx logs it: quotes, backslashes and bytes outside printable ASCII as \\xHH,
+    so one request is one line whatever it holds (a bare CR or an obs-folded header cannot add one)."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else f"\\x{ord(c):02X}" for c in text)
+
+
+def make_server(root: Path, port: int = 0, access_log: Path | None = None,
+                idle_timeout: float = IndexRequestHandler.timeout) -> ThreadingHTTPServer:
+    handler = type("Handler", (IndexRequestHandler,), {"timeout": idle_timeout})
+    return ThreadingHTTPServer(("127.0.0.1", port), partial(handler, directory=str(root), access_log=access_log))
 
 
 def main(argv=None) -> int:

@@ -48,7 +48,7 @@ import psycopg
 from wheelwright.catalog import db
 from wheelwright.config import USER_AGENT
 from wheelwright.errors import ConfigError, WheelwrightError
-from wheelwright.names import canonical_or_none, is_canonical
+from wheelwright.names import is_canonical
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,6 @@ PURGE_ALL_ABOVE = 20_000
 AIRFLOW_CONN_ID = "wheelwright_cdn"
 
 _SEGMENT = re.compile(r"/(simple|project)/([^/]+)(/.*)?\Z")
-_PLAIN = re.compile(r"[A-Za-z0-9._-]+\Z")   # what a project name may be spelled with
 
 
 class PurgeError(WheelwrightError):
@@ -104,18 +103,6 @@ def keys_for_path(path: str) -> tuple[str, ...]:
 def key_headers(keys: Sequence[str]) -> dict[str, str]:
     """The three spellings of the same keys: Fastly's, Cloudflare's and Varnish xkey's."""
     return {"Surrogate-Key": " ".join(keys), "Cache-Tag": ",".join(keys), "xkey": " ".join(keys)}
-
-
-def canonical_location(path: str) -> str | None:
-    """Where a non-canonical ``/simple/<Name>/...`` or ``/project/<Name>/...`` lives (PEP 503 says to
-    redirect), or None when ``path`` is canonical already."""
-    m = _SEGMENT.match(path)
-    if not m or not _PLAIN.match(m[2]):
-        return None   # not a project name at all: no redirect, whatever it holds (it may hold CR LF)
-    canon = canonical_or_none(m[2])
-    if canon is None or canon == m[2]:
-        return None
-    return f"/{m[1]}/{canon}{m[3] or '/'}"
 
 
 # -- backends -----------------------------------------------------------------------------------------
