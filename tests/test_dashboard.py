@@ -161,3 +161,23 @@ def test_the_page_shows_what_the_cdn_still_owes(world):
     d = dashboard.snapshot(world)
     assert d["publish"]["purges"]["owed"] == 2
     assert "CDN: 2 purges owed" in render_page(d, user="admin", can_act=True)
+
+
+def test_a_target_whose_image_is_being_built_here_says_how_far_it_is(world, tmp_path):
+    import fcntl
+    from wheelwright.builds import images
+    from wheelwright.builds.targets import load_targets, target_named
+    store = tmp_path / "images"
+    store.mkdir()
+    recipe = images.recipe_for(target_named(load_targets(), PI))  # the repository's targets, as the page reads
+    (store / f".{recipe.folder_name}.progress.json").write_text(json.dumps({"percent": 42, "seconds_left": 250}))
+    with open(store / f".{recipe.folder_name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # what a build holds while it runs
+        data = dashboard.snapshot(world, image_store=store)
+    targets = {t["name"]: t for t in data["targets"]}
+    assert targets[PI]["image_build"] == {"percent": 42, "seconds_left": 250}
+    assert targets[ARM64]["image_build"] is None
+    row = re.search(rf'<tr data-target="{PI}">(.*?)</tr>', render_page(data, user="admin", can_act=True), re.S)[1]
+    assert "image building, 42 %" in row and "about 4 min left" in row
+    assert all(t["image_build"] is None for t in dashboard.snapshot(world, image_store=store)["targets"]), \
+        "a progress file without its build (the lock is free) is what a killed build left"

@@ -115,3 +115,26 @@ sys.exit(supervise_all([("worker", {sleeper!r} + [str(tmp / "worker.pid")]), ("s
         assert not alive(worker), "the worker outlived the crashed scheduler"
     finally:
         supervisor.kill()
+
+
+def test_an_image_build_started_before_start_up_is_stopped_with_the_rest(tmp_path):
+    """`wheelwright run` starts the image builds first (the longest step on a new machine) and hands
+    them to the supervisor: a crash of Airflow stops a build still running."""
+    code = f"""
+import os, subprocess, sys
+from pathlib import Path
+from wheelwright.operate.launcher import supervise_all
+tmp = Path({str(tmp_path)!r})
+build = subprocess.Popen([sys.executable, "-c", "import os, sys, time; "
+                          "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(600)", str(tmp / "build.pid")],
+                         start_new_session=True)
+crash = [sys.executable, "-c", "import sys, time, pathlib; p = pathlib.Path(sys.argv[1]); "
+         "[time.sleep(0.1) for _ in iter(lambda: p.exists(), True)]; sys.exit(7)", str(tmp / "build.pid")]
+sys.exit(supervise_all([("scheduler", crash)], dict(os.environ), grace=5, started=[("images", build)]))
+"""
+    supervisor = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        assert supervisor.wait(timeout=60) == 7
+        assert not alive(int((tmp_path / "build.pid").read_text())), "the image build outlived the crash"
+    finally:
+        supervisor.kill()

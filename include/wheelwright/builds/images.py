@@ -259,6 +259,7 @@ class Image:
     python: str          # the Python version inside, e.g. 3.11
     recipe: Recipe
     packages: int = 0    # Debian packages installed (0: an image from before this was recorded)
+    later_packages: int = 0  # of those, installed after the essential ones (how builds see progress)
 
     @property
     def root(self) -> Path:
@@ -284,7 +285,8 @@ def read_image(path: Path) -> Image | None:
         recipe = Recipe(data["recipe"]["distro"], data["recipe"]["arch"],
                         tuple(data["recipe"]["packages"]))
         return Image(path, m["name"], m["digest"], float(data["built_at"]), int(data["size"]),
-                     float(data["seconds"]), str(data["python"]), recipe, int(data.get("packages", 0)))
+                     float(data["seconds"]), str(data["python"]), recipe,
+                     int(data.get("packages", 0)), int(sum(data.get("stages", [0])[1:])))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -367,14 +369,16 @@ class BuildMeter:
     apt says how many packages it will install, and dpkg then unpacks and sets up each one. Under
     emulation that work per package is nearly all of the time, so the share of those steps taken is
     the share of the build done (downloads and clean-up count as a few per cent). Until apt has named
-    the second stage's count, ``expected`` (the packages of the last build of this image, else a
-    guess from the recipe) stands in for the total.
+    the second stage's count, ``expected_rest`` (what the last build of this image installed after
+    the essential ones, else a guess from the recipe) stands in for it.
     """
 
-    expected: int = 0
+    expected_rest: int = 0
     announced: list[int] = field(default_factory=list)
     steps: int = 0              # packages unpacked + packages set up
     finished: bool = False
+    unpacking: str = ""         # the package dpkg unpacks now (dpkg says nothing else meanwhile)
+    shown: float = 0.0          # the highest fraction said so far: a guess corrected never goes back
 
     def feed(self, line: str) -> str | None:
         """Count ``line``; return what an operator wants to see of it: mmdebstrap's phases (``I:``),
@@ -384,6 +388,7 @@ class BuildMeter:
             return None
         if line.startswith("Unpacking "):
             self.steps += 1
+            self.unpacking = line.split()[1]
             return None
         if m := _SETTING_UP.match(line):
             self.steps += 1
@@ -397,12 +402,10 @@ class BuildMeter:
     def fraction(self) -> float:
         if self.finished:
             return 1.0
-        packages = sum(self.announced)
-        if len(self.announced) < 2:
-            packages = max(packages, self.expected)
-        if packages == 0:
-            return 0.0
-        return min(0.98, 0.03 + 0.95 * self.steps / (2 * packages))
+        if self.announced:
+            packages = self.announced[0] + (self.announced[1] if len(self.announced) > 1 else self.expected_rest)
+            self.shown = max(self.shown, min(0.98, 0.03 + 0.95 * self.steps / (2 * max(packages, 1))))
+        return self.shown
 
     def seconds_left(self, elapsed: float, last_seconds: float | None = None) -> float | None:
         """What is left, from the pace so far once it says something (a tenth done), before that
@@ -516,12 +519,13 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
     argv = mmdebstrap_command(recipe, work / "root", mirror, apt_cache=apt_cache,
                               apt_cache_out=work / "apt-archives")
     last = _last_build(recipe, store)
-    meter = BuildMeter(expected=last.packages if last and last.packages else 4 * len(recipe.packages))
+    meter = BuildMeter(expected_rest=last.later_packages if last and last.later_packages
+                       else 6 * len(recipe.packages))
     kind = "emulated" if needs_emulation(recipe.arch) else "native"
     progress(f"building image {recipe.folder_name} ({len(recipe.packages)} packages, {kind} "
              f"{recipe.arch}) from {mirror}" + (f"; the last build took {_clock(last.seconds)}" if last else ""))
     tail: list[str] = []
-    written = 0.0
+    written = said = 0.0
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace", stdin=subprocess.DEVNULL,
@@ -533,7 +537,10 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
             shown = meter.feed(line)
             elapsed = time.monotonic() - started
             left = meter.seconds_left(elapsed, last.seconds if last else None)
+            if shown is None and meter.unpacking and elapsed - said >= 30:
+                shown = f"unpacking {meter.unpacking}"  # minutes of unpacking show no other line
             if shown is not None:
+                said = elapsed
                 progress(f"[{_clock(elapsed)}] {round(100 * meter.fraction()):2d}% {shown}"
                          + (f" ({describe_left(left)})" if left is not None else ""))
             if elapsed - written >= 2:
@@ -556,7 +563,7 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
         size = _disk_usage(work)
         record = {"recipe": asdict(recipe), "digest": recipe.digest, "built_at": time.time(),
                   "seconds": seconds, "size": size, "python": python, "mirror": mirror,
-                  "packages": _installed_count(work / "root"),
+                  "packages": _installed_count(work / "root"), "stages": meter.announced,
                   "command": argv[:-2] + ["ROOT", mirror]}
         _write_atomically(work / "image.json", json.dumps(record, indent=1) + "\n")
         # dpkg wrote without fsync (SPEED_OPTIONS): the image is on disk before it takes its name

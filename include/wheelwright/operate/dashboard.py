@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -45,8 +46,22 @@ def _age(value, now: datetime) -> float | None:
     return None if value is None else max(0.0, (now - value).total_seconds())
 
 
-def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = RANKED) -> dict:
-    """Everything the dashboard page shows, as JSON-ready data (read-only, a few dozen ms at scale)."""
+def image_builds(store: Path) -> dict[str, dict]:
+    """The targets whose image is being built on this machine now, with how far it is:
+    ``{target: {"percent", "seconds_left", ...}}`` (builds/images.py keeps that beside its store)."""
+    from wheelwright.builds import images
+    from wheelwright.builds.targets import load_targets
+    found = {}
+    for row in images.image_rows(load_targets(), store):
+        for target in row.targets if row.building else ():
+            found[target] = row.building
+    return found
+
+
+def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = RANKED,
+             image_store: Path | None = None) -> dict:
+    """Everything the dashboard page shows, as JSON-ready data (read-only, a few dozen ms at scale);
+    with ``image_store``, each target's image being built there now, if it is."""
     q = lambda name, params=None: conn.execute(db.query(name), params).fetchall()  # noqa: E731
     now = conn.execute("SELECT now()").fetchone()[0]
 
@@ -69,6 +84,9 @@ def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = RANKED)
             "takes_builds": takes, "queue_depth": depth, "queue_fresh": fresh,
             "head_released": _iso(head), "head_age": _age(head, now), "queue_sampled_at": _iso(taken_at),
             "building": building})
+    building_images = image_builds(image_store) if image_store is not None else {}
+    for target in targets:
+        target["image_build"] = building_images.get(target["name"])
 
     builds = [{"builder": b, "target": t, "last_hour": h, "last_day": d, "success": s, "failure": f,
                "lost": lost} for b, t, h, d, s, f, lost in q("dashboard_builds_recent")]

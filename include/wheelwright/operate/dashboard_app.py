@@ -278,6 +278,12 @@ def default_output() -> Path:
     return Settings.from_env().output
 
 
+def image_store() -> Path:
+    """Where this machine keeps target images (a builder on the same machine builds them there)."""
+    from wheelwright.builds.images import default_store
+    return default_store(Settings.from_env())
+
+
 def may(user, method: str, dag_ids: tuple[str, ...]) -> bool:
     """Whether Airflow's auth manager lets ``user`` do ``method`` ("GET" read, "PUT" edit) on each DAG of
     ``dag_ids`` (with its team, as Airflow's own checks ask)."""
@@ -332,7 +338,7 @@ def create_app(connect: Callable | None = None, output: Callable[[], Path] | Non
     @app.get("/", response_class=HTMLResponse, dependencies=read)
     def page(request: Request, user: GetUserDep):
         with connect() as conn:
-            data = dashboard.snapshot(conn)
+            data = dashboard.snapshot(conn, image_store=image_store())
         base = request.scope.get("root_path", "") or URL_PREFIX
         return HTMLResponse(render_page(data, user=name_of(user), can_act=can_edit(user), base=base),
                             headers={"Cache-Control": "no-store",
@@ -343,7 +349,8 @@ def create_app(connect: Callable | None = None, output: Callable[[], Path] | Non
     @app.get("/api/snapshot", dependencies=read)
     def snapshot():
         with connect() as conn:
-            return JSONResponse(dashboard.snapshot(conn), headers={"Cache-Control": "no-store"})
+            return JSONResponse(dashboard.snapshot(conn, image_store=image_store()),
+                                headers={"Cache-Control": "no-store"})
 
     @app.get("/logs/{path:path}", dependencies=read)
     def build_log(path: str):

@@ -20,8 +20,9 @@ would, on one machine:
    workers: ``index-host`` on the ``default`` queue (sync, claims, recording, publishing) and
    ``builder`` serving every enabled target's queue (one worker, several targets: the Pi targets'
    builds run in their images under emulation, the host's on its own system);
-6. the targets' images: ``wheelwright image build --all`` starts beside Airflow, so the Pi images are
-   ready by the time their first builds arrive (a build that comes first waits for its image).
+6. the targets' images: ``wheelwright image build --all`` starts first, before the rest of start-up,
+   since on a new machine it is the longest step before the first Pi wheel (a build that arrives
+   before its image waits for it).
 
 Ctrl-C, or SIGTERM from a service manager, stops all of it; the embedded catalog keeps running until
 `wheelwright db stop`.
@@ -198,14 +199,32 @@ def airflow_processes(port: int, target_queues: list[str], *, build_slots: int =
     return processes
 
 
+def start_image_builds(targets) -> list[tuple[str, subprocess.Popen]]:
+    """Start building the targets' images (each once; the terminal shows their progress)."""
+    if not any(t.image for t in targets):
+        return []
+    argv = [str(Path(sys.executable).parent / "wheelwright"), "image", "build", "--all"]
+    return [("images", subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL))]
+
+
 def run(settings: Settings, *, pypi: str = "live", changelog: Path = SAMPLE_CHANGELOG,
         port: int = 8080, double_port: int = 8700, index_port: int = 8081) -> int:
     from wheelwright.builds.targets import enabled_targets
+    targets = enabled_targets()
+    images = start_image_builds(targets)
+    try:
+        return _run(settings, targets, images, pypi=pypi, changelog=changelog, port=port,
+                    double_port=double_port, index_port=index_port)
+    finally:
+        _stop_all([proc for _, proc in images if proc.poll() is None], grace=10)  # if start-up failed
+
+
+def _run(settings: Settings, targets, images: list[tuple[str, subprocess.Popen]], *, pypi: str,
+         changelog: Path, port: int, double_port: int, index_port: int) -> int:
     with db.connect(settings) as conn:
         applied = db.init_schema(conn)
     log.info("catalog ready at schema version %s%s", db.migrations()[-1][0],
              f" (applied {applied})" if applied else "")
-    targets = enabled_targets()
     double = sftp = broker = published = None
     if pypi == "double":
         from wheelwright.testing.pypi_double import PyPIDouble
@@ -229,14 +248,10 @@ def run(settings: Settings, *, pypi: str = "live", changelog: Path = SAMPLE_CHAN
         create_build_pools(env)
         logs = Path(env["AIRFLOW_HOME"]) / "logs"
         processes = airflow_processes(port, [t.queue for t in targets])
-        one_shots = []
-        if any(t.image for t in targets):
-            one_shots.append(("images", [str(Path(sys.executable).parent / "wheelwright"), "image", "build",
-                                         "--all"]))
         log.info("starting Airflow (%s): UI and API at http://127.0.0.1:%d (login details in %s); "
                  "process logs in %s", ", ".join(name for name, _ in processes), port,
                  Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated", logs)
-        return supervise_all(processes, env, log_dir=logs, one_shots=one_shots)
+        return supervise_all(processes, env, log_dir=logs, started=images)
     finally:
         if published is not None:
             published.shutdown()
@@ -279,18 +294,19 @@ def supervise(argv: list[str], env: dict[str, str], *, grace: float = 60.0) -> i
 
 
 def supervise_all(processes: list[tuple[str, list[str]]], env: dict[str, str], *, grace: float = 60.0,
-                  log_dir: Path | None = None, one_shots: list[tuple[str, list[str]]] = ()) -> int:
+                  log_dir: Path | None = None, one_shots: list[tuple[str, list[str]]] = (),
+                  started: list[tuple[str, subprocess.Popen]] = ()) -> int:
     """Run ``processes`` (name, argv) together until one of them exits, or we are told to stop.
 
     Each runs in a session of its own (its output into ``log_dir/<name>.log`` when given); when one
     exits, or a stop signal comes, every other one's group gets SIGTERM, then SIGKILL after ``grace``
     seconds or at a second signal. Returns the exit code of the process that ended first, or 128 + the
     signal's number. ``one_shots`` run beside them with the terminal as output, and may end at any time
-    (their end is logged, nothing else stops).
+    (their end is logged, nothing else stops); ``started`` are one-shots started earlier.
     """
     previous = {signum: signal.signal(signum, _raise_stopped) for signum in STOP_SIGNALS}
     running: list[tuple[str, subprocess.Popen]] = []
-    side: list[tuple[str, subprocess.Popen]] = []
+    side: list[tuple[str, subprocess.Popen]] = list(started)
     try:
         for name, argv in processes:
             out = None
