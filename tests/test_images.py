@@ -514,3 +514,19 @@ def test_a_pure_wheel_built_in_one_image_serves_every_target(sdists):
         assert result.stdout.strip() == "aarch64"
     finally:
         shutil.rmtree(work)
+
+
+def test_a_silent_build_still_says_it_works_and_is_stopped_at_its_deadline(tmp_path, monkeypatch):
+    """dpkg under qemu can say nothing for minutes: the heartbeat and the deadline go by the clock."""
+    import sys
+    from wheelwright.errors import WheelwrightError
+    quiet = "import time; print('I: running apt-get update...', flush=True); time.sleep(600)"
+    monkeypatch.setattr(images, "mmdebstrap_command", lambda *a, **kw: [sys.executable, "-c", quiet])
+    monkeypatch.setattr(images, "HEARTBEAT", 0.5)
+    recipe = make_recipe("bookworm", "amd64", ["gcc"])  # native here: nothing to emulate
+    said = []
+    with pytest.raises(WheelwrightError, match="took more than"):
+        images.build_image(recipe, tmp_path, progress=said.append, timeout=3)
+    assert any(line.endswith("working") for line in said), said
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".apt-cache")] == \
+        [f".{recipe.folder_name}.lock"], "no half-built image, no progress file left"

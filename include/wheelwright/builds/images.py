@@ -36,9 +36,11 @@ import json
 import logging
 import os
 import platform
+import queue
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -357,6 +359,7 @@ def mmdebstrap_command(recipe: Recipe, root: Path, mirror: str = DEFAULT_MIRROR,
     return argv + [f"--include={','.join(recipe.packages)}", recipe.distro, str(root), mirror]
 
 
+HEARTBEAT = 30  # seconds: a build says something at least this often, however quiet dpkg is
 _SETTING_UP = re.compile(r"Setting up ([^ ]+) \(")
 _NEWLY_INSTALLED = re.compile(r"\d+ upgraded, (\d+) newly installed")
 
@@ -531,14 +534,23 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
                                 errors="replace", stdin=subprocess.DEVNULL,
                                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"})
         deadline = started + timeout
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail = (tail + [line])[-20:]
-            shown = meter.feed(line)
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+        while True:
+            # dpkg can be silent for minutes (unpacking under qemu; output held in a pipe's buffer):
+            # the progress file, the heartbeat and the deadline go on with the clock, not the lines
+            try:
+                line = lines.get(timeout=min(2, HEARTBEAT))
+            except queue.Empty:
+                line = ""
+            if line is None:
+                break
+            tail = (tail + [line])[-20:] if line else tail
+            shown = meter.feed(line) if line else None
             elapsed = time.monotonic() - started
             left = meter.seconds_left(elapsed, last.seconds if last else None)
-            if shown is None and meter.unpacking and elapsed - said >= 30:
-                shown = f"unpacking {meter.unpacking}"  # minutes of unpacking show no other line
+            if shown is None and elapsed - said >= HEARTBEAT:
+                shown = f"unpacking {meter.unpacking}" if meter.unpacking else "working"
             if shown is not None:
                 said = elapsed
                 progress(f"[{_clock(elapsed)}] {round(100 * meter.fraction()):2d}% {shown}"
@@ -551,7 +563,9 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
                     "started_at": started_at, "updated_at": time.time()}))
             if time.monotonic() > deadline:
                 proc.kill()
-                break
+                proc.wait()
+                raise WheelwrightError(f"building image {recipe.folder_name} took more than "
+                                       f"{timeout / 60:.0f} min: stopped")
         status = proc.wait()
         if status != 0:
             raise WheelwrightError(f"mmdebstrap failed (status {status}) building {recipe.folder_name}:"
@@ -577,6 +591,12 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
     image = read_image(final)
     assert image is not None
     return image
+
+
+def _read_lines(stream, lines: "queue.Queue[str | None]") -> None:
+    for line in stream:
+        lines.put(line.rstrip())
+    lines.put(None)
 
 
 def _python_version(root: Path, recipe: Recipe) -> str:
