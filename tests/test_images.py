@@ -530,3 +530,14 @@ def test_a_silent_build_still_says_it_works_and_is_stopped_at_its_deadline(tmp_p
     assert any(line.endswith("working") for line in said), said
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".apt-cache")] == \
         [f".{recipe.folder_name}.lock"], "no half-built image, no progress file left"
+
+
+def test_what_mmdebstrap_mounted_in_a_failed_build_is_unmounted_before_the_tree_is_removed(tmp_path):
+    import subprocess
+    inside = tmp_path / "work" / "root" / "proc"
+    inside.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(inside)], check=True)
+    (inside / "precious").write_text("a file system of someone else's")
+    images._unmount_under(tmp_path / "work")
+    assert str(inside) not in Path("/proc/self/mountinfo").read_text()
+    assert not (inside / "precious").exists()

@@ -529,9 +529,10 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
              f"{recipe.arch}) from {mirror}" + (f"; the last build took {_clock(last.seconds)}" if last else ""))
     tail: list[str] = []
     written = said = 0.0
+    proc = None
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", stdin=subprocess.DEVNULL,
+                                errors="replace", stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"})
         deadline = started + timeout
         lines: queue.Queue[str | None] = queue.Queue()
@@ -562,8 +563,7 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
                     "seconds_left": round(left) if left is not None else None,
                     "started_at": started_at, "updated_at": time.time()}))
             if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
+                _stop(proc)
                 raise WheelwrightError(f"building image {recipe.folder_name} took more than "
                                        f"{timeout / 60:.0f} min: stopped")
         status = proc.wait()
@@ -584,6 +584,9 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
         subprocess.run(["sync", "--file-system", str(work)], check=True)
         os.rename(work, final)
     except BaseException:
+        if proc is not None and proc.poll() is None:
+            _stop(proc)  # interrupted: mmdebstrap is told to clean up (unmount) first
+        _unmount_under(work)  # never remove a tree through the /proc or /sys mmdebstrap mounted in it
         shutil.rmtree(work, ignore_errors=True)
         raise
     progress(f"[{_clock(seconds)}] image {recipe.folder_name} built: {size / 2**20:.0f} MiB, "
@@ -591,6 +594,32 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
     image = read_image(final)
     assert image is not None
     return image
+
+
+def _stop(proc: subprocess.Popen, grace: float = 30) -> None:
+    """Stop mmdebstrap: SIGTERM lets it unmount and end its children, then its whole group is killed."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, 9)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _unmount_under(folder: Path) -> None:
+    """Lazily unmount every file system mounted below ``folder``, deepest first."""
+    prefix = str(folder.absolute()) + "/"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return
+    points = [line.split()[4].encode().decode("unicode_escape") for line in lines]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
 
 
 def _read_lines(stream, lines: "queue.Queue[str | None]") -> None:
