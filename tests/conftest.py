@@ -102,3 +102,10 @@ def airflow_env(pg_server, tmp_path_factory) -> dict:
                               metadata_url=sqlalchemy_url(database_dsn(pg_server, name)))
     migrate_metadata(env)
     return env
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say what of this run's time went to building the Pi test images (a new machine builds them)."""
+    from support.images import BUILT_THIS_RUN
+    for folder, seconds in BUILT_THIS_RUN.items():
+        terminalreporter.write_line(f"built the test image {folder} in {seconds / 60:.1f} min")

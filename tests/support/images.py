@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from wheelwright.builds import images
@@ -55,6 +56,10 @@ def image_store() -> Path:
     return Path.home() / ".cache" / "wheelwright-test-images"
 
 
+# Images this run had to build, with the seconds each took (the suite's summary reports them).
+BUILT_THIS_RUN: dict[str, float] = {}
+
+
 def built_image(name: str) -> images.Image:
     """The image of test target ``name``, built now if this machine has never built it."""
     recipe = images.recipe_for(image_targets()[name])
@@ -63,6 +68,8 @@ def built_image(name: str) -> images.Image:
     if found is None:
         print(f"\nbuilding the test image {recipe.folder_name} into {store} (once per machine)",
               file=sys.stderr)
+        started = time.monotonic()
         found = images.build_image(recipe, store, progress=lambda line: print(line, file=sys.stderr))
+        BUILT_THIS_RUN[recipe.folder_name] = time.monotonic() - started
     images.ensure_emulation(recipe.arch)
     return found
