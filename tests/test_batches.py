@@ -188,7 +188,7 @@ def test_a_batch_that_runs_long_hands_back_what_it_has_not_started_while_the_slo
     """The first build of a batch turns out slow. While it still runs, the builds not started are
     handed back to the index host; the worker does not build them, and the next sweep re-queues them
     for any free slot. (The slow build here waits for the hand-back: event order, not timing.)"""
-    from support.airflow_processes import wait_until
+    from support.waiting import wait_until
     from wheelwright.builds import builder, incoming
     for package in ("slow", "two", "three"):
         add_release(catalog, package, "1.0")

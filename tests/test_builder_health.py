@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from support.airflow_processes import free_port, wait_until
+from support.airflow_processes import free_port
+from support.waiting import wait_until
 from support.build_world import add_release, use_targets
 from wheelwright.builds.queue import claim_wave
 from wheelwright.operate import builder_health as bh

@@ -196,7 +196,7 @@ def test_a_written_file_appears_whole(tmp_path):
 def test_a_worker_hands_back_a_build_over_sftp_from_its_watch_thread(index_host, monkeypatch, tmp_path):
     """The batch watch's thread opens its own session through the Airflow SSH hook (host key pinned)
     and leaves the hand-back marker in each unstarted build's folder; the worker then skips them."""
-    from support.airflow_processes import wait_until
+    from support.waiting import wait_until
     from wheelwright.builds import batches
     from wheelwright.builds.incoming import HANDED_BACK
     from wheelwright.operate import dag_tasks

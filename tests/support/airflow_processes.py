@@ -29,6 +29,7 @@ import psutil
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from support.waiting import scaled, wait_until  # noqa: F401 - the tests import wait_until from here too
 from wheelwright.operate import airflow_setup as airflow_env
 
 BIN = Path(sys.executable).parent
@@ -92,19 +93,6 @@ def airflow_variables(settings, *, airflow_home: Path, metadata_dsn: str, dags_f
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "300",
     })
     return env
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.5, on_timeout=None):
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = on_timeout() if on_timeout else ""
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}\n{detail}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -174,7 +162,7 @@ class AirflowStack:
     def run(self, *args: str, timeout: float = 120, extra_env: dict | None = None) -> str:
         """Run an ``airflow`` CLI command to completion and return its output."""
         result = subprocess.run([AIRFLOW, *args], env={**self.env, **(extra_env or {})},
-                                capture_output=True, text=True, timeout=timeout, cwd=self.workdir)
+                                capture_output=True, text=True, timeout=scaled(timeout), cwd=self.workdir)
         if result.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed ({result.returncode}):\n"
                                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -211,7 +199,7 @@ class AirflowStack:
             "00000000-0000-0000-0000-000000000000/run", method="PATCH", data=b"{}",
             headers={"Content-Type": "application/json"})
         try:
-            urllib.request.urlopen(request, timeout=60).close()
+            urllib.request.urlopen(request, timeout=scaled(60)).close()
         except urllib.error.HTTPError:
             pass  # unauthorised, as expected: the point was to make the server build the route
 

@@ -21,6 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from support.waiting import scaled
+
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -36,7 +38,7 @@ class Browser:
              f"--window-size={width},{height}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         port_file = self.profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
             if time.monotonic() > deadline or self.process.poll() is not None:
                 self.close()
@@ -75,7 +77,7 @@ class Browser:
     def goto(self, url: str, timeout: float = 60) -> None:
         self.events.clear()
         self.send("Page.navigate", url=url)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not load")
@@ -91,7 +93,7 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 60, what: str = ""):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             value = self.evaluate(expression)
             if value:

@@ -19,6 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from support.waiting import scaled
+
 REPO = Path(__file__).resolve().parents[2]
 
 PIP_ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
@@ -181,7 +183,7 @@ class PythonServed(Served):
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, error_log: Path, name: str = "nginx") -> None:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + scaled(15)
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = process.stdout.read().decode(errors="replace") if process.stdout else ""
@@ -192,7 +194,7 @@ def _wait_for_port(port: int, process: subprocess.Popen, error_log: Path, name: 
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after 15 s")
+    raise RuntimeError(f"nothing listens on port {port} after {scaled(15):.0f} s")
 
 
 VARNISHD = shutil.which("varnishd") or ("/usr/sbin/varnishd" if Path("/usr/sbin/varnishd").exists() else None)
