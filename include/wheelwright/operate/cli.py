@@ -31,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         from wheelwright.testing.pypi_double import main as pypi_double_main
         return pypi_double_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "passes_on", False):
+        args.celery_args = rest   # `wheelwright worker` hands its arguments to `airflow celery worker`
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The embedded server's wheel narrates every start at INFO; only its problems matter here.
@@ -129,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "every enabled target)")
     docp.add_argument("--json", action="store_true", help="a JSON list of the checks instead of lines")
     docp.set_defaults(handler=cmd_doctor)
+
+    wkp = sub.add_parser("worker", help="check this machine (the doctor's part for its queues), then run "
+                                        "`airflow celery worker` with the same arguments",
+                         usage="wheelwright worker [airflow celery worker's options: --queues Q,... "
+                               "--concurrency N --celery-hostname NAME ...]")
+    wkp.set_defaults(handler=cmd_worker, passes_on=True)
 
     runp = sub.add_parser("run", help="run everything here: the catalog, Airflow with the DAGs")
     runp.add_argument("--pypi", choices=("live", "double"), default="live",
@@ -331,6 +341,11 @@ def cmd_doctor(settings: Settings, args) -> int:
         print(json.dumps([f.as_dict() for f in findings], indent=1))
     print(f"wheelwright doctor: {doctor.summary(findings)}", file=sys.stderr)
     return doctor.exit_code(findings)
+
+
+def cmd_worker(settings: Settings, args) -> int:
+    from wheelwright.operate.worker import main as worker_main
+    return worker_main(settings, args.celery_args)
 
 
 def cmd_run(settings: Settings, args) -> int:
