@@ -192,6 +192,9 @@ def test_catalog_credentials_in_an_airflow_connection_are_a_warning(machine_env,
     assert "secret" not in finding.line()
     builder = doctor.check_catalog_credentials(machine(machine_env), roles=("builder",))
     assert builder.status == "warn" and "this builder holds database credentials (WHEELWRIGHT_DSN)" in builder.detail
+    beside = {**machine_env, "AIRFLOW_CONN_WHEELWRIGHT_INDEX_HOST": json.dumps({"conn_type": "ssh", "host": "127.0.0.1"})}
+    assert doctor.check_catalog_credentials(machine(beside), roles=("builder",)).status == "ok", \
+        "make run's builder shares the index host's machine and environment"
 
     airflow = [str(Path(sys.executable).parent / "airflow"), "connections"]
     metadata = {**machine_env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]}

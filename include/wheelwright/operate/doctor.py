@@ -31,6 +31,7 @@ takes its queues and sends the result to the index host (:mod:`wheelwright.opera
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import secrets
@@ -387,7 +388,7 @@ def check_catalog_credentials(m: Machine, roles: tuple[str, ...] = ROLES) -> Fin
     where = []
     if m.environ.get(CATALOG_CONNECTION):
         where.append(f"the Connection wheelwright_db is in this environment ({CATALOG_CONNECTION})")
-    if "index-host" not in roles:
+    if "index-host" not in roles and not index_host_is_here(m.environ):
         held = [k for k in ("WHEELWRIGHT_DSN", *METADATA_SETTINGS) if m.environ.get(k)]
         if held:
             where.append(f"this builder holds database credentials ({', '.join(held)})")
@@ -404,6 +405,17 @@ def check_catalog_credentials(m: Machine, roles: tuple[str, ...] = ROLES) -> Fin
                  "; ".join(where) + ": tasks (a builder's too) can read them",
                  "give only the index host's processes WHEELWRIGHT_DSN; `airflow connections delete "
                  f"wheelwright_db` and unset {CATALOG_CONNECTION} (builders need neither)")
+
+
+def index_host_is_here(environ: Mapping[str, str]) -> bool:
+    """Whether the Connection to the index host points at this machine's loopback (`wheelwright run`: its
+    builder shares the index host's machine and environment, credentials included)."""
+    raw = environ.get(INDEX_HOST_CONNECTION) or ""
+    try:
+        host = json.loads(raw).get("host") if raw.lstrip().startswith("{") else urlsplit(raw).hostname
+    except (ValueError, AttributeError):
+        return False
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 # --- edge (and the origin) ---------------------------------------------------------------------------
