@@ -117,6 +117,17 @@ def test_a_catalog_without_the_schema_fails_with_db_init_as_the_fix(machine_env,
         drop_database(pg_server, name)
 
 
+def test_a_new_embedded_catalog_without_its_schema_is_a_warning(home):
+    home = home / "new"   # not under pytest's tmp: the server runs as its own user, who must reach it
+    finding = doctor.check_catalog(machine({"WHEELWRIGHT_HOME": str(home)}))
+    try:
+        assert finding.status == "warn" and "a new catalog without its schema" in finding.detail
+        assert finding.fix.startswith("wheelwright db init")
+    finally:
+        from wheelwright.catalog import db
+        db.stop_embedded(Settings.from_env({"WHEELWRIGHT_HOME": str(home)}))
+
+
 def test_a_catalog_that_does_not_answer_fails_quickly(machine_env):
     dead = f"postgresql://nobody:nothing@127.0.0.1:{free_port()}/nothing"
     started = time.monotonic()

@@ -261,6 +261,9 @@ def check_catalog(m: Machine) -> Finding:
     if m.launching:
         return _ok("catalog", what, f"answers, schema at version {have}: `wheelwright run` applies the "
                                     f"migrations up to {need}")
+    if have == 0 and not m.settings.dsn:   # a new machine's: made on first use, `make run` migrates it
+        return _warn("catalog", what, f"a new catalog without its schema (this code needs version {need})",
+                     "wheelwright db init   (make run does it)")
     return _fail("catalog", what, f"its schema is at version {have}, this code needs {need}",
                  "wheelwright db init")
 
