@@ -3,12 +3,15 @@
     check_builders (SSH: temperature, load, memory, disk, images) ─▶ builder_health rows the claim reads
     sample_dashboard (every 15 minutes: queue depth per target, PyPI's serial, wheels, rankings)
                                                                     ─▶ the dashboard's trends
+    record_doctor_reports (what each builder's worker found at start-up, sent over SFTP)
+                                                                    ─▶ the dashboard's doctor panel
 
 A builder too hot, out of disk or unreachable is held: its target's claim hands out nothing until a
 later check finds it recovered. Each builder's Connection (its ``ssh_conn_id`` in the builders table)
 pins its host key. Both tasks run on the index host (queue ``default``).
 
-All the logic is in ``wheelwright.operate.builder_health`` and ``wheelwright.operate.dashboard``.
+All the logic is in ``wheelwright.operate.builder_health``, ``wheelwright.operate.dashboard`` and
+``wheelwright.operate.doctor_reports``.
 """
 
 from __future__ import annotations
@@ -71,8 +74,15 @@ def builder_health():
             db.require_schema(conn)
             return dashboard.take_samples(conn, pypi_serial)
 
+    @task
+    def record_doctor_reports() -> dict:
+        """Record the doctor reports builders sent when their workers started."""
+        from wheelwright.operate.dag_tasks import record_doctor_reports
+        return record_doctor_reports()
+
     check_builders()
     sample_dashboard()
+    record_doctor_reports()
 
 
 builder_health()

@@ -39,7 +39,7 @@ from wheelwright.operate import stack
 from wheelwright.operate.airflow_setup import sqlalchemy_url
 from wheelwright.operate.sftp_server import SFTPServer
 
-from support.airflow_processes import (AIRFLOW, AirflowStack, airflow_variables, free_port, start_build_world,
+from support.airflow_processes import (AIRFLOW, BIN, AirflowStack, airflow_variables, free_port, start_build_world,
                                        start_redis, wait_until)
 from support.catalog import REPO
 
@@ -134,6 +134,7 @@ def topology(tmp_path_factory, pg_server):
             if service.name in ("airflow-init", "triggerer"):
                 continue  # init ran above; no DAG here defers to the triggerer
             args = list(service.argv[1:])
+            program = str(BIN / service.argv[0])   # airflow, or wheelwright (a builder's worker)
             if service.name == "api-server":
                 args = ["api-server", "--port", str(api_port), "--host", "127.0.0.1"]
             if "worker" in args:
@@ -143,7 +144,7 @@ def topology(tmp_path_factory, pg_server):
                 env[f"AIRFLOW_CONN_{stack.INDEX_HOST_CONN_ID.upper()}"] = stack.index_host_connection(
                     "127.0.0.1", sftp.port, service.name, str(sftp.client_key_files[service.name]),
                     sftp.host_key_line)
-                builders[service.name] = _start_with_env(stack_, service.name, args, env)
+                builders[service.name] = _start_with_env(stack_, service.name, args, env, program)
             else:
                 # the published tree is this machine's folder, not the container's path; no edge to purge
                 extra = {k: v for k, v in service.env.items() if k not in ("WHEELWRIGHT_OUTPUT", "WHEELWRIGHT_CDN")}
@@ -172,12 +173,12 @@ def topology(tmp_path_factory, pg_server):
                 admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
-def _start_with_env(stack_: AirflowStack, name: str, args: list[str], env: dict[str, str]):
+def _start_with_env(stack_: AirflowStack, name: str, args: list[str], env: dict[str, str], program: str):
     """Start a process with exactly ``env`` (a builder's), not the index host's plus extras."""
     index_env = stack_.env
     stack_.env = env
     try:
-        return stack_.start(name, *args)
+        return stack_.start(name, *args, program=program)
     finally:
         stack_.env = index_env
 

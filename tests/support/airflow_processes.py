@@ -168,10 +168,10 @@ class AirflowStack:
                                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result.stdout
 
-    def start(self, name: str, *args: str, extra_env: dict | None = None) -> Process:
+    def start(self, name: str, *args: str, extra_env: dict | None = None, program: str = AIRFLOW) -> Process:
         log = self.workdir / f"{name}.log"
         with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-            popen = subprocess.Popen([AIRFLOW, *args], env={**self.env, **(extra_env or {})},
+            popen = subprocess.Popen([program, *args], env={**self.env, **(extra_env or {})},
                                      stdout=out, stderr=subprocess.STDOUT,
                                      cwd=self.workdir, start_new_session=True)
         process = Process(name, popen, log)

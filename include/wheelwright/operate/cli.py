@@ -2,7 +2,8 @@
 
 Each subcommand is a thin wrapper over a function of the package. Errors the product raises on
 purpose (wheelwright.errors) become one sentence on stderr and the exit code of their class, so
-scripts can trust them: 0 done, 1 failed (``build``: the build failed or was refused), 2 bad
+scripts can trust them: 0 done, 1 failed (``build``: the build failed or was refused; ``doctor``: a
+check failed), 2 bad
 configuration or usage, 3 catalog unreachable or unusable, 4 PyPI failing, 5 unknown release (admin,
 ``build``), 6 publishing failed, 7 a CDN purge failed (it stays owed), 130 interrupted.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         from wheelwright.testing.pypi_double import main as pypi_double_main
         return pypi_double_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "passes_on", False):
+        args.celery_args = rest   # `wheelwright worker` hands its arguments to `airflow celery worker`
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The embedded server's wheel narrates every start at INFO; only its problems matter here.
@@ -118,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub, _ready_connection)
     from wheelwright.operate import builder_health    # builders, pause and resume (the dashboard's too)
     builder_health.add_commands(sub, _ready_connection)
+
+    docp = sub.add_parser("doctor", help="check what this machine can do for each role it plays, and say "
+                                         "what to fix")
+    docp.add_argument("--role", action="append", choices=doctor_roles(), dest="roles",
+                      help="a role to check (repeatable; default: every role this configuration implies)")
+    docp.add_argument("--target", help="check the builder for this target of targets.toml only (default: "
+                                       "every enabled target)")
+    docp.add_argument("--json", action="store_true", help="a JSON list of the checks instead of lines")
+    docp.set_defaults(handler=cmd_doctor)
+
+    wkp = sub.add_parser("worker", help="check this machine (the doctor's part for its queues), then run "
+                                        "`airflow celery worker` with the same arguments",
+                         usage="wheelwright worker [airflow celery worker's options: --queues Q,... "
+                               "--concurrency N --celery-hostname NAME ...]")
+    wkp.set_defaults(handler=cmd_worker, passes_on=True)
 
     runp = sub.add_parser("run", help="run everything here: the catalog, Airflow with the DAGs")
     runp.add_argument("--pypi", choices=("live", "double"), default="live",
@@ -305,6 +326,30 @@ def cmd_purge(settings: Settings, args) -> int:
         delivery = cdn.deliver(conn, purger, remove=writer.remover(conn, settings.output), force=True)
     print(f"CDN ({purger.name}): {delivery.summary()}")
     return cdn.PurgeError.exit_code if delivery.failed else 0
+
+
+def doctor_roles() -> tuple[str, ...]:
+    from wheelwright.operate.doctor import ROLES
+    return ROLES
+
+
+def cmd_doctor(settings: Settings, args) -> int:
+    from wheelwright.operate import doctor
+    roles = args.roles or (["builder"] if args.target else doctor.implied_roles(os.environ))
+    if args.target and "builder" not in roles:
+        raise ConfigError("--target names what the builder role builds: give --role builder too")
+    targets = doctor.chosen_targets(args.target) if "builder" in roles else []
+    show = None if args.json else (lambda finding: print(finding.line(), flush=True))
+    findings = doctor.examine(doctor.Machine(settings), roles, targets, each=show)
+    if args.json:
+        print(json.dumps([f.as_dict() for f in findings], indent=1))
+    print(f"wheelwright doctor: {doctor.summary(findings)}", file=sys.stderr)
+    return doctor.exit_code(findings)
+
+
+def cmd_worker(settings: Settings, args) -> int:
+    from wheelwright.operate.worker import main as worker_main
+    return worker_main(settings, args.celery_args)
 
 
 def cmd_run(settings: Settings, args) -> int:

@@ -276,6 +276,17 @@ def record_build(batch: list[dict]) -> list[str]:
     return sorted(changed)
 
 
+# --- builder_health ----------------------------------------------------------------------------------
+
+def record_doctor_reports() -> dict:
+    """Record the doctor reports builders' workers sent when they started (they land in the incoming
+    folder: :mod:`wheelwright.operate.doctor_reports`), for the dashboard."""
+    from wheelwright.operate import doctor_reports
+    settings = settings_from_airflow()
+    with catalog_connection(settings) as conn:
+        return doctor_reports.record(conn, incoming_dir(settings)).summary()
+
+
 # --- rebuild_history ---------------------------------------------------------------------------------
 
 def admit_history(target_name: str | None, start: datetime, end: datetime) -> list[dict]:

@@ -126,6 +126,13 @@ def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = RANKED,
             "images_age": _age(images, now), "held": held, "held_reason": held_reason,
             "held_since": _iso(held_since), "error": error})
 
+    doctor = []   # each builder's worker at its last start (operate/doctor_reports.py)
+    for builder, checked, received, ok, roles, checks in q("dashboard_doctor"):
+        doctor.append({"builder": builder, "checked_at": _iso(checked), "received_at": _iso(received),
+                       "ok": ok, "roles": roles, "checks": len(checks),
+                       "failing": [c for c in checks if c["status"] == "FAIL"],
+                       "warnings": [c for c in checks if c["status"] == "warn"]})
+
     queue_trend: dict[str, list] = {}
     for target, at, depth in q("dashboard_queue_trend"):
         queue_trend.setdefault(target, []).append([_iso(at), depth])
@@ -149,7 +156,7 @@ def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = RANKED,
     }
     return {"now": _iso(now), "sync": sync, "targets": targets, "builds": builds, "success": rates,
             "failures": recent_failures, "missing": missing, "publish": publish, "builders": builders,
-            "trends": trends, "downloads": downloads}
+            "trends": trends, "downloads": downloads, "doctor": doctor}
 
 
 def _rate(success: int, failure: int) -> float | None:

@@ -3,6 +3,8 @@
 It prepares what a fresh machine lacks and then runs Airflow's processes with our DAGs, as a deployment
 would, on one machine:
 
+0. ``wheelwright doctor``'s checks of every role (index host, builder, edge): when one fails, its FAIL
+   lines are printed and nothing is started;
 1. the catalog: the embedded PostgreSQL under ``$WHEELWRIGHT_HOME`` (or ``WHEELWRIGHT_DSN``), schema
    applied;
 2. PyPI: the real one by default; ``--pypi double`` instead serves ``data/sample-changelog.jsonl`` (or
@@ -19,10 +21,11 @@ would, on one machine:
 5. Airflow itself: API server (with the UI), scheduler, DAG processor, triggerer, and two Celery
    workers: ``index-host`` on the ``default`` queue (sync, claims, recording, publishing) and
    ``builder`` serving every enabled target's queue (one worker, several targets: the Pi targets'
-   builds run in their images under emulation, the host's on its own system);
-6. the targets' images: ``wheelwright image build --all`` starts first, before the rest of start-up,
-   since on a new machine it is the longest step before the first Pi wheel (a build that arrives
-   before its image waits for it).
+   builds run in their images under emulation, the host's on its own system), started through
+   ``wheelwright worker`` as a builder anywhere is (its doctor's part, its report, then Celery);
+6. the targets' images: ``wheelwright image build --all`` starts right after the doctor's checks,
+   before the rest of start-up, since on a new machine it is the longest step before the first Pi
+   wheel (a build that arrives before its image waits for it).
 
 Ctrl-C, or SIGTERM from a service manager, stops all of it; the embedded catalog keeps running until
 `wheelwright db stop`.
@@ -54,6 +57,7 @@ from wheelwright.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SAMPLE_CHANGELOG = Path(str(package_data.data("sample-changelog.jsonl")))
+WHEELWRIGHT_BIN = Path(sys.executable).parent / "wheelwright"
 
 
 def create_build_pools(env: dict[str, str], slots: int = 1) -> None:
@@ -181,21 +185,23 @@ def serve_published(output: Path, port: int):
 
 
 def airflow_processes(port: int, target_queues: list[str], *, build_slots: int = 2) -> list[tuple[str, list[str]]]:
-    """The Airflow processes of a one-machine deployment, by name: the core and two Celery workers."""
+    """The Airflow processes of a one-machine deployment, by name: the core and two Celery workers (the
+    builder through `wheelwright worker`: it checks the machine, reports, then runs Airflow's worker)."""
     airflow = str(AIRFLOW_BIN)
-    worker = [airflow, "celery", "worker", "--without-gossip", "--without-mingle"]
+    options = ["--without-gossip", "--without-mingle"]
     processes = [
         ("api-server", [airflow, "api-server", "--port", str(port), "--host", "127.0.0.1"]),
         ("scheduler", [airflow, "scheduler"]),
         ("dag-processor", [airflow, "dag-processor"]),
         ("triggerer", [airflow, "triggerer"]),
-        ("worker-index-host", [*worker, "--queues", "default", "--concurrency", "4",
+        ("worker-index-host", [airflow, "celery", "worker", *options, "--queues", "default", "--concurrency", "4",
                                "--celery-hostname", "index-host@%h"]),
     ]
     if target_queues:
-        processes.append(("worker-builder", [*worker, "--queues", ",".join(target_queues),
-                                             "--concurrency", str(build_slots), "--skip-serve-logs",
-                                             "--celery-hostname", "builder@%h"]))
+        processes.append(("worker-builder", [str(WHEELWRIGHT_BIN), "worker", *options,
+                                             "--queues", ",".join(target_queues), "--concurrency",
+                                             str(build_slots), "--skip-serve-logs", "--celery-hostname",
+                                             "builder@%h"]))
     return processes
 
 
@@ -203,14 +209,23 @@ def start_image_builds(targets) -> list[tuple[str, subprocess.Popen]]:
     """Start building the targets' images (each once; the terminal shows their progress)."""
     if not any(t.image for t in targets):
         return []
-    argv = [str(Path(sys.executable).parent / "wheelwright"), "image", "build", "--all"]
+    argv = [str(WHEELWRIGHT_BIN), "image", "build", "--all"]
     return [("images", subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL))]
 
 
 def run(settings: Settings, *, pypi: str = "live", changelog: Path = SAMPLE_CHANGELOG,
         port: int = 8080, double_port: int = 8700, index_port: int = 8081) -> int:
     from wheelwright.builds.targets import enabled_targets
+    from wheelwright.operate import doctor
     targets = enabled_targets()
+    # This machine plays every role: check them all before anything starts.
+    findings = doctor.examine(doctor.Machine(settings, launching=True), doctor.ROLES, targets,
+                              each=lambda finding: print(finding.line(), file=sys.stderr, flush=True))
+    if doctor.failed(findings):
+        print(f"wheelwright run: {doctor.summary(findings)}; nothing was started. Fix the FAIL lines above "
+              "(`wheelwright doctor` checks again).", file=sys.stderr, flush=True)
+        return doctor.exit_code(findings)
+    log.info("doctor: %s", doctor.summary(findings))
     images = start_image_builds(targets)
     try:
         return _run(settings, targets, images, pypi=pypi, changelog=changelog, port=port,

@@ -5,7 +5,8 @@ databases owned by two roles), Redis (the Celery broker, with a password), Airfl
 scheduler, dag-processor and triggerer, the index host's worker (queue ``default``: sync, claim, record,
 publish), its SFTP endpoint, the nginx origin and the Varnish edge. Builders are Celery workers of one
 enabled target's queue each: one per target inside the compose stack, and any number of Pis (or ARM
-servers) that join over the network. This room owns that shape, as plain data first:
+servers) that join over the network; each starts through ``wheelwright worker`` (its doctor's checks,
+then Airflow's Celery worker). This room owns that shape, as plain data first:
 
 * :func:`topology` — the Airflow services (name, command, queues, which side they are on), read both by
   the compose file and by the test that runs the same topology without Docker (tests/test_topology.py);
@@ -124,8 +125,12 @@ def _job_alive(job: str) -> tuple[str, ...]:
     return ("CMD", "airflow", "jobs", "check", "--job-type", job, "--local")
 
 
-def worker_argv(name: str, queues: tuple[str, ...], concurrency: str = "1") -> tuple[str, ...]:
-    return ("airflow", "celery", "worker", "--queues", ",".join(queues), "--concurrency", concurrency,
+def worker_argv(name: str, queues: tuple[str, ...], concurrency: str = "1", *,
+                builder: bool = False) -> tuple[str, ...]:
+    """A Celery worker on ``queues``; a builder's starts through `wheelwright worker`, which runs its
+    doctor's part first and refuses its queues when a check fails (operate/worker.py)."""
+    command = ("wheelwright", "worker") if builder else ("airflow", "celery", "worker")
+    return (*command, "--queues", ",".join(queues), "--concurrency", concurrency,
             "--celery-hostname", f"{name}@%h")
 
 
@@ -150,7 +155,7 @@ def topology(targets: list[Target]) -> list[Service]:
             continue
         name = builder_account(target)
         services.append(Service(
-            name, worker_argv(name, (target.queue,)), "builder", queues=(target.queue,), target=target,
+            name, worker_argv(name, (target.queue,), builder=True), "builder", queues=(target.queue,), target=target,
             health=_celery_ping(name),
             env={f"AIRFLOW_CONN_{INDEX_HOST_CONN_ID.upper()}": index_host_connection(
                 "sftp", 22, name, f"/run/secrets/{name}", required("WHEELWRIGHT_SFTP_HOST_KEY"))}))
