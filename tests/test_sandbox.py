@@ -551,15 +551,6 @@ def test_the_embedded_catalog_asks_every_local_process_for_its_password(catalog_
         server.cleanup()
 
 
-@pytest.fixture
-def catalog_home():
-    """A folder for a catalog of its own (the wheel, as root, runs PostgreSQL as another user, who
-    must reach it: pytest's own tmp folders are private to root)."""
-    path = open_folder("wheelwright-catalog-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_a_catalog_made_trusting_by_an_older_version_asks_for_the_password_from_now_on(catalog_home):
     tmp_path = catalog_home
     import warnings
