@@ -121,3 +121,14 @@ def test_a_catalog_slower_to_start_than_pg_ctl_waits_is_waited_for(catalog_home,
     finally:
         server.cleanup()
     assert not (tmp_path / "pgdata").exists()
+
+
+def test_the_embedded_catalog_keeps_its_shared_memory_out_of_dev_shm(catalog_home):
+    # whatever empties /dev/shm (systemd's RemoveIPC, a careless clean-up) must not break a running catalog
+    server, uri = db.start_embedded(catalog_home / "pgdata", catalog_home / db.PASSWORD_FILE,
+                                    cleanup_mode="delete")
+    try:
+        with psycopg.connect(uri) as conn:
+            assert conn.execute("SHOW dynamic_shared_memory_type").fetchone() == ("mmap",)
+    finally:
+        server.cleanup()

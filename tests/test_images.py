@@ -543,3 +543,38 @@ def test_what_mmdebstrap_mounted_in_a_failed_build_is_unmounted_before_the_tree_
     images._unmount_under(tmp_path / "work")
     assert str(inside) not in Path("/proc/self/mountinfo").read_text()
     assert not (inside / "precious").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mmdebstrap mounts as root, and so does this test")
+def test_what_a_build_mounts_is_never_seen_outside_it_and_a_killed_build_takes_nothing_with_it(
+        tmp_path, monkeypatch):
+    """mmdebstrap bind-mounts this machine's /dev/shm into the root it builds: a build killed with
+    that mount in place, then removed, emptied the machine's /dev/shm. Builds mount in a namespace of
+    their own now."""
+    import subprocess
+    import sys
+    import threading
+    from wheelwright.errors import WheelwrightError
+    precious = tmp_path / "shm"  # stands for this machine's /dev/shm
+    precious.mkdir()
+    (precious / "PostgreSQL.1").write_text("a server's shared memory")
+    mounted = tmp_path / "mounted"
+    fake = ("import pathlib, subprocess, sys, time; root = pathlib.Path(sys.argv[1]); "
+            "(root / 'dev/shm').mkdir(parents=True); "
+            f"subprocess.run(['mount', '--bind', {str(precious)!r}, str(root / 'dev/shm')], check=True); "
+            f"pathlib.Path({str(mounted)!r}).write_text(str(root / 'dev/shm')); time.sleep(600)")
+    monkeypatch.setattr(images, "mmdebstrap_command",
+                        lambda recipe, root, *a, **kw: [sys.executable, "-c", fake, str(root)])
+    recipe = make_recipe("bookworm", "amd64", ["gcc"])
+    store = tmp_path / "store"
+    failed = []
+    build = threading.Thread(target=lambda: failed.append(pytest.raises(
+        WheelwrightError, images.build_image, recipe, store, timeout=20)))
+    build.start()
+    from support.waiting import wait_until
+    point = wait_until(lambda: mounted.exists() and mounted.read_text(), 60, "the fake build to mount")
+    assert point not in Path("/proc/self/mountinfo").read_text(), "the build's mount is seen outside it"
+    build.join()
+    assert failed, "the build ran past its deadline"
+    assert (precious / "PostgreSQL.1").exists(), "removing the killed build emptied what it had mounted"
+    assert not any(p.name.startswith(".tmp-") for p in store.iterdir())

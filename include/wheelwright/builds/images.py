@@ -512,9 +512,9 @@ def build_image(recipe: Recipe, store: Path, *, mirror: str | None = None,
 def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, timeout: float) -> Image:
     final = store / recipe.folder_name
     work = store / f".tmp-{recipe.folder_name}-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
+    remove_tree(work)
     if final.exists():  # a folder without image.json: an image whose build was cut short
-        shutil.rmtree(final)
+        remove_tree(final)
     work.mkdir(mode=0o755)
     started, started_at = time.monotonic(), time.time()
     apt_cache = store / ".apt-cache" / recipe.name
@@ -531,8 +531,9 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
     written = said = 0.0
     proc = None
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", stdin=subprocess.DEVNULL, start_new_session=True,
+        proc = subprocess.Popen(in_own_mounts(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", stdin=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent,
                                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"})
         deadline = started + timeout
         lines: queue.Queue[str | None] = queue.Queue()
@@ -585,9 +586,8 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
         os.rename(work, final)
     except BaseException:
         if proc is not None and proc.poll() is None:
-            _stop(proc)  # interrupted: mmdebstrap is told to clean up (unmount) first
-        _unmount_under(work)  # never remove a tree through the /proc or /sys mmdebstrap mounted in it
-        shutil.rmtree(work, ignore_errors=True)
+            _stop(proc)  # interrupted: mmdebstrap is told to clean up first
+        remove_tree(work)
         raise
     progress(f"[{_clock(seconds)}] image {recipe.folder_name} built: {size / 2**20:.0f} MiB, "
              f"Python {python}")
@@ -596,18 +596,54 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
     return image
 
 
+def in_own_mounts(argv: list[str]) -> list[str]:
+    """``argv`` run in a mount namespace of its own, when we are root (mmdebstrap's root mode).
+
+    mmdebstrap mounts /proc, /sys, a devpts and a *bind of this machine's /dev/shm* inside the root it
+    builds, and unmounts them when it ends well. Killed, it left them behind, and removing the
+    half-built tree then emptied this machine's /dev/shm (every PostgreSQL server here lost its
+    shared memory). In a namespace of its own every mount goes away with it, however it ends; the
+    namespace's first process ends mmdebstrap when it is itself ended (``--kill-child``).
+    """
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return argv  # mmdebstrap's unshare mode makes a namespace of its own
+    return ["unshare", "--mount", "--propagation", "private", "--fork", "--kill-child=SIGTERM", *argv]
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started us dies (a killed worker
+    must not leave an image build running)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
+
+
 def _stop(proc: subprocess.Popen, grace: float = 30) -> None:
-    """Stop mmdebstrap: SIGTERM lets it unmount and end its children, then its whole group is killed."""
+    """Stop an image build: SIGTERM lets mmdebstrap clean up, then whatever is left of it is killed."""
+    import psutil
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
     proc.terminate()
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         pass
-    try:
-        os.killpg(proc.pid, 9)
-    except ProcessLookupError:
-        pass
+    if proc.poll() is None:
+        proc.kill()
+    for process in family:  # those that outlived it (a dpkg, a qemu)
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
     proc.wait()
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove an image's tree (built, half-built or an old one): first unmount whatever is mounted
+    below it (what an older, killed build left), so removing never reaches through a mount."""
+    _unmount_under(folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _unmount_under(folder: Path) -> None:
@@ -728,7 +764,7 @@ def update_images(targets, store: Path, *, max_age_days: float = MAX_AGE_DAYS, p
                 except BaseException:
                     os.rename(aside, row.image.path)
                     raise
-                shutil.rmtree(aside, ignore_errors=True)
+                remove_tree(aside)
             else:
                 build_image(recipe, store, progress=progress)
             done["built"].append(recipe.folder_name)
@@ -743,7 +779,7 @@ def remove_image(image: Image) -> None:
     """Remove ``image`` from the store: renamed away first, so no reader sees half of it."""
     aside = image.path.with_name(f".rm-{image.path.name}-{os.getpid()}")
     os.rename(image.path, aside)
-    shutil.rmtree(aside, ignore_errors=True)
+    remove_tree(aside)
 
 
 # --- running something in an image (operators and tests; builds go through the sandbox) -------------

@@ -183,7 +183,11 @@ def _initdb_with_password(pgdata: Path, password: str) -> None:
                 os.chown(pwfile, entry.pw_uid, entry.pw_gid)
             pwfile.chmod(0o600)
             initdb(["--auth=scram-sha-256", "--auth-local=scram-sha-256", "--encoding=utf8",
-                    "-U", "postgres", f"--pwfile={pwfile}"], pgdata=pgdata, user=user)
+                    "-U", "postgres", f"--pwfile={pwfile}",
+                    # its shared memory in files of its own folder, not /dev/shm: whatever empties
+                    # /dev/shm (systemd's RemoveIPC for a non-system user, a careless clean-up)
+                    # would take it away from under a running server
+                    "--set", "dynamic_shared_memory_type=mmap"], pgdata=pgdata, user=user)
 
 
 def _require_password(pgdata: Path, params: dict, password: str) -> None:
