@@ -105,12 +105,13 @@ def main(argv=None) -> int:
             print(f"gave up after {args.timeout:.0f} s", file=sys.stderr)
             return 1
     finally:
-        os.killpg(run.pid, signal.SIGTERM)
-        try:
-            run.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGTERM)
+            try:
+                run.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
         subprocess.run([str(clone / ".venv" / "bin" / "wheelwright"), "db", "stop"], cwd=clone,
                        env={**env, "WHEELWRIGHT_HOME": str(clone / ".wheelwright")}, capture_output=True)
         log.close()

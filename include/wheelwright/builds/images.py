@@ -380,7 +380,7 @@ class BuildMeter:
     announced: list[int] = field(default_factory=list)
     steps: int = 0              # packages unpacked + packages set up
     finished: bool = False
-    unpacking: str = ""         # the package dpkg unpacks now (dpkg says nothing else meanwhile)
+    doing: str = ""             # what dpkg does now: "unpacking X", "setting up X" (for a heartbeat)
     shown: float = 0.0          # the highest fraction said so far: a guess corrected never goes back
 
     def feed(self, line: str) -> str | None:
@@ -391,11 +391,12 @@ class BuildMeter:
             return None
         if line.startswith("Unpacking "):
             self.steps += 1
-            self.unpacking = line.split()[1]
+            self.doing = f"unpacking {line.split()[1]}"
             return None
         if m := _SETTING_UP.match(line):
             self.steps += 1
-            return f"setting up {m[1]}"
+            self.doing = f"setting up {m[1]}"
+            return self.doing
         if line[:3] in ("I: ", "W: ", "E: "):
             if line.startswith("I: success in"):
                 self.finished = True
@@ -552,7 +553,7 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
             elapsed = time.monotonic() - started
             left = meter.seconds_left(elapsed, last.seconds if last else None)
             if shown is None and elapsed - said >= HEARTBEAT:
-                shown = f"unpacking {meter.unpacking}" if meter.unpacking else "working"
+                shown = f"{meter.doing} (still)" if meter.doing else "working"
             if shown is not None:
                 said = elapsed
                 progress(f"[{_clock(elapsed)}] {round(100 * meter.fraction()):2d}% {shown}"
