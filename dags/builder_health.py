@@ -41,9 +41,9 @@ def builder_health():
 
         from wheelwright.catalog import db
         from wheelwright.operate import builder_health as health
-        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.operate.dag_tasks import task_settings
 
-        with db.connect(settings_from_airflow()) as conn:
+        with db.connect(task_settings()) as conn:
             db.require_schema(conn)
             return health.check_all(conn, lambda conn_id: SSHHook(ssh_conn_id=conn_id).get_conn())
 
@@ -53,12 +53,12 @@ def builder_health():
         from wheelwright.catalog import db
         from wheelwright.errors import WheelwrightError
         from wheelwright.operate import dashboard
-        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.operate.dag_tasks import task_settings
         from wheelwright.pypi.client import PyPI
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        settings = settings_from_airflow()
+        settings = task_settings()
         with db.connect(settings) as conn:
             if not dashboard.sample_due(conn):
                 raise AirflowSkipException("the latest sample is recent enough")

@@ -34,11 +34,11 @@ def pypi_sync():
         from airflow.exceptions import AirflowSkipException
 
         from wheelwright.catalog import db
-        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.operate.dag_tasks import task_settings
         from wheelwright.pypi.client import PyPI
         from wheelwright.catalog.sync import sync_once
 
-        settings = settings_from_airflow()
+        settings = task_settings()
         with PyPI(settings.pypi_url) as pypi, db.connect(settings) as conn:
             db.require_schema(conn)
             result = sync_once(conn, pypi, spill_dir=settings.replay_dir)
@@ -52,11 +52,11 @@ def pypi_sync():
         from airflow.exceptions import AirflowSkipException
 
         from wheelwright.catalog import db
-        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.operate.dag_tasks import task_settings
         from wheelwright.catalog.enrich import enrich
         from wheelwright.pypi.client import PyPI
 
-        settings = settings_from_airflow()
+        settings = task_settings()
         with db.connect(settings) as conn:
             result = enrich(conn, lambda: PyPI(settings.pypi_url), limit=500)
         summary = {"enriched": len(result.enriched), "missing": len(result.missing),

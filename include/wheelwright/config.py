@@ -3,6 +3,11 @@
 Settings come from the environment variables in DESIGN.md, read once into a frozen
 :class:`Settings`; everything else takes a ``Settings`` (or plain arguments), never the environment, so
 tests and DAG tasks can hand in their own without touching ``os.environ``.
+
+Inside Airflow too, a process's settings are its own environment's, never Airflow Variables or
+Connections: any running task (a builder's, whose sandbox may have been escaped) can write every
+Variable and read every Connection through the execution API, so nothing the index host trusts may
+live there (SECURITY.md, "Task → Airflow").
 """
 
 from __future__ import annotations
@@ -26,18 +31,29 @@ class Settings:
     output: Path
     # our own published simple index, which builds use for build dependencies beside PyPI
     index_url: str | None = None
+    # the index host's incoming folder (each builder account's folder is in it)
+    incoming: Path | None = None
+    # the same folder as the builders' SFTP sessions name it (a builder's own setting)
+    remote_incoming: str = "/incoming"
+
+    def __post_init__(self):
+        if self.incoming is None:
+            object.__setattr__(self, "incoming", self.home / "incoming")
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
         env = os.environ if environ is None else environ
         home = Path(env.get("WHEELWRIGHT_HOME") or ".wheelwright").expanduser().absolute()
         output = env.get("WHEELWRIGHT_OUTPUT")
+        incoming = env.get("WHEELWRIGHT_INCOMING")
         settings = cls(
             home=home,
             dsn=env.get("WHEELWRIGHT_DSN") or None,
             pypi_url=env.get("WHEELWRIGHT_PYPI_URL") or DEFAULT_PYPI_URL,
             output=Path(output).expanduser().absolute() if output else home / "www",
             index_url=env.get("WHEELWRIGHT_INDEX_URL") or None,
+            incoming=Path(incoming).expanduser().absolute() if incoming else home / "incoming",
+            remote_incoming=env.get("WHEELWRIGHT_REMOTE_INCOMING") or "/incoming",
         )
         settings.check()
         return settings
