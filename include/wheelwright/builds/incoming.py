@@ -184,18 +184,25 @@ def _folders_of(incoming_dir: str | os.PathLike, build_id: int) -> dict[str, Pat
 
 
 def answering_folder(conn: psycopg.Connection, build_id: int, folders: dict[str, Path],
-                     bound: str | None) -> Path | None:
+                     bound: str | None, may_answer=lambda account: True) -> Path | None:
     """The folder whose answer the index host reads for ``build_id``, binding the build to its account
     on first sight; None when no account has answered yet (or several did).
 
-    ``folders``: every account's folder for the build; ``bound``: the account its row names. The
-    account is known from where its folder lies (the SSH login decides that), never from what a builder
-    writes. The first account to answer (an outcome or a hand-back) is bound to the build in its row;
-    every other account's folder for it is refused and discarded, hand-backs included. Two accounts
-    answering a build not bound yet are both refused: the build is lost and is built again.
+    ``folders``: every account's folder for the build; ``bound``: the account its row names;
+    ``may_answer(account)``: whether the index host's configuration lets that account answer the
+    build's target (``WHEELWRIGHT_BUILDER_ACCOUNTS``). The account is known from where its folder lies
+    (the SSH login decides that), never from what a builder writes. Folders of accounts that may not
+    answer the target are refused at once. The first account to answer (an outcome or a hand-back) is
+    bound to the build in its row; every other account's folder for it is refused and discarded,
+    hand-backs included. Two accounts answering a build not bound yet are both refused: the build is
+    lost and is built again.
     """
     from wheelwright.builds.queue import mark_lost
     from wheelwright.catalog import db
+    for account in [a for a in folders if not may_answer(a)]:
+        log.warning("refused what builder account %s sent for build %d: that account does not build "
+                    "its target", account, build_id)
+        discard(folders.pop(account))
     if bound is None:
         answered = sorted(account for account, folder in folders.items() if _answers(folder))
         if len(answered) > 1:
@@ -221,7 +228,7 @@ def answering_folder(conn: psycopg.Connection, build_id: int, folders: dict[str,
 
 
 def record_arrival(conn: psycopg.Connection, request: BuildRequest, incoming_dir: str | os.PathLike,
-                   output: str | os.PathLike) -> list[str] | None:
+                   output: str | os.PathLike, *, may_answer=lambda account, target: True) -> list[str] | None:
     """Record what arrived for ``request``; the packages whose published files changed.
 
     Reads only the folder of the account the build is bound to (:func:`answering_folder`). None if
@@ -238,7 +245,7 @@ def record_arrival(conn: psycopg.Connection, request: BuildRequest, incoming_dir
     folders = _folders_of(incoming_dir, build_id)
     if row is None or row[5] != "building" or not folders:
         return None
-    folder = answering_folder(conn, build_id, folders, row[6])
+    folder = answering_folder(conn, build_id, folders, row[6], lambda account: may_answer(account, row[3]))
     if folder is None:
         return None
     try:
@@ -273,7 +280,8 @@ class Sweep:
 
 
 def sweep(conn: psycopg.Connection, incoming_dir: str | os.PathLike, output: str | os.PathLike, *,
-          settle: timedelta = SETTLE, now: float | None = None) -> Sweep:
+          settle: timedelta = SETTLE, now: float | None = None,
+          may_answer=lambda account, target: True) -> Sweep:
     """Record settled arrivals no record step took, and remove folders of builds no longer in flight.
 
     Every account's folder is swept. A folder counts once nothing in it changed for ``settle``: until
@@ -303,7 +311,8 @@ def sweep(conn: psycopg.Connection, incoming_dir: str | os.PathLike, output: str
                     log.info("removed incoming folder %s/%s: its build is %s", folder.parent.name, folder.name,
                              "gone" if row is None else row[5])
             continue
-        folder = answering_folder(conn, build_id, folders, row[6])
+        folder = answering_folder(conn, build_id, folders, row[6],
+                                  lambda account, target=row[3]: may_answer(account, target))
         if folder is None:
             continue
         if _handed_back(folder):
@@ -318,7 +327,7 @@ def sweep(conn: psycopg.Connection, incoming_dir: str | os.PathLike, output: str
         _, package, version, target, abi, _, _ = row
         request = BuildRequest(build_id=build_id, package=package, version=version, target=target, abi=abi)
         try:
-            changed = record_arrival(conn, request, incoming_dir, output)
+            changed = record_arrival(conn, request, incoming_dir, output, may_answer=may_answer)
         except TransferError as exc:
             result.refused.append(build_id)
             log.warning("swept build %d of %s==%s: refused: %s", build_id, package, version, exc)

@@ -103,7 +103,7 @@ def sweep_incoming() -> dict:
     from wheelwright.builds import incoming
     settings = task_settings()
     with catalog_connection(settings) as conn:
-        result = incoming.sweep(conn, settings.incoming, settings.output)
+        result = incoming.sweep(conn, settings.incoming, settings.output, may_answer=settings.may_answer)
     return {**result.summary(), "packages": result.changed}
 
 
@@ -243,7 +243,8 @@ def record_build(batch: list[dict]) -> list[str]:
     with catalog_connection(settings) as conn:
         for request in batch:
             try:
-                arrived = incoming.record_arrival(conn, request, settings.incoming, settings.output)
+                arrived = incoming.record_arrival(conn, request, settings.incoming, settings.output,
+                                                  may_answer=settings.may_answer)
             except transfer.TransferError as exc:  # marked lost already: it re-queues
                 log.warning("build %s of %s==%s not recorded: %s", request["build_id"],
                             request["package"], request["version"], exc)

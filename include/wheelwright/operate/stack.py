@@ -150,7 +150,11 @@ def topology(targets: list[Target]) -> list[Service]:
         Service("worker-index", worker_argv("worker-index", (INDEX_HOST_QUEUE,), "4"), "index",
                 queues=(INDEX_HOST_QUEUE,), health=_celery_ping("worker-index"),
                 env={"WHEELWRIGHT_OUTPUT": WWW, "WHEELWRIGHT_INCOMING": INCOMING,
-                     "WHEELWRIGHT_CDN": "varnish:http://varnish:80"}),
+                     "WHEELWRIGHT_CDN": "varnish:http://varnish:80",
+                     # each builder answers only its own target's builds; Pis that join add theirs
+                     "WHEELWRIGHT_BUILDER_ACCOUNTS": " ".join(
+                         f"{builder_account(t)}:{t.name}" for t in targets if t.enabled)
+                     + " ${WHEELWRIGHT_MORE_BUILDERS:-}"}),
     ]
     for target in targets:
         if not target.enabled:
