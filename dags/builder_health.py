@@ -37,15 +37,13 @@ def builder_health():
     @task
     def check_builders() -> dict:
         """Reach every registered builder, record its health, hold or release it."""
-        from airflow.providers.ssh.hooks.ssh import SSHHook
-
         from wheelwright.catalog import db
         from wheelwright.operate import builder_health as health
-        from wheelwright.operate.dag_tasks import task_settings
+        from wheelwright.operate.dag_tasks import builder_ssh_client, task_settings
 
         with db.connect(task_settings()) as conn:
             db.require_schema(conn)
-            return health.check_all(conn, lambda conn_id: SSHHook(ssh_conn_id=conn_id).get_conn())
+            return health.check_all(conn, builder_ssh_client)
 
     @task
     def sample_dashboard() -> dict:

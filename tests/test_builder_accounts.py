@@ -238,3 +238,34 @@ def test_a_sweep_is_not_led_out_of_the_incoming_folder_by_links(index_host, cata
     finally:
         (index_host.incoming / "pi-c").unlink()
         (index_host.incoming / "pi-a" / "999999").unlink()
+
+
+def test_a_second_name_for_a_build_folder_is_not_taken_for_it(index_host, catalog, build, output, tmp_path):
+    """``017`` (or ``١٧``) is not build 17: only the folder named as the index host names it counts."""
+    build_id = build["build_id"]
+    for alias in (f"0{build_id}", "".join(chr(0x0660 + int(d)) for d in str(build_id))):
+        (index_host.incoming / "pi-b" / alias).mkdir()
+        (index_host.incoming / "pi-b" / alias / incoming.HANDED_BACK).touch()
+    incoming.sweep(catalog, index_host.incoming, output)
+    assert row(catalog, build_id)[:2] == ("building", None), "no alias bound or handed the build back"
+
+
+def test_a_file_larger_than_any_build_sends_is_refused_before_it_is_copied(tmp_path):
+    folder = tmp_path / "incoming" / "pi-a" / "7"
+    folder.mkdir(parents=True)
+    huge = folder / WHEEL
+    with open(huge, "wb") as f:
+        f.truncate(transfer.MAX_RECEIVED + 1)          # sparse: no disk is spent
+    with pytest.raises(transfer.TransferError, match="more than any file a build may send"):
+        transfer.accept(folder, [(WHEEL, "0" * 64, transfer.MAX_RECEIVED + 1)])
+    assert list((tmp_path / "incoming" / ".intake").iterdir()) == [], "nothing was copied"
+
+
+def test_copies_a_crashed_record_step_left_are_removed_by_the_next_sweep(index_host, catalog, output):
+    left = index_host.incoming / ".intake" / "pi-a.7.x"
+    left.mkdir(parents=True)
+    (left / WHEEL).write_bytes(b"half a copy")
+    old = (incoming.STALE_COPIES + timedelta(hours=1)).total_seconds()
+    os.utime(left, (os.path.getmtime(left) - old,) * 2)
+    incoming.sweep(catalog, index_host.incoming, output)
+    assert not left.exists()

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 4 << 20        # an outcome lists a few wheels; anything bigger is not one
 SETTLE = timedelta(minutes=10)      # a folder untouched this long is not being written or recorded
 HANDED_BACK = "handed-back"         # a worker's word that it will not build this one (no outcome comes)
+STALE_COPIES = timedelta(days=1)    # the index host's copies no record step can still be using
 
 
 # --- worker side -----------------------------------------------------------------------------------
@@ -165,9 +166,15 @@ def build_folders(incoming_dir: str | os.PathLike) -> dict[int, dict[str, Path]]
             log.warning("cannot read the incoming folder of account %s: %s", account, exc)
             continue
         for e in entries:
-            if e.name.isdigit() and e.is_dir(follow_symlinks=False):
+            if _is_build_id(e.name) and e.is_dir(follow_symlinks=False):
                 found.setdefault(int(e.name), {})[account] = Path(e.path)
     return found
+
+
+def _is_build_id(name: str) -> bool:
+    """Whether ``name`` is a build folder's name exactly as :func:`incoming_folder` makes it (ASCII
+    digits, no leading zero): ``017`` or ``١٧`` would be a second name for build 17."""
+    return name.isascii() and name.isdigit() and name == str(int(name))
 
 
 def _folders_of(incoming_dir: str | os.PathLike, build_id: int) -> dict[str, Path]:
@@ -296,6 +303,7 @@ def sweep(conn: psycopg.Connection, incoming_dir: str | os.PathLike, output: str
 
     now = time.time() if now is None else now
     result = Sweep()
+    _drop_stale_copies(incoming_dir, now - STALE_COPIES.total_seconds())
     found = build_folders(incoming_dir)
     if not found:
         return result
@@ -338,6 +346,19 @@ def sweep(conn: psycopg.Connection, incoming_dir: str | os.PathLike, output: str
             log.warning("swept build %d of %s==%s: recorded (its record step never ran)",
                         build_id, package, version)
     return result
+
+
+def _drop_stale_copies(incoming_dir: str | os.PathLike, before: float) -> None:
+    """Remove the index host's own copies (``.intake``) that a crashed record step left behind."""
+    staging = Path(incoming_dir) / ".intake"
+    try:
+        entries = list(os.scandir(staging))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < before:
+            discard(entry.path)
+            log.info("removed copies a record step left in %s", entry.path)
 
 
 def _last_change(folder: Path) -> float:

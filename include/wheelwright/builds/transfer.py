@@ -40,6 +40,9 @@ from wheelwright.builds.analysis import FileInfo, WheelRefused, check_plain_file
 
 # The outcome of a build, sent last into its folder (see :mod:`wheelwright.builds.incoming`).
 MANIFEST = "outcome.json"
+# Bytes of one received file: PyPI's own limit is 100 MB unless raised for a project; the largest
+# wheels on PyPI are a few GB. A file above this is refused before the index host copies it.
+MAX_RECEIVED = 4 << 30
 # A builder's SFTP account: a Unix user name, which also names its folder in the incoming folder.
 _ACCOUNT = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
 
@@ -226,6 +229,8 @@ def _stage(folder_fd: int, filename: str, size: int, staging: Path) -> tuple[Pat
             return f"{filename} has {st.st_nlink} names (a hard link), not one"
         if st.st_size != size:
             return f"{filename} is {st.st_size} bytes, the builder sent {size}"
+        if size > MAX_RECEIVED:
+            return f"{filename} is {size:,} bytes, more than any file a build may send ({MAX_RECEIVED:,})"
         digest = hashlib.sha256()
         tmp = staging / filename
         out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

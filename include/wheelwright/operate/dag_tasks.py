@@ -55,6 +55,22 @@ def index_host_account() -> str:
     return BaseHook.get_connection(INDEX_HOST_CONN_ID).login
 
 
+def builder_ssh_client(conn_id: str):
+    """An SSH client to a registered builder (builder_health) through its Connection ``conn_id``,
+    host key pinned. A Connection that carries a private key or a password is refused: any task can
+    read any Connection, so a secret in it would let every builder log in to every other builder; the
+    key stays a file on the index host (the Connection's ``key_file``)."""
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+    from airflow.sdk import BaseHook
+    from wheelwright.errors import ConfigError
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson or {}
+    if conn.password or extra.get("private_key") or extra.get("private_key_passphrase"):
+        raise ConfigError(f"the Connection {conn_id} carries a secret (a password or private_key), which any "
+                          "task can read: give key_file, a key file on the index host, instead")
+    return SSHHook(ssh_conn_id=conn_id).get_conn()
+
+
 def account_remote_folder(settings: Settings, account: str) -> str:
     """Where this builder uploads, as its SFTP session names it: its account's own folder."""
     return posixpath.join(settings.remote_incoming, account)
