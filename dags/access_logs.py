@@ -18,12 +18,13 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
 
 
 
 @dag(
     dag_id="access_logs",
+    allowed_run_types=RUN_TYPES,   # never started from a task's token
     schedule="*/10 * * * *",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,

@@ -24,13 +24,14 @@ import pendulum
 from airflow.sdk import dag, task
 
 from wheelwright.operate.assets import BUILDS, CATALOG, INDEX
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
 
 CHANGED_IN_EVENT = 1000   # packages named in the outlet event (the purge itself is never truncated)
 
 
 @dag(
     dag_id="publish_index",
+    allowed_run_types=RUN_TYPES,   # never started from a task's token
     schedule=(CATALOG | BUILDS),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,

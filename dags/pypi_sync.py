@@ -11,9 +11,11 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 from wheelwright.operate.assets import CATALOG
+from wheelwright.operate.dag_tasks import RUN_TYPES
 
 
 @dag(
+    allowed_run_types=RUN_TYPES,   # never started from a task's token
     schedule="* * * * *",
     start_date=datetime(2026, 1, 1),
     catchup=False,

@@ -30,6 +30,10 @@ log = logging.getLogger("wheelwright.dag_tasks")
 
 INDEX_HOST_QUEUE = "default"                              # the index host's own Celery queue
 INDEX_HOST_CONN_ID = "wheelwright_index_host"            # ssh to the index host, host key pinned
+# How a run of our DAGs may start: every way but from a task (``operator_triggered``), since any task's
+# token may ask the execution API to trigger any DAG that allows it (a builder could start
+# rebuild_history with a conf of its choosing, or keep every DAG busy).
+RUN_TYPES = ("scheduled", "manual", "backfill", "asset_triggered", "asset_materialization")
 # Names Airflow may still hold from earlier versions; nothing reads them (`wheelwright doctor` warns).
 DB_CONN_ID = "wheelwright_db"
 IGNORED_VARIABLES = ("wheelwright_pypi_url", "wheelwright_output", "wheelwright_incoming",
