@@ -240,6 +240,16 @@ def test_a_sweep_is_not_led_out_of_the_incoming_folder_by_links(index_host, cata
         (index_host.incoming / "pi-a" / "999999").unlink()
 
 
+def test_an_outcome_too_large_to_be_one_is_refused_unread(index_host, catalog, build, output):
+    folder = index_host.incoming / "pi-a" / str(build["build_id"])
+    folder.mkdir()
+    with open(folder / incoming.MANIFEST, "wb") as f:
+        f.truncate(incoming.MAX_MANIFEST_BYTES + 1)
+    with pytest.raises(transfer.TransferError, match="over"):
+        incoming.record_arrival(catalog, build, index_host.incoming, output)
+    assert row(catalog, build["build_id"])[0] == "lost" and published(output) is None
+
+
 def test_a_second_name_for_a_build_folder_is_not_taken_for_it(index_host, catalog, build, output, tmp_path):
     """``017`` (or ``١٧``) is not build 17: only the folder named as the index host names it counts."""
     build_id = build["build_id"]

@@ -129,6 +129,20 @@ def test_uploads_are_plain_files_whose_mode_the_client_cannot_choose(index_host,
     untouched(index_host)
 
 
+def test_nothing_is_renamed_into_or_out_of_another_folder(index_host, sftp):
+    with sftp.open(f"{HOME}/mine.whl", "wb") as f:
+        f.write(b"mine")
+    for source, target in ((f"{HOME}/mine.whl", "/incoming/pi-b/mine.whl"),
+                           (f"{HOME}/mine.whl", "../../moved.whl"),
+                           ("/incoming/pi-b/theirs.whl", f"{HOME}/theirs.whl")):
+        with pytest.raises(OSError):
+            sftp.posix_rename(source, target)
+        with pytest.raises(OSError):
+            sftp.rename(source, target)
+    sftp.remove(f"{HOME}/mine.whl")
+    untouched(index_host)
+
+
 def test_another_account_sees_only_its_own_folder(index_host):
     ssh, other = index_host.client("pi-b")
     try:

@@ -85,6 +85,21 @@ def test_nothing_beyond_the_accounts_own_folder_can_be_read_listed_or_written(en
     untouched(endpoint)
 
 
+def test_nothing_is_renamed_into_or_out_of_another_folder(endpoint, sftp):
+    (endpoint.incoming / "pi-b" / "x.whl").write_bytes(b"pi-b's")
+    with sftp.open("mine.whl", "wb") as f:
+        f.write(b"mine")
+    for source, target in (("mine.whl", "/incoming/pi-b/mine.whl"), ("mine.whl", "/incoming/moved.whl"),
+                           ("/incoming/pi-b/x.whl", "theirs.whl")):
+        with pytest.raises(OSError):
+            sftp.posix_rename(source, target)
+        with pytest.raises(OSError):
+            sftp.rename(source, target)
+    sftp.remove("mine.whl")
+    assert (endpoint.incoming / "pi-b" / "x.whl").read_bytes() == b"pi-b's"
+    untouched(endpoint)
+
+
 def test_an_upload_through_openssh_is_bound_to_its_account_and_recorded(endpoint, catalog, tmp_path):
     from support.build_world import add_release, use_targets
     from test_builder_accounts import TARGET, built, module_of, published, row
