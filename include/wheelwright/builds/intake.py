@@ -468,8 +468,9 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
                 place(log_file.path, destination)
                 placed.append((log_file.path, destination))
     except BaseException:
-        # The transaction rolled back: unpublish what it would have listed, and put the files back
-        # where a retry of the record step will look for them.
+        # The transaction rolled back: unpublish what it would have listed and put the files back
+        # where they were (receive's copies, which it drops; the builder's upload stays in the incoming
+        # folder, where a retry of the record step finds it again).
         for source, destination in placed:
             try:
                 if source is None:

@@ -1,16 +1,20 @@
 """Transfer: built files from a worker to the index host, and nothing half-sent ever published.
 
 Workers may be Raspberry Pis anywhere on the network; only the index host publishes. A worker sends
-each build's files (wheels, their ``.metadata``, the log) over SFTP into ``<incoming>/<build_id>/`` on
-the index host: each file is written under a hidden ``.part`` name and renamed once complete, so a
-connection that drops mid-file leaves only a ``.part`` that nothing reads. The SFTP client comes from
-the caller (in Airflow, the ssh provider's ``SSHHook(...).get_conn().open_sftp()``, whose connection
-pins the host key: we never accept an unknown host).
+each build's files (wheels, their ``.metadata``, the log) over SFTP into its own account's folder on
+the index host, ``<incoming>/<account>/<build_id>/``: each file is written under a hidden ``.part``
+name and renamed once complete, so a connection that drops mid-file leaves only a ``.part`` that
+nothing reads. The SFTP client comes from the caller (in Airflow, the ssh provider's
+``SSHHook(...).get_conn().open_sftp()``, whose connection pins the host key: we never accept an
+unknown host), and so does the folder (the account's, :mod:`wheelwright.operate.dag_tasks`).
 
 On the index host, :func:`accept` believes nothing it received until each file's size and sha256 match
 what the builder reported, and nothing else lies in the folder; any mismatch (a corrupted or truncated
-transfer, a missing file, a file nobody announced, a name with a path in it) discards the build's whole
-incoming folder with a clear :class:`TransferError`. :func:`place` then renames accepted files into
+transfer, a missing file, a file nobody announced, a name with a path in it, a link, a FIFO, a second
+name for another file) discards the build's whole incoming folder with a clear :class:`TransferError`.
+It reads each file without following links (:mod:`wheelwright.beneath`) and copies it while hashing
+into the index host's own ``.intake`` folder: the builder may still hold its upload open, so what is
+checked, and then published, is the index host's copy. :func:`place` then renames accepted files into
 the published tree, each atomically, to a path made by :func:`wheel_destination` from canonical parts
 and checked to stay inside the tree; the record step (:mod:`wheelwright.builds.intake`) decides
 whether to place or discard them.
