@@ -39,15 +39,18 @@ COPY plugins ./plugins
 #   /var/lib/wheelwright        WHEELWRIGHT_HOME (AIRFLOW_HOME inside it, build folders, images)
 #   /srv/wheelwright/www        the published tree
 #   /var/log/wheelwright        Airflow's task logs (nginx's too)
-#   /srv/wheelwright/incoming   the index host's incoming folder (the worker's view)
+#   /srv/wheelwright/incoming   the index host's incoming folder (the worker's view): root's, group
+#                               wheelwright, 0751 (builders pass through, never list); .intake in it
+#                               is the index host's own; the sftp service adds one folder per builder
+#                               account (the account's, group wheelwright, 2770) when it starts
 #   /srv/wheelwright/sftp       the builders' chroot: root's, 0755, as sshd demands; in it incoming/,
-#                               where builders may create folders (3773: sticky, setgid wheelwright),
-#                               which the index host owns and reads and other builders cannot
+#                               the same volume
 RUN install -d -o wheelwright -g wheelwright -m 0750 /var/lib/wheelwright /var/log/wheelwright \
  && install -d -o wheelwright -g wheelwright -m 0755 /srv/wheelwright/www \
- && install -d -o wheelwright -g wheelwright -m 3773 /srv/wheelwright/incoming \
- && install -d -o root -g root -m 0755 /srv/wheelwright/sftp \
- && install -d -o wheelwright -g wheelwright -m 3773 /srv/wheelwright/sftp/incoming
+ && install -d -o root -g wheelwright -m 0751 /srv/wheelwright/incoming /srv/wheelwright/sftp/incoming \
+ && install -d -o wheelwright -g wheelwright -m 0700 /srv/wheelwright/incoming/.intake \
+      /srv/wheelwright/sftp/incoming/.intake \
+ && chmod 0755 /srv/wheelwright/sftp
 
 USER wheelwright
 CMD ["airflow", "version"]

@@ -1,10 +1,11 @@
 """access_logs: every 10 minutes, count downloads and searches from the web servers' access logs.
 
-    ingest (each log named in the Variable wheelwright_access_logs) ─▶ write_stats (www/stats/)
+    ingest (each log named in $WHEELWRIGHT_ACCESS_LOGS) ─▶ write_stats (www/stats/)
 
-The Variable ``wheelwright_access_logs`` maps a source name to its log file, e.g.
+``WHEELWRIGHT_ACCESS_LOGS``, in the index host's environment, maps a source name to its log file, e.g.
 ``{"origin": "/var/log/nginx/wheelwright.access.log", "edge": "/var/log/varnish/varnishncsa.log"}``
-(without it, nothing is read). Reading is incremental and survives rotation; runs never overlap. The
+(without it, nothing is read). Not a Variable: any task can write those, and the index host would read
+whatever file it named. Reading is incremental and survives rotation; runs never overlap. The
 task runs on the index host (queue ``default``), where the logs and the published tree are.
 
 All the logic is in ``wheelwright.operate.access_logs`` and ``wheelwright.publish.stats``.
@@ -17,12 +18,13 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
 
 
 
 @dag(
     dag_id="access_logs",
+    allowed_run_types=RUN_TYPES,   # never started from a task's token
     schedule="*/10 * * * *",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -36,22 +38,17 @@ def access_logs():
     @task
     def ingest() -> dict:
         """Count the lines each log gained since the last run."""
-        import json
-        from pathlib import Path
-
-        from airflow.sdk import Variable
-
         from wheelwright.catalog import db
         from wheelwright.operate import access_logs as logs
-        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.operate.dag_tasks import task_settings
 
-        sources = json.loads(Variable.get("wheelwright_access_logs", default="{}") or "{}")
-        settings = settings_from_airflow()
+        sources = logs.sources_from_env()
+        settings = task_settings()
         done = {}
         with db.connect(settings) as conn:
             db.require_schema(conn)
             for source, path in sorted(sources.items()):
-                r = logs.ingest(conn, source, Path(path))
+                r = logs.ingest(conn, source, path)
                 done[source] = {"lines": r.lines, "downloads": r.downloads, "searches": r.searches,
                                 "refused": r.refused, "rotated": r.rotated}
         return done
@@ -60,10 +57,10 @@ def access_logs():
     def write_stats(counted: dict) -> dict:
         """Rewrite the public stats page and JSON from the counts."""
         from wheelwright.catalog import db
-        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.operate.dag_tasks import task_settings
         from wheelwright.publish.stats import write_stats as write
 
-        settings = settings_from_airflow()
+        settings = task_settings()
         with db.connect(settings) as conn:
             stats = write(conn, settings.output)
         return {"total": stats["total"], "packages": len(stats["top_packages"])}

@@ -55,7 +55,7 @@ from airflow.sdk import (AssetOrTimeSchedule, CronTriggerTimetable, ExceptionRet
 from wheelwright.builds.targets import enabled_targets
 from wheelwright.operate import dag_tasks
 from wheelwright.operate.assets import BUILD_BACKLOG, BUILDS, CATALOG
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, build_pool
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES, build_pool
 
 WAVE_SIZE = 256                                 # builds per target and run; max_map_length is 1024
 WAVE_SECONDS = 30 * 60                          # ... and seconds of expected work (of one worker slot)
@@ -89,6 +89,7 @@ def wave_group(target) -> str:
 
 @dag(
     dag_id="build_wheels",
+    allowed_run_types=RUN_TYPES,   # never started from a task's token
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("*/10 * * * *", timezone="UTC"),
                                  assets=CATALOG | BUILD_BACKLOG),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),

@@ -21,12 +21,13 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
 
 
 
 @dag(
     dag_id="builder_health",
+    allowed_run_types=RUN_TYPES,   # never started from a task's token
     schedule="*/5 * * * *",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -40,15 +41,13 @@ def builder_health():
     @task
     def check_builders() -> dict:
         """Reach every registered builder, record its health, hold or release it."""
-        from airflow.providers.ssh.hooks.ssh import SSHHook
-
         from wheelwright.catalog import db
         from wheelwright.operate import builder_health as health
-        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.operate.dag_tasks import builder_ssh_client, task_settings
 
-        with db.connect(settings_from_airflow()) as conn:
+        with db.connect(task_settings()) as conn:
             db.require_schema(conn)
-            return health.check_all(conn, lambda conn_id: SSHHook(ssh_conn_id=conn_id).get_conn())
+            return health.check_all(conn, builder_ssh_client)
 
     @task
     def sample_dashboard() -> dict:
@@ -56,12 +55,12 @@ def builder_health():
         from wheelwright.catalog import db
         from wheelwright.errors import WheelwrightError
         from wheelwright.operate import dashboard
-        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.operate.dag_tasks import task_settings
         from wheelwright.pypi.client import PyPI
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        settings = settings_from_airflow()
+        settings = task_settings()
         with db.connect(settings) as conn:
             if not dashboard.sample_due(conn):
                 raise AirflowSkipException("the latest sample is recent enough")

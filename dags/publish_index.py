@@ -7,7 +7,7 @@ run queue the next one. The Asset events' extras only say what is likely to have
 catalog's high-water mark (consumer_marks 'publish_index') is what decides, so a failed or skipped
 run loses nothing, and the next run rewrites exactly the packages changed since the last success.
 The task runs on the index host (queue ``default``), where the catalog and the published tree live.
-After publishing it purges the CDN (the connection ``wheelwright_cdn``, or $WHEELWRIGHT_CDN): the
+After publishing it purges the CDN ($WHEELWRIGHT_CDN, in the index host's environment): the
 surrogate keys of exactly what changed, recorded in the catalog with the publisher's mark, so a purge
 that fails is retried by the next run and never fails the publish. Its outlet event names the changed
 packages and the keys purged.
@@ -24,13 +24,14 @@ import pendulum
 from airflow.sdk import dag, task
 
 from wheelwright.operate.assets import BUILDS, CATALOG, INDEX
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
 
 CHANGED_IN_EVENT = 1000   # packages named in the outlet event (the purge itself is never truncated)
 
 
 @dag(
     dag_id="publish_index",
+    allowed_run_types=RUN_TYPES,   # never started from a task's token
     schedule=(CATALOG | BUILDS),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -49,11 +50,11 @@ def publish_index():
         from airflow.sdk.exceptions import AirflowSkipException
 
         from wheelwright.catalog import db
-        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.operate.dag_tasks import task_settings
         from wheelwright.publish import cdn
 
-        settings = settings_from_airflow()
-        purger = cdn.purger_from_airflow()
+        settings = task_settings()
+        purger = cdn.purger_from_env()
         with db.connect(settings) as conn:
             db.require_schema(conn)
             result, delivery = cdn.publish_and_purge(conn, settings, purger)

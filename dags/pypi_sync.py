@@ -11,9 +11,11 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 from wheelwright.operate.assets import CATALOG
+from wheelwright.operate.dag_tasks import RUN_TYPES
 
 
 @dag(
+    allowed_run_types=RUN_TYPES,   # never started from a task's token
     schedule="* * * * *",
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -34,11 +36,11 @@ def pypi_sync():
         from airflow.exceptions import AirflowSkipException
 
         from wheelwright.catalog import db
-        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.operate.dag_tasks import task_settings
         from wheelwright.pypi.client import PyPI
         from wheelwright.catalog.sync import sync_once
 
-        settings = settings_from_airflow()
+        settings = task_settings()
         with PyPI(settings.pypi_url) as pypi, db.connect(settings) as conn:
             db.require_schema(conn)
             result = sync_once(conn, pypi, spill_dir=settings.replay_dir)
@@ -52,11 +54,11 @@ def pypi_sync():
         from airflow.exceptions import AirflowSkipException
 
         from wheelwright.catalog import db
-        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.operate.dag_tasks import task_settings
         from wheelwright.catalog.enrich import enrich
         from wheelwright.pypi.client import PyPI
 
-        settings = settings_from_airflow()
+        settings = task_settings()
         with db.connect(settings) as conn:
             result = enrich(conn, lambda: PyPI(settings.pypi_url), limit=500)
         summary = {"enriched": len(result.enriched), "missing": len(result.missing),

@@ -28,12 +28,13 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from wheelwright.operate import dag_tasks
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
 
 
 
 @dag(
     dag_id="rebuild_history",
+    allowed_run_types=RUN_TYPES,   # never started from a task's token
     # Real data intervals (a month of uploads each); a plain cron would give zero-length ones.
     schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC"),
     start_date=pendulum.datetime(2005, 1, 1, tz="UTC"),   # PyPI's oldest uploads

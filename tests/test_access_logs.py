@@ -214,7 +214,7 @@ def test_the_access_logs_dag_ingests_and_writes_the_stats(airflow_env, settings,
               "bag = DagBag(dag_folder=sys.argv[1])\nassert not bag.import_errors, bag.import_errors\n"
               "run = bag.get_dag('access_logs').test()\nprint(json.dumps({'state': str(run.state)}))\n")
     env = dict(airflow_env, WHEELWRIGHT_DSN=settings.dsn, WHEELWRIGHT_OUTPUT=str(settings.output),
-               AIRFLOW_VAR_WHEELWRIGHT_ACCESS_LOGS=json.dumps({"origin": str(log)}))
+               WHEELWRIGHT_ACCESS_LOGS=json.dumps({"origin": str(log)}))
     result = subprocess.run([sys.executable, "-c", script, str(REPO / "dags")], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]

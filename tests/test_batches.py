@@ -106,12 +106,12 @@ def index_host(catalog, settings, monkeypatch, tmp_path):
 
     use_targets(catalog)
     incoming = tmp_path / "incoming"
-    incoming.mkdir()
-    monkeypatch.setattr(dag_tasks, "settings_from_airflow", lambda: settings)
-    monkeypatch.setattr(dag_tasks, "incoming_dir", lambda s: str(incoming))
-    monkeypatch.setattr(dag_tasks, "remote_incoming_dir", lambda s: str(incoming))
+    (incoming / "builder").mkdir(parents=True)   # the one builder account's folder
+    here = settings.with_(incoming=incoming, remote_incoming=str(incoming))
+    monkeypatch.setattr(dag_tasks, "task_settings", lambda: here)
+    monkeypatch.setattr(dag_tasks, "index_host_account", lambda: "builder")
     monkeypatch.setattr(dag_tasks._IndexHostSession, "sftp", lambda self: LocalSFTP())
-    return SimpleNamespace(tasks=dag_tasks, incoming=incoming)
+    return SimpleNamespace(tasks=dag_tasks, incoming=incoming / "builder")
 
 
 def failing_builder(built: list, scratch):

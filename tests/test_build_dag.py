@@ -260,10 +260,9 @@ def index_host(catalog, settings, monkeypatch, tmp_path):
     from wheelwright.operate import dag_tasks
     use_targets(catalog)
     incoming = tmp_path / "incoming"
-    incoming.mkdir()
-    monkeypatch.setattr(dag_tasks, "settings_from_airflow", lambda: settings)
-    monkeypatch.setattr(dag_tasks, "incoming_dir", lambda s: str(incoming))
-    return SimpleNamespace(tasks=dag_tasks, incoming=incoming, output=settings.output)
+    (incoming / "pi-1").mkdir(parents=True)   # the one builder account's folder
+    monkeypatch.setattr(dag_tasks, "task_settings", lambda: settings.with_(incoming=incoming))
+    return SimpleNamespace(tasks=dag_tasks, incoming=incoming / "pi-1", output=settings.output)
 
 
 def arrive(incoming, request, *, manifest=True) -> None:

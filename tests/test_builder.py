@@ -215,13 +215,12 @@ def test_a_claimed_release_is_built_sent_over_sftp_and_published(catalog, index,
     add_release(catalog, "cext", "1.0")
     [request] = claim_wave(catalog, TARGET, 10)
     index_host = tmp_path / "index-host"
-    (index_host / "incoming").mkdir(parents=True)
     server = SFTPServer(index_host, tmp_path / "keys").start()
     try:
         outcome = build(request, index_url=index, workdir_root=workdir_root, memory_limit=MEMORY_LIMIT)
         ssh, sftp = server.client()
         try:
-            sent = send_outcome(sftp, outcome, "/incoming")
+            sent = send_outcome(sftp, outcome, "/incoming/builder")   # the account's own folder
         finally:
             sftp.close()
             ssh.close()
@@ -229,7 +228,7 @@ def test_a_claimed_release_is_built_sent_over_sftp_and_published(catalog, index,
     finally:
         server.stop()
     output = tmp_path / "www"
-    assert receive(catalog, request, sent, index_host / "incoming", output) == ["cext"]
+    assert receive(catalog, request, sent, server.incoming / "builder", output) == ["cext"]
     wheel = output / "simple" / "cext" / "cext-1.0-cp311-cp311-linux_x86_64.whl"
     assert wheel.exists() and wheel.with_name(wheel.name + ".metadata").exists()
     assert (output / log_path_for(request["build_id"])).exists()

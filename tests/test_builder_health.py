@@ -137,8 +137,9 @@ def connection(monkeypatch, conn_id: str, sshd: dict, host_key: str | None = Non
 
 
 def ssh_provider(conn_id: str):
-    from airflow.providers.ssh.hooks.ssh import SSHHook
-    return SSHHook(ssh_conn_id=conn_id).get_conn()
+    """What the builder_health DAG connects with: the ssh provider, through the Connection."""
+    from wheelwright.operate.dag_tasks import builder_ssh_client
+    return builder_ssh_client(conn_id)
 
 
 def test_a_builder_is_checked_over_ssh_and_recorded(catalog, sshd, monkeypatch, tmp_path):
@@ -182,6 +183,21 @@ def test_a_builder_whose_host_key_does_not_match_is_unreachable_and_held(catalog
     bh.register(catalog, "pi-1", TARGET, "builder_pi_1", str(tmp_path))
     reason = bh.check_all(catalog, ssh_provider)["pi-1"]
     assert reason.startswith("unreachable:"), reason
+    assert catalog.execute("SELECT reachable, held FROM builder_health").fetchone() == (False, True)
+
+
+def test_a_connection_carrying_its_private_key_is_refused_and_the_builder_held(catalog, sshd, monkeypatch,
+                                                                               tmp_path):
+    """Any task (a builder's too) can read any Connection through the execution API: a key inside one
+    would let every builder log in to every other. The index host refuses to use it, and says why."""
+    use_targets(catalog)
+    monkeypatch.setenv("AIRFLOW_CONN_BUILDER_PI_1", json.dumps({
+        "conn_type": "ssh", "host": "127.0.0.1", "port": sshd["port"], "login": sshd["login"],
+        "extra": {"private_key": sshd["client_key"].read_text(), "host_key": sshd["host_key"],
+                  "no_host_key_check": False, "look_for_keys": False}}))
+    bh.register(catalog, "pi-1", TARGET, "builder_pi_1", str(tmp_path))
+    reason = bh.check_all(catalog, ssh_provider)["pi-1"]
+    assert reason.startswith("unreachable:") and "key_file" in reason, reason
     assert catalog.execute("SELECT reachable, held FROM builder_health").fetchone() == (False, True)
 
 

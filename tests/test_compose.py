@@ -278,7 +278,9 @@ def test_the_sftp_endpoint_takes_keys_only_from_builders_and_confines_them(tmp_p
     assert lines["PasswordAuthentication"] == "no" and lines["PermitRootLogin"] == "no"
     assert lines["AllowGroups"] == "wheelwright-builders"
     assert lines["ChrootDirectory"] == stack.SFTP_ROOT
-    assert lines["ForceCommand"] == "internal-sftp -u 0007 -d /incoming"
+    assert lines["ForceCommand"] == ("internal-sftp -u 0007 -d /incoming/%u -p " + ",".join(stack.SFTP_REQUESTS))
+    assert not {"symlink", "hardlink", "setstat", "fsetstat", "lsetstat"} & set(stack.SFTP_REQUESTS), \
+        "builders make no links and set no modes"
     assert lines["DisableForwarding"] == "yes"
     (tmp_path / "sshd_config").write_text(config)
     try:  # sshd -t wants its privilege separation folder, which Debian makes when the service starts

@@ -5,7 +5,7 @@ same code: the services come from ``wheelwright.operate.stack.topology`` (the fu
 is generated from), their environment from ``stack.airflow_environment`` with loopback addresses in
 place of service names, and ``airflow-init`` is ``stack.init`` itself, making the two databases and
 their roles on the real PostgreSQL (the session's embedded one), the catalog schema, Airflow's
-migration, the pools and the Variables. Redis requires a password. The index host's SFTP endpoint
+migration and the pools (no Variables: nothing trusted lives where a task can write it). Redis requires a password. The index host's SFTP endpoint
 (``operate/sftp_server.py``) has one account per builder, each with its own key. Builders get no
 database URL (a dead one, so any attempt would fail) and no JWT secret: they reach the broker, the API
 server and the SFTP endpoint only. There is no edge here (the publisher purges nothing) and no triggerer
@@ -106,8 +106,8 @@ def topology(tmp_path_factory, pg_server):
                         "AIRFLOW__CORE__PLUGINS_FOLDER", "AIRFLOW__LOGGING__BASE_LOG_FOLDER",
                         "WHEELWRIGHT_PYPI_URL", "WHEELWRIGHT_INDEX_URL"):
                 shared.pop(key)
-            # the incoming folders' Variables come from airflow-init, as in production
-            world_env = {k: v for k, v in world.env.items() if not k.startswith(("AIRFLOW_CONN", "AIRFLOW_VAR"))}
+            # the index host's connection is each builder's own (below)
+            world_env = {k: v for k, v in world.env.items() if not k.startswith("AIRFLOW_CONN")}
             env = {**base, **world_env, **shared,
                    # only the DAGs under test run (the test unpauses them); asset schedules need the job
                    # schedule, so it stays on
@@ -124,8 +124,7 @@ def topology(tmp_path_factory, pg_server):
 
         index_env = environment("index")
         index_env.update({"WHEELWRIGHT_POSTGRES_ADMIN": pg_server,
-                          "WHEELWRIGHT_INCOMING": str(world.incoming),
-                          "WHEELWRIGHT_REMOTE_INCOMING": "/incoming"})
+                          "WHEELWRIGHT_INCOMING": str(sftp.incoming)})
         stack.init(index_env, airflow=AIRFLOW)                      # airflow-init
 
         stack_ = AirflowStack(env=index_env, workdir=workdir, api_port=api_port)
@@ -146,8 +145,9 @@ def topology(tmp_path_factory, pg_server):
                     sftp.host_key_line)
                 builders[service.name] = _start_with_env(stack_, service.name, args, env, program)
             else:
-                # the published tree is this machine's folder, not the container's path; no edge to purge
-                extra = {k: v for k, v in service.env.items() if k not in ("WHEELWRIGHT_OUTPUT", "WHEELWRIGHT_CDN")}
+                # the tree and incoming are this machine's folders, not the container's paths; no edge
+                extra = {k: v for k, v in service.env.items()
+                         if k not in ("WHEELWRIGHT_OUTPUT", "WHEELWRIGHT_INCOMING", "WHEELWRIGHT_CDN")}
                 stack_.start(service.name, *args, extra_env=extra)
         stack_.wait_core()
         for name, process in builders.items():
@@ -248,8 +248,8 @@ def test_init_made_the_pools_and_two_databases_each_its_own_roles(topology):
         owners = dict(admin.execute("SELECT datname, pg_get_userbyid(datdba) FROM pg_database "
                                     "WHERE datname = ANY(%s)", ([catalog_db, metadata_db],)).fetchall())
     assert owners == {catalog_db: catalog_role, metadata_db: metadata_role}
-    variables = {v["key"]: v["value"] for v in stack_.api("GET", "variables")["variables"]}
-    assert variables["wheelwright_remote_incoming"] == "/incoming"
+    assert stack_.api("GET", "variables")["variables"] == [], \
+        "nothing the index host trusts is an Airflow Variable (any task may write those)"
 
 
 def test_a_key_logs_in_only_as_its_own_account(topology):

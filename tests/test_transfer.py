@@ -14,6 +14,7 @@ from wheelwright.builds.transfer import (LocalFolder, TransferError, accept, inc
 from wheelwright.builds.analysis import FileInfo
 
 BUILD_ID = 42
+REMOTE = "/incoming/builder"   # the account's own folder, as SFTP names it
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +48,12 @@ def sent_files(tmp_path):
 
 
 def received(index_host, build_id=BUILD_ID):
-    return incoming_folder(index_host.root / "incoming", build_id)
+    return incoming_folder(index_host.incoming / "builder", build_id)
 
 
 def test_files_sent_over_sftp_are_accepted_when_size_and_hash_match(index_host, sftp, sent_files):
     local, infos = sent_files
-    upload(sftp, local, infos, "/incoming", BUILD_ID)
+    upload(sftp, local, infos, REMOTE, BUILD_ID)
     folder = received(index_host)
     assert sorted(p.name for p in folder.iterdir()) == sorted(f.filename for f in infos), \
         "no .part file is left behind"
@@ -62,14 +63,14 @@ def test_files_sent_over_sftp_are_accepted_when_size_and_hash_match(index_host, 
 
 def test_sending_the_same_build_again_replaces_its_files(index_host, sftp, sent_files):
     local, infos = sent_files
-    upload(sftp, local, infos, "/incoming", BUILD_ID + 1)
-    upload(sftp, local, infos, "/incoming", BUILD_ID + 1)
+    upload(sftp, local, infos, REMOTE, BUILD_ID + 1)
+    upload(sftp, local, infos, REMOTE, BUILD_ID + 1)
     assert len(accept(received(index_host, BUILD_ID + 1), infos)) == 2
 
 
 def test_a_corrupted_transfer_is_refused_and_discarded(index_host, sftp, sent_files):
     local, infos = sent_files
-    upload(sftp, local, infos, "/incoming", BUILD_ID + 2)
+    upload(sftp, local, infos, REMOTE, BUILD_ID + 2)
     folder = received(index_host, BUILD_ID + 2)
     wheel = folder / infos[0].filename
     data = bytearray(wheel.read_bytes())
@@ -82,7 +83,7 @@ def test_a_corrupted_transfer_is_refused_and_discarded(index_host, sftp, sent_fi
 
 def test_a_half_sent_file_is_never_accepted(index_host, sftp, sent_files):
     local, infos = sent_files
-    folder = "/incoming/%d" % (BUILD_ID + 3)
+    folder = f"{REMOTE}/{BUILD_ID + 3}"
     sftp.mkdir(folder)
     with sftp.open(f"{folder}/.{infos[0].filename}.part", "wb") as f:  # the connection drops here
         f.write(local.joinpath(infos[0].filename).read_bytes()[:500])
@@ -139,7 +140,7 @@ def test_the_airflow_ssh_hook_uploads_with_the_pinned_host_key(index_host, sent_
     with hook.get_conn() as ssh:
         sftp = ssh.open_sftp()
         local, infos = sent_files
-        upload(sftp, local, infos, "/incoming", BUILD_ID + 4)
+        upload(sftp, local, infos, REMOTE, BUILD_ID + 4)
         sftp.close()
     assert len(accept(received(index_host, BUILD_ID + 4), infos)) == 2
 
@@ -207,7 +208,7 @@ def test_a_worker_hands_back_a_build_over_sftp_from_its_watch_thread(index_host,
                   "no_host_key_check": False, "look_for_keys": False}}))
     monkeypatch.setattr(batches, "HAND_BACK_AFTER", 0)
     batch = [{"build_id": BUILD_ID + 10 + i} for i in range(3)]
-    watch = dag_tasks._BatchWatch(batch, "/incoming")
+    watch = dag_tasks._BatchWatch(batch, REMOTE)
     markers = [received(index_host, r["build_id"]) / HANDED_BACK for r in batch]
     try:
         assert watch.start(batch[0]), "the first build always starts"

@@ -3,6 +3,11 @@
 Settings come from the environment variables in DESIGN.md, read once into a frozen
 :class:`Settings`; everything else takes a ``Settings`` (or plain arguments), never the environment, so
 tests and DAG tasks can hand in their own without touching ``os.environ``.
+
+Inside Airflow too, a process's settings are its own environment's, never Airflow Variables or
+Connections: any running task (a builder's, whose sandbox may have been escaped) can write every
+Variable and read every Connection through the execution API, so nothing the index host trusts may
+live there (SECURITY.md, "Task → Airflow").
 """
 
 from __future__ import annotations
@@ -26,18 +31,33 @@ class Settings:
     output: Path
     # our own published simple index, which builds use for build dependencies beside PyPI
     index_url: str | None = None
+    # the index host's incoming folder (each builder account's folder is in it)
+    incoming: Path | None = None
+    # the same folder as the builders' SFTP sessions name it (a builder's own setting)
+    remote_incoming: str = "/incoming"
+    # which targets each builder account may answer builds of: ((account, (target, ...)), ...);
+    # None: any account any target (one machine, one account)
+    builder_accounts: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+
+    def __post_init__(self):
+        if self.incoming is None:
+            object.__setattr__(self, "incoming", self.home / "incoming")
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
         env = os.environ if environ is None else environ
         home = Path(env.get("WHEELWRIGHT_HOME") or ".wheelwright").expanduser().absolute()
         output = env.get("WHEELWRIGHT_OUTPUT")
+        incoming = env.get("WHEELWRIGHT_INCOMING")
         settings = cls(
             home=home,
             dsn=env.get("WHEELWRIGHT_DSN") or None,
             pypi_url=env.get("WHEELWRIGHT_PYPI_URL") or DEFAULT_PYPI_URL,
             output=Path(output).expanduser().absolute() if output else home / "www",
             index_url=env.get("WHEELWRIGHT_INDEX_URL") or None,
+            incoming=Path(incoming).expanduser().absolute() if incoming else home / "incoming",
+            remote_incoming=env.get("WHEELWRIGHT_REMOTE_INCOMING") or "/incoming",
+            builder_accounts=parse_builder_accounts(env.get("WHEELWRIGHT_BUILDER_ACCOUNTS")),
         )
         settings.check()
         return settings
@@ -51,6 +71,12 @@ class Settings:
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"WHEELWRIGHT_INDEX_URL must be an http(s) URL, got {self.index_url!r}")
 
+    def may_answer(self, account: str, target: str) -> bool:
+        """Whether builder ``account`` may answer a build for ``target`` (WHEELWRIGHT_BUILDER_ACCOUNTS)."""
+        if self.builder_accounts is None:
+            return True
+        return target in dict(self.builder_accounts).get(account, ())
+
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
 
@@ -63,6 +89,21 @@ class Settings:
         """Where a bulk replay keeps the events past its memory bound: beside the catalog, on its disk,
         rather than in a /tmp that may be memory."""
         return self.home / "replay"
+
+
+def parse_builder_accounts(text: str | None) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+    """``WHEELWRIGHT_BUILDER_ACCOUNTS``: ``account:target[,target...]`` entries separated by spaces,
+    e.g. ``worker-cp311-armv7l:cp311-armv7l pi-kitchen:cp311-armv7l,cp313-aarch64``; None when unset."""
+    if not text or not text.strip():
+        return None
+    accounts = []
+    for entry in text.split():
+        account, _, targets = entry.partition(":")
+        names = tuple(t for t in targets.split(",") if t)
+        if not account or not names:
+            raise ConfigError(f"WHEELWRIGHT_BUILDER_ACCOUNTS: {entry!r} is not account:target[,target...]")
+        accounts.append((account, names))
+    return tuple(accounts)
 
 
 def pypi_base(xmlrpc_url: str) -> str:

@@ -398,10 +398,10 @@ def start_build_world(workdir: Path, catalog_dsn: str, files_dir: Path, targets_
             "conn_type": "ssh", "host": "127.0.0.1", "port": sftp.port, "login": "builder",
             "extra": {"key_file": str(sftp.client_key_file), "host_key": sftp.host_key_line,
                       "no_host_key_check": False, "look_for_keys": False}}),
-        "AIRFLOW_VAR_WHEELWRIGHT_INCOMING": str(incoming),
-        "AIRFLOW_VAR_WHEELWRIGHT_REMOTE_INCOMING": "/incoming",  # the SFTP server is chrooted
+        "WHEELWRIGHT_INCOMING": str(incoming),        # the index host's own setting, not a Variable
+        "WHEELWRIGHT_REMOTE_INCOMING": "/incoming",   # each account's folder is /incoming/<account> there
     }
-    settings = Settings(home=home, dsn=catalog_dsn, pypi_url=pypi.xmlrpc_url, output=output)
+    settings = Settings(home=home, dsn=catalog_dsn, pypi_url=pypi.xmlrpc_url, output=output, incoming=incoming)
     return BuildWorld(env=env, settings=settings, catalog_dsn=catalog_dsn, home=home, output=output,
                       incoming=incoming, pypi=pypi, sftp=sftp)
 

@@ -50,8 +50,8 @@ from wheelwright.builds import retries
 from wheelwright.builds.analysis import (CheckedWheel, FileInfo, WheelRefused, check_plain_filename,
                                          check_received_wheel, with_build_number)
 from wheelwright.builds.queue import mark_lost
-from wheelwright.builds.transfer import (AcceptedFile, TransferError, accept, discard, incoming_folder, inside,
-                                         place, unannounced, wheel_destination, write_file)
+from wheelwright.builds.transfer import (AcceptedFile, TransferError, accept, discard, drop_staged, incoming_folder,
+                                         inside, place, unannounced, wheel_destination, write_file)
 from wheelwright.catalog import db
 from wheelwright.catalog.store import mark_changed
 from wheelwright.errors import WheelwrightError
@@ -272,12 +272,14 @@ def build_row(conn: psycopg.Connection, build_id: int) -> BuildRow | None:
     return None if row is None else BuildRow(*row)
 
 
-def receive(conn: psycopg.Connection, request: Mapping, outcome, incoming_dir: str | os.PathLike,
+def receive(conn: psycopg.Connection, request: Mapping, outcome, account_dir: str | os.PathLike,
             output: str | os.PathLike) -> list[str]:
     """Check what a worker sent for ``request`` and record it: the record step's one call.
 
     ``request`` is the build request the index host handed out (its claim), ``outcome`` what the
-    worker answered (an XCom dict). Returns the packages whose pages change. Whatever the worker did
+    worker answered (an XCom dict), ``account_dir`` the folder of the account the index host decided
+    answers this build (:func:`wheelwright.builds.incoming.answering_folder`): its files are in
+    ``<account_dir>/<build_id>/``. Returns the packages whose pages change. Whatever the worker did
     wrong is recorded, never raised: a forged or malformed outcome is refused (a failure with the
     reason), files that did not arrive whole make the build wait and retry. Exceptions mean the index
     host itself failed (the catalog, the disk): the files stay in the incoming folder for a retry.
@@ -285,7 +287,7 @@ def receive(conn: psycopg.Connection, request: Mapping, outcome, incoming_dir: s
     if not isinstance(request, Mapping) or "build_id" not in request:
         raise TypeError(f"receive needs the build request the index host handed out, not {request!r}")
     build_id = int(request["build_id"])
-    folder = incoming_folder(incoming_dir, build_id)
+    folder = incoming_folder(account_dir, build_id)
     row = build_row(conn, build_id)
     if row is None:
         log.warning("build %d of %s==%s dropped: the build is gone (its release was deleted while it ran)",
@@ -306,7 +308,10 @@ def receive(conn: psycopg.Connection, request: Mapping, outcome, incoming_dir: s
     except TransferError as exc:
         discard(folder)
         return _retry(conn, row, f"its files did not arrive whole: {exc}")
-    changed = record(conn, request, claim, accepted, output)
+    try:
+        changed = record(conn, request, claim, accepted, output)
+    finally:
+        drop_staged(accepted)   # the index host's copies; what was published is no longer among them
     discard(folder)  # only now: if recording failed, a retry of this step finds the files again
     return changed
 
@@ -360,10 +365,10 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
     if row is None:
         log.warning("build %d of %s==%s dropped: the build is gone (its release was deleted while it ran)",
                     request["build_id"], request.get("package"), request.get("version"))
-        _drop(accepted_files)
+        drop_staged(accepted_files)
         return []
     if (problem := identity_problem(request, claim, row)) is not None:
-        _drop(accepted_files)
+        drop_staged(accepted_files)
         return refuse(conn, row, problem, builder=claim.builder)
     output = Path(output)
     by_name = {f.filename: f for f in accepted_files}
@@ -413,7 +418,7 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
                 if locked is not None and locked[0] == "building":
                     mark_lost(conn, row.build_id, f"not published: {why_not}")
                 log.warning("build %d of %s==%s dropped: %s", row.build_id, row.package, row.version, why_not)
-                _drop(accepted_files)
+                drop_staged(accepted_files)
                 return []
             not_before = None
             if transient:
@@ -463,8 +468,9 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
                 place(log_file.path, destination)
                 placed.append((log_file.path, destination))
     except BaseException:
-        # The transaction rolled back: unpublish what it would have listed, and put the files back
-        # where a retry of the record step will look for them.
+        # The transaction rolled back: unpublish what it would have listed and put the files back
+        # where they were (receive's copies, which it drops; the builder's upload stays in the incoming
+        # folder, where a retry of the record step finds it again).
         for source, destination in placed:
             try:
                 if source is None:
@@ -474,7 +480,7 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
             except OSError:
                 destination.unlink(missing_ok=True)
         raise
-    _drop([f for f in accepted_files if f.path.exists()])
+    drop_staged([f for f in accepted_files if f.path.exists()])
     log.info("recorded build %d of %s==%s for %s: %s%s%s", row.build_id, row.package, row.version,
              row.target, status, f" ({reason})" if reason else "",
              f"; published {', '.join(published)}" if published else "")
@@ -555,8 +561,3 @@ def _name_columns(row: BuildRow, wheels: list[tuple[AnnouncedWheel, CheckedWheel
         "build_number": [build_number(name) for _a, _w, name in wheels],
         "sha256": [w.sha256 for _a, w, _n in wheels],
     }
-
-
-def _drop(files: list[AcceptedFile]) -> None:
-    for f in files:
-        f.path.unlink(missing_ok=True)

@@ -1,16 +1,20 @@
 """Transfer: built files from a worker to the index host, and nothing half-sent ever published.
 
 Workers may be Raspberry Pis anywhere on the network; only the index host publishes. A worker sends
-each build's files (wheels, their ``.metadata``, the log) over SFTP into ``<incoming>/<build_id>/`` on
-the index host: each file is written under a hidden ``.part`` name and renamed once complete, so a
-connection that drops mid-file leaves only a ``.part`` that nothing reads. The SFTP client comes from
-the caller (in Airflow, the ssh provider's ``SSHHook(...).get_conn().open_sftp()``, whose connection
-pins the host key: we never accept an unknown host).
+each build's files (wheels, their ``.metadata``, the log) over SFTP into its own account's folder on
+the index host, ``<incoming>/<account>/<build_id>/``: each file is written under a hidden ``.part``
+name and renamed once complete, so a connection that drops mid-file leaves only a ``.part`` that
+nothing reads. The SFTP client comes from the caller (in Airflow, the ssh provider's
+``SSHHook(...).get_conn().open_sftp()``, whose connection pins the host key: we never accept an
+unknown host), and so does the folder (the account's, :mod:`wheelwright.operate.dag_tasks`).
 
 On the index host, :func:`accept` believes nothing it received until each file's size and sha256 match
 what the builder reported, and nothing else lies in the folder; any mismatch (a corrupted or truncated
-transfer, a missing file, a file nobody announced, a name with a path in it) discards the build's whole
-incoming folder with a clear :class:`TransferError`. :func:`place` then renames accepted files into
+transfer, a missing file, a file nobody announced, a name with a path in it, a link, a FIFO, a second
+name for another file) discards the build's whole incoming folder with a clear :class:`TransferError`.
+It reads each file without following links (:mod:`wheelwright.beneath`) and copies it while hashing
+into the index host's own ``.intake`` folder: the builder may still hold its upload open, so what is
+checked, and then published, is the index host's copy. :func:`place` then renames accepted files into
 the published tree, each atomically, to a path made by :func:`wheel_destination` from canonical parts
 and checked to stay inside the tree; the record step (:mod:`wheelwright.builds.intake`) decides
 whether to place or discard them.
@@ -22,21 +26,29 @@ whether to place or discard them.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import posixpath
+import re
 import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from wheelwright import beneath
 from wheelwright.errors import WheelwrightError
 from wheelwright.names import canonical_or_none
-from wheelwright.builds.analysis import FileInfo, WheelRefused, check_plain_filename, sha256_of
+from wheelwright.builds.analysis import FileInfo, WheelRefused, check_plain_filename
 
 # The outcome of a build, sent last into its folder (see :mod:`wheelwright.builds.incoming`).
 MANIFEST = "outcome.json"
+# Bytes of one received file: PyPI's own limit is 100 MB unless raised for a project; the largest
+# wheels on PyPI are a few GB. A file above this is refused before the index host copies it.
+MAX_RECEIVED = 4 << 30
+# A builder's SFTP account: a Unix user name, which also names its folder in the incoming folder.
+_ACCOUNT = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
 
 log = logging.getLogger(__name__)
 
@@ -111,42 +123,67 @@ def send_outcome(sftp, outcome, remote_incoming: str) -> dict:
 
 # --- index host side -------------------------------------------------------------------------------
 
-def incoming_folder(incoming_dir: str | os.PathLike, build_id: int) -> Path:
-    return Path(incoming_dir) / str(int(build_id))
+def is_account(name: str) -> bool:
+    """Whether ``name`` is a builder account's name (a-z, 0-9, '-', at most 32, a letter first)."""
+    return bool(_ACCOUNT.match(name))
+
+
+def incoming_folder(account_dir: str | os.PathLike, build_id: int) -> Path:
+    """The folder of ``build_id`` in an account's folder (``<incoming>/<account>/<build_id>``)."""
+    return Path(account_dir) / str(int(build_id))
 
 
 def accept(folder: str | os.PathLike, expected: list[FileInfo] | list[tuple[str, str, int]]) -> list[AcceptedFile]:
     """Check every expected file in ``folder``; all of them, or a :class:`TransferError`.
 
+    Every file is opened beneath the folder, never through a link (:mod:`wheelwright.beneath`), must be
+    a plain file with one name, and is copied while it is hashed into the index host's own staging
+    folder (:func:`staging_folder`, out of every builder's reach): what is checked and published is
+    that copy, so a builder that still holds the upload open cannot change the bytes after the check.
     On any mismatch the whole folder is discarded: a build is published completely or not at all.
     """
     folder = Path(folder)
     accepted, problems = [], []
     problems += [f"{name} was not announced by the builder" for name in unannounced(folder, expected)]
-    for item in expected:
-        filename, sha256, size = (item.filename, item.sha256, item.size) if isinstance(item, FileInfo) else item
-        try:
-            check_plain_filename(filename)
-        except WheelRefused as exc:
-            problems.append(str(exc))
-            continue
-        path = folder / filename
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            problems.append(f"{filename} did not arrive")
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            problems.append(f"{filename} is not a plain file")
-            continue
-        if st.st_size != size:
-            problems.append(f"{filename} is {st.st_size} bytes, the builder sent {size}")
-            continue
-        actual, _ = sha256_of(path)
-        if actual != sha256:
-            problems.append(f"{filename} has sha256 {actual}, the builder sent {sha256}")
-            continue
-        accepted.append(AcceptedFile(filename, path, sha256, size))
+    folder_fd = None
+    try:
+        folder_fd = _open_received(folder)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        problems.append(f"its folder cannot be read ({exc.strerror})")
+    staging = Path(tempfile.mkdtemp(prefix=f"{folder.parent.name}.{folder.name}.", dir=staging_folder(folder.parent)))
+    try:
+        for item in expected:
+            filename, sha256, size = (item.filename, item.sha256, item.size) if isinstance(item, FileInfo) else item
+            try:
+                check_plain_filename(filename)
+            except WheelRefused as exc:
+                problems.append(str(exc))
+                continue
+            if folder_fd is None:
+                problems.append(f"{filename} did not arrive")
+                continue
+            try:
+                staged = _stage(folder_fd, filename, size, staging)
+            except FileNotFoundError:
+                problems.append(f"{filename} did not arrive")
+                continue
+            except OSError as exc:
+                problems.append(f"{filename} is not a plain file ({exc.strerror})")
+                continue
+            if isinstance(staged, str):
+                problems.append(staged)
+                continue
+            path, actual = staged
+            accepted.append(AcceptedFile(filename, path, sha256, size))
+            if actual != sha256:
+                problems.append(f"{filename} has sha256 {actual}, the builder sent {sha256}")
+    finally:
+        if folder_fd is not None:
+            os.close(folder_fd)
+    if problems or not accepted:
+        drop_staged(accepted, staging)
     if problems:
         discard(folder)
         raise TransferError(f"refused the transfer in {folder.name}: " + "; ".join(problems)
@@ -154,17 +191,95 @@ def accept(folder: str | os.PathLike, expected: list[FileInfo] | list[tuple[str,
     return accepted
 
 
+def staging_folder(account_dir: str | os.PathLike) -> Path:
+    """Where the index host keeps its own copies of received files while it checks and places them:
+    ``.intake`` beside the accounts' folders (``<incoming>/.intake``), which no builder reaches
+    (account names never start with a dot)."""
+    staging = Path(account_dir).parent / ".intake"
+    staging.mkdir(mode=0o700, exist_ok=True)
+    return staging
+
+
+def drop_staged(files: list[AcceptedFile], staging: Path | None = None) -> None:
+    """Remove the index host's copies of ``files`` (those not placed in the tree), and the folder
+    :func:`accept` kept them in once it is empty."""
+    folders = {staging} if staging is not None else set()
+    for f in files:
+        f.path.unlink(missing_ok=True)
+        folders.add(f.path.parent)
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass   # gone already, or still holds a copy another caller drops
+
+
+def _open_received(folder: Path) -> int:
+    """A descriptor of the received ``folder`` (made by a builder), opened without following a link."""
+    parent = beneath.open_root(folder.parent)
+    try:
+        return beneath.open_dir(parent, [folder.name])
+    finally:
+        os.close(parent)
+
+
+def _stage(folder_fd: int, filename: str, size: int, staging: Path) -> tuple[Path, str] | str:
+    """Copy the received ``filename`` into ``staging`` while hashing it: ``(the copy, its sha256)``, or
+    why it cannot be taken."""
+    fd = beneath.open_file(folder_fd, filename)
+    try:
+        st = os.fstat(fd)
+        if st.st_nlink != 1:
+            return f"{filename} has {st.st_nlink} names (a hard link), not one"
+        if st.st_size != size:
+            return f"{filename} is {st.st_size} bytes, the builder sent {size}"
+        if size > MAX_RECEIVED:
+            return f"{filename} is {size:,} bytes, more than any file a build may send ({MAX_RECEIVED:,})"
+        digest = hashlib.sha256()
+        tmp = staging / filename
+        out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        copied = 0
+        try:
+            with os.fdopen(out_fd, "wb") as out:
+                while copied <= size and (chunk := os.read(fd, 1 << 20)):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    copied += len(chunk)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        if copied != size:
+            os.unlink(tmp)
+            return f"{filename} changed while it was read ({copied} bytes, the builder sent {size})"
+        return Path(tmp), digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
 def unannounced(folder: Path, expected) -> list[str]:
     """Names in ``folder`` that are not among the ``expected`` files (the outcome's own manifest and
     hidden ``.part`` files of an interrupted upload aside: they are never taken for files)."""
     names = {item.filename if isinstance(item, FileInfo) else item[0] for item in expected}
     try:
-        present = sorted(os.listdir(folder))
+        present = sorted(list_received(folder))
     except FileNotFoundError:
         return []
     return [name for name in present
             if name not in names and name != MANIFEST
             and not (name.startswith(".") and name.endswith(".part"))]
+
+
+def list_received(folder: str | os.PathLike) -> list[str]:
+    """The names in a received folder, read without following a link to it."""
+    fd = _open_received(Path(folder))
+    try:
+        listing = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+    try:
+        return os.listdir(listing)
+    finally:
+        os.close(listing)
 
 
 def discard(folder: str | os.PathLike) -> None:

@@ -37,6 +37,7 @@ import psycopg
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from wheelwright.catalog import db
+from wheelwright.errors import ConfigError
 from wheelwright.names import canonical_or_none
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,21 @@ class Search:
 class Refusal:
     reason: str
     day: date | None = None
+
+
+def sources_from_env(environ=None) -> dict[str, Path]:
+    """The logs to read, from ``WHEELWRIGHT_ACCESS_LOGS`` (JSON: source name -> log file) in the index
+    host's own environment; none when unset."""
+    text = (os.environ if environ is None else environ).get("WHEELWRIGHT_ACCESS_LOGS") or "{}"
+    try:
+        sources = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"WHEELWRIGHT_ACCESS_LOGS is not JSON: {exc}") from None
+    if not isinstance(sources, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                for k, v in sources.items()):
+        raise ConfigError('WHEELWRIGHT_ACCESS_LOGS must map source names to log files: '
+                          '{"origin": "/var/log/nginx/wheelwright.access.log"}')
+    return {name: Path(path) for name, path in sources.items()}
 
 
 def parse_line(line: str) -> Download | Search | Refusal | None:

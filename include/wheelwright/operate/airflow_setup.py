@@ -112,6 +112,7 @@ def airflow_environment(settings: Settings, airflow_home: Path | None = None, *,
         "WHEELWRIGHT_HOME": str(settings.home),
         "WHEELWRIGHT_PYPI_URL": settings.pypi_url,
         "WHEELWRIGHT_OUTPUT": str(settings.output),
+        "WHEELWRIGHT_INCOMING": str(settings.incoming),
     })
     if settings.dsn:
         env["WHEELWRIGHT_DSN"] = settings.dsn

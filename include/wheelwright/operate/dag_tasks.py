@@ -1,37 +1,43 @@
 """The seam between Airflow and the package: what each DAG task does, in Airflow's terms.
 
-DAG files only wire; every task calls one function here. This room owns reading Airflow's
-Connections and Variables into the package's plain arguments (:func:`settings_from_airflow`, the
-incoming folders, the index host's SSH connection) and the few lines that join package calls into
-one task. It imports Airflow only inside its functions, so importing it costs nothing when a DAG file
-is parsed; nothing else in the package reads Airflow.
+DAG files only wire; every task calls one function here. This room owns the few lines that join
+package calls into one task, and the index host's SSH session. It imports Airflow only inside its
+functions, so importing it costs nothing when a DAG file is parsed; nothing else in the package
+reads Airflow.
 
-In Airflow, the catalog is the Connection ``wheelwright_db`` (postgres) when it is defined, and the
-Variables ``wheelwright_pypi_url`` and ``wheelwright_output`` override the environment; without
-them, tasks fall back to the same environment variables as the CLI (so the embedded catalog works out
-of the box). The index host is the ssh Connection ``wheelwright_index_host`` (host key pinned); the
-Variables ``wheelwright_incoming`` / ``wheelwright_remote_incoming`` name its incoming folder on its
-own disk and as the workers' SFTP sessions see it (they differ when SFTP is chrooted).
+A task's settings are its own process's environment (:meth:`Settings.from_env`: ``WHEELWRIGHT_DSN``,
+``WHEELWRIGHT_PYPI_URL``, ``WHEELWRIGHT_OUTPUT``, ``WHEELWRIGHT_INCOMING``, ...), never Airflow
+Variables or Connections: in Airflow 3 any running task can write every Variable and read every
+Connection through the execution API with its own token (``has_variable_access`` and
+``has_connection_access`` allow everything), and builders run anybody's ``setup.py``. An index-host
+task that believed a Variable would let an escaped build point sync and every build at another index,
+or the sweep at the published tree; a catalog password in a Connection would be every builder's.
+The one Connection tasks use is ``wheelwright_index_host`` (ssh, host key pinned), which each builder
+defines in its own environment (``AIRFLOW_CONN_WHEELWRIGHT_INDEX_HOST``): its login is the builder's
+SFTP account, and the builder uploads into that account's folder (``<remote incoming>/<login>/``).
 """
 
 from __future__ import annotations
 
 import logging
+import posixpath
 import threading
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from wheelwright.config import Settings
 
 log = logging.getLogger("wheelwright.dag_tasks")
 
 INDEX_HOST_QUEUE = "default"                              # the index host's own Celery queue
-DB_CONN_ID = "wheelwright_db"
 INDEX_HOST_CONN_ID = "wheelwright_index_host"            # ssh to the index host, host key pinned
-PYPI_URL_VARIABLE = "wheelwright_pypi_url"
-OUTPUT_VARIABLE = "wheelwright_output"
-INCOMING_VARIABLE = "wheelwright_incoming"               # the index host's incoming folder
-REMOTE_INCOMING_VARIABLE = "wheelwright_remote_incoming"  # the same folder as SFTP names it
+# How a run of our DAGs may start: every way but from a task (``operator_triggered``), since any task's
+# token may ask the execution API to trigger any DAG that allows it (a builder could start
+# rebuild_history with a conf of its choosing, or keep every DAG busy).
+RUN_TYPES = ("scheduled", "manual", "backfill", "asset_triggered", "asset_materialization")
+# Names Airflow may still hold from earlier versions; nothing reads them (`wheelwright doctor` warns).
+DB_CONN_ID = "wheelwright_db"
+IGNORED_VARIABLES = ("wheelwright_pypi_url", "wheelwright_output", "wheelwright_incoming",
+                     "wheelwright_remote_incoming", "wheelwright_access_logs")
 
 
 def build_pool(target_name: str) -> str:
@@ -39,48 +45,45 @@ def build_pool(target_name: str) -> str:
     return f"build_{target_name}"
 
 
-# --- Airflow's settings as the package's arguments ---------------------------------------------------
+# --- a task's settings ---------------------------------------------------------------------------------
 
-def settings_from_airflow() -> Settings:
-    from airflow.sdk import BaseHook, Variable
-    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowRuntimeError
-
-    settings = Settings.from_env()
-    try:
-        conn = BaseHook.get_connection(DB_CONN_ID)
-    except (AirflowNotFoundException, AirflowRuntimeError):
-        conn = None  # not defined: the environment (or the embedded catalog) it is
-    if conn is not None:
-        from psycopg.conninfo import make_conninfo
-        settings = settings.with_(dsn=make_conninfo(
-            host=conn.host or "", port=conn.port or "", user=conn.login or "",
-            password=conn.password or "", dbname=conn.schema or ""))
-    pypi_url = Variable.get(PYPI_URL_VARIABLE, default=None)
-    output = Variable.get(OUTPUT_VARIABLE, default=None)
-    if pypi_url:
-        settings = settings.with_(pypi_url=pypi_url)
-    if output:
-        settings = settings.with_(output=Path(output))
-    settings.check()
-    return settings
+def task_settings() -> Settings:
+    """This worker's settings: its own environment, never anything a task can write (see above)."""
+    return Settings.from_env()
 
 
-def incoming_dir(settings: Settings) -> str:
-    """The index host's incoming folder on its own disk."""
-    from airflow.sdk import Variable
-    return Variable.get(INCOMING_VARIABLE, default=str(settings.home / "incoming"))
+def index_host_account() -> str:
+    """This builder's SFTP account on the index host: the login of its ``wheelwright_index_host``
+    Connection (its own environment's)."""
+    from airflow.sdk import BaseHook
+    return BaseHook.get_connection(INDEX_HOST_CONN_ID).login
 
 
-def remote_incoming_dir(settings: Settings) -> str:
-    """The same folder as the workers' SFTP sessions name it (differs when SFTP is chrooted)."""
-    from airflow.sdk import Variable
-    return Variable.get(REMOTE_INCOMING_VARIABLE, default=None) or incoming_dir(settings)
+def builder_ssh_client(conn_id: str):
+    """An SSH client to a registered builder (builder_health) through its Connection ``conn_id``,
+    host key pinned. A Connection that carries a private key or a password is refused: any task can
+    read any Connection, so a secret in it would let every builder log in to every other builder; the
+    key stays a file on the index host (the Connection's ``key_file``)."""
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+    from airflow.sdk import BaseHook
+    from wheelwright.errors import ConfigError
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson or {}
+    if conn.password or extra.get("private_key") or extra.get("private_key_passphrase"):
+        raise ConfigError(f"the Connection {conn_id} carries a secret (a password or private_key), which any "
+                          "task can read: give key_file, a key file on the index host, instead")
+    return SSHHook(ssh_conn_id=conn_id).get_conn()
+
+
+def account_remote_folder(settings: Settings, account: str) -> str:
+    """Where this builder uploads, as its SFTP session names it: its account's own folder."""
+    return posixpath.join(settings.remote_incoming, account)
 
 
 def catalog_connection(settings: Settings | None = None):
     """An autocommit connection: each ``conn.transaction()`` in the package is then a real transaction."""
     from wheelwright.catalog import db
-    return db.connect(settings or settings_from_airflow(), autocommit=True)
+    return db.connect(settings or task_settings(), autocommit=True)
 
 
 # --- build_wheels ------------------------------------------------------------------------------------
@@ -118,9 +121,9 @@ def expire_lost_builds(lost_after: timedelta) -> int:
 def sweep_incoming() -> dict:
     """Record results whose record step never ran; remove folders of builds no longer in flight."""
     from wheelwright.builds import incoming
-    settings = settings_from_airflow()
+    settings = task_settings()
     with catalog_connection(settings) as conn:
-        result = incoming.sweep(conn, incoming_dir(settings), settings.output)
+        result = incoming.sweep(conn, settings.incoming, settings.output, may_answer=settings.may_answer)
     return {**result.summary(), "packages": result.changed}
 
 
@@ -217,8 +220,8 @@ def build_and_send(batch: list[dict], timeout: timedelta, *, retrying: bool = Fa
     from wheelwright.builds import builder, incoming, transfer
     from wheelwright.config import simple_index_url
 
-    settings = settings_from_airflow()
-    remote = remote_incoming_dir(settings)
+    settings = task_settings()
+    remote = account_remote_folder(settings, index_host_account())
     session = _IndexHostSession()
     watch = _BatchWatch(batch, remote)
     summaries = []
@@ -255,12 +258,13 @@ def record_build(batch: list[dict]) -> list[str]:
     Returns the packages whose published files changed ([] if none).
     """
     from wheelwright.builds import incoming, queue, transfer
-    settings = settings_from_airflow()
+    settings = task_settings()
     changed: set[str] = set()
     with catalog_connection(settings) as conn:
         for request in batch:
             try:
-                arrived = incoming.record_arrival(conn, request, incoming_dir(settings), settings.output)
+                arrived = incoming.record_arrival(conn, request, settings.incoming, settings.output,
+                                                  may_answer=settings.may_answer)
             except transfer.TransferError as exc:  # marked lost already: it re-queues
                 log.warning("build %s of %s==%s not recorded: %s", request["build_id"],
                             request["package"], request["version"], exc)

@@ -12,7 +12,7 @@ would, on one machine:
    build backends (setuptools, wheel) beside it so builds work offline;
 3. the index host: unless the Connection ``wheelwright_index_host`` is given in the environment, this
    machine is it, with a real SFTP server on 127.0.0.1 (sftp_server.py, host key pinned in the
-   Connection) receiving builds into ``$WHEELWRIGHT_HOME/index-host/incoming``; the published tree is
+   Connection) receiving builds into ``$WHEELWRIGHT_HOME/index-host/incoming/<account>``; the published tree is
    served on 127.0.0.1 (``--index-port``), and builds take their build dependencies from it as well as
    from PyPI (``WHEELWRIGHT_INDEX_URL``), as piwheels' builders use piwheels;
 4. Airflow's metadata database on the same server, migrated; the environment from airflow_env; a
@@ -112,20 +112,20 @@ def demo_sdist(folder: Path) -> Path:
 
 
 def local_index_host(settings: Settings, env: dict[str, str]):
-    """Make this machine the index host: an SFTP server on 127.0.0.1 and the Connection to it."""
+    """Make this machine the index host: an SFTP server on 127.0.0.1 (one account, ``builder``, for the
+    one builder worker) and the Connection to it; the index host's incoming folder in ``env``."""
     from wheelwright.operate.sftp_server import SFTPServer
     root = settings.home / "index-host"
-    (root / "incoming").mkdir(parents=True, exist_ok=True)
-    server = SFTPServer(root, settings.home / "ssh").start()
+    server = SFTPServer(root, settings.home / "ssh", accounts=("builder",)).start()
     env.update({
         "AIRFLOW_CONN_WHEELWRIGHT_INDEX_HOST": json.dumps({
             "conn_type": "ssh", "host": "127.0.0.1", "port": server.port, "login": "builder",
             "extra": {"key_file": str(server.client_key_file), "host_key": server.host_key_line,
                       "no_host_key_check": False, "look_for_keys": False}}),
-        "AIRFLOW_VAR_WHEELWRIGHT_INCOMING": str(root / "incoming"),
-        "AIRFLOW_VAR_WHEELWRIGHT_REMOTE_INCOMING": "/incoming",   # the server is chrooted to root
+        "WHEELWRIGHT_INCOMING": str(server.incoming),
+        "WHEELWRIGHT_REMOTE_INCOMING": "/incoming",   # each account's folder is /incoming/<account> there
     })
-    log.info("index host: SFTP on 127.0.0.1:%d into %s", server.port, root / "incoming")
+    log.info("index host: SFTP on 127.0.0.1:%d into %s", server.port, server.incoming)
     return server
 
 

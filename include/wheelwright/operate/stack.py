@@ -18,15 +18,18 @@ then Airflow's Celery worker). This room owns that shape, as plain data first:
   target's queue, one broker, secret set and API URL for everybody, only the edge and the UI published
   (on configurable interfaces), no secret with a default;
 * :func:`init` — what ``airflow-init`` does: roles and databases (``sql/compose-init.sql``), the catalog
-  schema, Airflow's migration, the pools and the incoming-folder Variables;
+  schema, Airflow's migration and the pools;
 * :func:`sshd_config` / :func:`sftpd` — the index host's SFTP endpoint: one account per builder key,
-  every account chrooted to the incoming folder, SFTP only, nothing else.
+  every account chrooted, SFTP only and only the requests an upload needs (no links, no modes), each
+  account writing into its own folder of the incoming folder and seeing no other.
 
 Two rules hold throughout. Secrets never have a default: every one is ``${VAR:?...}``, so a stack
 started without them stops with a sentence instead of running with a password from a README. And
-nothing that carries a credential is stored in Airflow's metadata database: any running task (a Pi's
-included) can read any Connection or Variable through the execution API, so the catalog's password lives
-only in the environment of the index host's services, and each builder's SSH key only on that builder.
+nothing that carries a credential or an index-side setting is stored in Airflow's metadata database: any
+running task (a Pi's included) can read any Connection and write any Variable through the execution API,
+so the catalog's password and every setting the index host trusts (PyPI's URL, the published tree, the
+incoming folder, the CDN and its token) live only in the environment of the index host's services, and
+each builder's SSH key only on that builder.
 """
 
 from __future__ import annotations
@@ -42,9 +45,9 @@ from pathlib import Path
 
 from wheelwright import package_data
 from wheelwright.builds.targets import Target, enabled_targets
+from wheelwright.builds.transfer import is_account
 from wheelwright.errors import ConfigError
-from wheelwright.operate.dag_tasks import (INDEX_HOST_CONN_ID, INDEX_HOST_QUEUE, INCOMING_VARIABLE,
-                                           REMOTE_INCOMING_VARIABLE, build_pool)
+from wheelwright.operate.dag_tasks import INDEX_HOST_CONN_ID, INDEX_HOST_QUEUE, build_pool
 
 
 # Paths inside the image (Dockerfile creates them, owned by the unprivileged user `wheelwright`).
@@ -53,8 +56,12 @@ HOME = "/var/lib/wheelwright"
 WWW = "/srv/wheelwright/www"
 LOGS = "/var/log/wheelwright"
 SFTP_ROOT = "/srv/wheelwright/sftp"              # every builder account's chroot (root-owned, 0755)
-SFTP_INCOMING = f"{SFTP_ROOT}/incoming"          # where builders write: /incoming as SFTP sees it
+SFTP_INCOMING = f"{SFTP_ROOT}/incoming"          # /incoming as SFTP sees it; each account writes only
+                                                 # into its own /incoming/<account>
 INCOMING = "/srv/wheelwright/incoming"           # the same volume, as the index host's worker sees it
+# The only SFTP requests a builder's upload needs (internal-sftp -p): no symlink, hardlink, setstat.
+SFTP_REQUESTS = ("open", "close", "read", "write", "lstat", "fstat", "stat", "opendir", "readdir",
+                 "mkdir", "remove", "rename", "posix-rename", "realpath", "fsync")
 BUILDER_KEYS = "/run/wheelwright/builder-keys"   # <account>.pub, one per builder (the sftp service)
 API_PORT = 8080
 
@@ -68,7 +75,6 @@ SECRETS = {
     "WHEELWRIGHT_API_SECRET_KEY": "Airflow's API secret key, shared by every Airflow process",
     "WHEELWRIGHT_SFTP_HOST_KEY": "the SFTP host's public key line, pinned by every builder",
 }
-_ACCOUNT = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
 
 
 def required(variable: str) -> str:
@@ -95,7 +101,7 @@ class Service:
 def builder_account(target: Target) -> str:
     """The builder's service name, SFTP login and key name: ``worker-<target>``, a valid Unix user name."""
     account = "worker-" + re.sub(r"[^a-z0-9]+", "-", target.name.lower()).strip("-")
-    if not _ACCOUNT.match(account):
+    if not is_account(account):
         raise ConfigError(f"target {target.name!r} makes the account name {account!r}, which is not a "
                           "Unix user name of at most 32 characters: give the target a shorter name")
     return account
@@ -148,7 +154,12 @@ def topology(targets: list[Target]) -> list[Service]:
         Service("triggerer", ("airflow", "triggerer"), "index", health=_job_alive("TriggererJob")),
         Service("worker-index", worker_argv("worker-index", (INDEX_HOST_QUEUE,), "4"), "index",
                 queues=(INDEX_HOST_QUEUE,), health=_celery_ping("worker-index"),
-                env={"WHEELWRIGHT_OUTPUT": WWW, "WHEELWRIGHT_CDN": "varnish:http://varnish:80"}),
+                env={"WHEELWRIGHT_OUTPUT": WWW, "WHEELWRIGHT_INCOMING": INCOMING,
+                     "WHEELWRIGHT_CDN": "varnish:http://varnish:80",
+                     # each builder answers only its own target's builds; Pis that join add theirs
+                     "WHEELWRIGHT_BUILDER_ACCOUNTS": " ".join(
+                         f"{builder_account(t)}:{t.name}" for t in targets if t.enabled)
+                     + " ${WHEELWRIGHT_MORE_BUILDERS:-}"}),
     ]
     for target in targets:
         if not target.enabled:
@@ -494,7 +505,7 @@ def prepare_databases(admin_dsn: str, databases: dict[str, tuple[str, str]]) -> 
 
 
 def init(environ=None, *, airflow: str = "airflow") -> None:
-    """airflow-init: databases and roles, the catalog schema, Airflow's migration, pools, Variables.
+    """airflow-init: databases and roles, the catalog schema, Airflow's migration, pools.
 
     Idempotent: every start of the stack runs it, and a pool an operator resized (more Pis joined)
     keeps its size.
@@ -523,10 +534,6 @@ def init(environ=None, *, airflow: str = "airflow") -> None:
         if name not in existing:
             subprocess.run([airflow, "pools", "set", name, str(slots), description], env=env, check=True,
                            stdout=subprocess.DEVNULL)
-    for key, value in ((INCOMING_VARIABLE, env.get("WHEELWRIGHT_INCOMING", INCOMING)),
-                       (REMOTE_INCOMING_VARIABLE, env.get("WHEELWRIGHT_REMOTE_INCOMING", "/incoming"))):
-        subprocess.run([airflow, "variables", "set", key, value], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
 
 
 def _with_password(dsn: str, password: str) -> str:
@@ -542,7 +549,7 @@ def builder_keys(folder: Path) -> dict[str, str]:
     accounts = {}
     for path in sorted(Path(folder).glob("*.pub")):
         account = path.name[:-len(".pub")]
-        if not _ACCOUNT.match(account):
+        if not is_account(account):
             raise ConfigError(f"{path}: {account!r} is not an account name (a-z, 0-9, '-', at most 32)")
         lines = [line for line in path.read_text().splitlines() if line.strip()]
         if len(lines) != 1 or not re.match(r"(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) [A-Za-z0-9+/=]+( |$)",
@@ -552,12 +559,14 @@ def builder_keys(folder: Path) -> dict[str, str]:
     return accounts
 
 
-def sshd_config(host_key: str, keys_dir: str = "/etc/ssh/wheelwright-keys") -> str:
+def sshd_config(host_key: str, keys_dir: str = "/etc/ssh/wheelwright-keys", *, port: int = 22,
+                root: str = SFTP_ROOT) -> str:
     """sshd_config of the index host's SFTP endpoint: keys only, builders only, SFTP only, each session
-    chrooted to the folder that holds ``incoming/`` and unable to see another builder's uploads."""
+    chrooted to ``root`` (which holds ``incoming/``), starting in its own ``/incoming/<account>``, the
+    one folder it can write and list, and allowed only the requests an upload needs."""
     return f"""\
 # wheelwright's SFTP endpoint (written by `python -m wheelwright.operate.stack sftpd`)
-Port 22
+Port {port}
 HostKey {host_key}
 PermitRootLogin no
 PasswordAuthentication no
@@ -568,13 +577,34 @@ AllowGroups wheelwright-builders
 DisableForwarding yes
 PermitTTY no
 PermitUserRC no
-# Builders may only put files into {SFTP_ROOT}/incoming: chrooted there, SFTP only, and folders they
-# make are group-readable by the index host only (umask 0007 under a setgid folder), never by another builder.
-ChrootDirectory {SFTP_ROOT}
-ForceCommand internal-sftp -u 0007 -d /incoming
+# Builders may only put plain files into their own {root}/incoming/<account>: chrooted, SFTP only,
+# no links, no modes or owners set, and what they make is group-readable by the index host only
+# (umask 0007 under a setgid folder of group wheelwright), never by another builder.
+ChrootDirectory {root}
+ForceCommand internal-sftp -u 0007 -d /incoming/%u -p {",".join(SFTP_REQUESTS)}
 Subsystem sftp internal-sftp
 LogLevel VERBOSE
 """
+
+
+def prepare_incoming(incoming: Path, accounts: list[str], *, index_gid: int, account_uid) -> None:
+    """The incoming folder as the SFTP endpoint needs it: the folder itself root's and group
+    ``index_gid``'s, mode 0751 (builders may pass through it, not list it), ``.intake`` the index
+    host's own (its copies of what it checks), and one folder per account, ``account``-owned, group
+    ``index_gid``, mode 2770 (setgid: what the builder makes there belongs to the index host's group).
+    Modes are set again on every start: a volume made by an older version is brought in line."""
+    incoming.mkdir(parents=True, exist_ok=True)
+    os.chown(incoming, 0, index_gid)
+    os.chmod(incoming, 0o751)
+    intake = incoming / ".intake"
+    intake.mkdir(exist_ok=True)
+    os.chown(intake, index_gid, index_gid)
+    os.chmod(intake, 0o700)
+    for account in accounts:
+        folder = incoming / account
+        folder.mkdir(exist_ok=True)
+        os.chown(folder, account_uid(account), index_gid)
+        os.chmod(folder, 0o2770)
 
 
 def install_keys(accounts: dict[str, str], folder: Path) -> None:
@@ -599,7 +629,12 @@ def sftpd(keys_folder: str = BUILDER_KEYS, host_key_secret: str = "/run/secrets/
     for account in accounts:
         if subprocess.run(["id", "-u", account], capture_output=True).returncode != 0:
             subprocess.run(["useradd", "--system", "--gid", "wheelwright-builders", "--no-create-home",
-                            "--home-dir", "/incoming", "--shell", "/usr/sbin/nologin", account], check=True)
+                            "--home-dir", f"/incoming/{account}", "--shell", "/usr/sbin/nologin", account],
+                           check=True)
+    import grp
+    import pwd
+    prepare_incoming(Path(SFTP_INCOMING), sorted(accounts), index_gid=grp.getgrnam("wheelwright").gr_gid,
+                     account_uid=lambda account: pwd.getpwnam(account).pw_uid)
     install_keys(accounts, Path("/etc/ssh/wheelwright-keys"))
     host_key = Path("/etc/ssh/ssh_host_ed25519_key")
     shutil.copyfile(host_key_secret, host_key)    # sshd wants it owned by root, mode 0600

@@ -24,8 +24,8 @@ Three backends behind one interface (:class:`Purger`): Varnish (HTTP ``PURGE`` w
 Cloudflare (``POST {api}/zones/{id}/purge_cache`` with ``{"tags": [...]}``, at most 100 a call).
 Configuration: ``WHEELWRIGHT_CDN`` = ``varnish:http://HOST:PORT`` | ``fastly:SERVICE_ID`` |
 ``cloudflare:ZONE_ID``, the secret in ``WHEELWRIGHT_CDN_TOKEN``, the vendor's API base in
-``WHEELWRIGHT_CDN_API``; in Airflow the connection ``wheelwright_cdn`` (extra ``{"cdn": ..., "api":
-...}``, password = the token).
+``WHEELWRIGHT_CDN_API``, from the index host's own environment (in Airflow too: a Connection would
+hand the token to every task, a builder's included).
 
 What it must not do: decide what changed (the publisher says so), or delete anything the catalog or a
 published page still lists.
@@ -61,7 +61,6 @@ PROJECT = "project/"
 # Above this many keys owed at once (a first publish of a whole index), one purge of everything is
 # cheaper than thousands of calls; nothing of the kind happens in normal operation.
 PURGE_ALL_ABOVE = 20_000
-AIRFLOW_CONN_ID = "wheelwright_cdn"
 
 _SEGMENT = re.compile(r"/(simple|project)/([^/]+)(/.*)?\Z")
 
@@ -238,18 +237,6 @@ def purger_from_env(environ=None) -> Purger | None:
     env = os.environ if environ is None else environ
     return purger_for(env.get("WHEELWRIGHT_CDN"), env.get("WHEELWRIGHT_CDN_TOKEN"),
                       env.get("WHEELWRIGHT_CDN_API"))
-
-
-def purger_from_airflow() -> Purger | None:
-    """In an Airflow task: the connection ``wheelwright_cdn`` if defined, else the environment."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowRuntimeError
-    try:
-        conn = BaseHook.get_connection(AIRFLOW_CONN_ID)
-    except (AirflowNotFoundException, AirflowRuntimeError):
-        return purger_from_env()
-    extra = conn.extra_dejson or {}
-    return purger_for(extra.get("cdn") or conn.host, conn.password, extra.get("api"))
 
 
 # -- what is owed, and delivering it --------------------------------------------------------------------
