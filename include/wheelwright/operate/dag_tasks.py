@@ -286,9 +286,9 @@ def record_doctor_reports() -> dict:
     """Record the doctor reports builders' workers sent when they started (they land in the incoming
     folder: :mod:`wheelwright.operate.doctor_reports`), for the dashboard."""
     from wheelwright.operate import doctor_reports
-    settings = settings_from_airflow()
+    settings = task_settings()
     with catalog_connection(settings) as conn:
-        return doctor_reports.record(conn, incoming_dir(settings)).summary()
+        return doctor_reports.record(conn, settings.incoming).summary()
 
 
 # --- rebuild_history ---------------------------------------------------------------------------------

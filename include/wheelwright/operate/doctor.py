@@ -732,7 +732,7 @@ def check_image(m: Machine, target) -> Finding:
 def check_index_host_sftp(m: Machine, roles: tuple[str, ...] = ROLES) -> Finding | None:
     """The index host's SFTP endpoint, through the Connection a build task uses (Airflow's ssh hook, host
     key pinned), and the incoming folder builds are sent to."""
-    from wheelwright.operate.doctor_reports import remote_incoming
+    from wheelwright.operate.dag_tasks import account_remote_folder
     name, what = "index-host-sftp", "index host's SFTP endpoint"
     if not m.environ.get(INDEX_HOST_CONNECTION):
         if "index-host" in roles:
@@ -751,7 +751,7 @@ def check_index_host_sftp(m: Machine, roles: tuple[str, ...] = ROLES) -> Finding
                      f"put the key `ssh-keyscan -p {hook.port or 22} {hook.remote_host}` prints in the "
                      "Connection's extra host_key, with no_host_key_check false")
     import paramiko
-    incoming = remote_incoming(m.environ)
+    incoming = account_remote_folder(m.settings, hook.username)
     try:
         client = hook.get_conn()
     except paramiko.BadHostKeyException as exc:
@@ -771,8 +771,10 @@ def check_index_host_sftp(m: Machine, roles: tuple[str, ...] = ROLES) -> Finding
         with client.open_sftp() as sftp:
             sftp.stat(incoming)
     except OSError as exc:
-        return _fail(name, what, f"the incoming folder {incoming!r} is not there ({_first_line(exc)})",
-                     "set AIRFLOW_VAR_WHEELWRIGHT_REMOTE_INCOMING to the folder builds go to, as SFTP names it")
+        return _fail(name, what, f"this account's incoming folder {incoming!r} is not there ({_first_line(exc)})",
+                     "on the index host, give the account its folder (the stack: `stack keys`, then "
+                     "`docker compose restart sftp`), or set WHEELWRIGHT_REMOTE_INCOMING to the folder "
+                     "holding the accounts' folders, as SFTP names it")
     finally:
         client.close()
     return _ok(name, what, f"answers with the pinned host key; {incoming} is there")

@@ -2,15 +2,18 @@
 
 Builders hold no catalog credentials, so a builder cannot record its own state: it reaches the index
 host only through the broker, the API server and SFTP. When a builder's worker starts
-(:mod:`wheelwright.operate.worker`), it sends what its doctor found as ``doctor-<worker>.json`` into the
-index host's incoming folder, over the same SFTP Connection its builds use, written under a hidden
-``.part`` name and renamed: a report is there whole or not at all, and a later start replaces it.
+(:mod:`wheelwright.operate.worker`), it sends what its doctor found as ``doctor-<worker>.json`` into its
+account's own folder on the index host (``<incoming>/<account>/``, where its builds go), over the same
+SFTP Connection its builds use, written under a hidden ``.part`` name and renamed: a report is there
+whole or not at all, and a later start replaces it.
 
 On the index host, the ``builder_health`` DAG's record step (:func:`record`) reads those files as any
 input from a builder: renamed out of the builders' reach first, opened without following links, a
 regular file only, size-capped, parsed into known roles and statuses and bounded plain text, or
 refused with the reason logged. Each report is upserted into ``builder_doctor`` (migration 030) under
-the worker's name (a newer report wins), and its file removed; the dashboard reads that table. A
+``<account>/<worker>``, the account being the folder it was found in (which the SSH login decides, not
+the report: no builder can speak for another's workers); a newer report wins, and its file is removed;
+the dashboard reads that table. A
 report is the builder's word about itself, nothing more: whether it passed is computed here from its
 checks, and its time is never later than the index host's clock.
 """
@@ -58,17 +61,6 @@ def worker_name(celery_hostname: str | None, hostname: str | None = None) -> str
     short, _, domain = host.partition(".")
     name = (celery_hostname or "celery@%h").replace("%h", host).replace("%n", short).replace("%d", domain)
     return name.replace("%%", "%")
-
-
-def remote_incoming(environ: Mapping[str, str]) -> str:
-    """The index host's incoming folder as this builder's SFTP session names it: the Variable when this
-    environment gives it (``AIRFLOW_VAR_WHEELWRIGHT_REMOTE_INCOMING``, else ``..._INCOMING``), else the
-    session's start folder (the stack's sshd starts every builder in ``/incoming``)."""
-    from wheelwright.operate.dag_tasks import INCOMING_VARIABLE, REMOTE_INCOMING_VARIABLE
-    for variable in (REMOTE_INCOMING_VARIABLE, INCOMING_VARIABLE):
-        if value := environ.get(f"AIRFLOW_VAR_{variable.upper()}"):
-            return value
-    return "."
 
 
 def make_report(builder: str, findings: list[Finding], roles, *, now: datetime | None = None) -> dict:
@@ -161,47 +153,58 @@ class Recorded:
 
 
 def record(conn: psycopg.Connection, incoming_dir: str | os.PathLike, *, now: datetime | None = None) -> Recorded:
-    """Record every report waiting in ``incoming_dir`` and remove its file; forget builders silent for
-    :data:`KEPT`."""
-    from psycopg.types.json import Jsonb
-
-    from wheelwright.catalog import db
+    """Record every report waiting in the accounts' folders of ``incoming_dir`` and remove its file;
+    forget builders silent for :data:`KEPT`."""
+    from wheelwright.builds.transfer import is_account
     result = Recorded()
     now = now or conn.execute("SELECT now()").fetchone()[0]
     try:
-        folder = os.open(incoming_dir, os.O_RDONLY | os.O_DIRECTORY)
+        accounts = sorted(name for name in os.listdir(incoming_dir) if is_account(name))
     except FileNotFoundError:
-        return result
-    try:
-        for entry in sorted(os.listdir(folder)):
-            match = _FILE.match(entry)
-            if not match:
-                continue
-            taken = f".{entry}.recording-{os.getpid()}"   # out of the builders' names: a newer report stays
-            try:
-                os.rename(entry, taken, src_dir_fd=folder, dst_dir_fd=folder)
-            except FileNotFoundError:
-                continue
-            try:
-                report = parse_report(_read(folder, taken), match["name"], now)
-            except BadReport as exc:
-                result.refused.append(entry)
-                log.warning("refused the doctor report %s: %s", entry, exc)
-                continue
-            finally:
-                _discard(folder, taken)
-            conn.execute(db.query("doctor_record"), {
-                "builder": report.builder, "checked_at": report.checked_at, "ok": report.ok,
-                "roles": list(report.roles), "checks": Jsonb(list(report.checks))})
-            result.recorded.append(report.builder)
-            (log.info if report.ok else log.warning)("builder %s's doctor at %s: %s", report.builder,
-                                                     report.checked_at.isoformat(),
-                                                     "ok" if report.ok else "; ".join(
-                                                         c["what"] for c in report.checks if c["status"] == FAIL))
-    finally:
-        os.close(folder)
+        accounts = []
+    for account in accounts:
+        try:
+            folder = os.open(os.path.join(incoming_dir, account), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # not a plain folder: not an account's
+        try:
+            _record_account(conn, account, folder, now, result)
+        finally:
+            os.close(folder)
     conn.execute("DELETE FROM builder_doctor WHERE received_at < %s", (now - KEPT,))
     return result
+
+
+def _record_account(conn, account: str, folder: int, now: datetime, result: Recorded) -> None:
+    from psycopg.types.json import Jsonb
+
+    from wheelwright.catalog import db
+    for entry in sorted(os.listdir(folder)):
+        match = _FILE.match(entry)
+        if not match:
+            continue
+        taken = f".{entry}.recording-{os.getpid()}"   # out of the builders' names: a newer report stays
+        try:
+            os.rename(entry, taken, src_dir_fd=folder, dst_dir_fd=folder)
+        except FileNotFoundError:
+            continue
+        try:
+            report = parse_report(_read(folder, taken), match["name"], now)
+        except BadReport as exc:
+            result.refused.append(entry)
+            log.warning("refused the doctor report %s: %s", entry, exc)
+            continue
+        finally:
+            _discard(folder, taken)
+        builder = f"{account}/{report.builder}"
+        conn.execute(db.query("doctor_record"), {
+            "builder": builder, "checked_at": report.checked_at, "ok": report.ok,
+            "roles": list(report.roles), "checks": Jsonb(list(report.checks))})
+        result.recorded.append(builder)
+        (log.info if report.ok else log.warning)("builder %s's doctor at %s: %s", builder,
+                                                 report.checked_at.isoformat(),
+                                                 "ok" if report.ok else "; ".join(
+                                                     c["what"] for c in report.checks if c["status"] == FAIL))
 
 
 def _discard(folder: int, name: str) -> None:

@@ -60,7 +60,7 @@ def main(settings: Settings, celery_args: list[str], *, environ: Mapping[str, st
     findings = doctor.examine(doctor.Machine(settings, environ), roles, targets,
                               each=lambda finding: print(finding.line(), file=sys.stderr, flush=True))
     if "builder" in roles:
-        send_report(doctor_reports.make_report(name, findings, roles), environ)
+        send_report(doctor_reports.make_report(name, findings, roles), settings, environ)
     if doctor.failed(findings):
         print(f"wheelwright worker: {doctor.summary(findings)}: {name} takes nothing from "
               f"{','.join(queues)} until the FAIL lines above are fixed", file=sys.stderr, flush=True)
@@ -72,16 +72,19 @@ def main(settings: Settings, celery_args: list[str], *, environ: Mapping[str, st
     return 0  # only when ``execute`` returns (tests)
 
 
-def send_report(report: dict, environ: Mapping[str, str]) -> str | None:
-    """Send ``report`` to the index host over the Connection builds use; where it went, or None. A report
-    that cannot be sent is said and skipped: the index host keeps the last one it had."""
+def send_report(report: dict, settings: Settings, environ: Mapping[str, str]) -> str | None:
+    """Send ``report`` into this builder's account folder on the index host, over the Connection builds
+    use; where it went, or None. A report that cannot be sent is said and skipped: the index host keeps
+    the last one it had."""
+    from wheelwright.operate.dag_tasks import account_remote_folder
     if not environ.get(doctor.INDEX_HOST_CONNECTION):
         return None   # no Connection to the index host: nothing to send it over
     try:
-        client = doctor.index_host_hook().get_conn()
+        hook = doctor.index_host_hook()
+        client = hook.get_conn()
         try:
             with client.open_sftp() as sftp:
-                path = doctor_reports.send(sftp, doctor_reports.remote_incoming(environ), report)
+                path = doctor_reports.send(sftp, account_remote_folder(settings, hook.username), report)
         finally:
             client.close()
     except Exception as exc:  # noqa: BLE001 - the report is a courtesy; the findings are printed anyway
