@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
