@@ -14,6 +14,7 @@ import time
 import pytest
 
 from support.index_world import World, make_wheel
+from wheelwright.publish import site
 from wheelwright.publish import writer as index
 from wheelwright.names import safe_alias
 from wheelwright.publish.writer import CONSUMER, GRACE_SECONDS, build_id_for_log, log_path_for, publish
@@ -87,7 +88,8 @@ def test_releases_without_builds_are_listed(world, catalog, www):
     assert data["releases"]["2.0b1"]["prerelease"] is True
     assert data["releases"]["1.0"]["files"] == {}
     assert json.loads(page(www, "simple/unbuilt/index.json"))["versions"] == ["1.0", "2.0b1"]
-    assert "Not built yet." in page(www, "project/unbuilt/index.html")
+    assert [(t["target"], t["state"]) for t in data["releases"]["1.0"]["targets"]] == [("cp311", "queued")]
+    assert '<tr data-queue="cp311">' in page(www, "project/unbuilt/index.html"), "a row says it is queued"
 
 
 def test_unsafe_canonical_names_are_never_published(world, catalog, www):
@@ -127,7 +129,8 @@ def test_a_change_that_renders_the_same_bytes_writes_nothing(world, catalog, www
     world.changed(p)
     result = publish(catalog, www)
     assert result.packages == 1
-    assert result.changed == [] and result.files_written == 0 and result.files_unchanged == 4
+    site_files = len(site.STATIC_PAGES) + len(site.ASSETS)   # checked on every run, unchanged too
+    assert result.changed == [] and result.files_written == 0 and result.files_unchanged == 4 + site_files
 
 
 def test_nothing_changed_means_nothing_looked_at(world, catalog, www):
@@ -144,8 +147,8 @@ def test_the_root_is_rewritten_when_the_package_set_changes(world, catalog, www)
     result = publish(catalog, www)
     assert result.root_written
     assert '<a href="second/">Second</a>' in page(www, "simple/index.html")
-    assert json.loads(page(www, "packages.json")) == [["first", "first", ""],
-                                                      ["second", "Second", "the <second> one"]]
+    assert json.loads(page(www, "packages.json")) == [["first", 0, 0, "first", ""],
+                                                      ["second", 0, 0, "Second", "the <second> one"]]
     assert json.loads(page(www, "simple/index.json"))["projects"] == [{"name": "first"}, {"name": "Second"}]
 
 
@@ -155,7 +158,7 @@ def test_a_new_summary_refreshes_the_search_index(world, catalog, www):
     publish(catalog, www)
     world.set(p, summary="now with a summary")
     assert publish(catalog, www).root_written
-    assert json.loads(page(www, "packages.json")) == [["sum", "sum", "now with a summary"]]
+    assert json.loads(page(www, "packages.json")) == [["sum", 0, 0, "sum", "now with a summary"]]
 
 
 # -- removal ------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ class Settings:
     output: Path
     # our own published simple index, which builds use for build dependencies beside PyPI
     index_url: str | None = None
+    # where people reach the published tree (https://host): install commands, sitemaps, project JSON
+    site_url: str | None = None
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
@@ -38,6 +40,7 @@ class Settings:
             pypi_url=env.get("WHEELWRIGHT_PYPI_URL") or DEFAULT_PYPI_URL,
             output=Path(output).expanduser().absolute() if output else home / "www",
             index_url=env.get("WHEELWRIGHT_INDEX_URL") or None,
+            site_url=env.get("WHEELWRIGHT_SITE_URL") or None,
         )
         settings.check()
         return settings
@@ -50,6 +53,10 @@ class Settings:
             parts = urlsplit(self.index_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"WHEELWRIGHT_INDEX_URL must be an http(s) URL, got {self.index_url!r}")
+        if self.site_url is not None:
+            parts = urlsplit(self.site_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+                raise ConfigError(f"WHEELWRIGHT_SITE_URL must be an http(s) URL, got {self.site_url!r}")
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
