@@ -34,6 +34,7 @@ import os
 from bisect import bisect_left, bisect_right
 from heapq import nsmallest
 from datetime import datetime, timezone
+from functools import lru_cache
 from html import escape
 from importlib.resources import files
 
@@ -256,7 +257,14 @@ def _lines(index_url: str | None) -> dict:
 # -- the static pages and assets ----------------------------------------------------------------------
 
 def static_pages(index_url: str | None, targets: list[dict]) -> dict[str, bytes]:
-    """The pages and assets that change only with the code, the targets or the site's URL."""
+    """The pages and assets that change only with the code, the targets or the site's URL (rendered
+    once per process for each of those: every publishing run asks)."""
+    return dict(_static_pages(index_url, tuple(tuple(sorted(t.items())) for t in targets)))
+
+
+@lru_cache(maxsize=4)
+def _static_pages(index_url: str | None, target_items: tuple) -> tuple[tuple[str, bytes], ...]:
+    targets = [dict(items) for items in target_items]
     out = {}
     # 404.html answers for any missing URL, at any depth: its links start at the site's root.
     for name, page, root in (("packages.html", "search", ""), ("faq.html", "faq", ""),
@@ -266,7 +274,7 @@ def static_pages(index_url: str | None, targets: list[dict]) -> dict[str, bytes]
     static = files("wheelwright.publish").joinpath("templates", "static")
     for name in ASSETS:
         out["static/" + name] = static.joinpath(name).read_bytes()
-    return out
+    return tuple(out.items())
 
 
 def write_static(tree: StagedTree, index_url: str | None, targets: list[dict]) -> bool:

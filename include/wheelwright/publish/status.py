@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wheelwright.names import abi_order
+from wheelwright.publish.pages import TargetStatus
 
 BUILT = "built"
 BUILDING = "building"
@@ -64,11 +65,10 @@ def shown_order(name: str) -> tuple:
     return (0, key, name) if key is not None else (1, (), name)
 
 
-def target_rows(release, targets: list[TargetInfo], *, project_skip: str | None = None) -> list:
-    """The :class:`~wheelwright.publish.pages.TargetStatus` rows of one release, in target order:
-    every enabled target, and any other target that built or tried it."""
-    from wheelwright.publish.pages import TargetStatus
-
+def target_rows(release, targets: list[TargetInfo], *, project_skip: str | None = None) -> list[TargetStatus]:
+    """The rows of one release, in target order: every enabled target, and any other target that
+    built or tried it. ``targets``: every known target, in the order they are tried (:func:`sort_targets`;
+    the writer reads them so once per run)."""
     by_target: dict[str, list] = {}
     for b in release.builds:
         by_target.setdefault(b.target or b.abi, []).append(b)
@@ -76,22 +76,22 @@ def target_rows(release, targets: list[TargetInfo], *, project_skip: str | None 
     for f in sorted(release.files, key=lambda f: f.filename):
         files_by_target.setdefault(f.target or f.builder_abi, []).append(f)
     pure = next((f for f in release.files if f.abi_tag == "none" and f.platform_tag == "any"), None)
-    known = {t.name: t for t in targets}
-    ordered = sort_targets(t for t in targets if t.enabled or t.name in by_target or t.name in files_by_target)
-    names = [t.name for t in ordered]
-    names += sorted((set(by_target) | set(files_by_target)) - set(known), key=shown_order)
+    known = {t.name for t in targets}
+    names = [t for t in targets if t.enabled or t.name in by_target or t.name in files_by_target]
+    strays = sorted((set(by_target) | set(files_by_target)) - known, key=shown_order)
     finished = {name for name, builds in by_target.items()
                 if any(b.status in ("success", "failure") for b in builds)}
     rows = []
-    for name in names:
-        target = known.get(name)
+    for target in [*names, *strays]:
+        name = target if isinstance(target, str) else target.name
+        info = None if isinstance(target, str) else target
         builds = [b for b in by_target.get(name, ()) if b.status != "lost"]
         latest = builds[-1] if builds else None
         files = files_by_target.get(name, [])
-        state, detail, build = _state(release, target, name, latest, files, pure, finished, targets,
+        state, detail, build = _state(release, info, name, latest, files, pure, finished, targets,
                                       project_skip)
         rows.append(TargetStatus(target=name, state=state, detail=detail, build=build, files=files,
-                                 paused=bool(target and target.paused and state == QUEUED)))
+                                 paused=bool(info and info.paused and state == QUEUED)))
     return rows
 
 
@@ -117,7 +117,7 @@ def _state(release, target, name, latest, files, pure, finished, targets, projec
         return NO_SDIST, "no source distribution on PyPI to build from", None
     if name not in release.in_scope:
         return NOT_IN_QUEUE, "uploaded before the target was enabled (a backfill would add it)", None
-    for earlier in sort_targets(targets):
+    for earlier in targets:
         if earlier.order >= target.order:
             break
         if earlier.enabled and earlier.name in release.in_scope and earlier.name not in finished:

@@ -332,7 +332,8 @@ class Publisher:
         return consumer_mark(self.conn, CONSUMER)
 
     def _publish_packages(self, after: int, upto: int, result: PublishResult) -> None:
-        self.target_list = [status.TargetInfo(*row) for row in self.conn.execute(db.query("publish_targets"))]
+        self.target_list = status.sort_targets(
+            status.TargetInfo(*row) for row in self.conn.execute(db.query("publish_targets")))
         self.targets = {t.name: t for t in self.target_list}
         through = self.conn.execute("SELECT through FROM download_counts_state").fetchone()
         self.downloads_through = through[0].isoformat() if through else None
