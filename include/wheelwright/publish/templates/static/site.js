@@ -58,9 +58,19 @@
     const query = canonical(text);
     const queryTokens = tokens(query);
     if (!queryTokens.length) return {query, found: [], total: 0, truncated: false};
-    const longest = queryTokens.reduce((a, b) => (b.length > a.length ? b : a));
-    const {entries, truncated} = await entriesFor(longest);
-    const found = entries.filter(e => matches(e, queryTokens));
+    // Candidates come from the shards of the query's words (a one-letter word's shard holds only that
+    // word, so it serves only a one-letter query). The smallest complete shard holds every match; when
+    // each is cut (a crowded word like "python"), their union is the best there is.
+    const words = [...new Set(queryTokens)].sort((a, b) => b.length - a.length);
+    const asked = (words[0].length > 1 ? words.filter(w => w.length > 1) : words).slice(0, 3);
+    const lists = await Promise.all(asked.map(entriesFor));
+    const complete = lists.filter(l => !l.truncated);
+    const chosen = complete.length
+      ? [complete.reduce((a, b) => (a.entries.length <= b.entries.length ? a : b))] : lists;
+    const truncated = !complete.length;
+    const candidates = new Map();
+    for (const list of chosen) for (const e of list.entries) candidates.set(e[0], e);
+    const found = [...candidates.values()].filter(e => matches(e, queryTokens));
     found.sort((a, b) => (b[0] === query) - (a[0] === query)
       || b[0].startsWith(query) - a[0].startsWith(query)
       || b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
