@@ -182,9 +182,8 @@ def test_project_json_golden(project):
             "unowned_libraries": [], "uploaded": "2024-05-01T12:00:00Z"}},
         "targets": [
             {"target": "cp311", "state": "built", "reason": None, "build_id": 7,
-             "log_url": "/logs/0000/0000/0007.txt.gz", "paused": False},
-            {"target": "cp313", "state": "queued", "reason": None, "build_id": None, "log_url": None,
-             "paused": False}],
+             "log_url": "/logs/0000/0000/0007.txt.gz"},
+            {"target": "cp313", "state": "queued", "reason": None, "build_id": None, "log_url": None}],
         "builds": [{"build_id": 7, "abi": "cp311", "target": "cp311", "status": "success",
                     "builder": "pi-1", "duration": 75.0, "log_url": "/logs/0000/0000/0007.txt.gz",
                     "reason": None}],

@@ -82,12 +82,6 @@ def test_an_earlier_target_that_never_will_build_it_holds_nothing_back():
     assert states(release(in_scope=(SECOND.name,)))[1] == (SECOND.name, "queued", None)
 
 
-def test_a_paused_target_still_queues_and_says_so():
-    paused = TargetInfo(FIRST.name, "cp39", "linux_armv7l", "bullseye", 1, paused=True)
-    row = target_rows(release(), [paused, SECOND])[0]
-    assert (row.state, row.paused) == ("queued", True)
-
-
 def test_a_retired_target_shows_only_what_it_did():
     retired = TargetInfo(FIRST.name, "cp39", "linux_armv7l", "bullseye", 1, enabled=False)
     assert states(release(), [retired, SECOND]) == [(SECOND.name, "queued", None)]

@@ -189,3 +189,23 @@ def test_pages_with_data_that_moves_are_rewritten_only_so_often(world, catalog, 
     assert all(os.stat(www / f).st_mtime > old + 1 for f in stamps)
     quiet = publish(catalog, www)
     assert (quiet.packages, quiet.files_written) == (0, 0)
+
+
+def test_a_change_of_targets_publishes_every_project_page_again(world, catalog, settings):
+    """Every page has a row per target: enabling one (or retiring one) changes them all, though no
+    package's change number moved."""
+    www = settings.output
+    for name in ("alpha", "beta"):
+        world.release(world.package(name), "1.0")
+    publish(catalog, www)
+    assert publish(catalog, www).packages == 0
+    world.target("cp314-aarch64", "cp314", "linux_aarch64", "forky", 3)
+    again = publish(catalog, www)
+    assert again.packages == 2 and sorted(again.changed) == ["alpha", "beta"]
+    rows = read(www, "project/alpha/json/index.json")["releases"]["1.0"]["targets"]
+    assert [r["target"] for r in rows] == ["cp311-armv7l", "cp313-aarch64", "cp314-aarch64"]
+    assert "cp314-aarch64" in read(www, "queue.json")["targets"], "queue.json follows at once"
+    catalog.execute("UPDATE targets SET paused = true WHERE name = 'cp311-armv7l'")
+    catalog.commit()
+    assert publish(catalog, www).packages == 0, "pausing a target changes no page (queue.json says it)"
+    assert settings.output.joinpath(".wheelwright-targets.json").exists()

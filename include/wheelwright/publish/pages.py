@@ -87,7 +87,6 @@ class TargetStatus:
     detail: str | None = None      # the reason, or the earlier target a waiting release waits for
     build: Build | None = None     # the build the state comes from (its log, its duration)
     files: list[WheelFile] = field(default_factory=list)
-    paused: bool = False           # queued, but an operator paused the target
 
 
 @dataclass(slots=True)
@@ -279,7 +278,6 @@ def _target_json(t: TargetStatus) -> dict:
         "reason": t.detail,
         "build_id": b.build_id if b else None,
         "log_url": f"/{b.log_path}" if b and b.log_path else None,
-        "paused": t.paused,
     }
 
 
@@ -534,8 +532,6 @@ def _target_html(out: list[str], package: str, release: Release, row: TargetStat
     target = escape(row.target)
     state = row.state
     words = STATE_WORDS.get(state, state)
-    if row.paused:
-        words += " (target paused)"
     if state == "waiting" and row.detail:
         detail = f"for {escape(row.detail)} to try it first"
     else:

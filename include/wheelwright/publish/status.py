@@ -5,7 +5,8 @@ piwheels answers with one icon per ABI; this room answers in words, from the cat
 (with its files), building, waiting to retry, not needed (a pure wheel built elsewhere serves every
 target), failed (with the reason), skipped by the operator, no sdist to build from, not in the
 target's queue (older than the target, and no backfill admitted it), waiting for an earlier target to
-try first, or queued (the page then asks ``queue.json`` for the position; see :mod:`wheelwright.publish.site`).
+try first, or queued (the page then asks ``queue.json`` for the position, and whether an operator paused
+the target: both change far more often than the page; see :mod:`wheelwright.publish.site`).
 
 "Queued" must mean exactly what the build queue means (the ``build_queue`` SQL function of migrations
 004 and 018, which hands releases out): the same rules, read the other way round, one release at a
@@ -47,7 +48,6 @@ class TargetInfo:
     distro: str
     position: int
     enabled: bool = True
-    paused: bool = False
 
     @property
     def order(self) -> tuple:
@@ -90,8 +90,7 @@ def target_rows(release, targets: list[TargetInfo], *, project_skip: str | None 
         files = files_by_target.get(name, [])
         state, detail, build = _state(release, info, name, latest, files, pure, finished, targets,
                                       project_skip)
-        rows.append(TargetStatus(target=name, state=state, detail=detail, build=build, files=files,
-                                 paused=bool(info and info.paused and state == QUEUED)))
+        rows.append(TargetStatus(target=name, state=state, detail=detail, build=build, files=files))
     return rows
 
 

@@ -87,6 +87,9 @@ _PARALLEL_FROM = 20_000
 _FORKED: "Publisher | None" = None   # the publisher whose state forked workers inherit
 
 _LOG_PATH = re.compile(r"logs/(\d{4})/(\d{4})/(\d{4})\.txt\.gz\Z")
+# The targets the last publish showed: the publisher's memory in the tree, under a dot-name the web
+# servers never serve (nginx/wheelwright.conf, the static server).
+TARGETS_SEEN = ".wheelwright-targets.json"
 _PAGES = ("index.html", "index.json")
 _decode_json = msgspec.json.decode
 
@@ -258,6 +261,7 @@ class Publisher:
         self.target_list: list[status.TargetInfo] = []   # every target, known or retired
         self.targets: dict[str, status.TargetInfo] = {}
         self.downloads_through: str | None = None
+        self.targets_changed = False           # since the last publish (see TARGETS_SEEN)
         self.root_dirty = full
         self.search_dirty = full
         self.touched_builds = False
@@ -292,13 +296,21 @@ class Publisher:
                 try:
                     if self.full:
                         self.existing = (_names_in(self.simple), _names_in(self.projects))
-                    self._publish_packages(-1 if self.full else mark, upto, result)
+                    self._read_targets()
+                    # Every project page has a row per target: a target enabled, retired or moved in
+                    # the order changes them all (the first publish of this layout too).
+                    every = self.full or self.targets_changed
+                    if self.targets_changed and not self.full:
+                        log.info("the build targets changed since the last publish: every package is "
+                                 "published again")
+                    self._publish_packages(-1 if every else mark, upto, result)
                     self.tree.commit()  # no staged folder may look like a stray to the sweep
                     if self.full:
                         self._sweep_strays()
                     self._write_root(result)
                     self.tree.commit()
                     self._write_site(result)
+                    self.tree.write(os.path.join(self.root, TARGETS_SEEN), self._targets_fingerprint())
                     self.tree.commit()
                 except BaseException:
                     self.tree.abandon()
@@ -331,12 +343,20 @@ class Publisher:
     def _mark(self) -> int:
         return consumer_mark(self.conn, CONSUMER)
 
-    def _publish_packages(self, after: int, upto: int, result: PublishResult) -> None:
+    def _read_targets(self) -> None:
+        """The targets as the pages show them, and whether they changed since the last publish."""
         self.target_list = status.sort_targets(
             status.TargetInfo(*row) for row in self.conn.execute(db.query("publish_targets")))
         self.targets = {t.name: t for t in self.target_list}
+        self.targets_changed = read_bytes(os.path.join(self.root, TARGETS_SEEN)) != self._targets_fingerprint()
         through = self.conn.execute("SELECT through FROM download_counts_state").fetchone()
         self.downloads_through = through[0].isoformat() if through else None
+
+    def _targets_fingerprint(self) -> bytes:
+        """What of the targets the project pages show (pausing one changes no page: queue.json says it)."""
+        return json_bytes([[t.name, t.abi, t.platform, t.distro, t.position, t.enabled] for t in self.target_list])
+
+    def _publish_packages(self, after: int, upto: int, result: PublishResult) -> None:
         total = self.conn.execute("SELECT count(*) FROM packages WHERE change_seq > %s AND change_seq <= %s",
                                   (after, upto)).fetchone()[0]
         if total > 1000:
@@ -678,12 +698,13 @@ class Publisher:
             result.search_changed |= site.write_search(self.tree, [(c, d, n) for c, d, _s, n, _t in rows])
             result.site_changed |= site.write_sitemaps(self.tree, self.site_url, [c for c, *_ in rows])
         busy = bool(self.looked_at) or self.full
+        forced = self.full or self.targets_changed
         home = os.path.join(root, "index.html")
-        if self.full or not os.path.exists(home) or (busy and site.due(home, site.HOME_INTERVAL, self.now)):
+        if forced or not os.path.exists(home) or (busy and site.due(home, site.HOME_INTERVAL, self.now)):
             data = site.home_data(self.conn)
             result.site_changed |= self.tree.write(home, site.home_html(data, self.index_url))
         queue = os.path.join(root, "queue.json")
-        if self.full or not os.path.exists(queue) or (busy and site.due(queue, site.QUEUE_INTERVAL, self.now)):
+        if forced or not os.path.exists(queue) or (busy and site.due(queue, site.QUEUE_INTERVAL, self.now)):
             result.queue_changed = self.tree.write(queue, json_bytes(site.queue_data(self.conn)))
 
     def _search_due(self, searched: str) -> bool:

@@ -190,15 +190,16 @@
         const cell = row.querySelector(".position");
         if (!target || !release || !cell) continue;
         const at = target.head.findIndex(([p, v]) => p === pkg && v === release.dataset.version);
-        const rate = target.per_hour;
+        const rate = target.paused ? 0 : target.per_hour;
+        const paused = target.paused ? " (an operator paused this target)" : "";
         if (at >= 0) {
           const position = at + 1;
           cell.textContent = ` · position ${position.toLocaleString("en")}` +
             (target.length ? ` of ${target.length.toLocaleString("en")}` : "") +
-            (rate > 0 ? `, ${hours(position / rate * 3600)}` : ", no builds lately to estimate from");
+            (rate > 0 ? `, ${hours(position / rate * 3600)}` : paused || ", no builds lately to estimate from");
         } else {
           cell.textContent = ` · behind the first ${target.head.length.toLocaleString("en")}` +
-            (target.length && rate > 0 ? `, within ${hours(target.length / rate * 3600)}` : "");
+            (target.length && rate > 0 ? `, within ${hours(target.length / rate * 3600)}` : paused);
         }
       }
     }).catch(() => {});
