@@ -4,19 +4,27 @@ This room owns the formats, and nothing else: the simple repository pages pip re
 PEP 691 JSON, with the PEP 592 yank flags, PEP 658/714 core-metadata hints and PEP 700 versions, sizes
 and upload times), the project page people read and its JSON twin, the root lists and ``packages.json``.
 A project that offers no files because of its status (PEP 792: quarantined on PyPI) gets simple pages
-that say so and list nothing. It never touches the catalog or the disk, so every format is tested exhaustively from literals, and a
-page is a function of its data alone: publishing the same data twice gives the same bytes, which is
-what lets the writer skip files that did not change.
+that say so and list nothing. It never touches the catalog or the disk, so every format is tested
+exhaustively from literals, and a page is a function of its data alone: publishing the same data twice
+gives the same bytes, which is what lets the writer skip files that did not change.
 
-Everything here that came from PyPI (names, summaries, versions, reasons, Requires-Python) is hostile
-input and is escaped where it lands. The simple pages sit on the hot path (every package, every full
-publish) and are built from strings with :func:`html.escape`, and so is the project page people read,
-inside the frame of ``templates/base.html``, which the jinja2 report pages share.
+A project page is the piwheels project page and more: for each release, a row per target saying where
+the release stands there (:mod:`wheelwright.publish.status` decides), with its files, apt dependencies
+and logs; above them, the pip and uv lines a Pi user copies, the ``sudo apt install`` line and the pip
+dependencies of the newest stable release, and the download figures. The data model below is what the
+writer fills in; a page's new fact is one field of it (``Project.build_settings`` waits for the
+operator's per-package settings). Things that change far more often than a page (a queued release's
+position) are not on it: the page's script reads them from ``queue.json``.
+
+Everything here that came from PyPI (names, summaries, versions, reasons, Requires-Python,
+Requires-Dist) is hostile input and is escaped where it lands. The simple pages sit on the hot path
+(every package, every full publish) and are built from strings with :func:`html.escape`, and so is the
+project page people read, inside the frame of ``templates/base.html``, which every page of the site
+shares (:mod:`wheelwright.publish.site`).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from html import escape

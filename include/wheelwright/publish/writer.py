@@ -30,6 +30,12 @@ Everything a run reads comes from one REPEATABLE READ snapshot, and only one pub
 processes that never wait for the disk: each hands back the batch it staged, and this process makes it
 durable and renames it into place while they go on with the next.
 
+A package's pages also change without its change number moving when the build targets do (each page
+has a row per target): the publisher remembers the targets it showed (``TARGETS_SEEN``) and publishes
+every package again when they differ. Around the packages it keeps the rest of the site up to date
+(:mod:`wheelwright.publish.site`: home, search, FAQ, 404, sitemaps, ``queue.json``), each part when
+its data changed and at most so often.
+
 The formats live in :mod:`wheelwright.publish.pages`, the apt reports in :mod:`wheelwright.publish.reports`.
 ``publish(conn, output, full=...)`` is the one entry point; the CLI's ``wheelwright index`` and the
 ``publish_index`` DAG both reach it through :func:`wheelwright.publish.cdn.publish_and_purge` (one
