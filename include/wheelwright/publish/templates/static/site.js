@@ -154,7 +154,12 @@
   }
   if (body.dataset.page === "notfound") {
     const match = location.pathname.match(/\/(?:project|simple)\/([^/]+)/);
-    const asked = match ? decodeURIComponent(match[1]) : "";
+    let asked = "";
+    try {
+      asked = match ? decodeURIComponent(match[1]) : "";
+    } catch (e) {   // a malformed %-escape: nothing to suggest from
+      asked = "";
+    }
     const name = canonical(asked);
     const list = document.getElementById("closest");
     const status = document.getElementById("status");
