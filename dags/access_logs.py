@@ -8,7 +8,7 @@ The Variable ``wheelwright_access_logs`` maps a source name to its log file, e.g
 (without it, nothing is read). Reading is incremental and survives rotation; runs never overlap. The
 task runs on the index host (queue ``default``), where the logs and the published tree are.
 
-Once a day (the first run after midnight, UTC) ``refresh_figures`` brings the download figures of the
+Once a day (its first run of the day) ``refresh_figures`` brings the download figures of the
 project pages and ``packages.json`` to the end of yesterday and announces the catalog Asset, so
 ``publish_index`` rewrites the pages whose figures moved; on other runs it is skipped.
 
