@@ -1,12 +1,17 @@
 """access_logs: every 10 minutes, count downloads and searches from the web servers' access logs.
 
-    ingest (each log named in $WHEELWRIGHT_ACCESS_LOGS) ─▶ write_stats (www/stats/)
+    ingest (each log named in $WHEELWRIGHT_ACCESS_LOGS) ─┬▶ write_stats (www/stats/)
+                                                          └▶ refresh_figures ─(catalog)▶ publish
 
 ``WHEELWRIGHT_ACCESS_LOGS``, in the index host's environment, maps a source name to its log file, e.g.
 ``{"origin": "/var/log/nginx/wheelwright.access.log", "edge": "/var/log/varnish/varnishncsa.log"}``
 (without it, nothing is read). Not a Variable: any task can write those, and the index host would read
 whatever file it named. Reading is incremental and survives rotation; runs never overlap. The
 task runs on the index host (queue ``default``), where the logs and the published tree are.
+
+Once a day (its first run of the day) ``refresh_figures`` brings the download figures of the
+project pages and ``packages.json`` to the end of yesterday and announces the catalog Asset, so
+``publish_index`` rewrites the pages whose figures moved; on other runs it is skipped.
 
 All the logic is in ``wheelwright.operate.access_logs`` and ``wheelwright.publish.stats``.
 """
@@ -18,6 +23,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
+from wheelwright.operate.assets import CATALOG
 from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
 
 
@@ -65,7 +71,24 @@ def access_logs():
             stats = write(conn, settings.output)
         return {"total": stats["total"], "packages": len(stats["top_packages"])}
 
-    write_stats(ingest())
+    @task(outlets=[CATALOG])
+    def refresh_figures(counted: dict) -> dict:
+        """Once a day: the download figures the project pages show, to the end of yesterday."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from wheelwright.catalog import db
+        from wheelwright.operate.access_logs import refresh_download_counts
+        from wheelwright.operate.dag_tasks import settings_from_airflow
+
+        with db.connect(settings_from_airflow()) as conn:
+            done = refresh_download_counts(conn)
+        if done.through is None or not done.packages:
+            raise AirflowSkipException("the download figures are up to date")
+        return {"through": done.through.isoformat(), "releases": done.rows, "packages": done.packages}
+
+    counted = ingest()
+    write_stats(counted)
+    refresh_figures(counted)
 
 
 access_logs()

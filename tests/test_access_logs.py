@@ -204,6 +204,42 @@ distro = "bookworm"
         "no temp file is left behind"
 
 
+# --- the figures on the pages --------------------------------------------------------------------------
+
+def test_download_figures_cover_whole_days_and_move_only_the_pages_they_change(catalog, tmp_path):
+    from datetime import timedelta
+    from support.index_world import World
+    from wheelwright.operate.access_logs import refresh_download_counts
+    world = World(catalog, tmp_path / "www")
+    numpy, quiet = world.package("numpy"), world.package("quiet")
+    world.release(numpy, "2.1.0")
+    world.release(quiet, "1.0")
+    catalog.execute("UPDATE packages SET enriched_seq = change_seq")  # PyPI's JSON read and current
+    log = tmp_path / "access.log"
+    today = date(2026, 12, 10)
+    stamp = lambda d: d.strftime("%d/%b/%Y:12:00:00 +0000")  # noqa: E731
+    append(log, *[origin_line(f"/simple/numpy/{WHEEL}", when=stamp(today - timedelta(days=n)))
+                  for n in (0, 1, 1, 5, 40)])
+    ingest(catalog, "origin", log)
+    seqs = dict(catalog.execute("SELECT package, change_seq FROM packages"))
+
+    done = refresh_download_counts(catalog, today=today)
+    assert (done.through, done.rows, done.packages) == (today - timedelta(days=1), 1, 1)
+    assert catalog.execute("SELECT package, version, last_30, total FROM download_counts").fetchall() == [
+        ("numpy", "2.1.0", 3, 4)], "today is not a whole day yet; 40 days ago counts in all time only"
+    after = dict(catalog.execute("SELECT package, change_seq FROM packages"))
+    assert after["numpy"] > seqs["numpy"] and after["quiet"] == seqs["quiet"], "only numpy's pages move"
+    assert catalog.execute("SELECT count(*) FROM packages WHERE enriched_seq < change_seq").fetchone()[0] == 0, \
+        "new figures are no reason to read PyPI's JSON again"
+
+    assert refresh_download_counts(catalog, today=today).through is None, "once a day"
+    done = refresh_download_counts(catalog, today=today + timedelta(days=1))
+    assert (done.rows, done.packages) == (1, 1), "yesterday's download is counted the next day"
+    assert catalog.execute("SELECT last_30, total FROM download_counts").fetchone() == (4, 5)
+    done = refresh_download_counts(catalog, today=today + timedelta(days=2))
+    assert (done.rows, done.packages) == (0, 0), "figures that did not move publish nothing"
+
+
 def test_the_access_logs_dag_ingests_and_writes_the_stats(airflow_env, settings, tmp_path):
     import subprocess
     import sys

@@ -37,6 +37,16 @@ def test_enrichment_records_summary_requires_python_yank_reason_and_file_facts(c
     assert enrich(catalog, lambda: None).enriched == [], "nothing is due any more"
 
 
+def test_the_newest_release_keeps_pypis_requires_dist_and_bad_lines_are_left_out(catalog):
+    load(catalog, ROWS[:5])
+    lines = ["numpy>=1.20", 'pytest ; extra == "test"', "not a requirement !!", "x" * 2000]
+    with PyPIDouble(ROWS[:5], requires_dist={("demo", "2.0"): lines}) as double:
+        enrich(catalog, lambda: PyPI(double.xmlrpc_url, sleep=lambda s: None))
+    assert catalog.execute("SELECT version, requires_dist FROM versions ORDER BY rank").fetchall() == [
+        ("1.0", None), ("2.0", ["numpy>=1.20", 'pytest; extra == "test"'])], \
+        "PyPI describes its newest release only; a line that is not PEP 508 never reaches a page"
+
+
 def test_a_404_from_the_json_api_deletes_nothing(catalog):
     load(catalog, ROWS)
     with PyPIDouble([]) as empty:   # PyPI knows nothing of demo

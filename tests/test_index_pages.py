@@ -8,7 +8,8 @@ from html.parser import HTMLParser
 import pytest
 
 from wheelwright.publish import pages
-from wheelwright.publish.pages import Build, Project, Release, WheelFile
+from wheelwright.publish.pages import Build, Downloads, Project, Release, WheelFile
+from wheelwright.publish.status import TargetInfo, target_rows
 from wheelwright.publish.reports import missing_in_log, needed_apt, provider
 
 SHA = "a" * 64
@@ -23,25 +24,36 @@ def wheel(filename, version, **kw) -> WheelFile:
     return WheelFile(**fields)
 
 
+TARGETS = [TargetInfo("cp311", "cp311", "linux_armv7l", "bookworm", 1),
+           TargetInfo("cp313", "cp313", "linux_aarch64", "trixie", 2)]
+
+
 @pytest.fixture
 def project() -> Project:
-    """Two releases: 1.0 (a wheel with metadata and Requires-Python) and 2.0rc1 (yanked, hostile reason)."""
+    """Two releases: 1.0 (a wheel with metadata, Requires-Python, Requires-Dist and an apt dependency)
+    and 2.0rc1 (yanked with a hostile reason, a pure wheel)."""
     old = Release(version="1.0", released="2024-05-01T12:00:00Z", prerelease=False, yanked=False,
                   yanked_reason=None, requires_python=">=3.9,<4", skip_reason=None,
                   files=[wheel("demo_pkg-1.0-cp311-cp311-linux_armv7l.whl", "1.0",
                                requires_python=">=3.9,<4", metadata_sha256=META,
-                               apt_dependencies=("libxml2",))],
+                               apt_dependencies=("libxml2",), distro="bookworm",
+                               requires_dist=("numpy>=1.20", 'pytest; extra == "test"'))],
                   builds=[Build(build_id=7, version="1.0", abi="cp311", status="success", builder="pi-1",
                                 duration=75.0, log_path="logs/0000/0000/0007.txt.gz", reason=None,
-                                target="cp311")])
+                                target="cp311")],
+                  in_scope=("cp311", "cp313"), downloads=Downloads(5, 40))
     new = Release(version="2.0rc1", released="2024-06-01T08:30:00Z", prerelease=True, yanked=True,
                   yanked_reason='broken "<script>" & more', requires_python=None, skip_reason=None,
                   files=[wheel("demo_pkg-2.0rc1-py3-none-any.whl", "2.0rc1", build_id=8, abi_tag="none",
                                platform_tag="any", uploaded="2024-06-01T09:00:00Z")],
                   builds=[Build(build_id=8, version="2.0rc1", abi="cp311", status="success", builder=None,
-                                duration=None, log_path=None, reason=None, target="cp311")])
+                                duration=None, log_path=None, reason=None, target="cp311")],
+                  in_scope=("cp311", "cp313"))
+    for release in (old, new):
+        release.targets = target_rows(release, TARGETS)
     return Project(package="demo-pkg", display_name="Demo.Pkg", summary="A <b>demo</b> & friends",
-                   skip_reason=None, aliases=("Demo.Pkg",), releases=[new, old])
+                   skip_reason=None, aliases=("Demo.Pkg",), releases=[new, old],
+                   downloads=Downloads(5, 40), downloads_through="2024-06-30")
 
 
 class Anchors(HTMLParser):
@@ -138,47 +150,104 @@ def test_root_pages_golden():
         "meta": {"api-version": "1.1"}, "projects": [{"name": "Demo.Pkg"}, {"name": "<evil>"}]}
 
 
-def test_packages_json_golden():
-    assert json.loads(pages.packages_json([("demo-pkg", "Demo.Pkg", "A demo"), ("bare", "bare", None)])) == [
-        ["demo-pkg", "Demo.Pkg", "A demo"], ["bare", "bare", ""]]
+def test_packages_json_keeps_piwheels_order_with_the_download_counts_first():
+    rows = [("demo-pkg", "Demo.Pkg", "A demo", 12, 340), ("bare", "bare", None, 0, 0)]
+    data = json.loads(pages.packages_json(rows))
+    assert data == [["demo-pkg", 12, 340, "Demo.Pkg", "A demo"], ["bare", 0, 0, "bare", ""]]
+    # how piwheels documents reading it
+    assert {pkg: (month, total) for pkg, month, total, *_ in data} == {"demo-pkg": (12, 340), "bare": (0, 0)}
 
 
 def test_project_json_golden(project):
-    data = json.loads(pages.project_json(project))
+    data = json.loads(pages.project_json(project, site_url="https://pi.example.org/"))
     assert list(data["releases"]) == ["2.0rc1", "1.0"], "newest first"
     assert data["package"] == "demo-pkg" and data["name"] == "Demo.Pkg"
     assert data["summary"] == "A <b>demo</b> & friends"
     assert data["aliases"] == ["Demo.Pkg"]
+    assert data["pypi_url"] == "https://pypi.org/project/demo-pkg/"
+    assert data["url"] == "https://pi.example.org/project/demo-pkg/"
+    assert data["downloads"] == {"last_30_days": 5, "total": 40, "through": "2024-06-30"}
+    assert data["build_settings"] is None
     assert data["releases"]["1.0"] == {
         "released": "2024-05-01T12:00:00Z", "prerelease": False, "yanked": False, "yanked_reason": None,
         "requires_python": ">=3.9,<4", "skip_reason": "",
+        "pip_dependencies": ["numpy>=1.20", 'pytest; extra == "test"'],
+        "apt_dependencies_by_distro": {"bookworm": ["libxml2"]},
+        "downloads": {"last_30_days": 5, "total": 40},
         "files": {"demo_pkg-1.0-cp311-cp311-linux_armv7l.whl": {
             "file_url": "/simple/demo-pkg/demo_pkg-1.0-cp311-cp311-linux_armv7l.whl",
             "filehash": SHA, "filesize": 2048, "builder_abi": "cp311", "target": "cp311",
             "file_abi_tag": "cp311", "platform": "linux_armv7l", "requires_python": ">=3.9,<4",
-            "apt_dependencies": ["libxml2"], "unowned_libraries": []}},
+            "apt_dependencies": ["libxml2"], "pip_dependencies": ["numpy>=1.20", 'pytest; extra == "test"'],
+            "unowned_libraries": [], "uploaded": "2024-05-01T12:00:00Z"}},
+        "targets": [
+            {"target": "cp311", "state": "built", "reason": None, "build_id": 7,
+             "log_url": "/logs/0000/0000/0007.txt.gz"},
+            {"target": "cp313", "state": "queued", "reason": None, "build_id": None, "log_url": None}],
         "builds": [{"build_id": 7, "abi": "cp311", "target": "cp311", "status": "success",
                     "builder": "pi-1", "duration": 75.0, "log_url": "/logs/0000/0000/0007.txt.gz",
                     "reason": None}],
     }
-    assert data["releases"]["2.0rc1"]["yanked"] is True
-    assert data["releases"]["2.0rc1"]["prerelease"] is True
+    rc = data["releases"]["2.0rc1"]
+    assert rc["yanked"] is True and rc["prerelease"] is True
+    assert rc["pip_dependencies"] is None, "no wheel recorded it and PyPI did not say: unknown, not none"
+    assert [(t["target"], t["state"]) for t in rc["targets"]] == [("cp311", "built"), ("cp313", "not-needed")]
+
+
+def test_project_json_keeps_every_field_piwheels_clients_read(project):
+    """piwheels' JSON API page documents these; clients index them directly."""
+    data = json.loads(pages.project_json(project))
+    assert {"package", "summary", "pypi_url", "releases"} <= set(data)
+    for release in data["releases"].values():
+        assert {"skip_reason", "prerelease", "released", "yanked", "files"} <= set(release)
+        for f in release["files"].values():
+            assert {"filesize", "apt_dependencies", "filehash", "platform", "builder_abi", "file_abi_tag",
+                    "file_url", "requires_python", "pip_dependencies"} <= set(f)
 
 
 def test_project_page_shows_what_people_need_and_escapes_pypi_text(project):
     html = pages.project_html(project).decode()
-    assert "<title>Demo.Pkg</title>" in html
+    assert "<title>Demo.Pkg · wheelwright</title>" in html
     assert "A &lt;b&gt;demo&lt;/b&gt; &amp; friends" in html
     assert "<b>demo</b>" not in html
-    assert "pip install Demo.Pkg" in html
-    assert html.index("2.0rc1") < html.index(">1.0"), "releases newest first"
+    assert html.index("2.0rc1") < html.index('id="v1.0"'), "releases newest first"
     assert '<span class="badge yanked"' in html and '<span class="badge prerelease">' in html
-    assert "&lt;script&gt;" in html and "<script>" not in html
+    assert "&lt;script&gt;" in html and "<script>" not in html.split("</head>")[1]
     assert "2.0 KiB" in html
     assert "&gt;=3.9,&lt;4" in html
-    assert "libxml2" in html
     assert 'href="../../logs/0000/0000/0007.txt.gz"' in html
     assert 'href="../../simple/demo-pkg/demo_pkg-1.0-cp311-cp311-linux_armv7l.whl"' in html
+    assert '<link rel="stylesheet" href="../../static/site.css">' in html, "the site's one look"
+    assert "<b>5</b> downloads in 30 days · <b>40</b> in all" in html
+    assert "5 downloads in 30 days, 40 in all" in html, "per release too"
+
+
+def test_the_top_of_a_project_page_speaks_for_its_newest_stable_release(project):
+    html = pages.project_html(project, index_url="https://pi.example.org/simple/").decode()
+    top = html.split("<h2>Releases</h2>")[0]
+    assert "pip3 install Demo.Pkg --extra-index-url https://pi.example.org/simple/" in top
+    assert "uv pip install Demo.Pkg --extra-index-url https://pi.example.org/simple/" in top
+    assert "data-origin" not in top, "the site's URL is known: nothing to fill in"
+    assert 'latest <a href="#v1.0">1.0</a>' in top, "the yanked pre-release is not the one to install"
+    assert "sudo apt install libxml2" in top
+    assert "<code>numpy&gt;=1.20</code>" in top and "<code>pytest; extra == &quot;test&quot;</code>" in top
+
+
+def test_without_the_site_url_the_page_fills_in_its_own_origin(project):
+    html = pages.project_html(project).decode()
+    assert '<pre class="command" data-origin=""><code>pip3 install Demo.Pkg --extra-index-url ' \
+           f'{pages.SITE_PLACEHOLDER}/simple/</code></pre>' in html
+    assert '../../static/site.js' in html
+
+
+def test_each_release_has_a_row_per_target_saying_where_it_stands(project):
+    html = pages.project_html(project).decode()
+    old = html[html.index('id="v1.0"'):]
+    assert '<span class="state built">built</span>' in old
+    assert '<tr data-queue="cp313">' in old and '<span class="state queued">queued</span>' in old
+    rc = html[html.index('id="v2.0rc1"'):html.index('id="v1.0"')]
+    assert '<span class="state not-needed">not needed</span>' in rc
+    assert "the pure wheel built on cp311 serves every target" in rc
 
 
 def test_project_page_shows_skip_reasons_and_failures():
@@ -187,13 +256,31 @@ def test_project_page_shows_skip_reasons_and_failures():
                       builds=[Build(build_id=9, version="1.0", abi="cp39", status="failure", builder="pi-2",
                                     duration=3700.0, log_path="logs/0000/0000/0009.txt.gz",
                                     reason="pip wheel exited with 1", target="cp39")])
+    release.targets = target_rows(release, [TargetInfo("cp39", "cp39", "linux_armv7l", "bullseye", 0)])
     p = Project(package="gpu", display_name="gpu", summary=None, skip_reason="binary only <sorry>",
                 releases=[release])
     html = pages.project_html(p).decode()
     assert "not built: needs CUDA" in html
     assert "binary only &lt;sorry&gt;" in html
-    assert "failure: pip wheel exited with 1" in html
+    assert '<span class="state failed">failed</span> <span class="detail">pip wheel exited with 1</span>' in html
     assert "1h 01m" in html
+
+
+def test_older_releases_fold_away():
+    releases = [Release(version=f"1.{n}", released="2024-01-01T00:00:00Z", prerelease=False, yanked=False,
+                        yanked_reason=None, requires_python=None, skip_reason=None) for n in range(25, 0, -1)]
+    html = pages.project_html(Project(package="many", display_name="many", summary=None, skip_reason=None,
+                                      releases=releases)).decode()
+    folded = html[html.index('<details class="older">'):]
+    assert "<summary>15 older releases</summary>" in folded
+    assert 'id="v1.15"' in folded and 'id="v1.16"' not in folded
+
+
+def test_build_settings_have_their_place_on_the_page(project):
+    project.build_settings = {"timeout": "6 h", "apt": "libfoo-dev <x>"}
+    html = pages.project_html(project).decode()
+    assert "<h3>Build settings</h3>" in html and "libfoo-dev &lt;x&gt;" in html
+    assert json.loads(pages.project_json(project))["build_settings"] == {"timeout": "6 h", "apt": "libfoo-dev <x>"}
 
 
 @pytest.mark.parametrize("log, found", [

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from support.index_world import World, make_wheel
+from wheelwright.publish import site
 from wheelwright.publish import writer as index
 from wheelwright.names import safe_alias
 from wheelwright.publish.writer import CONSUMER, GRACE_SECONDS, build_id_for_log, log_path_for, publish
@@ -87,7 +88,8 @@ def test_releases_without_builds_are_listed(world, catalog, www):
     assert data["releases"]["2.0b1"]["prerelease"] is True
     assert data["releases"]["1.0"]["files"] == {}
     assert json.loads(page(www, "simple/unbuilt/index.json"))["versions"] == ["1.0", "2.0b1"]
-    assert "Not built yet." in page(www, "project/unbuilt/index.html")
+    assert [(t["target"], t["state"]) for t in data["releases"]["1.0"]["targets"]] == [("cp311", "queued")]
+    assert '<tr data-queue="cp311">' in page(www, "project/unbuilt/index.html"), "a row says it is queued"
 
 
 def test_unsafe_canonical_names_are_never_published(world, catalog, www):
@@ -127,7 +129,8 @@ def test_a_change_that_renders_the_same_bytes_writes_nothing(world, catalog, www
     world.changed(p)
     result = publish(catalog, www)
     assert result.packages == 1
-    assert result.changed == [] and result.files_written == 0 and result.files_unchanged == 4
+    site_files = len(site.STATIC_PAGES) + len(site.ASSETS) + 1   # checked on every run (+ the targets seen)
+    assert result.changed == [] and result.files_written == 0 and result.files_unchanged == 4 + site_files
 
 
 def test_nothing_changed_means_nothing_looked_at(world, catalog, www):
@@ -144,8 +147,8 @@ def test_the_root_is_rewritten_when_the_package_set_changes(world, catalog, www)
     result = publish(catalog, www)
     assert result.root_written
     assert '<a href="second/">Second</a>' in page(www, "simple/index.html")
-    assert json.loads(page(www, "packages.json")) == [["first", "first", ""],
-                                                      ["second", "Second", "the <second> one"]]
+    assert json.loads(page(www, "packages.json")) == [["first", 0, 0, "first", ""],
+                                                      ["second", 0, 0, "Second", "the <second> one"]]
     assert json.loads(page(www, "simple/index.json"))["projects"] == [{"name": "first"}, {"name": "Second"}]
 
 
@@ -155,7 +158,7 @@ def test_a_new_summary_refreshes_the_search_index(world, catalog, www):
     publish(catalog, www)
     world.set(p, summary="now with a summary")
     assert publish(catalog, www).root_written
-    assert json.loads(page(www, "packages.json")) == [["sum", "sum", "now with a summary"]]
+    assert json.loads(page(www, "packages.json")) == [["sum", 0, 0, "sum", "now with a summary"]]
 
 
 # -- removal ------------------------------------------------------------------------------------------
@@ -325,7 +328,8 @@ def test_a_full_publish_finds_a_folder_made_after_it_listed_simple(world, catalo
 
 
 def published_pages(root) -> dict[str, bytes | str]:
-    """What the publisher itself wrote (pages, links, root lists): every file but wheels, logs, reports."""
+    """What the publisher itself wrote (pages, links, root lists): every file but wheels, logs, reports,
+    and the site's files that say when they were made (the home page, queue.json, the search index's)."""
     found = {}
     for folder, _dirs, files in os.walk(root):
         for name in files + [d for d in _dirs if os.path.islink(os.path.join(folder, d))]:
@@ -334,7 +338,7 @@ def published_pages(root) -> dict[str, bytes | str]:
             if os.path.islink(path):
                 found[rel] = os.readlink(path)
             elif name.endswith(".json") or name.endswith(".html"):
-                if not rel.startswith("reports"):
+                if not rel.startswith("reports") and rel not in ("index.html", "queue.json", "search/index.json"):
                     found[rel] = open(path, "rb").read()
     return found
 

@@ -43,7 +43,20 @@ def tree(tmp_path_factory):
     (root / "project" / "Demo").symlink_to("demo")
     (root / "logs" / "0000" / "0000").mkdir(parents=True)
     (root / "logs" / "0000" / "0000" / "0001.txt.gz").write_bytes(gzip.compress(b"the log\n"))
-    (root / "packages.json").write_text('[["demo", "Demo", ""]]')
+    (root / "packages.json").write_text('[["demo", 0, 0, "Demo", ""]]')
+    # the site around the project pages (wheelwright.publish.site)
+    (root / "index.html").write_text("<html>home</html>")
+    (root / "404.html").write_text("<html>the site's 404 page</html>")
+    for page in ("packages.html", "faq.html", "json.html"):
+        (root / page).write_text(f"<html>{page}</html>")
+    (root / "static").mkdir()
+    (root / "static" / "site.css").write_text("body { color: #222; }\n" * 100)
+    (root / "static" / "site.js").write_text("(function () {})();\n" * 100)
+    (root / "search").mkdir()
+    (root / "search" / "de.json").write_text(json.dumps({"prefix": "de", "split": False,
+                                                          "entries": [["demo", 0]] * 200}))
+    (root / "queue.json").write_text('{"targets": {}}')
+    (root / "sitemap.xml").write_text("<sitemapindex/>")
     return root
 
 
@@ -146,6 +159,17 @@ KEYED = [
     ("/project/demo/json/", None, 200, "project/demo all"),
     ("/packages.json", None, 200, "search all"),
     ("/logs/0000/0000/0001.txt.gz", None, 200, "logs all"),
+    ("/search/de.json", None, 200, "search all"),
+    ("/", None, 200, "site all"),
+    ("/index.html", None, 200, "site all"),
+    ("/packages.html", None, 200, "site all"),
+    ("/faq.html", None, 200, "site all"),
+    ("/json.html", None, 200, "site all"),
+    ("/static/site.css", None, 200, "site all"),
+    ("/sitemap.xml", None, 200, "site all"),
+    ("/queue.json", None, 200, "queue all"),
+    ("/project/nonexistent/", None, 404, "project/nonexistent all"),
+    ("/no/such/page", None, 404, "all"),
 ]
 
 
@@ -172,5 +196,43 @@ def test_cache_rules_files_are_immutable_pages_revalidate_errors_are_brief(serve
 
 def test_packages_json(server):
     status, headers, body = server.get("/packages.json")
-    assert status == 200 and json.loads(body) == [["demo", "Demo", ""]]
+    assert status == 200 and json.loads(body) == [["demo", 0, 0, "Demo", ""]]
     assert headers["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("path", ["/project/nonexistent/", "/simple/nonexistent/", "/no/such/page",
+                                  "/simple/demo/.ww-tmp.index.html"])
+def test_what_is_missing_gets_the_sites_404_page_with_status_404(server, path):
+    status, headers, body = server.get(path, "text/html")
+    assert (status, body) == (404, b"<html>the site's 404 page</html>"), f"{server.kind}: {path}"
+    assert headers["Content-Type"].startswith("text/html")
+    assert headers["Cache-Control"] == cdn.ERROR, "a 404 must not outlive its cause"
+
+
+@pytest.mark.parametrize("path, content_type", [
+    ("/", "text/html"), ("/faq.html", "text/html"), ("/static/site.css", "text/css"),
+    ("/static/site.js", "application/javascript"), ("/search/de.json", "application/json"),
+    ("/queue.json", "application/json"), ("/sitemap.xml", "application/xml"),
+])
+def test_the_sites_files_have_their_content_types(server, path, content_type):
+    status, headers, _ = server.get(path)
+    assert status == 200 and headers["Content-Type"].startswith(content_type), f"{server.kind}: {path}"
+    assert headers["Cache-Control"] == cdn.PAGE
+
+
+def test_nginx_compresses_the_sites_text_files(tree, tmp_path):
+    """The search shards and the stylesheet travel compressed (the development server sends them plain)."""
+    server = serve(tree, tmp_path, "nginx")
+    try:
+        _compressed(server)
+    finally:
+        server.stop()
+
+
+def _compressed(server):
+    import urllib.request
+    for path in ("/search/de.json", "/static/site.css"):
+        request = urllib.request.Request(server.url + path, headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Content-Encoding"] == "gzip", path
+            assert gzip.decompress(response.read()) == (server.root / path.lstrip("/")).read_bytes()

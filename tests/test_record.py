@@ -19,7 +19,8 @@ from wheelwright.builds.transfer import accept, incoming_folder
 from wheelwright.builds.analysis import FileInfo, analyse_wheel
 
 FIRST = "cp39-armv7l"
-METADATA = b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\nRequires-Python: >=3.7\n"
+METADATA = (b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\nRequires-Python: >=3.7\n"
+            b"Requires-Dist: six>=1.16\nRequires-Dist: pytest; extra == 'test'\nRequires-Dist: ???\n")
 
 
 @pytest.fixture
@@ -81,9 +82,10 @@ def test_a_successful_build_is_recorded_and_published_whole(catalog, request_, i
     wheel = outcome.wheels[0]
     assert catalog.execute(
         "SELECT filename, package, version, size, sha256, python_tag, abi_tag, platform_tag, "
-        "requires_python, metadata_sha256 FROM wheels").fetchall() == [
+        "requires_python, metadata_sha256, requires_dist FROM wheels").fetchall() == [
         (wheel.filename, "foo", "1.0", wheel.size, wheel.sha256, "cp39", "cp39", "linux_armv7l", ">=3.7",
-         hashlib.sha256(METADATA).hexdigest())]
+         hashlib.sha256(METADATA).hexdigest(), ["six>=1.16", 'pytest; extra == "test"'])], \
+        "the index host keeps the wheel's own Requires-Dist (what it read, not what the worker said)"
     assert catalog.execute("SELECT tool, dependency FROM wheel_dependencies ORDER BY 1").fetchall() == [
         ("apt", "libc6"), ("unowned", "libfoo.so.1")]
     published = output / "simple" / "foo"

@@ -42,6 +42,8 @@ class Settings:
     def __post_init__(self):
         if self.incoming is None:
             object.__setattr__(self, "incoming", self.home / "incoming")
+    # where people reach the published tree (https://host): install commands, sitemaps, project JSON
+    site_url: str | None = None
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
@@ -58,6 +60,7 @@ class Settings:
             incoming=Path(incoming).expanduser().absolute() if incoming else home / "incoming",
             remote_incoming=env.get("WHEELWRIGHT_REMOTE_INCOMING") or "/incoming",
             builder_accounts=parse_builder_accounts(env.get("WHEELWRIGHT_BUILDER_ACCOUNTS")),
+            site_url=env.get("WHEELWRIGHT_SITE_URL") or None,
         )
         settings.check()
         return settings
@@ -70,6 +73,10 @@ class Settings:
             parts = urlsplit(self.index_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"WHEELWRIGHT_INDEX_URL must be an http(s) URL, got {self.index_url!r}")
+        if self.site_url is not None:
+            parts = urlsplit(self.site_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+                raise ConfigError(f"WHEELWRIGHT_SITE_URL must be an http(s) URL, got {self.site_url!r}")
 
     def may_answer(self, account: str, target: str) -> bool:
         """Whether builder ``account`` may answer a build for ``target`` (WHEELWRIGHT_BUILDER_ACCOUNTS)."""

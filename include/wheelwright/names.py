@@ -5,7 +5,8 @@ becomes a canonical name here (PEP 503's normalisation, ``packaging.utils.canoni
 name that is canonical, plain and short enough to be a directory in the published tree is ours: the journal,
 the writer and the index host's checks all ask this module, so a name that could carry a path never gets
 past the door anywhere. ABI tags (``cp39``, ``cp311``, ``cp313t``) sort here in numeric order, the order in
-which targets are tried and shown.
+which targets are tried and shown. A wheel's (or PyPI's) Requires-Dist lines become PEP 508 requirements
+here too (:func:`pip_requirements`), before any page shows them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 # The canonical alphabet, for regex engines that need the pattern itself (polars, in a bulk replay).
@@ -48,3 +50,26 @@ def abi_order(abi: str) -> tuple | None:
         return None
     implementation, major, minor, suffix = m.groups()
     return implementation, int(major), int(minor), suffix
+
+
+MAX_REQUIREMENTS = 500
+MAX_REQUIREMENT_LENGTH = 1000
+
+
+def pip_requirements(lines) -> tuple[str, ...]:
+    """The Requires-Dist lines of a METADATA that are PEP 508 requirements, in their normal spelling.
+
+    They come from the package's author: a line that does not parse, or absurdly many or long ones,
+    are left out (the wheel itself is fine; pip reads the same METADATA and decides for itself).
+    """
+    kept = []
+    for line in lines:
+        if len(kept) >= MAX_REQUIREMENTS:
+            break
+        if not line or len(line) > MAX_REQUIREMENT_LENGTH:
+            continue
+        try:
+            kept.append(str(Requirement(line)))
+        except InvalidRequirement:
+            continue
+    return tuple(kept)

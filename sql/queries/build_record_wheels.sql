@@ -1,9 +1,12 @@
--- The wheels of one successful build, in one statement.
+-- The wheels of one successful build, in one statement. Each wheel's Requires-Dist arrives as a JSON
+-- array (arrays of arrays must be rectangular in PostgreSQL).
 INSERT INTO wheels (filename, build_id, package, version, size, sha256, python_tag, abi_tag,
-                    platform_tag, requires_python, metadata_sha256)
+                    platform_tag, requires_python, metadata_sha256, requires_dist)
 SELECT w.filename, %(build_id)s, %(package)s, %(version)s, w.size, w.sha256, w.python_tag, w.abi_tag,
-       w.platform_tag, w.requires_python, w.metadata_sha256
+       w.platform_tag, w.requires_python, w.metadata_sha256,
+       ARRAY(SELECT jsonb_array_elements_text(w.requires_dist))
 FROM unnest(%(filename)s::text[], %(size)s::bigint[], %(sha256)s::text[], %(python_tag)s::text[],
             %(abi_tag)s::text[], %(platform_tag)s::text[], %(requires_python)s::text[],
-            %(metadata_sha256)s::text[])
-     AS w(filename, size, sha256, python_tag, abi_tag, platform_tag, requires_python, metadata_sha256);
+            %(metadata_sha256)s::text[], %(requires_dist)s::jsonb[])
+     AS w(filename, size, sha256, python_tag, abi_tag, platform_tag, requires_python, metadata_sha256,
+          requires_dist);

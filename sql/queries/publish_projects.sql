@@ -1,6 +1,9 @@
 -- Everything the pages of one package show, one row per package whose change_seq lies in
 -- (%(after)s, %(upto)s]: the package, its aliases, its visible releases (newest first), its builds and
--- its wheels (of every version, so the publisher knows which files the catalog still lists).
+-- its wheels (of every version, so the publisher knows which files the catalog still lists), and its
+-- download figures. Each release says which enabled targets hold it in their scope (uploaded since the
+-- target was enabled, or admitted by a backfill: the build queue's own rule, migration 018), so the
+-- page can say where it stands on each.
 -- Nested rows are JSON arrays (positional, to keep the rows small); times are ISO 8601 UTC strings.
 SELECT p.package,
        p.display_name,
@@ -14,9 +17,18 @@ SELECT p.package,
        (SELECT json_agg(json_build_array(
                    v.version,
                    to_char(v.released AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                   v.prerelease, v.yanked, v.yanked_reason, v.requires_python, v.skip_reason)
+                   v.prerelease, v.yanked, v.yanked_reason, v.requires_python, v.skip_reason,
+                   v.has_sdist, v.requires_dist,
+                   (SELECT array_agg(t.name ORDER BY t.name) FROM targets t
+                     WHERE t.enabled
+                       AND (v.released >= t.enabled_at
+                            OR EXISTS (SELECT 1 FROM build_backfill bf
+                                        WHERE bf.target = t.name AND bf.package = v.package
+                                          AND bf.version = v.version))),
+                   c.last_30, c.total)
                    ORDER BY v.rank DESC)
           FROM versions v
+          LEFT JOIN download_counts c ON c.package = v.package AND c.version = v.version
          WHERE v.package = p.package AND NOT v.quarantined) AS releases,
        (SELECT json_agg(json_build_array(
                    b.build_id, b.version, b.abi, b.status, b.builder,
@@ -30,9 +42,13 @@ SELECT p.package,
                    to_char(w.uploaded AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
                    (SELECT json_agg(json_build_array(d.tool, d.dependency) ORDER BY d.tool, d.dependency)
                       FROM wheel_dependencies d
-                     WHERE d.filename = w.filename))
+                     WHERE d.filename = w.filename),
+                   w.requires_dist)
                    ORDER BY w.filename)
           FROM wheels w
-         WHERE w.package = p.package) AS wheels
+         WHERE w.package = p.package) AS wheels,
+       (SELECT json_build_array(sum(c.last_30), sum(c.total))
+          FROM download_counts c
+         WHERE c.package = p.package) AS downloads
   FROM packages p
  WHERE p.change_seq > %(after)s AND p.change_seq <= %(upto)s

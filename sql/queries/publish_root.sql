@@ -1,5 +1,8 @@
--- Every visible package, in the order of the root index: canonical name, display name, summary.
-SELECT package, display_name, summary
-  FROM packages
- WHERE present AND NOT quarantined
- ORDER BY package COLLATE "C"
+-- Every visible package, in the order of the root index: canonical name, display name, summary, and
+-- its downloads in the last 30 days and in all time (download_counts: whole days, refreshed daily).
+SELECT p.package, p.display_name, p.summary, coalesce(c.last_30, 0), coalesce(c.total, 0)
+FROM packages p
+LEFT JOIN (SELECT package, sum(last_30)::bigint AS last_30, sum(total)::bigint AS total
+             FROM download_counts GROUP BY package) c ON c.package = p.package
+WHERE p.present AND NOT p.quarantined
+ORDER BY p.package COLLATE "C";

@@ -71,6 +71,16 @@ class Browser:
                 return message.get("result", {})
             self.events.append(message)
 
+    def resize(self, width: int, height: int, *, mobile: bool = False) -> None:
+        """The viewport of a desktop window, or of a phone (``mobile``: its viewport meta tag counts)."""
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=2 if mobile else 1, mobile=mobile)
+
+    def requested(self) -> list[str]:
+        """The URLs the page asked for since it was opened (from the DevTools network events)."""
+        return [e["params"]["request"]["url"] for e in self.events
+                if e.get("method") == "Network.requestWillBeSent"]
+
     def set_cookie(self, url: str, name: str, value: str) -> None:
         assert self.send("Network.setCookie", url=url, name=name, value=value, path="/").get("success", True)
 

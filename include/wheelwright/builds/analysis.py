@@ -51,6 +51,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from wheelwright.errors import WheelwrightError
+from wheelwright.names import pip_requirements
 
 log = logging.getLogger(__name__)
 
@@ -357,6 +358,7 @@ class CheckedWheel:
     build_number: int
     requires_python: str | None
     metadata: bytes                               # the wheel's own METADATA, served as <wheel>.metadata
+    requires_dist: tuple[str, ...] = ()           # its Requires-Dist, parsed (see pip_requirements)
 
     @property
     def metadata_sha256(self) -> str:
@@ -396,7 +398,8 @@ def check_received_wheel(path: Path, *, package: str, version: str, abi: str, pl
         raise WheelRefused(f"refused {path.name}: its METADATA says version {meta_version!r}, not {version}")
     return CheckedWheel(filename=path.name, sha256=sha256, size=size, python_tag=python_tag,
                         abi_tag=abi_tag, platform_tag=platform_tag, build_number=build_number(path.name),
-                        requires_python=requires_python, metadata=metadata)
+                        requires_python=requires_python, metadata=metadata,
+                        requires_dist=pip_requirements(parse_metadata(metadata)[2]))
 
 
 def check_zip_safe(zf: zipfile.ZipFile, filename: str) -> None:

@@ -33,6 +33,7 @@ Published layout (shared with the index writer): wheels and their PEP 658 ``.met
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import math
 import os
@@ -548,6 +549,8 @@ def _wheel_columns(row: BuildRow, wheels: list[tuple[AnnouncedWheel, CheckedWhee
         "platform_tag": [w.platform_tag for _a, w, _n in wheels],
         "requires_python": [w.requires_python for _a, w, _n in wheels],
         "metadata_sha256": [w.metadata_sha256 for _a, w, _n in wheels],
+        # one JSON array per wheel: PostgreSQL arrays of arrays must be rectangular
+        "requires_dist": [json.dumps(list(w.requires_dist)) for _a, w, _n in wheels],
     }
 
 

@@ -157,9 +157,26 @@ def prune_history(conn: psycopg.Connection) -> int:
 
 def queue_head(conn: psycopg.Connection, target: Target | str, limit: int = 20, *,
                fresh_window: timedelta = FRESH_WINDOW) -> list[tuple[str, str]]:
-    """The next ``(package, version)`` pairs ``target`` would build, without claiming them."""
-    rows = conn.execute(db.query("build_queue_head"),
-                        {"target": _name(target), "fresh": fresh_window, "limit": limit}).fetchall()
+    """The next ``(package, version)`` pairs ``target`` would build, in order, without claiming them.
+
+    Asked in widening windows of release dates, as :func:`claim_wave` asks: each wider window's head
+    starts with the narrower one's (newest first), so the first window that fills ``limit`` is the
+    answer; then backfilled history, which comes after all fresh work."""
+    name = _name(target)
+    now = conn.execute("SELECT now()").fetchone()[0]
+
+    def head(since, backfill: bool, n: int):
+        return conn.execute(db.query("build_queue_head"), {
+            "target": name, "fresh": fresh_window, "since": since, "backfill": backfill,
+            "limit": n}).fetchall()
+
+    rows = []
+    for window in [fresh_window, *(w for w in BACKLOG_WINDOWS if w > fresh_window), None]:
+        rows = head(None if window is None else now - window, False, limit)
+        if len(rows) >= limit:
+            break
+    if len(rows) < limit:
+        rows += head(None, True, limit - len(rows))
     return [(package, version) for package, version, *_ in rows]
 
 

@@ -1,4 +1,5 @@
-"""What the changelog does not say: summaries, Requires-Python, yank reasons, file hashes.
+"""What the changelog does not say: summaries, Requires-Python, yank reasons, file hashes, and the
+newest release's Requires-Dist (PyPI's JSON describes only that one; built wheels give their own).
 
 PyPI's changelog tells what exists; its JSON API (``/pypi/<name>/json``) tells what it looks like.
 After a package changes, it is read once (``enriched_seq < change_seq`` finds the ones due) and the
@@ -33,6 +34,7 @@ from datetime import datetime
 from wheelwright.catalog import store as catalog
 from wheelwright.catalog.events import MAX_TEXT, is_filename
 from wheelwright.errors import PyPIError
+from wheelwright.names import pip_requirements
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +153,24 @@ def summary_of(document: dict) -> str | None:
     return _text(info.get("summary"), MAX_SUMMARY) if isinstance(info, dict) else None
 
 
+def newest_requirements(document: dict) -> tuple[str, list[str]] | None:
+    """(version, Requires-Dist) of the release PyPI's ``info`` describes (its newest), or None.
+
+    Lines that are not PEP 508 requirements are left out: they are the author's text, shown on pages.
+    """
+    info = document.get("info")
+    if not isinstance(info, dict):
+        return None
+    version, lines = info.get("version"), info.get("requires_dist")
+    if not isinstance(version, str) or not isinstance(lines, list) or len(version) > MAX_TEXT:
+        return None
+    return version, list(pip_requirements(line for line in lines if isinstance(line, str)))
+
+
 def _record(conn: psycopg.Connection, package: str, seen_seq: int, document: dict) -> None:
     summary = summary_of(document)
     versions, files = release_facts(document)
+    newest = newest_requirements(document)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (catalog.CHANGE_LOCK,))
         updated = conn.execute(
@@ -166,6 +183,9 @@ def _record(conn: psycopg.Connection, package: str, seen_seq: int, document: dic
             cur.executemany("UPDATE versions SET requires_python = %s, yanked_reason = %s "
                             "WHERE package = %s AND version = %s",
                             [(requires, reason, package, version) for version, requires, reason in versions])
+            if newest is not None:
+                cur.execute("UPDATE versions SET requires_dist = %s WHERE package = %s AND version = %s",
+                            (newest[1], package, newest[0]))
             cur.executemany("UPDATE source_files SET sha256 = %s, size = %s, url = %s, "
                             "upload_time = %s::timestamptz WHERE package = %s AND filename = %s",
                             [(sha, size, url, uploaded, package, filename)

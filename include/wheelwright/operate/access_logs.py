@@ -30,7 +30,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -369,3 +369,40 @@ def _commit(conn, source: str, path: Path, ident, offset: int, tally: Tally, res
     result.downloads += sum(tally.downloads.values())
     result.searches += sum(tally.searches.values())
     result.refused += sum(tally.refusals.values())
+
+
+# --- the figures on the pages ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CountsRefresh:
+    through: date | None      # the last whole day the figures cover (None: nothing was due)
+    rows: int = 0             # package releases whose figures moved
+    packages: int = 0         # packages to publish again
+
+
+def refresh_download_counts(conn: psycopg.Connection, *, today: date | None = None) -> CountsRefresh:
+    """Bring the download figures of the project pages and ``packages.json`` to the end of yesterday.
+
+    Once a day: figures cover whole days only, so they change once a day and a page is rewritten for
+    them at most daily (a 30-day figure moves every day for every package downloaded lately; every
+    10 minutes would rewrite most pages all day long). A second call on the same day does nothing.
+    Lines of yesterday read after the refresh (the ingest runs every 10 minutes) are counted in the
+    all-time figure by the next day's refresh, which recomputes everything from the downloads table.
+    """
+    from wheelwright.catalog.store import CHANGE_LOCK
+
+    through = (today or date.today()) - timedelta(days=1)
+
+    def done() -> bool:
+        row = conn.execute("SELECT through FROM download_counts_state").fetchone()
+        return row is not None and row[0] >= through
+
+    if done():  # the usual case: no need to wait for the change lock
+        return CountsRefresh(None)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (CHANGE_LOCK,))
+        if done():
+            return CountsRefresh(None)
+        rows, packages = conn.execute(db.query("downloads_refresh"), {"through": through}).fetchone()
+    log.info("download figures through %s: %d releases moved, %d packages to publish", through, rows, packages)
+    return CountsRefresh(through, rows, packages)

@@ -4,8 +4,9 @@ Production serves the tree with nginx (``nginx/wheelwright.conf``). This server 
 the same way, so a developer machine or a test run without nginx still gets a faithful index: PEP 691
 content negotiation on ``Accept`` between ``index.json`` and ``index.html`` (406 when nothing fits),
 the same refusals and redirects of request targets (:mod:`wheelwright.publish.request_paths`),
-the same content types and cache lifetimes, gzip-encoded build logs, no dot-files, and the same
-access-log line (with ``format=json|html``) so tests can see which representation pip chose.
+the same content types and cache lifetimes, gzip-encoded build logs, no dot-files, the site's 404 page
+for what is missing, and the same access-log line (with ``format=json|html``) so tests can see which
+representation pip chose.
 
 Run it with ``python -m wheelwright.operate.static_server DIR [--port N]``; it binds 127.0.0.1 only.
 """
@@ -125,7 +126,32 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
             return "text/plain; charset=utf-8"
         if path.endswith(".txt.gz"):
             return "text/plain; charset=utf-8"
+        if path.endswith(".css"):
+            return "text/css"
+        if path.endswith(".js"):
+            return "application/javascript"
+        if path.endswith(".xml"):
+            return "application/xml"
         return super().guess_type(path)
+
+    def send_error(self, code, message=None, explain=None):
+        """A 404 gets the site's 404 page (as nginx's ``error_page``), with the headers of the URL
+        that was asked for."""
+        if code == HTTPStatus.NOT_FOUND and self.command in ("GET", "HEAD"):
+            try:
+                with open(os.path.join(self.directory, "404.html"), "rb") as f:
+                    page = f.read()
+            except OSError:
+                page = None
+            if page is not None:
+                self.send_response(HTTPStatus.NOT_FOUND)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                if self.command == "GET":
+                    self.wfile.write(page)
+                return
+        super().send_error(code, message, explain)
 
     def list_directory(self, path):
         self.send_error(HTTPStatus.NOT_FOUND)

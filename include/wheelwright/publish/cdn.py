@@ -4,8 +4,9 @@ The origin (nginx with ``nginx/wheelwright.conf``, or the static server) tags ev
 surrogate keys, in the three spellings the edges read: ``Surrogate-Key`` (Fastly), ``Cache-Tag``
 (Cloudflare) and ``xkey`` (Varnish's xkey vmod). :func:`keys_for_path` says which: everything of one
 package (its simple pages in HTML and JSON, its files, its project page and project JSON) carries
-``project/<canonical name>``; the root pages carry ``root``; ``packages.json`` ``search``; the reports
-``reports``; the build logs ``logs``; and every response ``all``. A purge is then one key per changed
+``project/<canonical name>``; the root pages carry ``root``; ``packages.json`` and the search shards
+``search``; the site's own pages (home, search page, FAQ, JSON API, 404, sitemaps, ``static/``) ``site``;
+``queue.json`` ``queue``; the reports ``reports``; the build logs ``logs``; and every response ``all``. A purge is then one key per changed
 package, whatever URLs it has (PyPI does the same at Fastly).
 
 After each publish the publisher owes the keys of the packages whose files changed, the root only when
@@ -57,12 +58,16 @@ ROOT = "root"
 SEARCH = "search"
 REPORTS = "reports"
 LOGS = "logs"
+SITE = "site"       # the site's pages: home, search page, FAQ, JSON API, 404, sitemaps, static/
+QUEUE = "queue"     # queue.json: where queued releases stand
 PROJECT = "project/"
 # Above this many keys owed at once (a first publish of a whole index), one purge of everything is
 # cheaper than thousands of calls; nothing of the kind happens in normal operation.
 PURGE_ALL_ABOVE = 20_000
 
 _SEGMENT = re.compile(r"/(simple|project)/([^/]+)(/.*)?\Z")
+_SITE_PAGES = frozenset({"/", "/index.html", "/packages.html", "/faq.html", "/json.html", "/404.html"})
+_SITEMAP = re.compile(r"/sitemap[0-9]*\.xml\Z")
 
 
 class PurgeError(WheelwrightError):
@@ -90,8 +95,12 @@ def keys_for_path(path: str) -> tuple[str, ...]:
         return (ROOT, ALL)
     if m := _SEGMENT.match(path):
         return (project_key(m[2]), ALL) if is_canonical(m[2]) else (ALL,)
-    if path == "/packages.json":
+    if path == "/packages.json" or path.startswith("/search/"):
         return (SEARCH, ALL)
+    if path in _SITE_PAGES or path.startswith("/static/") or _SITEMAP.match(path):
+        return (SITE, ALL)
+    if path == "/queue.json":
+        return (QUEUE, ALL)
     if path.startswith("/reports/"):
         return (REPORTS, ALL)
     if path.startswith("/logs/"):
@@ -381,7 +390,7 @@ def publish_and_purge(conn: psycopg.Connection, settings, purger: Purger | None,
     from wheelwright.config import pypi_base
     from wheelwright.publish import writer
     result = writer.publish(conn, settings.output, full=full, pypi_url=pypi_base(settings.pypi_url),
-                            progress=progress, purging=purger is not None)
+                            progress=progress, purging=purger is not None, site_url=settings.site_url)
     if purger is None:
         return result, None
     return result, deliver(conn, purger, remove=writer.remover(conn, settings.output), deadline=deadline)

@@ -4,19 +4,27 @@ This room owns the formats, and nothing else: the simple repository pages pip re
 PEP 691 JSON, with the PEP 592 yank flags, PEP 658/714 core-metadata hints and PEP 700 versions, sizes
 and upload times), the project page people read and its JSON twin, the root lists and ``packages.json``.
 A project that offers no files because of its status (PEP 792: quarantined on PyPI) gets simple pages
-that say so and list nothing. It never touches the catalog or the disk, so every format is tested exhaustively from literals, and a
-page is a function of its data alone: publishing the same data twice gives the same bytes, which is
-what lets the writer skip files that did not change.
+that say so and list nothing. It never touches the catalog or the disk, so every format is tested
+exhaustively from literals, and a page is a function of its data alone: publishing the same data twice
+gives the same bytes, which is what lets the writer skip files that did not change.
 
-Everything here that came from PyPI (names, summaries, versions, reasons, Requires-Python) is hostile
-input and is escaped where it lands. The simple pages sit on the hot path (every package, every full
-publish) and are built from strings with :func:`html.escape`, and so is the project page people read,
-inside the frame of ``templates/base.html``, which the jinja2 report pages share.
+A project page is the piwheels project page and more: for each release, a row per target saying where
+the release stands there (:mod:`wheelwright.publish.status` decides), with its files, apt dependencies
+and logs; above them, the pip and uv lines a Pi user copies, the ``sudo apt install`` line and the pip
+dependencies of the newest stable release, and the download figures. The data model below is what the
+writer fills in; a page's new fact is one field of it (``Project.build_settings`` waits for the
+operator's per-package settings). Things that change far more often than a page (a queued release's
+position) are not on it: the page's script reads them from ``queue.json``.
+
+Everything here that came from PyPI (names, summaries, versions, reasons, Requires-Python,
+Requires-Dist) is hostile input and is escaped where it lands. The simple pages sit on the hot path
+(every package, every full publish) and are built from strings with :func:`html.escape`, and so is the
+project page people read, inside the frame of ``templates/base.html``, which every page of the site
+shares (:mod:`wheelwright.publish.site`).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from html import escape
@@ -25,7 +33,6 @@ from urllib.parse import quote
 import jinja2
 import msgspec
 
-from wheelwright.names import abi_order
 
 REPOSITORY_VERSION = "1.1"
 STATUS_REPOSITORY_VERSION = "1.4"   # PEP 792 project status: pages that carry one say so
@@ -50,6 +57,12 @@ class WheelFile:
     uploaded: str                  # ISO 8601 UTC, "2024-05-01T12:00:00Z"
     apt_dependencies: tuple[str, ...] = ()   # what a user must install (preinstalled ones left out)
     unowned: tuple[str, ...] = ()            # libraries no apt package owns
+    requires_dist: tuple[str, ...] | None = None  # its METADATA's Requires-Dist (None: not recorded)
+    distro: str = ""                         # the distro of the target that built it
+
+    @property
+    def pure(self) -> bool:
+        return self.abi_tag == "none" and self.platform_tag == "any"
 
 
 @dataclass(slots=True)
@@ -57,12 +70,31 @@ class Build:
     build_id: int
     version: str
     abi: str
-    status: str                    # building, success, failure, lost
+    status: str                    # building, success, failure, lost, retry
     builder: str | None
     duration: float | None         # seconds
     log_path: str | None           # relative to the tree: logs/NNNN/NNNN/NNNN.txt.gz
     reason: str | None
     target: str = ""               # the name of the target (by default its ABI)
+
+
+@dataclass(slots=True)
+class Downloads:
+    """Downloads from the access logs, in whole days to the date the figures were refreshed."""
+
+    last_30: int = 0
+    total: int = 0
+
+
+@dataclass(slots=True)
+class TargetStatus:
+    """Where a release stands on one target (see :mod:`wheelwright.publish.status` for the states)."""
+
+    target: str
+    state: str
+    detail: str | None = None      # the reason, or the earlier target a waiting release waits for
+    build: Build | None = None     # the build the state comes from (its log, its duration)
+    files: list[WheelFile] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -76,6 +108,28 @@ class Release:
     skip_reason: str | None
     files: list[WheelFile] = field(default_factory=list)
     builds: list[Build] = field(default_factory=list)
+    has_sdist: bool = True
+    in_scope: tuple[str, ...] = () # targets whose queue may hold it (uploaded since, or backfilled)
+    requires_dist: tuple[str, ...] | None = None  # PyPI's Requires-Dist (known for its newest only)
+    downloads: Downloads = field(default_factory=Downloads)
+    targets: list[TargetStatus] = field(default_factory=list)  # filled by status.target_rows
+
+    def pip_dependencies(self) -> tuple[str, ...] | None:
+        """What pip installs with it: its wheels' Requires-Dist (all of them, in order, once), else
+        PyPI's; None when neither is known."""
+        recorded = [f.requires_dist for f in sorted(self.files, key=lambda f: f.filename)
+                    if f.requires_dist is not None]
+        if recorded:
+            return tuple(dict.fromkeys(r for rs in recorded for r in rs))
+        return self.requires_dist
+
+    def apt_by_distro(self) -> dict[str, tuple[str, ...]]:
+        """The apt packages its wheels need, per distro of the target that built them."""
+        out: dict[str, set[str]] = {}
+        for f in self.files:
+            if f.apt_dependencies:
+                out.setdefault(f.distro or f.target or f.builder_abi, set()).update(f.apt_dependencies)
+        return {distro: tuple(sorted(deps)) for distro, deps in sorted(out.items())}
 
 
 @dataclass(slots=True)
@@ -88,11 +142,21 @@ class Project:
     skip_reason: str | None
     aliases: tuple[str, ...] = ()  # other spellings that get a project/<alias> symlink
     releases: list[Release] = field(default_factory=list)
+    downloads: Downloads = field(default_factory=Downloads)
+    downloads_through: str | None = None   # "2024-05-01": the last whole day the figures cover
+    build_settings: dict | None = None     # an operator's build settings for it (timeout, apt, env)
 
     def files_oldest_first(self) -> list[tuple[Release, WheelFile]]:
         """The files of the simple page: by release (oldest first, as PyPI lists them), then name."""
         return [(release, f) for release in reversed(self.releases)
                 for f in sorted(release.files, key=lambda f: f.filename)]
+
+    def featured(self) -> Release | None:
+        """The release the top of the page speaks for: the newest stable, unyanked one with files,
+        else the newest with files, else the newest."""
+        with_files = [r for r in self.releases if r.files]
+        stable = [r for r in with_files if not r.prerelease and not r.yanked]
+        return (stable or with_files or self.releases or [None])[0]
 
 
 # -- simple repository API (PEP 503 / 691) ------------------------------------------------------------
@@ -200,21 +264,46 @@ def simple_root_json(names: list[tuple[str, str]]) -> bytes:
     })
 
 
-def packages_json(rows: list[tuple[str, str, str | None]]) -> bytes:
-    """The search index: ``[[canonical, display name, summary], ...]`` (summary "" when unknown)."""
-    return json_bytes([[canon, display, summary or ""] for canon, display, summary in rows])
+def packages_json(rows) -> bytes:
+    """The search index, in piwheels' shape so its clients work (``pkg, d_month, d_all, *_``), with
+    ours after: ``[[canonical, downloads in 30 days, downloads in all, display name, summary], ...]``.
+    ``rows`` are (canonical, display name, summary, last 30 days, all time); summary "" when unknown."""
+    return json_bytes([[canon, last_30 or 0, total or 0, display, summary or ""]
+                       for canon, display, summary, last_30, total in rows])
 
 
 # -- project pages ------------------------------------------------------------------------------------
 
-def project_json(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
-    """The project JSON API (piwheels' shape): releases newest first, files keyed by name.
+def _downloads(d: Downloads) -> dict:
+    return {"last_30_days": d.last_30, "total": d.total}
 
-    ``aliases`` and each release's ``builds`` (with their log URLs) are also what the next publish
-    reads back to learn which symlinks and logs it made for this package.
+
+def _target_json(t: TargetStatus) -> dict:
+    b = t.build
+    return {
+        "target": t.target,
+        "state": t.state,
+        "reason": t.detail,
+        "build_id": b.build_id if b else None,
+        "log_url": f"/{b.log_path}" if b and b.log_path else None,
+    }
+
+
+def project_json(project: Project, pypi_url: str = "https://pypi.org", site_url: str | None = None) -> bytes:
+    """The project JSON API: piwheels' fields, so its clients work, and ours beside them.
+
+    piwheels': ``package``, ``summary``, ``pypi_url``, and per release ``released``, ``prerelease``,
+    ``yanked``, ``skip_reason`` and ``files`` keyed by name (``file_url``, ``filehash``, ``filesize``,
+    ``builder_abi``, ``file_abi_tag``, ``platform``, ``requires_python``, ``apt_dependencies``,
+    ``pip_dependencies``). Ours: the display ``name``, ``url``, ``aliases``, ``downloads`` (and per
+    release), ``build_settings``, and per release ``yanked_reason``, ``requires_python``,
+    ``pip_dependencies``, ``apt_dependencies_by_distro``, ``targets`` (where it stands on each target)
+    and ``builds`` (with their log URLs). ``aliases`` and the builds' log URLs are also what the next
+    publish reads back to learn which symlinks and logs it made for this package.
     """
     releases = {}
     for r in project.releases:
+        pip = r.pip_dependencies()
         releases[r.version] = {
             "released": r.released,
             "prerelease": r.prerelease,
@@ -222,6 +311,9 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
             "yanked_reason": r.yanked_reason,
             "requires_python": r.requires_python,
             "skip_reason": r.skip_reason or "",
+            "pip_dependencies": list(pip) if pip is not None else None,
+            "apt_dependencies_by_distro": {d: list(deps) for d, deps in r.apt_by_distro().items()},
+            "downloads": _downloads(r.downloads),
             "files": {
                 f.filename: {
                     "file_url": f"/simple/{project.package}/{quote(f.filename)}",
@@ -233,9 +325,12 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
                     "platform": f.platform_tag,
                     "requires_python": f.requires_python,
                     "apt_dependencies": list(f.apt_dependencies),
+                    "pip_dependencies": list(f.requires_dist) if f.requires_dist is not None else None,
                     "unowned_libraries": list(f.unowned),
+                    "uploaded": f.uploaded,
                 } for f in sorted(r.files, key=lambda f: f.filename)
             },
+            "targets": [_target_json(t) for t in r.targets],
             "builds": [
                 {
                     "build_id": b.build_id,
@@ -255,14 +350,17 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
         "summary": project.summary or "",
         "skip_reason": project.skip_reason or "",
         "pypi_url": f"{pypi_url}/project/{project.package}/",
+        "url": f"{site_url.rstrip('/')}/project/{project.package}/" if site_url else None,
         "aliases": list(project.aliases),
+        "downloads": {**_downloads(project.downloads), "through": project.downloads_through},
+        "build_settings": project.build_settings,
         "releases": releases,
     })
 
 
 @lru_cache(maxsize=None)
 def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("wheelwright.publish", "templates"),
         autoescape=True,
         trim_blocks=True,
@@ -270,12 +368,15 @@ def _templates() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         auto_reload=False,
     )
+    env.filters["num"] = lambda n: "–" if n is None else f"{n:,}"
+    env.filters["size"] = human_size
+    return env
 
 
 def human_size(size: int) -> str:
     value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
@@ -292,118 +393,179 @@ def human_duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
-def _release_rows(release: Release) -> list[dict]:
-    """One row per target that has something to say about this release: files or builds."""
-    rows: dict[str, dict] = {}
-    for b in release.builds:
-        rows.setdefault(b.target or b.abi, {"target": b.target or b.abi, "files": [], "builds": []})[
-            "builds"].append(b)
-    for f in sorted(release.files, key=lambda f: f.filename):
-        rows.setdefault(f.target or f.builder_abi, {"target": f.target or f.builder_abi, "files": [],
-                                                    "builds": []})["files"].append(f)
-    return [rows[target] for target in sorted(rows, key=_shown_order)]
-
-
-def _shown_order(name: str) -> tuple:
-    """Builders (ABI tags) in the order targets are tried; anything else after them, by name."""
-    key = abi_order(name)
-    return (0, key, name) if key is not None else (1, (), name)
-
-
 @lru_cache(maxsize=None)
-def _template(name: str) -> jinja2.Template:
+def template(name: str) -> jinja2.Template:
     return _templates().get_template(name)
 
 
 @lru_cache(maxsize=None)
-def _page_frame() -> tuple[str, str, str]:
-    """``base.html`` cut around its title and its body, so every page shares one frame and style."""
-    page = _templates().from_string(
+def page_frame(root: str, page: str) -> tuple[str, str, str]:
+    """``base.html`` cut around its title and its body, for a page ``root`` away from the top of the
+    site (``"../../"`` for a project page): every page shares one frame, one header and one style."""
+    rendered = _templates().from_string(
         '{% extends "base.html" %}{% block title %}\0{% endblock %}{% block body %}\0{% endblock %}'
-    ).render()
-    head, middle, tail = page.split("\0")
+    ).render(root=root, page=page)
+    head, middle, tail = rendered.split("\0")
     return head, middle, tail
 
 
-def project_html(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
+# What a page says for each state of a release on a target (see wheelwright.publish.status).
+STATE_WORDS = {
+    "built": "built", "building": "building now", "retry": "will be tried again",
+    "not-needed": "not needed", "failed": "failed", "skipped": "skipped", "no-sdist": "no sdist",
+    "not-in-queue": "not queued", "waiting": "waiting", "queued": "queued",
+}
+OPEN_RELEASES = 10   # releases shown open on a project page; older ones fold away
+
+
+# Where the site's own address goes when the publisher was not told it (WHEELWRIGHT_SITE_URL): the
+# page's script puts its origin there (elements marked data-origin).
+SITE_PLACEHOLDER = "https://this.index"
+
+
+def install_lines(name: str, index_url: str | None) -> list[tuple[str, str]]:
+    """(tool, command) lines a Pi user copies."""
+    url = index_url or SITE_PLACEHOLDER + "/simple/"
+    return [("pip", f"pip3 install {name} --extra-index-url {url}"),
+            ("uv", f"uv pip install {name} --extra-index-url {url}")]
+
+
+def _command(command: str, *, fill_origin: bool = False) -> str:
+    """A command to copy; ``fill_origin``: the page puts its own origin for SITE_PLACEHOLDER."""
+    origin = ' data-origin=""' if fill_origin else ""
+    return f'<pre class="command"{origin}><code>{escape(command)}</code></pre>\n'
+
+
+def project_html(project: Project, pypi_url: str = "https://pypi.org", index_url: str | None = None) -> bytes:
     """The page people read. Built from strings, not a template: it is written for every package on
-    every full publish, and a jinja2 render cost five times the other three pages together."""
-    head, middle, tail = _page_frame()
+    every full publish, and a jinja2 render cost five times the other three pages together.
+    ``index_url``: our simple index as people reach it (``WHEELWRIGHT_SITE_URL`` + ``/simple/``)."""
+    head, middle, tail = page_frame("../../", "project")
     name = escape(project.display_name)
     package = escape(project.package)
-    out = [head, name, middle, f"<h1>{name}</h1>\n"]
+    out = [head, name, middle, f'<div class="project" data-package="{package}">\n<h1>{name}</h1>\n']
     if project.summary:
         out.append(f'<p class="summary">{escape(project.summary)}</p>\n')
-    out.append(f'<pre class="install">pip install {name}</pre>\n'
-               f'<p class="muted">\n'
-               f'  <a href="{escape(pypi_url)}/project/{package}/">on PyPI</a> ·\n'
-               f'  <a href="../../simple/{package}/">simple index</a> ·\n'
-               f'  <a href="json/">JSON</a>\n'
-               f'</p>\n')
+    featured = project.featured()
+    facts = []
+    if featured is not None:
+        facts.append(f'latest <a href="#v{escape(featured.version)}">{escape(featured.version)}</a>')
+    d = project.downloads
+    when = f' title="in whole days to {escape(project.downloads_through)}"' if project.downloads_through else ""
+    facts.append(f'<span class="downloads"{when}><b>{d.last_30:,}</b> downloads in 30 days · '
+                 f'<b>{d.total:,}</b> in all</span>')
+    facts.append(f'<a href="{escape(pypi_url)}/project/{package}/">PyPI</a>')
+    facts.append(f'<a href="../../simple/{package}/">simple index</a>')
+    facts.append('<a href="json/">JSON</a>')
+    out.append(f'<p class="facts">{" · ".join(facts)}</p>\n')
     if project.skip_reason:
-        out.append(f'<p><span class="badge skipped">not built</span> {escape(project.skip_reason)}</p>\n')
+        out.append(f'<p class="notice"><span class="badge skipped">not built</span> '
+                   f'{escape(project.skip_reason)}</p>\n')
+    out.append('<section class="install">\n<h2>Install</h2>\n')
+    for _tool, command in install_lines(project.display_name, index_url):
+        out.append(_command(command, fill_origin=not index_url))
+    out.append('<p class="muted">Or add the index once for every install: '
+               '<a href="../../faq.html#pip-conf">/etc/pip.conf</a>, as Raspberry Pi OS does for piwheels.</p>\n')
+    if featured is not None:
+        apt = featured.apt_by_distro()
+        if apt:
+            out.append(f'<h3>System packages {escape(featured.version)} needs</h3>\n')
+            for distro, deps in apt.items():
+                label = f'<p class="muted">on {escape(distro)}:</p>\n' if len(apt) > 1 else ""
+                out.append(label + _command("sudo apt install " + " ".join(deps)))
+        pip = featured.pip_dependencies()
+        if pip:
+            out.append(f'<h3>Python packages {escape(featured.version)} needs</h3>\n<ul class="requires">\n')
+            out.extend(f"  <li><code>{escape(r)}</code></li>\n" for r in pip)
+            out.append("</ul>\n")
+    if project.build_settings:
+        out.append('<h3>Build settings</h3>\n<table class="settings">\n')
+        for key, value in sorted(project.build_settings.items()):
+            out.append(f"  <tr><th>{escape(str(key))}</th><td>{escape(str(value))}</td></tr>\n")
+        out.append("</table>\n")
+    out.append("</section>\n<section>\n<h2>Releases</h2>\n")
     if not project.releases:
         out.append('<p class="muted">No releases.</p>\n')
-    for release in project.releases:
-        _release_html(out, package, release, project.skip_reason)
+    for i, release in enumerate(project.releases):
+        if i == OPEN_RELEASES:
+            out.append(f'<details class="older"><summary>{len(project.releases) - OPEN_RELEASES} older '
+                       f'releases</summary>\n')
+        _release_html(out, package, release)
+    if len(project.releases) > OPEN_RELEASES:
+        out.append("</details>\n")
+    out.append("</section>\n</div>\n")
     out.append(tail)
     return "".join(out).encode()
 
 
-def _release_html(out: list[str], package: str, release: Release, project_skipped: str | None) -> None:
+def _release_html(out: list[str], package: str, release: Release) -> None:
     version = escape(release.version)
-    out.append(f'<div class="release" id="v{version}">\n  <h2>{version}')
+    out.append(f'<div class="release" id="v{version}" data-version="{version}">\n  <h3>{version}')
     if release.yanked:
         out.append(f' <span class="badge yanked" title="{escape(release.yanked_reason or "")}">yanked</span>')
     if release.prerelease:
         out.append(' <span class="badge prerelease">pre-release</span>')
     if release.skip_reason:
         out.append(' <span class="badge skipped">skipped</span>')
-    out.append(f'</h2>\n  <p class="muted">released {escape(release.released[:10])}')
+    out.append(f'</h3>\n  <p class="muted">released {escape(release.released[:10])}')
     if release.requires_python:
         out.append(f" · Requires-Python {escape(release.requires_python)}")
+    if release.downloads.total:
+        out.append(f" · {release.downloads.last_30:,} downloads in 30 days, {release.downloads.total:,} in all")
     if release.yanked and release.yanked_reason:
         out.append(f" · yanked: {escape(release.yanked_reason)}")
     if release.skip_reason:
         out.append(f" · not built: {escape(release.skip_reason)}")
     out.append("</p>\n")
-    rows = _release_rows(release)
-    if rows:
-        out.append("  <table>\n    <tr><th>target</th><th>file</th><th>size</th><th>Requires-Python</th>"
-                   "<th>apt dependencies</th><th>build</th></tr>\n")
-        for row in rows:
-            target = escape(row["target"])
-            for f in row["files"]:
-                deps = escape(" ".join(f.apt_dependencies))
-                if f.unowned:
-                    deps += f' <span class="muted">(unowned: {escape(" ".join(f.unowned))})</span>'
-                logs = "".join(f'<a href="../../{escape(b.log_path)}">log</a>' for b in row["builds"]
-                               if b.build_id == f.build_id and b.log_path)
-                out.append(f"    <tr>\n      <td>{target}</td>\n"
-                           f'      <td><a href="../../simple/{package}/{escape(quote(f.filename))}">'
-                           f"{escape(f.filename)}</a></td>\n"
-                           f"      <td>{human_size(f.size)}</td>\n"
-                           f"      <td>{escape(f.requires_python or '')}</td>\n"
-                           f"      <td>{deps}</td>\n"
-                           f"      <td>{logs}</td>\n    </tr>\n")
-            for b in row["builds"]:
-                if b.status == "success":
-                    continue
-                status = escape(b.status)
-                reason = f": {escape(b.reason)}" if b.reason else ""
-                log_link = f'<a href="../../{escape(b.log_path)}">log</a> ' if b.log_path else ""
-                out.append(f"    <tr>\n      <td>{target}</td>\n"
-                           f'      <td colspan="4" class="{status}">{status}{reason}</td>\n'
-                           f'      <td>{log_link}<span class="muted">{human_duration(b.duration)}</span></td>\n'
-                           f"    </tr>\n")
-        out.append("  </table>\n")
-    elif not release.skip_reason and not project_skipped:
-        out.append('  <p class="muted">Not built yet.</p>\n')
+    pip = release.pip_dependencies()
+    if pip:
+        out.append(f'  <p class="requires muted">requires {escape(", ".join(pip))}</p>\n')
+    if release.targets:
+        out.append('  <div class="scroll"><table class="targets">\n    <tr><th>target</th><th>status</th>'
+                   "<th>file</th><th>size</th><th>apt dependencies</th><th>build</th></tr>\n")
+        for row in release.targets:
+            _target_html(out, package, release, row)
+        out.append("  </table></div>\n")
     out.append("</div>\n")
+
+
+def _build_cell(build: Build | None) -> str:
+    if build is None:
+        return ""
+    log_link = f'<a href="../../{escape(build.log_path)}">log</a> ' if build.log_path else ""
+    return f'{log_link}<span class="muted">{human_duration(build.duration)}</span>'
+
+
+def _target_html(out: list[str], package: str, release: Release, row: TargetStatus) -> None:
+    target = escape(row.target)
+    state = row.state
+    words = STATE_WORDS.get(state, state)
+    if state == "waiting" and row.detail:
+        detail = f"for {escape(row.detail)} to try it first"
+    else:
+        detail = escape(row.detail) if row.detail else ""
+    queue = f' data-queue="{target}"' if state == "queued" else ""
+    status = (f'<span class="state {state}">{escape(words)}</span>'
+              + (f' <span class="detail">{detail}</span>' if detail else "")
+              + ('<span class="position"></span>' if state == "queued" else ""))
+    if not row.files:
+        out.append(f'    <tr{queue}>\n      <td>{target}</td>\n      <td colspan="4">{status}</td>\n'
+                   f"      <td>{_build_cell(row.build)}</td>\n    </tr>\n")
+        return
+    for f in row.files:
+        deps = escape(" ".join(f.apt_dependencies))
+        if f.unowned:
+            deps += f' <span class="muted">(unowned: {escape(" ".join(f.unowned))})</span>'
+        out.append(f"    <tr>\n      <td>{target}</td>\n      <td>{status}</td>\n"
+                   f'      <td class="file"><a href="../../simple/{package}/{escape(quote(f.filename))}">'
+                   f"{escape(f.filename)}</a></td>\n"
+                   f"      <td>{human_size(f.size)}</td>\n"
+                   f"      <td>{deps}</td>\n"
+                   f"      <td>{_build_cell(row.build)}</td>\n    </tr>\n")
 
 
 def reports_html(apt_counts: dict[str, list[tuple[str, int]]], missing: list[dict],
                  generated: str) -> bytes:
-    return _template("reports.html").render(
-        apt_counts=apt_counts, missing=missing, generated=generated,
+    return template("reports.html").render(
+        apt_counts=apt_counts, missing=missing, generated=generated, root="../", page="reports",
     ).encode()

@@ -5,7 +5,8 @@ maintainers ask which packages and Python versions matter on a Pi. This room wri
 wheelwright from the downloads the access-log ingest counted (``operate/access_logs.py``):
 
     www/stats/index.json    {generated, days, total, per_day, top_packages, by_target, by_python, by_installer}
-    www/stats/index.html    the same, for people, with an inline SVG chart of downloads per day
+    www/stats/index.html    the same, for people, with an inline SVG chart of downloads per day, in the
+                            site's frame and style (``publish/templates/stats.html``, ``static/site.css``)
 
 Both files are replaced atomically (a dot-named temp file, fsync, rename: the origin never serves a dot
 name), so a reader sees the old page or the new one, never half of one. Nothing personal leaves the
@@ -19,7 +20,6 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-import jinja2
 import psycopg
 
 from wheelwright.catalog import db
@@ -45,51 +45,15 @@ def stats_data(conn: psycopg.Connection, *, days: int = DAYS, top: int = TOP) ->
     }
 
 
-_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-_ENV.filters["num"] = lambda n: f"{n:,}"
-_PAGE = _ENV.from_string("""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Download statistics</title>
-<style>
-body { font-family: system-ui, sans-serif; max-width: 60em; margin: 1em auto; padding: 0 1em; color: #222; }
-.muted { color: #777; } table { border-collapse: collapse; width: 100%; font-size: .9em; }
-th, td { text-align: left; padding: .25em .5em; border-bottom: 1px solid #eee; } td.n, th.n { text-align: right; }
-.cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(16em, 1fr)); gap: 1.5em; }
-svg { width: 100%; height: auto; }
-</style>
-</head>
-<body>
-<h1>Download statistics</h1>
-<p class="muted">{{ s.total | num }} downloads in the last {{ s.days }} days · generated {{ s.generated }} ·
-<a href="index.json">as JSON</a></p>
-{{ chart }}
-<div class="cols">
-<div><h2>By target</h2><table><tr><th>Target</th><th class="n">Downloads</th></tr>
-{% for r in s.by_target %}<tr><td>{{ r.target }}</td><td class="n">{{ r.downloads | num }}</td></tr>
-{% else %}<tr><td colspan="2" class="muted">none yet</td></tr>{% endfor %}</table></div>
-<div><h2>By Python</h2><table><tr><th>Python</th><th class="n">Downloads</th></tr>
-{% for r in s.by_python %}<tr><td>{{ r.python }}</td><td class="n">{{ r.downloads | num }}</td></tr>
-{% else %}<tr><td colspan="2" class="muted">none yet</td></tr>{% endfor %}</table></div>
-</div>
-<h2>Top packages</h2>
-<table><tr><th>#</th><th>Package</th><th class="n">Downloads</th></tr>
-{% for r in s.top_packages %}<tr><td class="muted">{{ loop.index }}</td>
-<td><a href="../project/{{ r.package }}/">{{ r.name }}</a></td><td class="n">{{ r.downloads | num }}</td></tr>
-{% else %}<tr><td colspan="3" class="muted">none yet</td></tr>{% endfor %}</table>
-</body>
-</html>
-""")
-
-
 def render_html(stats: dict) -> str:
+    """The page, in the site's frame and style (``templates/stats.html``), with the dashboard's chart."""
     from wheelwright.operate.dashboard_app import bar_chart
+    from wheelwright.publish.pages import template
+
     chart = bar_chart([d["day"][5:] for d in stats["per_day"]],
                       {"downloads": [d["downloads"] for d in stats["per_day"]]},
                       width=720, height=200, title="downloads per day")
-    return _PAGE.render(s=stats, chart=chart)
+    return template("stats.html").render(s=stats, chart=chart, root="../", page="stats")
 
 
 def _replace(path: Path, data: bytes) -> None:

@@ -30,6 +30,12 @@ Everything a run reads comes from one REPEATABLE READ snapshot, and only one pub
 processes that never wait for the disk: each hands back the batch it staged, and this process makes it
 durable and renames it into place while they go on with the next.
 
+A package's pages also change without its change number moving when the build targets do (each page
+has a row per target): the publisher remembers the targets it showed (``TARGETS_SEEN``) and publishes
+every package again when they differ. Around the packages it keeps the rest of the site up to date
+(:mod:`wheelwright.publish.site`: home, search, FAQ, 404, sitemaps, ``queue.json``), each part when
+its data changed and at most so often.
+
 The formats live in :mod:`wheelwright.publish.pages`, the apt reports in :mod:`wheelwright.publish.reports`.
 ``publish(conn, output, full=...)`` is the one entry point; the CLI's ``wheelwright index`` and the
 ``publish_index`` DAG both reach it through :func:`wheelwright.publish.cdn.publish_and_purge` (one
@@ -63,9 +69,11 @@ from wheelwright.catalog import db
 from wheelwright.catalog.store import consumer_mark, set_consumer_mark
 from wheelwright.publish import pages
 from wheelwright.publish import reports
+from wheelwright.publish import site
+from wheelwright.publish import status
 from wheelwright.errors import CatalogError, WheelwrightError
 from wheelwright.names import CANONICAL_PATTERN, is_canonical, safe_alias
-from wheelwright.publish.pages import Build, Project, Release, WheelFile
+from wheelwright.publish.pages import Build, Downloads, Project, Release, WheelFile, json_bytes
 from wheelwright.publish.tree import Staged, StagedTree, is_temp, read_bytes
 
 log = logging.getLogger(__name__)
@@ -85,6 +93,9 @@ _PARALLEL_FROM = 20_000
 _FORKED: "Publisher | None" = None   # the publisher whose state forked workers inherit
 
 _LOG_PATH = re.compile(r"logs/(\d{4})/(\d{4})/(\d{4})\.txt\.gz\Z")
+# The targets the last publish showed: the publisher's memory in the tree, under a dot-name the web
+# servers never serve (nginx/wheelwright.conf, the static server).
+TARGETS_SEEN = ".wheelwright-targets.json"
 _PAGES = ("index.html", "index.json")
 _decode_json = msgspec.json.decode
 
@@ -128,7 +139,9 @@ class PublishResult:
     skipped: list[str] = field(default_factory=list)  # names unsafe as paths, never published
     root_written: bool = False
     root_changed: bool = False     # the bytes of the root pages (simple/index.*) changed
-    search_changed: bool = False   # ... of packages.json
+    search_changed: bool = False   # ... of packages.json or the search shards
+    site_changed: bool = False     # ... of the site's pages (home, FAQ, search page, sitemaps, static/)
+    queue_changed: bool = False    # ... of queue.json
     reports_written: bool = False
     # Files the catalog forgot, by package: unlinked only after the page that listed them was replaced
     # (and, with a CDN, purged at the edge); tree paths relative to the output folder.
@@ -147,6 +160,10 @@ class PublishResult:
             keys.append(cdn.ROOT)
         if self.search_changed:
             keys.append(cdn.SEARCH)
+        if self.site_changed:
+            keys.append(cdn.SITE)
+        if self.queue_changed:
+            keys.append(cdn.QUEUE)
         if self.reports_written:
             keys.append(cdn.REPORTS)
         return keys
@@ -168,6 +185,7 @@ class _Published:
     summary: str | None = None
     aliases: tuple[str, ...] = ()
     logs: tuple[str, ...] = ()
+    downloads: tuple[int, int] | None = None   # (last 30 days, all time), as packages.json has them
 
     @classmethod
     def read(cls, path: str) -> "_Published | None":
@@ -176,8 +194,10 @@ class _Published:
             return None
         try:
             data = json.loads(raw)
+            figures = data.get("downloads") or {}
             return cls(name=data.get("name"), summary=data.get("summary") or None,
                        aliases=tuple(data.get("aliases", ())),
+                       downloads=(figures.get("last_30_days"), figures.get("total")) if figures else None,
                        logs=tuple(b["log_url"].lstrip("/")
                                   for r in data.get("releases", {}).values()
                                   for b in r.get("builds", ()) if b.get("log_url")))
@@ -201,6 +221,7 @@ class _Batch:
     links: set[str] = field(default_factory=set)
     removals: dict[str, list[str]] = field(default_factory=dict)
     root_dirty: bool = False
+    search_dirty: bool = False
     touched_builds: bool = False
     files: tuple[int, int, int] | None = None   # written, unchanged, removed (workers only)
     staged: Staged | None = None                # what a worker wrote, for the parent to commit
@@ -226,8 +247,12 @@ class Publisher:
 
     def __init__(self, conn: psycopg.Connection, output: Path, *, full: bool, pypi_url: str,
                  progress: Callable[[int, int], None] | None = None, workers: int | None = None,
-                 holding: Path | None = None, purging: bool = False):
+                 holding: Path | None = None, purging: bool = False, site_url: str | None = None):
         self.conn = conn
+        # Where people reach the published tree (WHEELWRIGHT_SITE_URL): absolute URLs in the commands
+        # a Pi user copies, the project JSON and the sitemaps. Unset, pages fill in their own origin.
+        self.site_url = site_url.rstrip("/") if site_url else None
+        self.index_url = f"{self.site_url}/simple/" if self.site_url else None
         self.holding = str(holding if holding is not None else holding_for(output))
         self.purging = purging
         self.workers = workers or max(1, os.cpu_count() or 1)
@@ -239,8 +264,12 @@ class Publisher:
         self.root = str(output)
         self.simple = os.path.join(self.root, "simple")
         self.projects = os.path.join(self.root, "project")
-        self.targets: dict[str, str] = {}      # target name -> distro
+        self.target_list: list[status.TargetInfo] = []   # every target, known or retired
+        self.targets: dict[str, status.TargetInfo] = {}
+        self.downloads_through: str | None = None
+        self.targets_changed = False           # since the last publish (see TARGETS_SEEN)
         self.root_dirty = full
+        self.search_dirty = full
         self.touched_builds = False
         self.seen: set[str] = set()            # full mode: every catalog package
         self.seen_visible: set[str] = set()    # full mode: ... and the visible ones
@@ -252,6 +281,7 @@ class Publisher:
         # Only the publisher makes entries in project/; a folder the build side makes in simple/
         # meanwhile is found when the staged one is renamed into place (see index_tree).
         self.existing: tuple[frozenset[str], frozenset[str]] | None = None
+        self._rows: list | None = None         # publish_root's rows, when this run read them
         self.now = time.time()
 
     # -- the run -------------------------------------------------------------------------------------
@@ -272,13 +302,21 @@ class Publisher:
                 try:
                     if self.full:
                         self.existing = (_names_in(self.simple), _names_in(self.projects))
-                    self._publish_packages(-1 if self.full else mark, upto, result)
+                    self._read_targets()
+                    # Every project page has a row per target: a target enabled, retired or moved in
+                    # the order changes them all (the first publish of this layout too).
+                    every = self.full or self.targets_changed
+                    if self.targets_changed and not self.full:
+                        log.info("the build targets changed since the last publish: every package is "
+                                 "published again")
+                    self._publish_packages(-1 if every else mark, upto, result)
                     self.tree.commit()  # no staged folder may look like a stray to the sweep
                     if self.full:
                         self._sweep_strays()
-                    if self.root_dirty or not os.path.exists(os.path.join(self.simple, "index.json")):
-                        result.root_changed, result.search_changed = self._write_root()
-                        result.root_written = True
+                    self._write_root(result)
+                    self.tree.commit()
+                    self._write_site(result)
+                    self.tree.write(os.path.join(self.root, TARGETS_SEEN), self._targets_fingerprint())
                     self.tree.commit()
                 except BaseException:
                     self.tree.abandon()
@@ -311,8 +349,20 @@ class Publisher:
     def _mark(self) -> int:
         return consumer_mark(self.conn, CONSUMER)
 
+    def _read_targets(self) -> None:
+        """The targets as the pages show them, and whether they changed since the last publish."""
+        self.target_list = status.sort_targets(
+            status.TargetInfo(*row) for row in self.conn.execute(db.query("publish_targets")))
+        self.targets = {t.name: t for t in self.target_list}
+        self.targets_changed = read_bytes(os.path.join(self.root, TARGETS_SEEN)) != self._targets_fingerprint()
+        through = self.conn.execute("SELECT through FROM download_counts_state").fetchone()
+        self.downloads_through = through[0].isoformat() if through else None
+
+    def _targets_fingerprint(self) -> bytes:
+        """What of the targets the project pages show (pausing one changes no page: queue.json says it)."""
+        return json_bytes([[t.name, t.abi, t.platform, t.distro, t.position, t.enabled] for t in self.target_list])
+
     def _publish_packages(self, after: int, upto: int, result: PublishResult) -> None:
-        self.targets = dict(self.conn.execute("SELECT name, distro FROM targets"))
         total = self.conn.execute("SELECT count(*) FROM packages WHERE change_seq > %s AND change_seq <= %s",
                                   (after, upto)).fetchone()[0]
         if total > 1000:
@@ -363,6 +413,7 @@ class Publisher:
             else:
                 batch.removed += 1
         batch.root_dirty, batch.touched_builds = self.root_dirty, self.touched_builds
+        batch.search_dirty = self.search_dirty
         batch.looked_at, self.looked_at = self.looked_at, []
         batch.seen, self.seen = self.seen, set()
         batch.seen_visible, self.seen_visible = self.seen_visible, set()
@@ -381,6 +432,7 @@ class Publisher:
         result.changed.extend(batch.changed)
         result.skipped.extend(batch.skipped)
         self.root_dirty |= batch.root_dirty
+        self.search_dirty |= batch.search_dirty
         self.touched_builds |= batch.touched_builds
         self.looked_at.extend(batch.looked_at)
         self.seen |= batch.seen
@@ -399,12 +451,12 @@ class Publisher:
 
     def _catalog_package(self, row) -> _CatalogPackage | None:
         (package, display, visible, present, summary, skip_reason, aliases, release_rows, build_rows,
-         wheel_rows) = row
+         wheel_rows, downloads) = row
         if not is_canonical(package):
             log.warning("package name %r is not a safe canonical name: not published", package)
             return None
-        release_rows, build_rows, wheel_rows = (
-            _decode_json(rows) if rows else None for rows in (release_rows, build_rows, wheel_rows))
+        release_rows, build_rows, wheel_rows, downloads = (
+            _decode_json(rows) if rows else None for rows in (release_rows, build_rows, wheel_rows, downloads))
         builds_by_version: dict[str, list[Build]] = defaultdict(list)
         build_of: dict[int, Build] = {}
         logs = set()
@@ -423,20 +475,26 @@ class Publisher:
             listed.add(filename + ".metadata")
             build = build_of.get(w[1])
             deps = w[10] or ()
+            target = self.targets.get(build.target) if build else None
+            distro = target.distro if target else ""
             files_by_version[w[2]].append(WheelFile(
                 filename=filename, build_id=w[1], version=w[2], size=w[3], sha256=w[4],
                 builder_abi=build.abi if build else "", target=build.target if build else "",
                 abi_tag=w[5], platform_tag=w[6], requires_python=w[7],
                 metadata_sha256=w[8], uploaded=w[9],
-                apt_dependencies=reports.needed_apt((d for tool, d in deps if tool == "apt"),
-                                                    self.targets.get(build.target if build else "", "")),
-                unowned=tuple(d for tool, d in deps if tool == "unowned")))
-        releases = [
-            Release(version=r[0], released=r[1], prerelease=r[2], yanked=r[3], yanked_reason=r[4],
-                    requires_python=r[5], skip_reason=r[6], files=files_by_version.get(r[0], []),
-                    builds=builds_by_version.get(r[0], []))
-            for r in release_rows or ()
-        ]
+                apt_dependencies=reports.needed_apt((d for tool, d in deps if tool == "apt"), distro),
+                unowned=tuple(d for tool, d in deps if tool == "unowned"),
+                requires_dist=tuple(w[11]) if w[11] is not None else None, distro=distro))
+        releases = []
+        for r in release_rows or ():
+            release = Release(
+                version=r[0], released=r[1], prerelease=r[2], yanked=r[3], yanked_reason=r[4],
+                requires_python=r[5], skip_reason=r[6], files=files_by_version.get(r[0], []),
+                builds=builds_by_version.get(r[0], []), has_sdist=r[7],
+                requires_dist=tuple(r[8]) if r[8] is not None else None, in_scope=tuple(r[9] or ()),
+                downloads=Downloads(r[10] or 0, r[11] or 0))
+            release.targets = status.target_rows(release, self.target_list, project_skip=skip_reason)
+            releases.append(release)
         # Files of quarantined releases are listed by the catalog but not shown: they wait out of the tree.
         shown = {r[0] for r in release_rows or ()}
         hidden = {name for version, files in files_by_version.items() if version not in shown
@@ -445,7 +503,9 @@ class Publisher:
         project = Project(package=package, display_name=display, summary=summary,
                           skip_reason=skip_reason,
                           aliases=tuple(a for a in aliases if safe_alias(a, package)),
-                          releases=releases)
+                          releases=releases,
+                          downloads=Downloads(*(int(n or 0) for n in downloads)) if downloads else Downloads(),
+                          downloads_through=self.downloads_through)
         return _CatalogPackage(package=package, visible=visible, present=present, project=project,
                                listed=listed, versions=versions, logs=logs,
                                has_builds=bool(build_rows), hidden=hidden)
@@ -479,6 +539,8 @@ class Publisher:
             p = pkg.project
             if old is None or old.name != p.display_name or old.summary != (p.summary or None):
                 self.root_dirty = True
+            elif old.downloads != (p.downloads.last_30, p.downloads.total):
+                self.search_dirty = True   # packages.json carries the figures; the simple root does not
             # A folder that does not exist yet is built whole under a hidden name and renamed into
             # place at the next commit (see index_tree): all of its pages are written right here.
             simple_folder = self.tree.stage_dir(simple_dir, new=not in_simple)
@@ -486,8 +548,8 @@ class Publisher:
             write = self.tree.write_in
             write(simple_folder, "index.html", pages.simple_project_html(p))
             write(simple_folder, "index.json", pages.simple_project_json(p))
-            write(project_folder, "index.html", pages.project_html(p, self.pypi_url))
-            write(project_folder + "/json", "index.json", pages.project_json(p, self.pypi_url))
+            write(project_folder, "index.html", pages.project_html(p, self.pypi_url, self.index_url))
+            write(project_folder + "/json", "index.json", pages.project_json(p, self.pypi_url, self.site_url))
             for alias in p.aliases:
                 self.tree.symlink(join(self.projects, alias), name)
                 if self.full:
@@ -612,15 +674,56 @@ class Publisher:
 
     # -- the root, strays, reports -------------------------------------------------------------------
 
-    def _write_root(self) -> tuple[bool, bool]:
-        """Write the root pages and packages.json; whether the bytes of each changed."""
+    def _write_root(self, result: PublishResult) -> None:
+        """The root pages when the package list changed, packages.json when it or a download figure
+        did (``self._rows``: the rows they were made from, for the search shards after them)."""
+        self._rows = None
+        missing = not os.path.exists(os.path.join(self.simple, "index.json"))
+        if not (self.root_dirty or self.search_dirty or missing):
+            return
         rows = self.conn.execute(db.query("publish_root")).fetchall()
-        rows = [row for row in rows if is_canonical(row[0])]
-        names = [(canon, display) for canon, display, _summary in rows]
-        html = self.tree.write(os.path.join(self.simple, "index.html"), pages.simple_root_html(names))
-        json_ = self.tree.write(os.path.join(self.simple, "index.json"), pages.simple_root_json(names))
-        search = self.tree.write(os.path.join(self.root, "packages.json"), pages.packages_json(rows))
-        return html or json_, search
+        self._rows = rows = [row for row in rows if is_canonical(row[0])]
+        if self.root_dirty or missing:
+            names = [(canon, display) for canon, display, *_ in rows]
+            html = self.tree.write(os.path.join(self.simple, "index.html"), pages.simple_root_html(names))
+            json_ = self.tree.write(os.path.join(self.simple, "index.json"), pages.simple_root_json(names))
+            result.root_changed = html or json_
+            result.root_written = True
+        result.search_changed = self.tree.write(os.path.join(self.root, "packages.json"), pages.packages_json(rows))
+
+    def _write_site(self, result: PublishResult) -> None:
+        """The pages around the project pages (see :mod:`wheelwright.publish.site`), each when due."""
+        root = self.root
+        targets = [{"name": t.name, "abi": t.abi, "platform": t.platform, "distro": t.distro}
+                   for t in self.target_list if t.enabled]
+        result.site_changed |= site.write_static(self.tree, self.index_url, targets)
+        searched = os.path.join(root, "search", "index.json")
+        if self.full or self._search_due(searched):
+            rows = self._rows if self._rows is not None else [
+                row for row in self.conn.execute(db.query("publish_root")) if is_canonical(row[0])]
+            result.search_changed |= site.write_search(self.tree, [(c, d, n) for c, d, _s, n, _t in rows])
+            result.site_changed |= site.write_sitemaps(self.tree, self.site_url, [c for c, *_ in rows])
+        busy = bool(self.looked_at) or self.full
+        forced = self.full or self.targets_changed
+        home = os.path.join(root, "index.html")
+        if forced or not os.path.exists(home) or (busy and site.due(home, site.HOME_INTERVAL, self.now)):
+            data = site.home_data(self.conn)
+            result.site_changed |= self.tree.write(home, site.home_html(data, self.index_url))
+        queue = os.path.join(root, "queue.json")
+        if forced or not os.path.exists(queue) or (busy and site.due(queue, site.QUEUE_INTERVAL, self.now)):
+            result.queue_changed = self.tree.write(queue, json_bytes(site.queue_data(self.conn)))
+
+    def _search_due(self, searched: str) -> bool:
+        """The search shards follow packages.json, at most every SEARCH_INTERVAL seconds."""
+        try:
+            shards = os.stat(searched).st_mtime
+        except FileNotFoundError:
+            return True
+        try:
+            listed = os.stat(os.path.join(self.root, "packages.json")).st_mtime
+        except FileNotFoundError:
+            return False
+        return listed > shards and self.now - shards >= site.SEARCH_INTERVAL
 
     def _sweep_strays(self) -> None:
         """Full mode: remove what no catalog package accounts for."""
@@ -818,7 +921,7 @@ def publish(conn: psycopg.Connection, output: Path, *, pypi_url: str = "https://
             full: bool = False,
             progress: Callable[[int, int], None] | None = None,
             workers: int | None = None, holding: Path | None = None,
-            purging: bool = False) -> PublishResult:
+            purging: bool = False, site_url: str | None = None) -> PublishResult:
     """Bring the tree at ``output`` in line with the catalog (see the module docstring).
 
     Incremental by default: only packages changed since the last run. ``full`` re-renders every
@@ -829,11 +932,12 @@ def publish(conn: psycopg.Connection, output: Path, *, pypi_url: str = "https://
     projects wait (default: :func:`holding_for` the output). ``purging``: a CDN is in front; the purges
     this run owes are recorded with its mark and files the catalog forgot are left for
     :func:`wheelwright.publish.cdn.deliver` to unlink once the edge forgot the pages that listed them.
-    Without a CDN they go as soon as those pages are replaced.
+    Without a CDN they go as soon as those pages are replaced. ``site_url``: where people reach the
+    tree (``WHEELWRIGHT_SITE_URL``), for absolute URLs (install commands, sitemaps).
     """
     try:
         return Publisher(conn, Path(output), full=full, pypi_url=pypi_url, progress=progress,
-                         workers=workers, holding=holding, purging=purging).run()
+                         workers=workers, holding=holding, purging=purging, site_url=site_url).run()
     except psycopg.Error as exc:
         raise CatalogError(f"publishing failed on the catalog: {exc}".strip()) from exc
 

@@ -149,6 +149,7 @@ class PyPIDouble:
                  summaries: dict[str, str] | None = None,
                  yank_reasons: dict[tuple[str, str], str] | None = None,
                  requires_python: dict[tuple[str, str], str] | None = None,
+                 requires_dist: dict[tuple[str, str], list[str]] | None = None,
                  rate_limit: tuple[int, float] = (10_000, 60.0)):
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
@@ -158,6 +159,7 @@ class PyPIDouble:
         self.yank_reasons = {(canonicalize_name(p), v): r for (p, v), r in (yank_reasons or {}).items()}
         self.requires_python = {(canonicalize_name(p), v): r
                                 for (p, v), r in (requires_python or {}).items()}
+        self.requires_dist = {(canonicalize_name(p), v): r for (p, v), r in (requires_dist or {}).items()}
         self.rate_limit = rate_limit
         self.calls: list[tuple[str, tuple]] = []       # XML-RPC (method, params) received
         self.user_agents: list[str | None] = []         # User-Agent of every request received
@@ -734,7 +736,7 @@ class _Handler(BaseHTTPRequestHandler):
             "yanked_reason": project.yanked.get(version) or None,
             "author": "", "author_email": "", "license": None, "classifiers": [],
             "description": "", "description_content_type": None, "home_page": None,
-            "keywords": None, "requires_dist": None, "project_urls": None,
+            "keywords": None, "requires_dist": self.double.requires_dist.get(key), "project_urls": None,
             "package_url": f"{base}/project/{project.name}/",
             "project_url": f"{base}/project/{project.name}/",
             "release_url": f"{base}/project/{project.name}/{quote(version)}/",
