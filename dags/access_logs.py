@@ -78,9 +78,9 @@ def access_logs():
 
         from wheelwright.catalog import db
         from wheelwright.operate.access_logs import refresh_download_counts
-        from wheelwright.operate.dag_tasks import settings_from_airflow
+        from wheelwright.operate.dag_tasks import task_settings
 
-        with db.connect(settings_from_airflow()) as conn:
+        with db.connect(task_settings()) as conn:
             done = refresh_download_counts(conn)
         if done.through is None or not done.packages:
             raise AirflowSkipException("the download figures are up to date")

@@ -28,6 +28,7 @@ from wheelwright.publish import cdn, request_paths
 from wheelwright.publish.negotiation import content_type, negotiate
 
 _SIMPLE_PAGE = re.compile(r"/simple/(?:[^/]+/)?\Z")
+_NOT_PRINTABLE_ASCII = re.compile(rb"[^\x20-\x7e]")
 _VARIES = re.compile(r"/simple/(?:[^/]+/)?(?:index\.(?:json|html))?\Z")
 
 
@@ -42,6 +43,19 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
         super().__init__(*args, **kwargs)
 
     # -- routing -------------------------------------------------------------------------------------
+
+    def parse_request(self):
+        # http.server splits the request line on *Unicode* white space: a target holding NEL (0x85)
+        # or NBSP (0xa0) would be cut short there and served, where nginx and Varnish refuse it.
+        # A request line is printable ASCII; anything else is refused before it is split.
+        line = self.raw_requestline.rstrip(b"\r\n")
+        if _NOT_PRINTABLE_ASCII.search(line):
+            self.command, self.request_version = None, "HTTP/1.0"  # (not 0.9: a status line and headers)
+            self.close_connection = True
+            self.requestline = line.decode("latin-1")
+            self.send_error(HTTPStatus.BAD_REQUEST, None, "No URL of this index looks like that.")
+            return False
+        return super().parse_request()
 
     def send_head(self):
         verdict = request_paths.judge(self.path)
