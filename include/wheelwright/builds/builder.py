@@ -51,6 +51,7 @@ from packaging.version import InvalidVersion, Version
 
 from wheelwright.errors import ConfigError, WheelwrightError
 from wheelwright.builds import sandbox
+from wheelwright.builds.cleanup import remove_tree
 from wheelwright.builds.analysis import (FileInfo, WheelInfo, WheelRefused, analyse_wheel, check_plain_filename,
                                          safe_member_path, sha256_of)
 
@@ -133,7 +134,7 @@ class BuildOutcome:
 
     def cleanup(self) -> None:
         if self.files_dir is not None:
-            shutil.rmtree(self.files_dir, ignore_errors=True)
+            remove_tree(self.files_dir)
             self.files_dir = None
 
 
@@ -451,7 +452,7 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
         return _build(job, outcome)
     except BaseException:
         log_file.close()
-        shutil.rmtree(results, ignore_errors=True)
+        remove_tree(results)
         raise
 
 
@@ -545,7 +546,7 @@ def _build(job: _Job, outcome) -> BuildOutcome:
                  ", ".join(w.filename for w in infos))
         return outcome("success", None, infos)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)  # however deep and locked-down the build left it
 
 
 def _run_unsafe(argv, *, cwd: Path, env: dict, user, timeout: float, memory_limit: int,

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from wheelwright import package_data
+from wheelwright.builds.cleanup import remove_tree
 from wheelwright.builds.targets import PLATFORM_ARCH
 from wheelwright.errors import ConfigError, WheelwrightError
 
@@ -369,9 +370,10 @@ def build_image(recipe: Recipe, store: Path, *, mirror: str | None = None,
 def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, timeout: float) -> Image:
     final = store / recipe.folder_name
     work = store / f".tmp-{recipe.folder_name}-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
+    remove_tree(work)  # never into what a killed mmdebstrap left mounted there
     if final.exists():  # a folder without image.json: an image whose build was cut short
-        shutil.rmtree(final)
+        if left := remove_tree(final):
+            raise WheelwrightError(f"cannot remove the unfinished image {final}: {left[0]}")
     work.mkdir(mode=0o755)
     started = time.monotonic()
     argv = mmdebstrap_command(recipe, work / "root", mirror)
@@ -404,7 +406,7 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
         _write_atomically(work / "image.json", json.dumps(record, indent=1) + "\n")
         os.rename(work, final)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
         raise
     progress(f"[{_clock(seconds)}] image {recipe.folder_name} built: {size / 2**20:.0f} MiB, "
              f"Python {python}")
@@ -509,7 +511,7 @@ def update_images(targets, store: Path, *, max_age_days: float = MAX_AGE_DAYS, p
                 except BaseException:
                     os.rename(aside, row.image.path)
                     raise
-                shutil.rmtree(aside, ignore_errors=True)
+                remove_tree(aside)
             else:
                 build_image(recipe, store, progress=progress)
             done["built"].append(recipe.folder_name)
@@ -524,7 +526,7 @@ def remove_image(image: Image) -> None:
     """Remove ``image`` from the store: renamed away first, so no reader sees half of it."""
     aside = image.path.with_name(f".rm-{image.path.name}-{os.getpid()}")
     os.rename(image.path, aside)
-    shutil.rmtree(aside, ignore_errors=True)
+    remove_tree(aside)
 
 
 # --- running something in an image (operators and tests; builds go through the sandbox) -------------
