@@ -153,6 +153,7 @@ def corpus(tmp_path_factory, worker_secrets, listener, guarded):
     hostile.forker(files)
     hostile.memhog(files)
     hostile.flood(files)
+    hostile.deep_tree(files)
     hostile.other_name(files)
     hostile.planter(files, "path", hostile.path_wheel)
     hostile.planter(files, "bomb", hostile.zip_bomb_wheel)
@@ -285,6 +286,15 @@ def test_a_flood_of_output_is_capped_with_a_note(built):
     assert "[wheelwright: log truncated at 20000 bytes;" in text and len(text) < 22_000
 
 
+def test_a_tree_of_1600_nested_locked_folders_is_removed_and_the_outcome_kept(built, workdir_root):
+    outcome = built("deep_tree")
+    assert outcome.status == "failure" and outcome.reason == "pip wheel exited with status 1"
+    assert "made 1600 nested folders" in log_text(outcome)
+    left = [p.name for p in workdir_root.iterdir() if not p.name.startswith("result-")]
+    assert left == [], f"the build's work tree is gone: {left}"
+    assert Path("/etc/passwd").exists()
+
+
 # --- what a build cannot pass off --------------------------------------------------------------------
 
 def test_a_setup_py_that_names_another_package_is_refused(built):
@@ -380,38 +390,66 @@ def test_a_failure_after_the_sdist_code_ran_is_final_whatever_it_printed():
                                     False, []) is None, "a build dependency that does not exist is final"
 
 
-def test_the_proxy_forwards_to_the_index_only(tmp_path):
-    echo = socket.create_server(("127.0.0.1", 0))
-    port = echo.getsockname()[1]
-
-    def answer():
-        conn, _ = echo.accept()
-        conn.sendall(b"hello from the index")
-        conn.close()
-    threading.Thread(target=answer, daemon=True).start()
-    proxy = sandbox.IndexProxy(tmp_path / "p.sock", frozenset({("127.0.0.1", port)})).start()
+@pytest.fixture
+def varnish_index(tmp_path):
+    """Our own index as a build sees it: a real Varnish (the shipped VCL, which obeys PURGE from
+    loopback, where the worker's proxy connects from) in front of a published tree, its root page
+    cached."""
+    from support.serving import VARNISHD, edge, serve
+    if VARNISHD is None:
+        pytest.fail("varnishd is missing: make setup installs it")
+    www = tmp_path / "www"
+    (www / "simple").mkdir(parents=True)
+    (www / "simple" / "index.html").write_text("<!DOCTYPE html><html><body></body></html>\n")
+    (www / "simple" / "index.json").write_text('{"meta": {"api-version": "1.1"}, "projects": []}\n')
+    origin = serve(www, tmp_path / "origin")
+    varnish = edge(origin, tmp_path / "edge")
     try:
-        def ask(request: bytes) -> bytes:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(str(tmp_path / "p.sock"))
-                s.sendall(request)
-                data = b""
-                while chunk := s.recv(4096):
-                    data += chunk
-                return data
-        assert ask(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % port).endswith(b"hello from the index")
-        assert ask(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 403")
-        assert ask(b"GET http://10.0.0.1:8080/api HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 403")
-        assert [e.destination for e in proxy.events] == ["127.0.0.1:22", "10.0.0.1:8080"]
+        varnish.get("/simple/", accept="text/html")
+        status, headers, _ = varnish.get("/simple/", accept="text/html")
+        assert status == 200 and headers["X-Cache"] == "HIT"
+        yield varnish
     finally:
-        proxy.close()
-        echo.close()
+        varnish.stop()
+        origin.stop()
 
 
-def test_pypi_org_brings_its_file_host_and_nothing_else():
-    assert sandbox.allowed_destinations("https://pypi.org/simple/") == {
-        ("pypi.org", 443), ("files.pythonhosted.org", 443)}
-    assert sandbox.allowed_destinations("http://127.0.0.1:8080/simple/") == {("127.0.0.1", 8080)}
+def test_a_build_cannot_purge_the_edge_nor_cost_the_worker_a_thread_per_connection(
+        corpus, workdir_root, varnish_index):
+    edge = f"127.0.0.1:{varnish_index.port}"
+    hostile.proxy_abuser(corpus[1], edge=edge, connections=300)
+    worker = psutil.Process()
+    baseline = worker.num_threads()
+    most, done = [baseline], threading.Event()
+
+    def count():
+        while not done.wait(0.02):
+            most.append(worker.num_threads())
+    sampler = threading.Thread(target=count, daemon=True)
+    sampler.start()
+    try:
+        outcome = run(corpus, workdir_root, "proxy_abuser", build_id=130,
+                      extra_index_url=f"http://{edge}/simple/")
+    finally:
+        done.set()
+        sampler.join()
+    try:
+        found = found_in(outcome)
+    finally:
+        outcome.cleanup()
+    answers = found["answers"]
+    refused = sum(count for answer, count in answers.items()
+                  if answer == "HTTP/1.1 503 Service Unavailable: too many connections from this build"
+                  or answer.startswith("connect failed"))  # closed before its first bytes were sent
+    assert refused >= 300 - sandbox.MAX_CONNECTIONS, answers
+    assert max(most) <= baseline + sandbox.MAX_CONNECTIONS + 8, \
+        f"the worker went from {baseline} to {max(most)} threads"
+    for asked in ("purge", "purge via the forwarder", "delete", "tunnel"):
+        assert found[asked].startswith("HTTP/1.1 405 "), (asked, found[asked])
+    assert found["purge behind a get"].startswith("HTTP/1.1 400 "), found
+    assert found["get with the purge header"].startswith("HTTP/1.1 404"), found
+    status, headers, _ = varnish_index.get("/simple/", accept="text/html")
+    assert status == 200 and headers["X-Cache"] == "HIT", "the edge still has /simple/: nothing was purged"
 
 
 # --- the walls themselves ----------------------------------------------------------------------------
