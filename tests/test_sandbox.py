@@ -222,6 +222,9 @@ def test_a_build_sees_no_secret_of_the_worker(built, worker_secrets):
     for path in worker_secrets["files"] + ["/run/postgresql", "/root", "/home"]:
         assert found["files"][path] == "ERR FileNotFoundError", f"{path} is visible to the build"
     assert found["uid"] == sandbox.INSIDE_UID
+    assert found["groups"] == [], "no supplementary group of the worker goes with the build"
+    assert found["ssl"] == ["certs", "openssl.cnf"], "of /etc/ssl only the public certificates"
+    assert found["fds"] == ["0", "1", "2", "3"], "stdin, the log and the listing's own: nothing of the worker"
     assert len(found["pids"]) < 20, f"the build sees only its own processes: {found['pids']}"
 
 
@@ -562,8 +565,56 @@ def test_a_worker_that_is_not_root_builds_in_the_same_sandbox(corpus, worker_sec
             assert "per-process limits only (RLIMIT_AS 1024 MiB, RLIMIT_NPROC 512)" in pure["log"]
         assert snoop["status"] == "success", snoop["log"]
         assert SECRET not in snoop["found"] and str(home) not in snoop["found"].split("'listed'")[0]
+        assert "'groups': []" in snoop["found"], "the build holds no supplementary group"
     finally:
         shutil.rmtree(home)
+
+
+GROUPS_PROBE = """
+import json, site, sys
+site.addsitedir(sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+from wheelwright.builds.builder import build
+from wheelwright.errors import ConfigError
+request = {"build_id": 170, "package": "snoop", "version": "1.0", "target": "cp311-x86_64", "abi": "cp311"}
+try:
+    outcome = build(request, index_url=sys.argv[3], workdir_root=sys.argv[4], timeout=180)
+    print(json.dumps({"built": outcome.status}))
+except ConfigError as exc:
+    print(json.dumps({"refused": str(exc)}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the test drops from root to an unprivileged worker")
+def test_a_worker_that_is_not_root_and_holds_other_groups_refuses_to_build(corpus):
+    """Its groups would go with the build into the sandbox (shown as 65534, still opening what the
+    group may read), and it cannot drop them: the worker says so and builds nothing."""
+    import grp
+    nobody, adm = pwd.getpwnam("nobody"), grp.getgrnam("adm")
+    home = open_folder("wheelwright-groups-")
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    site_packages = next((REPO / ".venv" / "lib").glob("python3*/site-packages"))
+    try:
+        done = subprocess.run(
+            ["/usr/bin/python3.11", "-c", GROUPS_PROBE, str(site_packages), str(REPO / "include"),
+             corpus[0], str(home / "builds")],
+            user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[adm.gr_gid], cwd=home,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(home)}, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert "refused" in result, result
+        assert f"supplementary groups adm ({adm.gr_gid})" in result["refused"]
+        assert not list((home / "builds").glob("build-*")), "nothing was built"
+    finally:
+        shutil.rmtree(home)
+
+
+def test_only_a_worker_that_is_not_root_with_other_groups_is_refused():
+    sandbox.check_groups(euid=0, groups=[4, 27], egid=0)
+    sandbox.check_groups(euid=1000, groups=[1000], egid=1000)
+    sandbox.check_groups(euid=1000, groups=[], egid=1000)
+    with pytest.raises(ConfigError, match=r"supplementary groups .*\(27\)"):
+        sandbox.check_groups(euid=1000, groups=[1000, 27], egid=1000)
 
 
 # --- the catalog trusts no local process ---------------------------------------------------------------

@@ -35,6 +35,7 @@ result means.
 from __future__ import annotations
 
 import errno
+import grp
 import logging
 import os
 import pwd
@@ -65,10 +66,14 @@ SOCKET_NAME = "index.sock"
 INIT_NAME = "init.py"
 # Read-only from the root: the system. /etc only in part: nothing of the worker's configuration.
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# Of /etc/ssl and /etc/pki only the public certificates and OpenSSL's configuration: never private/.
 ETC_FILES = ("passwd", "group", "hosts", "nsswitch.conf", "host.conf", "ld.so.cache", "ld.so.conf",
-             "ld.so.conf.d", "alternatives", "ssl", "ca-certificates", "ca-certificates.conf",
-             "localtime", "timezone", "os-release", "debian_version", "mime.types", "protocols",
-             "services", "python3", "python3.11", "python3.13", "gai.conf", "pki")
+             "ld.so.conf.d", "alternatives", "ssl/certs", "ssl/openssl.cnf", "ca-certificates",
+             "ca-certificates.conf", "localtime", "timezone", "os-release", "debian_version", "mime.types",
+             "protocols", "services", "python3", "python3.11", "python3.13", "gai.conf", "pki/tls/certs",
+             "pki/ca-trust/extracted")
+TMP_SIZE = 1 << 30                       # bytes of /tmp (memory: counted against the build's cgroup)
+SHM_SIZE = 256 << 20                     # bytes of /dev/shm (idem)
 DRAIN_GRACE = 5.0                        # seconds to wait for output once the sandbox ended
 UPSTREAM_TIMEOUT = 30.0                  # seconds for the proxy to reach the index
 MAX_HEAD = 64 * 1024                     # bytes of a request head the proxy reads before refusing
@@ -85,13 +90,15 @@ def unsafe_opt_out(env=os.environ) -> bool:
 # --- pure: the walls, as bubblewrap arguments -----------------------------------------------------------
 
 def bwrap_arguments(root: Path, work: Path, run_dir: Path, env: dict[str, str], argv: list[str], *,
-                    tmp_size: int | None = None, info_fd: int | None = None,
+                    tmp_size: int = TMP_SIZE, info_fd: int | None = None,
                     bwrap: str | None = None) -> list[str]:
     """The full ``bwrap`` command running ``argv`` inside the walls described in the module docstring.
 
     ``root`` is the file system the build sees read-only (``/`` or an image's root); ``work`` the
     fresh folder it may write (``/build`` inside); ``run_dir`` holds the proxy socket and the
-    forwarder (``/run/wheelwright`` inside, read-only).
+    forwarder (``/run/wheelwright`` inside, read-only). Besides ``/build``, only ``/tmp`` and
+    ``/dev/shm`` are writable, each a tmpfs of a fixed size; ``/`` (and with it ``/etc``) and ``/dev``
+    are made read-only once set up.
     """
     args = [bwrap or BWRAP, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--disable-userns",
             "--uid", str(INSIDE_UID), "--gid", str(INSIDE_GID), "--hostname", "build", "--clearenv"]
@@ -102,17 +109,25 @@ def bwrap_arguments(root: Path, work: Path, run_dir: Path, env: dict[str, str], 
         elif path.is_dir():
             args += ["--ro-bind", str(path), f"/{name}"]
     args += ["--dir", "/etc"]
+    made = {"/etc"}
     for name in ETC_FILES:
         path = root / "etc" / name
+        if not (path.is_symlink() or path.exists()):
+            continue
+        for parent in reversed(Path("/etc", name).parents[:-2]):  # /etc/ssl for ssl/certs (0755)
+            if str(parent) not in made:
+                made.add(str(parent))
+                args += ["--dir", str(parent)]
         if path.is_symlink():
             # e.g. /etc/ssl/certs links into /usr; keep the link as it is inside the image
             args += ["--symlink", os.readlink(path), f"/etc/{name}"]
         elif path.exists():
             args += ["--ro-bind", str(path), f"/etc/{name}"]
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    args += (["--size", str(tmp_size)] if tmp_size else []) + ["--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm"]
+    args += ["--size", str(tmp_size), "--tmpfs", "/tmp"]
     args += ["--dir", "/run", "--ro-bind", str(run_dir), RUN]
     args += ["--bind", str(work), WORK, "--chdir", WORK]
+    args += ["--remount-ro", "/dev", "--remount-ro", "/"]  # bwrap's own tmpfs root, writable until now
     for key, value in sorted(env.items()):
         args += ["--setenv", key, value]
     if info_fd is not None:
@@ -750,19 +765,49 @@ def delegate_cgroups(uid: int, gid: int) -> list[Path]:
 # --- checking the host ----------------------------------------------------------------------------------
 
 def check_host() -> None:
-    """Refuse to build, naming what to install or allow, when bubblewrap or user namespaces are missing."""
+    """Refuse to build, naming what to install or allow, when bubblewrap or user namespaces are missing,
+    or when the worker is not root and holds supplementary groups (see :func:`check_groups`)."""
     bwrap = BWRAP
     if not (os.path.isfile(bwrap) and os.access(bwrap, os.X_OK)):
         raise ConfigError(f"builds run in a bubblewrap sandbox and {bwrap} is missing: install Debian's "
                           f"bubblewrap (apt-get install bubblewrap), or set {UNSAFE_SETTING}=1 to build "
                           "without a sandbox (unsafe: setup.py then runs with the worker's reach)")
     if _userns_ok(bwrap):
+        check_groups()
         return
     raise ConfigError(
         "builds run in their own user namespace and this host does not allow unprivileged ones: "
         "allow them (sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0; on "
         "Ubuntu also kernel.apparmor_restrict_unprivileged_userns=0), or set "
         f"{UNSAFE_SETTING}=1 to build without a sandbox (unsafe)")
+
+
+def check_groups(euid: int | None = None, groups: list[int] | None = None, egid: int | None = None) -> None:
+    """Refuse to build when the worker is not root and belongs to supplementary groups.
+
+    A user namespace maps one uid and one gid; the worker's other groups show as ``65534`` inside but
+    still open whatever those groups may read or write (``ssl-cert``'s keys, ``adm``'s logs), and a
+    process that is not root cannot drop them: the kernel refuses ``setgroups`` in a namespace made
+    without privilege. A root worker drops them itself before starting the sandbox (:func:`_enter`).
+    """
+    euid = os.geteuid() if euid is None else euid
+    if euid == 0:
+        return
+    egid = os.getegid() if egid is None else egid
+    extra = sorted(set(os.getgroups() if groups is None else groups) - {egid})
+    if not extra:
+        return
+    names = []
+    for gid in extra:
+        try:
+            names.append(f"{grp.getgrgid(gid).gr_name} ({gid})")
+        except KeyError:
+            names.append(str(gid))
+    raise ConfigError(
+        f"the worker runs with the supplementary groups {', '.join(names)}, which a sandbox started by a "
+        "user that is not root cannot drop (the build would keep their access): run the worker as a "
+        "user of no other group (usermod -G '' USER; systemd: a dedicated User= without "
+        "SupplementaryGroups=), or as root (builds then run as the build user, without them)")
 
 
 _USERNS_CHECKED: dict[tuple[str, int], bool] = {}
