@@ -32,6 +32,7 @@ from support import build_world, hostile
 from support.build_world import PYPROJECT, make_sdist, open_folder, setup_py
 from wheelwright.builds import builder, sandbox
 from wheelwright.builds.builder import BuildOutcome, build
+from wheelwright.builds.workspace import DiskQuota
 from wheelwright.errors import ConfigError
 from wheelwright.testing.pypi_double import PyPIDouble
 
@@ -86,7 +87,11 @@ class Listener:
         self.unix.bind(self.unix_path)
         os.chmod(self.unix_path, 0o777)
         self.unix.listen()
-        for server in (self.tcp, self.unix):
+        self.abstract_name = f"\0wheelwright-test-{os.getpid()}"  # abstract: no file, any path hides none
+        self.abstract = socket.socket(socket.AF_UNIX)
+        self.abstract.bind(self.abstract_name)
+        self.abstract.listen()
+        for server in (self.tcp, self.unix, self.abstract):
             threading.Thread(target=self._accept, args=(server,), daemon=True).start()
 
     def _accept(self, server):
@@ -101,6 +106,7 @@ class Listener:
     def close(self):
         self.tcp.close()
         self.unix.close()
+        self.abstract.close()
 
 
 @pytest.fixture(scope="session")
@@ -146,7 +152,7 @@ def corpus(tmp_path_factory, worker_secrets, listener, guarded):
         """)})
     hostile.snoop(files, env_names=SECRET_ENV + ["WHEELWRIGHT_HOME", "AIRFLOW_HOME"],
                   files=worker_secrets["files"])
-    hostile.caller(files, port=listener.port, unix_sockets=[listener.unix_path])
+    hostile.caller(files, port=listener.port, unix_sockets=[listener.unix_path, listener.abstract_name])
     hostile.escaper(files, targets=[str(guarded / "pwned.txt"), str(REPO / "pwned.txt"),
                                     "/tmp/wheelwright-pwned.txt"])
     hostile.daemon(files)
@@ -154,6 +160,8 @@ def corpus(tmp_path_factory, worker_secrets, listener, guarded):
     hostile.memhog(files)
     hostile.flood(files)
     hostile.deep_tree(files)
+    hostile.filler(files)
+    hostile.inoder(files)
     hostile.other_name(files)
     hostile.planter(files, "path", hostile.path_wheel)
     hostile.planter(files, "bomb", hostile.zip_bomb_wheel)
@@ -235,6 +243,8 @@ def test_a_build_cannot_reach_a_loopback_port_or_socket_of_the_worker(built, lis
     assert found["via proxy CONNECT"].startswith("HTTP/1.1 403"), repr(found)[100:]
     assert found["via proxy GET"].startswith("HTTP/1.1 403"), found
     assert found[f"unix {listener.unix_path}"] == "refused: FileNotFoundError"
+    assert found[f"unix {listener.abstract_name}"] == "refused: ConnectionRefusedError", \
+        "an abstract socket of the worker is another network namespace's"
 
 
 def test_a_build_cannot_write_outside_its_folder(built, guarded):
@@ -296,6 +306,27 @@ def test_a_tree_of_1600_nested_locked_folders_is_removed_and_the_outcome_kept(bu
     left = [p.name for p in workdir_root.iterdir() if not p.name.startswith("result-")]
     assert left == [], f"the build's work tree is gone: {left}"
     assert Path("/etc/passwd").exists()
+
+
+def own_mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a worker that is root gives each build a file system of its own")
+@pytest.mark.parametrize("package, says", [
+    ("filler", "the build wrote more than 64 MiB, its disk quota"),
+    ("inoder", "the build made more than 5,000 files and folders, its quota"),
+])
+def test_a_build_past_its_disk_quota_fails_with_that_reason_and_leaves_nothing(built, workdir_root, package, says):
+    outcome = built(package, disk=DiskQuota(64 << 20, 5000))
+    assert outcome.status == "failure" and outcome.reason == says, log_text(outcome)
+    assert "/build is a file system of its own, 64 MiB and 5,000 files" in log_text(outcome)
+    assert not outcome.transient
+    left = [p.name for p in workdir_root.iterdir() if not p.name.startswith("result-")]
+    assert left == [], f"its file system is gone from the worker's disk: {left}"
+    assert not [m for m in own_mounts() if m.startswith(str(workdir_root))], "nothing stays mounted"
+    the_worker_can_still_build(built)
 
 
 # --- what a build cannot pass off --------------------------------------------------------------------
@@ -545,18 +576,21 @@ def test_a_worker_that_is_not_root_builds_in_the_same_sandbox(corpus, worker_sec
     (home / "secret.txt").chmod(0o600)
     work = home / "builds"
     work.mkdir()
+    # The operator's file system for builds (README, "A Pi joins"): the worker, not root, cannot
+    # mount one per build, so it watches how much the builds' file system grows.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,nosuid,nodev", "tmpfs", str(work)], check=True)
     os.chown(work, nobody.pw_uid, nobody.pw_gid)
     site_packages = next((REPO / ".venv" / "lib").glob("python3*/site-packages"))
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "WHEELWRIGHT_HOME": str(home),
-           "AIRFLOW__API_AUTH__JWT_SECRET": SECRET}
+           "AIRFLOW__API_AUTH__JWT_SECRET": SECRET, "WHEELWRIGHT_BUILD_DISK": "64M"}
     try:
         done = subprocess.run(
             ["/usr/bin/python3.11", "-c", NON_ROOT_BUILD, str(site_packages), str(REPO / "include"),
-             corpus[0], str(work), "purepkg", "snoop"],
+             corpus[0], str(work), "purepkg", "snoop", "filler"],
             user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[], env=env, cwd=home,
             capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
-        pure, snoop = json.loads(done.stdout)
+        pure, snoop, filler = json.loads(done.stdout)
         assert pure["status"] == "success", pure["log"]
         assert "as uid 65534 inside and the worker user outside" in pure["log"]
         if limits_for_nobody == "a delegated cgroup":
@@ -566,7 +600,13 @@ def test_a_worker_that_is_not_root_builds_in_the_same_sandbox(corpus, worker_sec
         assert snoop["status"] == "success", snoop["log"]
         assert SECRET not in snoop["found"] and str(home) not in snoop["found"].split("'listed'")[0]
         assert "'groups': []" in snoop["found"], "the build holds no supplementary group"
+        assert ("/build is a folder on a file system of its own for builds, watched: the build is stopped "
+                "once that file system grew by 64 MiB or 1,000,000 files") in pure["log"], pure["log"]
+        assert filler["status"] == "failure", filler["log"]
+        assert filler["reason"] == "the build wrote more than 64 MiB, its disk quota", filler["log"]
+        assert os.listdir(work) == [], "nothing of the builds is left"
     finally:
+        subprocess.run(["umount", str(work)], check=True)
         shutil.rmtree(home)
 
 

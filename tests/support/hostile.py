@@ -246,6 +246,33 @@ def deep_tree(folder: Path, depth: int = 1600) -> Path:
     """)
 
 
+def filler(folder: Path, mib: int = 200) -> Path:
+    """Writes ``mib`` MiB into its work folder (past the quota the test gives it), then lingers and
+    fails: the disk quota must stop it, one way or the other, with its reason."""
+    return _sdist(folder, "filler", f"""
+        import os, time
+        with open("/build/fill.bin", "wb") as f:
+            block = os.urandom(1 << 20)
+            for i in range({mib}):
+                f.write(block)
+                f.flush()
+        print("wrote", {mib}, "MiB", flush=True)
+        time.sleep(30)
+        raise SystemExit("filler fails on purpose")
+    """)
+
+
+def inoder(folder: Path, count: int = 20000) -> Path:
+    """Makes ``count`` empty files (past the quota of files the test gives it), then fails."""
+    return _sdist(folder, "inoder", f"""
+        import os
+        os.makedirs("/build/many", exist_ok=True)
+        for i in range({count}):
+            open(f"/build/many/{{i}}", "w").close()
+        raise SystemExit("inoder fails on purpose")
+    """)
+
+
 def proxy_abuser(folder: Path, *, edge: str, connections: int = 300) -> Path:
     """Holds ``connections`` idle connections to the index proxy's socket at once, then asks the edge
     (``edge``: ``host:port`` of the build's own index, a Varnish that obeys PURGE from loopback) to

@@ -35,8 +35,10 @@ Parsing is pure functions over bytes and text; the image's files are read at the
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import hashlib
+import io
 import logging
 import os
 import posixpath
@@ -67,6 +69,7 @@ MAX_UNCOMPRESSED = 4 << 30          # bytes, all members together, as the zip de
 MAX_RATIO = 1000                    # uncompressed / compressed for one member past MAX_RATIO_FROM
 MAX_RATIO_FROM = 16 << 20           # bytes: below this a high ratio is harmless (a file of zeros)
 MAX_METADATA = 2 << 20              # bytes of METADATA
+MAX_RECORD = 16 << 20               # bytes of RECORD (a wheel of 30,000 files: ~3 MiB)
 MAX_BUILD_NUMBER = 999_999          # a PEP 427 build number a wheel name may carry
 MAX_ELF_BYTES = 1 << 30  # a compiled member larger than this is not read (named unowned instead)
 # (ELF machine, class) -> the Debian multiarch triplet whose folders hold its libraries
@@ -124,7 +127,7 @@ class WheelInfo:
 def check_plain_filename(filename: str) -> str:
     """``filename`` if it names a file and nothing else: no directory part, no tricks."""
     if (not isinstance(filename, str) or not filename or filename in (".", "..")
-            or "/" in filename or "\\" in filename or "\x00" in filename
+            or "/" in filename or "\\" in filename or not filename.isprintable()
             or filename.startswith(".") or len(filename) > 255):
         raise WheelRefused(f"refused file name {filename!r}: not a plain file name")
     return filename
@@ -422,6 +425,33 @@ def check_zip_safe(zf: zipfile.ZipFile, filename: str) -> None:
     if total > MAX_UNCOMPRESSED:
         raise WheelRefused(f"refused {filename}: its members would unpack to {total:,} bytes, more than "
                            f"{MAX_UNCOMPRESSED:,} (a zip bomb)")
+    check_members(zf, filename)
+
+
+def check_members(zf: zipfile.ZipFile, filename: str) -> None:
+    """Refuse a zip that names a member twice (installers disagree on which one counts: pip would
+    install another ``METADATA`` than the one we publish) or whose ``RECORD`` lists a file it does
+    not hold (an installer uninstalls what RECORD lists: ``../../bin/python`` would go with it)."""
+    names = zf.namelist()
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})[:3]
+        raise WheelRefused(f"refused {filename}: it holds {', '.join(map(repr, twice))} more than once")
+    members = set(names)
+    for record in sorted(n for n in members if n.count("/") == 1 and n.endswith(".dist-info/RECORD")):
+        info = zf.getinfo(record)
+        if info.file_size > MAX_RECORD:
+            raise WheelRefused(f"refused {filename}: its RECORD is {info.file_size:,} bytes, more than "
+                               f"{MAX_RECORD:,}")
+        with zf.open(info) as member:
+            data = member.read(MAX_RECORD + 1)
+        try:
+            rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise WheelRefused(f"refused {filename}: its RECORD is not a CSV file of paths ({exc})") from None
+        for row in rows:
+            if row and row[0] and row[0] not in members:
+                raise WheelRefused(f"refused {filename}: its RECORD lists {row[0][:200]!r}, which the wheel "
+                                   "does not hold")
 
 
 def parse_core_metadata(data: bytes) -> tuple[str | None, str | None, str | None]:

@@ -91,14 +91,15 @@ def unsafe_opt_out(env=os.environ) -> bool:
 
 def bwrap_arguments(root: Path, work: Path, run_dir: Path, env: dict[str, str], argv: list[str], *,
                     tmp_size: int = TMP_SIZE, info_fd: int | None = None,
-                    bwrap: str | None = None) -> list[str]:
+                    bwrap: str | None = None, tmp: Path | None = None) -> list[str]:
     """The full ``bwrap`` command running ``argv`` inside the walls described in the module docstring.
 
     ``root`` is the file system the build sees read-only (``/`` or an image's root); ``work`` the
     fresh folder it may write (``/build`` inside); ``run_dir`` holds the proxy socket and the
-    forwarder (``/run/wheelwright`` inside, read-only). Besides ``/build``, only ``/tmp`` and
-    ``/dev/shm`` are writable, each a tmpfs of a fixed size; ``/`` (and with it ``/etc``) and ``/dev``
-    are made read-only once set up.
+    forwarder (``/run/wheelwright`` inside, read-only). Besides ``/build``, only ``/tmp`` (``tmp``, a
+    folder of the work folder, so on the build's disk and in its quota; else a tmpfs of ``tmp_size``)
+    and ``/dev/shm`` (a small tmpfs) are writable; ``/`` (and with it ``/etc``) and ``/dev`` are made
+    read-only once set up.
     """
     args = [bwrap or BWRAP, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--disable-userns",
             "--uid", str(INSIDE_UID), "--gid", str(INSIDE_GID), "--hostname", "build", "--clearenv"]
@@ -124,7 +125,7 @@ def bwrap_arguments(root: Path, work: Path, run_dir: Path, env: dict[str, str], 
         elif path.exists():
             args += ["--ro-bind", str(path), f"/etc/{name}"]
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm"]
-    args += ["--size", str(tmp_size), "--tmpfs", "/tmp"]
+    args += ["--bind", str(tmp), "/tmp"] if tmp is not None else ["--size", str(tmp_size), "--tmpfs", "/tmp"]
     args += ["--dir", "/run", "--ro-bind", str(run_dir), RUN]
     args += ["--bind", str(work), WORK, "--chdir", WORK]
     args += ["--remount-ro", "/dev", "--remount-ro", "/"]  # bwrap's own tmpfs root, writable until now
@@ -835,12 +836,13 @@ def _userns_ok(bwrap: str) -> bool:
 class Ran:
     """How a sandboxed command ended."""
 
-    status: int | None                   # exit status; None when it was stopped at the deadline
+    status: int | None                   # exit status; None when it was stopped (deadline, watch)
     timed_out: bool
     out_of_memory: bool                  # the cgroup's OOM killer ended a process of the build
     hit_process_limit: bool              # a fork was refused at the process limit
     limits: str                          # how memory and processes were limited, in words
     proxy_events: list[ProxyEvent] = field(default_factory=list)
+    stopped: str | None = None           # why ``watch`` stopped it (e.g. past its disk quota)
 
 
 def build_identity(run_as: str) -> tuple[str, int, int] | None:
@@ -881,9 +883,12 @@ def _enter(cgroup_procs: list[str], identity, rlimits: dict[int, int]):
 
 def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_url: str,
         timeout: float, memory_limit: int, process_limit: int, output, identity=None,
-        allow: tuple[str, ...] = (), name: str | None = None, python: str = "/usr/bin/python3") -> Ran:
+        allow: tuple[str, ...] = (), name: str | None = None, python: str = "/usr/bin/python3",
+        watch=None, tmp: Path | None = None) -> Ran:
     """Run ``argv`` (``@PROXY@`` in it becomes the proxy's address) in the sandbox, output into
     ``output`` (a callable taking bytes), ``work`` bound writable at ``/build``; return how it ended.
+    ``watch``, asked often while it runs, stops it when it returns a reason (its disk quota:
+    :mod:`wheelwright.builds.workspace`); ``tmp``, a folder of ``work``, is bound at ``/tmp``.
 
     ``python`` is the interpreter inside that runs the forwarder before ``argv``.
     """
@@ -914,7 +919,7 @@ def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_u
                       f"RLIMIT_NPROC {process_limit})")
         inner = [python, f"{RUN}/{INIT_NAME}", *argv]
         info_read, info_write = os.pipe()  # bwrap writes to it once the walls stand
-        command = bwrap_arguments(root, work, run_dir, env, inner, info_fd=info_write)
+        command = bwrap_arguments(root, work, run_dir, env, inner, info_fd=info_write, tmp=tmp)
         output(f"[wheelwright: sandbox: bubblewrap, root {root}, no network but "
                f"{', '.join(f'{h}:{p}' for h, p in sorted(proxy.allowed))}; {limits}]\n".encode())
         try:
@@ -936,16 +941,16 @@ def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_u
             if len(said) < 4096:
                 said.extend(chunk[:4096])
             output(chunk)
-        status, timed_out = _pump(proc, timeout, copy)
+        status, timed_out, stopped = _pump(proc, timeout, copy, watch)
         with open(info_read, "rb") as info:
             started = bool(info.read())
-        if not started and not timed_out:
+        if not started and not timed_out and not stopped:
             message = bytes(said[:2000]).decode("utf-8", "replace").strip()
             raise ConfigError(f"the build sandbox could not be set up on this worker: {message}")
         return Ran(status=status, timed_out=timed_out,
                    out_of_memory=bool(cgroup and cgroup.oom_kills()),
                    hit_process_limit=bool(cgroup and cgroup.process_limit_hits()),
-                   limits=limits, proxy_events=list(proxy.events))
+                   limits=limits, proxy_events=list(proxy.events), stopped=stopped)
     finally:
         if cgroup is not None:
             cgroup.remove()
@@ -954,11 +959,13 @@ def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_u
         remove_tree(run_dir)
 
 
-def _pump(proc: subprocess.Popen, timeout: float, output) -> tuple[int | None, bool]:
-    """Copy the output until the sandbox ends or the deadline passes; then make sure it has ended."""
+def _pump(proc: subprocess.Popen, timeout: float, output, watch=None) -> tuple[int | None, bool, str | None]:
+    """Copy the output until the sandbox ends, the deadline passes or ``watch`` gives a reason to stop;
+    then make sure it has ended. ``(status, timed out, why watch stopped it)``."""
     deadline = time.monotonic() + timeout
     exited_at = None
     timed_out = False
+    stopped = None
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
     try:
@@ -969,11 +976,13 @@ def _pump(proc: subprocess.Popen, timeout: float, output) -> tuple[int | None, b
                 if now >= deadline:
                     timed_out = True
                     break
+                if watch is not None and proc.poll() is None and (stopped := watch()):
+                    break
                 if proc.poll() is not None:
                     exited_at = exited_at or now
                     if now - exited_at > DRAIN_GRACE:
                         break
-                if selector.select(min(deadline - now, 0.5)):
+                if selector.select(min(deadline - now, 0.2)):
                     try:
                         chunk = os.read(fd, 65536)
                     except BlockingIOError:
@@ -991,4 +1000,4 @@ def _pump(proc: subprocess.Popen, timeout: float, output) -> tuple[int | None, b
                 pass
         proc.wait()
         proc.stdout.close()
-    return (None if timed_out else proc.returncode), timed_out
+    return (None if timed_out or stopped else proc.returncode), timed_out, stopped
