@@ -215,3 +215,20 @@ def test_the_sweep_removes_a_builders_folder_however_deep(catalog, settings, tmp
     swept = incoming.sweep(catalog, tmp_path / "incoming", settings.output, settle=timedelta(0))
     assert swept.removed == [str(build_id)]
     assert not folder.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("chattr") is None, reason="an immutable file needs root")
+def test_what_cannot_be_removed_is_named_and_the_rest_goes(tmp_path):
+    top = tmp_path / "work"
+    (top / "sub" / "deeper").mkdir(parents=True)
+    (top / "sub" / "locked").write_text("immutable")
+    (top / "sub" / "deeper" / "plain").write_text("x")
+    (top / "beside").write_text("x")
+    subprocess.run(["chattr", "+i", str(top / "sub" / "locked")], check=True)
+    try:
+        left = remove_tree(top)
+        assert left == [f"{top}/sub/locked: Operation not permitted"], left
+        assert sorted(p.name for p in top.rglob("*")) == ["locked", "sub"], "everything else went"
+    finally:
+        subprocess.run(["chattr", "-i", str(top / "sub" / "locked")], check=True)
+    assert remove_tree(top) == []

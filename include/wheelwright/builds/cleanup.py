@@ -167,7 +167,7 @@ def _enter(parent: int, name: str, st: os.stat_result, stack: list[_Level], wher
                     is_folder = False
                 if is_folder:
                     level.subfolders.append(entry.name)
-                elif not _unlink(fd, entry.name, f"{where}/{entry.name}", left):
+                elif not _unlink(fd, entry.name, _Where.inside(where, entry.name), left):
                     level.kept = True
     except OSError as exc:
         left.append(f"{where}: cannot list it ({exc.strerror})")
@@ -201,7 +201,7 @@ def _make_writable(fd: int, st: os.stat_result) -> None:
             pass  # not ours: the unlinks below will say what is left
 
 
-def _unlink(folder: int, name: str, where: str, left: list[str]) -> bool:
+def _unlink(folder: int, name: str, where: object, left: list[str]) -> bool:
     try:
         os.unlink(name, dir_fd=folder)
         return True
@@ -220,10 +220,17 @@ class _Where:
     written (at once: the stack changes after). A tree 1,500 folders deep would otherwise build a long
     string for every folder."""
 
-    def __init__(self, top: Path, stack: list[_Level], name: str):
-        self.top, self.stack, self.depth, self.name = top, stack, len(stack), name
+    def __init__(self, top: Path, stack: list[_Level], name: str, folder: object = None):
+        self.top, self.stack, self.depth, self.name, self.folder = top, stack, len(stack), name, folder
+
+    @classmethod
+    def inside(cls, folder: object, name: str) -> "_Where":
+        """``name`` in the folder described by ``folder`` (a path or another :class:`_Where`)."""
+        return cls(Path(), [], name, folder)
 
     def __str__(self) -> str:
+        if self.folder is not None:
+            return f"{self.folder}/{self.name}"
         return "/".join([str(self.top.parent), *(level.name for level in self.stack[:self.depth]),
                          self.name])
 
