@@ -16,7 +16,6 @@ import pwd
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
