@@ -22,18 +22,19 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 # without arch-test, which is only its Recommends) and qemu-user with binfmt (their binaries here),
 # Chromium (pages seen in a browser), docker-compose (validates the compose file), redis (the broker),
 # an OpenSSH server (builder health over SSH; the SFTP endpoint's sshd_config, run for real in the tests,
-# its builder accounts given by nss_wrapper so no test adds users to the machine). Installed once, as
+# its builder accounts given by nss_wrapper so no test adds users to the machine), e2fsprogs and mount
+# (a build's own file system: mkfs.ext4 on a loop device, its disk quota). Installed once, as
 # root, when any is missing. SYSTEM_COMMANDS lists what is actually run, also through another
 # program (mmdebstrap runs arch-test; the kernel runs qemu-arm-static and qemu-aarch64-static).
 SYSTEM_PACKAGES := nginx libnginx-mod-http-perl varnish varnish-modules bubblewrap qemu-user-static \
                    binfmt-support mmdebstrap arch-test chromium docker-compose redis-server openssh-server \
-                   libnss-wrapper
+                   libnss-wrapper e2fsprogs mount
 SYSTEM_COMMANDS := /usr/sbin/nginx /usr/lib/nginx/modules/ngx_http_perl_module.so /usr/sbin/varnishd \
                    /usr/lib/$(MULTIARCH)/varnish/vmods/libvmod_xkey.so /usr/bin/bwrap \
                    /usr/bin/qemu-arm-static /usr/bin/qemu-aarch64-static /usr/sbin/update-binfmts \
                    /usr/bin/mmdebstrap /usr/bin/arch-test /usr/bin/chromium /usr/bin/docker-compose \
                    /usr/bin/redis-server /usr/sbin/sshd /usr/bin/ssh-keygen \
-                   /usr/lib/$(MULTIARCH)/libnss_wrapper.so
+                   /usr/lib/$(MULTIARCH)/libnss_wrapper.so /usr/sbin/mkfs.ext4 /usr/bin/mount /usr/bin/umount
 # The binfmt_misc handlers the Pi images run under on a machine that is not ARM (qemu-user-static's,
 # with the F flag, so they work inside the sandbox's namespaces).
 BINFMT_HANDLERS := qemu-arm qemu-aarch64

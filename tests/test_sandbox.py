@@ -33,6 +33,7 @@ from support.tools import require
 from support.build_world import PYPROJECT, make_sdist, open_folder, setup_py
 from wheelwright.builds import builder, sandbox
 from wheelwright.builds.builder import BuildOutcome, build
+from wheelwright.builds.workspace import DiskQuota
 from wheelwright.errors import ConfigError
 from wheelwright.testing.pypi_double import PyPIDouble
 
@@ -89,7 +90,11 @@ class Listener:
         self.unix.bind(self.unix_path)
         os.chmod(self.unix_path, 0o777)
         self.unix.listen()
-        for server in (self.tcp, self.unix):
+        self.abstract_name = f"\0wheelwright-test-{os.getpid()}"  # abstract: no file, any path hides none
+        self.abstract = socket.socket(socket.AF_UNIX)
+        self.abstract.bind(self.abstract_name)
+        self.abstract.listen()
+        for server in (self.tcp, self.unix, self.abstract):
             threading.Thread(target=self._accept, args=(server,), daemon=True).start()
 
     def _accept(self, server):
@@ -104,6 +109,7 @@ class Listener:
     def close(self):
         self.tcp.close()
         self.unix.close()
+        self.abstract.close()
 
 
 @pytest.fixture(scope="session")
@@ -149,13 +155,16 @@ def corpus(tmp_path_factory, worker_secrets, listener, guarded):
         """)})
     hostile.snoop(files, env_names=SECRET_ENV + ["WHEELWRIGHT_HOME", "AIRFLOW_HOME"],
                   files=worker_secrets["files"])
-    hostile.caller(files, port=listener.port, unix_sockets=[listener.unix_path])
+    hostile.caller(files, port=listener.port, unix_sockets=[listener.unix_path, listener.abstract_name])
     hostile.escaper(files, targets=[str(guarded / "pwned.txt"), str(REPO / "pwned.txt"),
                                     "/tmp/wheelwright-pwned.txt"])
     hostile.daemon(files)
     hostile.forker(files)
     hostile.memhog(files)
     hostile.flood(files)
+    hostile.deep_tree(files)
+    hostile.filler(files)
+    hostile.inoder(files)
     hostile.other_name(files)
     hostile.planter(files, "path", hostile.path_wheel)
     hostile.planter(files, "bomb", hostile.zip_bomb_wheel)
@@ -224,6 +233,9 @@ def test_a_build_sees_no_secret_of_the_worker(built, worker_secrets):
     for path in worker_secrets["files"] + ["/run/postgresql", "/root", "/home"]:
         assert found["files"][path] == "ERR FileNotFoundError", f"{path} is visible to the build"
     assert found["uid"] == sandbox.INSIDE_UID
+    assert found["groups"] == [], "no supplementary group of the worker goes with the build"
+    assert found["ssl"] == ["certs", "openssl.cnf"], "of /etc/ssl only the public certificates"
+    assert found["fds"] == ["0", "1", "2", "3"], "stdin, the log and the listing's own: nothing of the worker"
     assert len(found["pids"]) < 20, f"the build sees only its own processes: {found['pids']}"
 
 
@@ -234,6 +246,8 @@ def test_a_build_cannot_reach_a_loopback_port_or_socket_of_the_worker(built, lis
     assert found["via proxy CONNECT"].startswith("HTTP/1.1 403"), repr(found)[100:]
     assert found["via proxy GET"].startswith("HTTP/1.1 403"), found
     assert found[f"unix {listener.unix_path}"] == "refused: FileNotFoundError"
+    assert found[f"unix {listener.abstract_name}"] == "refused: ConnectionRefusedError", \
+        "an abstract socket of the worker is another network namespace's"
 
 
 def test_a_build_cannot_write_outside_its_folder(built, guarded):
@@ -286,6 +300,36 @@ def test_a_flood_of_output_is_capped_with_a_note(built):
     assert outcome.status == "failure" and outcome.reason == "pip wheel exited with status 1"
     text = log_text(outcome)
     assert "[wheelwright: log truncated at 20000 bytes;" in text and len(text) < 22_000
+
+
+def test_a_tree_of_1600_nested_locked_folders_is_removed_and_the_outcome_kept(built, workdir_root):
+    outcome = built("deep_tree")
+    assert outcome.status == "failure" and outcome.reason == "pip wheel exited with status 1"
+    assert "made 1600 nested folders" in log_text(outcome)
+    left = [p.name for p in workdir_root.iterdir() if not p.name.startswith("result-")]
+    assert left == [], f"the build's work tree is gone: {left}"
+    assert Path("/etc/passwd").exists()
+
+
+def own_mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a worker that is root gives each build a file system of its own")
+@pytest.mark.parametrize("package, says", [
+    ("filler", "the build wrote more than 64 MiB, its disk quota"),
+    ("inoder", "the build made more than 5,000 files and folders, its quota"),
+])
+def test_a_build_past_its_disk_quota_fails_with_that_reason_and_leaves_nothing(built, workdir_root, package, says):
+    outcome = built(package, disk=DiskQuota(64 << 20, 5000))
+    assert outcome.status == "failure" and outcome.reason == says, log_text(outcome)
+    assert "/build is a file system of its own, 64 MiB and 5,000 files" in log_text(outcome)
+    assert not outcome.transient
+    left = [p.name for p in workdir_root.iterdir() if not p.name.startswith("result-")]
+    assert left == [], f"its file system is gone from the worker's disk: {left}"
+    assert not [m for m in own_mounts() if m.startswith(str(workdir_root))], "nothing stays mounted"
+    the_worker_can_still_build(built)
 
 
 # --- what a build cannot pass off --------------------------------------------------------------------
@@ -383,38 +427,66 @@ def test_a_failure_after_the_sdist_code_ran_is_final_whatever_it_printed():
                                     False, []) is None, "a build dependency that does not exist is final"
 
 
-def test_the_proxy_forwards_to_the_index_only(tmp_path):
-    echo = socket.create_server(("127.0.0.1", 0))
-    port = echo.getsockname()[1]
-
-    def answer():
-        conn, _ = echo.accept()
-        conn.sendall(b"hello from the index")
-        conn.close()
-    threading.Thread(target=answer, daemon=True).start()
-    proxy = sandbox.IndexProxy(tmp_path / "p.sock", frozenset({("127.0.0.1", port)})).start()
+@pytest.fixture
+def varnish_index(tmp_path):
+    """Our own index as a build sees it: a real Varnish (the shipped VCL, which obeys PURGE from
+    loopback, where the worker's proxy connects from) in front of a published tree, its root page
+    cached."""
+    from support.serving import VARNISHD, edge, serve
+    if VARNISHD is None:
+        pytest.fail("varnishd is missing: make setup installs it")
+    www = tmp_path / "www"
+    (www / "simple").mkdir(parents=True)
+    (www / "simple" / "index.html").write_text("<!DOCTYPE html><html><body></body></html>\n")
+    (www / "simple" / "index.json").write_text('{"meta": {"api-version": "1.1"}, "projects": []}\n')
+    origin = serve(www, tmp_path / "origin")
+    varnish = edge(origin, tmp_path / "edge")
     try:
-        def ask(request: bytes) -> bytes:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(str(tmp_path / "p.sock"))
-                s.sendall(request)
-                data = b""
-                while chunk := s.recv(4096):
-                    data += chunk
-                return data
-        assert ask(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % port).endswith(b"hello from the index")
-        assert ask(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 403")
-        assert ask(b"GET http://10.0.0.1:8080/api HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 403")
-        assert [e.destination for e in proxy.events] == ["127.0.0.1:22", "10.0.0.1:8080"]
+        varnish.get("/simple/", accept="text/html")
+        status, headers, _ = varnish.get("/simple/", accept="text/html")
+        assert status == 200 and headers["X-Cache"] == "HIT"
+        yield varnish
     finally:
-        proxy.close()
-        echo.close()
+        varnish.stop()
+        origin.stop()
 
 
-def test_pypi_org_brings_its_file_host_and_nothing_else():
-    assert sandbox.allowed_destinations("https://pypi.org/simple/") == {
-        ("pypi.org", 443), ("files.pythonhosted.org", 443)}
-    assert sandbox.allowed_destinations("http://127.0.0.1:8080/simple/") == {("127.0.0.1", 8080)}
+def test_a_build_cannot_purge_the_edge_nor_cost_the_worker_a_thread_per_connection(
+        corpus, workdir_root, varnish_index):
+    edge = f"127.0.0.1:{varnish_index.port}"
+    hostile.proxy_abuser(corpus[1], edge=edge, connections=300)
+    worker = psutil.Process()
+    baseline = worker.num_threads()
+    most, done = [baseline], threading.Event()
+
+    def count():
+        while not done.wait(0.02):
+            most.append(worker.num_threads())
+    sampler = threading.Thread(target=count, daemon=True)
+    sampler.start()
+    try:
+        outcome = run(corpus, workdir_root, "proxy_abuser", build_id=130,
+                      extra_index_url=f"http://{edge}/simple/")
+    finally:
+        done.set()
+        sampler.join()
+    try:
+        found = found_in(outcome)
+    finally:
+        outcome.cleanup()
+    answers = found["answers"]
+    refused = sum(count for answer, count in answers.items()
+                  if answer == "HTTP/1.1 503 Service Unavailable: too many connections from this build"
+                  or answer.startswith("connect failed"))  # closed before its first bytes were sent
+    assert refused >= 300 - sandbox.MAX_CONNECTIONS, answers
+    assert max(most) <= baseline + sandbox.MAX_CONNECTIONS + 8, \
+        f"the worker went from {baseline} to {max(most)} threads"
+    for asked in ("purge", "purge via the forwarder", "delete", "tunnel"):
+        assert found[asked].startswith("HTTP/1.1 405 "), (asked, found[asked])
+    assert found["purge behind a get"].startswith("HTTP/1.1 400 "), found
+    assert found["get with the purge header"].startswith("HTTP/1.1 404"), found
+    status, headers, _ = varnish_index.get("/simple/", accept="text/html")
+    assert status == 200 and headers["X-Cache"] == "HIT", "the edge still has /simple/: nothing was purged"
 
 
 # --- the walls themselves ----------------------------------------------------------------------------
@@ -508,18 +580,21 @@ def test_a_worker_that_is_not_root_builds_in_the_same_sandbox(corpus, worker_sec
     (home / "secret.txt").chmod(0o600)
     work = home / "builds"
     work.mkdir()
+    # The operator's file system for builds (README, "A Pi joins"): the worker, not root, cannot
+    # mount one per build, so it watches how much the builds' file system grows.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,nosuid,nodev", "tmpfs", str(work)], check=True)
     os.chown(work, nobody.pw_uid, nobody.pw_gid)
     site_packages = next((REPO / ".venv" / "lib").glob("python3*/site-packages"))
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "WHEELWRIGHT_HOME": str(home),
-           "AIRFLOW__API_AUTH__JWT_SECRET": SECRET}
+           "AIRFLOW__API_AUTH__JWT_SECRET": SECRET, "WHEELWRIGHT_BUILD_DISK": "64M"}
     try:
         done = subprocess.run(
             ["/usr/bin/python3.11", "-c", NON_ROOT_BUILD, str(site_packages), str(REPO / "include"),
-             corpus[0], str(work), "purepkg", "snoop"],
+             corpus[0], str(work), "purepkg", "snoop", "filler"],
             user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[], env=env, cwd=home,
             capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
-        pure, snoop = json.loads(done.stdout)
+        pure, snoop, filler = json.loads(done.stdout)
         assert pure["status"] == "success", pure["log"]
         assert "as uid 65534 inside and the worker user outside" in pure["log"]
         if limits_for_nobody == "a delegated cgroup":
@@ -528,8 +603,62 @@ def test_a_worker_that_is_not_root_builds_in_the_same_sandbox(corpus, worker_sec
             assert "per-process limits only (RLIMIT_AS 1024 MiB, RLIMIT_NPROC 512)" in pure["log"]
         assert snoop["status"] == "success", snoop["log"]
         assert SECRET not in snoop["found"] and str(home) not in snoop["found"].split("'listed'")[0]
+        assert "'groups': []" in snoop["found"], "the build holds no supplementary group"
+        assert ("/build is a folder on a file system of its own for builds, watched: the build is stopped "
+                "once that file system grew by 64 MiB or 1,000,000 files") in pure["log"], pure["log"]
+        assert filler["status"] == "failure", filler["log"]
+        assert filler["reason"] == "the build wrote more than 64 MiB, its disk quota", filler["log"]
+        assert os.listdir(work) == [], "nothing of the builds is left"
+    finally:
+        subprocess.run(["umount", str(work)], check=True)
+        shutil.rmtree(home)
+
+
+GROUPS_PROBE = """
+import json, site, sys
+site.addsitedir(sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+from wheelwright.builds.builder import build
+from wheelwright.errors import ConfigError
+request = {"build_id": 170, "package": "snoop", "version": "1.0", "target": "cp311-x86_64", "abi": "cp311"}
+try:
+    outcome = build(request, index_url=sys.argv[3], workdir_root=sys.argv[4], timeout=180)
+    print(json.dumps({"built": outcome.status}))
+except ConfigError as exc:
+    print(json.dumps({"refused": str(exc)}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the test drops from root to an unprivileged worker")
+def test_a_worker_that_is_not_root_and_holds_other_groups_refuses_to_build(corpus):
+    """Its groups would go with the build into the sandbox (shown as 65534, still opening what the
+    group may read), and it cannot drop them: the worker says so and builds nothing."""
+    import grp
+    nobody, adm = pwd.getpwnam("nobody"), grp.getgrnam("adm")
+    home = open_folder("wheelwright-groups-")
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    site_packages = next((REPO / ".venv" / "lib").glob("python3*/site-packages"))
+    try:
+        done = subprocess.run(
+            ["/usr/bin/python3.11", "-c", GROUPS_PROBE, str(site_packages), str(REPO / "include"),
+             corpus[0], str(home / "builds")],
+            user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[adm.gr_gid], cwd=home,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(home)}, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert "refused" in result, result
+        assert f"supplementary groups adm ({adm.gr_gid})" in result["refused"]
+        assert not list((home / "builds").glob("build-*")), "nothing was built"
     finally:
         shutil.rmtree(home)
+
+
+def test_only_a_worker_that_is_not_root_with_other_groups_is_refused():
+    sandbox.check_groups(euid=0, groups=[4, 27], egid=0)
+    sandbox.check_groups(euid=1000, groups=[1000], egid=1000)
+    sandbox.check_groups(euid=1000, groups=[], egid=1000)
+    with pytest.raises(ConfigError, match=r"supplementary groups .*\(27\)"):
+        sandbox.check_groups(euid=1000, groups=[1000, 27], egid=1000)
 
 
 # --- the catalog trusts no local process ---------------------------------------------------------------

@@ -64,7 +64,8 @@ def test_an_invalid_wheel_name_is_refused(name):
 
 @pytest.mark.parametrize("name", ["../foo-1.0-py3-none-any.whl", "dir/foo-1.0-py3-none-any.whl",
                                   "..\\foo-1.0-py3-none-any.whl", "/tmp/foo-1.0-py3-none-any.whl",
-                                  "foo-1.0-py3-none-any.whl\x00.txt"])
+                                  "foo-1.0-py3-none-any.whl\x00.txt", "foo\n-1.0-py3-none-any.whl",
+                                  "foo\x1b[2J-1.0-py3-none-any.whl"])
 def test_a_wheel_name_with_a_path_is_refused(name):
     with pytest.raises(WheelRefused, match="not a plain file name"):
         check_wheel_filename(name, "foo", "1.0")
@@ -226,7 +227,8 @@ def test_compiled_objects_give_apt_packages_and_unowned_libraries(open_tmp):
         "ext-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: ext\nVersion: 1.0\n"})
     info = analyse_wheel(wheel, "ext", "1.0")  # built on this system: its libraries, its dpkg database
     assert ("apt", "libc6") in info.dependencies
-    assert ("unowned", str(libdir / "libhelper.so")) in info.dependencies
+    # its RUNPATH is a folder of the worker, no library folder: the library there is not looked at
+    assert ("unowned", "libhelper.so") in info.dependencies
     assert ("unowned", "libgone.so") in info.dependencies
 
 
@@ -253,3 +255,65 @@ def test_a_file_that_only_looks_like_elf_is_read_without_harm(tmp_path):
         "ext/_ext.so": b"\x7fELF" + b"\xff" * 200,
         "ext-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: ext\nVersion: 1.0\n"})
     assert analyse_wheel(wheel, "ext", "1.0").dependencies == ()
+
+
+# --- what a wheel may not hold ----------------------------------------------------------------------------
+
+def _record_wheel(tmp_path, record: bytes, extra: dict | None = None):
+    return make_wheel(tmp_path, "foo-1.0-py3-none-any.whl", {
+        "foo.py": b"", "foo-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n",
+        "foo-1.0.dist-info/RECORD": record, **(extra or {})})
+
+
+@pytest.mark.parametrize("record, says", [
+    (b"foo.py,sha256=x,0\n../../../bin/python,,\n", "its RECORD lists '../../../bin/python'"),
+    (b"foo.py,,\n/etc/passwd,,\n", "its RECORD lists '/etc/passwd'"),
+    (b"foo.py,,\nbar.py,,\n", "its RECORD lists 'bar.py'"),
+    (b"\xff\xfe not text", "its RECORD is not a CSV file of paths"),
+])
+def test_a_record_listing_what_the_wheel_does_not_hold_is_refused_on_both_sides(tmp_path, record, says):
+    """An installer uninstalls what RECORD lists: a path outside the wheel would go with it."""
+    from wheelwright.builds.builder import check_archive
+    wheel = _record_wheel(tmp_path, record)
+    with pytest.raises(WheelRefused, match=says):
+        check_received_wheel(wheel, package="foo", version="1.0", abi="cp311", platform="linux_armv7l")
+    with pytest.raises(WheelRefused, match=says):
+        check_archive(wheel)
+
+
+def test_an_honest_record_is_accepted(tmp_path):
+    wheel = _record_wheel(tmp_path, b"foo.py,sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU,0\n"
+                                    b"foo-1.0.dist-info/METADATA,,\nfoo-1.0.dist-info/RECORD,,\n")
+    assert check_received_wheel(wheel, package="foo", version="1.0", abi="cp311", platform="linux_armv7l")
+
+
+def test_a_member_named_twice_is_refused(tmp_path):
+    """Installers disagree on which of two members of one name counts: pip could install another
+    METADATA than the one published beside the wheel."""
+    import warnings
+    import zipfile
+    wheel = tmp_path / "foo-1.0-py3-none-any.whl"
+    with warnings.catch_warnings(), zipfile.ZipFile(wheel, "w") as zf:
+        warnings.simplefilter("ignore")
+        zf.writestr("foo-1.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n")
+        zf.writestr("foo-1.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n"
+                                                  b"Requires-Dist: evil\n")
+    with pytest.raises(WheelRefused, match="more than once"):
+        check_received_wheel(wheel, package="foo", version="1.0", abi="cp311", platform="linux_armv7l")
+
+
+def test_a_log_shows_control_characters_instead_of_acting_on_them(tmp_path):
+    import gzip
+    from wheelwright.builds.builder import CappedLog
+    log = CappedLog(tmp_path / "1.txt.gz", 10_000)
+    log.write(b"\x1b]52;c;ZXZpbA==\x07 \x1b[2J safe\rforged\n\xc2")   # clipboard, clear screen, overwrite
+    log.write(b"\x9b6n caf\xc3\xa9\ttab\n")                           # C1 CSI split over two chunks
+    log.close()
+    text = gzip.decompress((tmp_path / "1.txt.gz").read_bytes())
+    assert text == b"^[]52;c;ZXZpbA==^G ^[[2J safe^Mforged\n\\x9b6n caf\xc3\xa9\ttab\n"
+
+
+def test_a_reason_is_one_line_of_visible_characters_whatever_it_quotes():
+    from wheelwright.builds.builder import one_line
+    assert one_line("refused evil\n[wheelwright: success]\x1b[2J") == "refused evil\\x0a[wheelwright: success]\\x1b[2J"
+    assert len(one_line("x" * 10_000)) == 500

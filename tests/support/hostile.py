@@ -62,6 +62,10 @@ def snoop(folder: Path, *, env_names: list[str], files: list[str]) -> Path:
                 found["files"][path] = "ERR " + exc.__class__.__name__
         found["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
         found["uid"] = os.getuid()
+        found["groups"] = [line.split(":", 1)[1].split() for line in open("/proc/self/status")
+                           if line.startswith("Groups:")][0]
+        found["fds"] = sorted(os.listdir("/proc/self/fd"))
+        found["ssl"] = sorted(os.listdir("/etc/ssl"))
         report(found)
     """, py_modules="['found']")
 
@@ -215,6 +219,117 @@ def other_name(folder: Path) -> Path:
     """Its setup.py names another package: the GSAS_II_WONDER case in the seeds."""
     return make_sdist(folder, "gsas_ii_wonder_mac", "1.0.0", {
         "pyproject.toml": PYPROJECT, "setup.py": setup_py("GSAS_II_WONDER_linux", "1.0.0")})
+
+
+def deep_tree(folder: Path, depth: int = 1600) -> Path:
+    """Leaves its work folder as hard to remove as it can: ``depth`` nested folders (more than Python's
+    recursion limit), files and folders chmod'ed to 000 at the bottom and on the way, a FIFO, links to
+    the worker's files; then fails."""
+    return _sdist(folder, "deep_tree", f"""
+        import os
+        os.chdir("/build")
+        os.symlink("/etc/passwd", "passwd-link")
+        os.symlink("/", "root-link")
+        for i in range({depth}):
+            os.mkdir("d")
+            os.chdir("d")
+            if i % 400 == 399:
+                with open("locked.txt", "w") as f:
+                    f.write("x")
+                os.chmod("locked.txt", 0)
+                os.mkdir("closed")
+                os.chmod("closed", 0)
+        os.mkfifo("fifo")
+        os.chmod(".", 0o500)
+        print("made", {depth}, "nested folders", flush=True)
+        raise SystemExit("deep_tree fails on purpose")
+    """)
+
+
+def filler(folder: Path, mib: int = 200) -> Path:
+    """Writes ``mib`` MiB into its work folder (past the quota the test gives it), then lingers and
+    fails: the disk quota must stop it, one way or the other, with its reason."""
+    return _sdist(folder, "filler", f"""
+        import os, time
+        with open("/build/fill.bin", "wb") as f:
+            block = os.urandom(1 << 20)
+            for i in range({mib}):
+                f.write(block)
+                f.flush()
+        print("wrote", {mib}, "MiB", flush=True)
+        time.sleep(30)
+        raise SystemExit("filler fails on purpose")
+    """)
+
+
+def inoder(folder: Path, count: int = 20000) -> Path:
+    """Makes ``count`` empty files (past the quota of files the test gives it), then fails."""
+    return _sdist(folder, "inoder", f"""
+        import os
+        os.makedirs("/build/many", exist_ok=True)
+        for i in range({count}):
+            open(f"/build/many/{{i}}", "w").close()
+        raise SystemExit("inoder fails on purpose")
+    """)
+
+
+def proxy_abuser(folder: Path, *, edge: str, connections: int = 300) -> Path:
+    """Holds ``connections`` idle connections to the index proxy's socket at once, then asks the edge
+    (``edge``: ``host:port`` of the build's own index, a Varnish that obeys PURGE from loopback) to
+    purge everything, every way a proxy might let it through: a PURGE, a tunnel, a GET with the purge
+    header, a PURGE riding behind a GET. Reports the first line of each answer."""
+    return _sdist(folder, "proxy_abuser", f"""
+        import os, socket, time
+        found = {{}}
+        crlf = chr(13) + chr(10)  # (setuptools rewrites the two escapes in a setup.py into one)
+        held, answers = [], []
+        for i in range({connections}):
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect("/run/wheelwright/index.sock")
+                s.sendall(b"GET http://{edge}/")      # never a whole head
+                held.append(s)
+            except OSError as exc:
+                answers.append("connect failed: " + exc.__class__.__name__)
+        time.sleep(2)
+        for s in held:
+            s.settimeout(0.05)
+            try:
+                answers.append(s.recv(100).split(crlf.encode())[0].decode())
+            except OSError:
+                answers.append("waiting")
+        found["held"] = len(held)
+        found["answers"] = {{a: answers.count(a) for a in set(answers)}}
+        for s in held:
+            s.close()
+
+        def ask(request, via="unix"):
+            if via == "unix":
+                s = socket.socket(socket.AF_UNIX)
+                s.connect("/run/wheelwright/index.sock")
+            else:
+                host, port = os.environ["http_proxy"].rsplit("/", 1)[-1].rsplit(":", 1)
+                s = socket.create_connection((host, int(port)))
+            s.settimeout(15)
+            s.sendall(request.replace("|", crlf).encode())
+            data = b""
+            try:
+                while chunk := s.recv(4096):
+                    data += chunk
+            except OSError:
+                pass
+            s.close()
+            return data.split(crlf.encode())[0].decode(errors="replace")
+
+        purge = "PURGE http://{edge}/ HTTP/1.1|Host: {edge}|xkey-purge: all||"
+        found["purge"] = ask(purge)
+        found["purge via the forwarder"] = ask(purge, via="tcp")
+        found["delete"] = ask("DELETE http://{edge}/simple/ HTTP/1.1|Host: {edge}||")
+        found["tunnel"] = ask("CONNECT {edge} HTTP/1.1||PURGE / HTTP/1.1|Host: {edge}|xkey-purge: all||")
+        found["get with the purge header"] = ask("GET http://{edge}/nothing-here HTTP/1.1|xkey-purge: all||")
+        found["purge behind a get"] = ask("GET http://{edge}/nothing-here HTTP/1.1||" + purge)
+        report(found)
+    """, py_modules="['found']")
 
 
 # --- hostile wheels ----------------------------------------------------------------------------------

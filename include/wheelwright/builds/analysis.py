@@ -17,10 +17,13 @@ and on their declared uncompressed size, so a zip bomb is refused unread), its t
 target it was built for (:func:`check_target_tags`), and its ``METADATA`` (Name, Version) must agree.
 
 The apt packages come from the ELF headers, never from running anything: every ELF member's ``DT_NEEDED``
-libraries (pyelftools), resolved as the dynamic loader would (the object's RPATH/RUNPATH, the image's
-``ld.so.conf``, the multiarch folders of the object's machine) against the root filesystem of the
-target's image (``/`` for a target built on the worker's own system), then the Debian package owning
-each file according to that image's dpkg database (``var/lib/dpkg/info/*.list``). ``ldd`` cannot do
+libraries (pyelftools), resolved as the dynamic loader would (the image's ``ld.so.conf``, the multiarch
+folders of the object's machine, and the object's RPATH/RUNPATH where it lies inside those) against
+the root filesystem of the target's image (``/`` for a target built on the worker's own system), then
+the Debian package owning each file according to that image's dpkg database
+(``var/lib/dpkg/info/*.list``). Those headers are the wheel's word, so the root is read only through
+:class:`RootFiles`: links followed inside the root, never into ``/proc``, ``/sys``, ``/dev`` or
+``/run``, and only regular files of a library folder, of a capped size, are opened. ``ldd`` cannot do
 this: it runs the loader on a hostile file, and under qemu it cannot trace a foreign one at all ("not
 a dynamic executable"). Libraries the wheel bundles itself (auditwheel's ``.libs``) are its own;
 libraries found but owned by no package, and libraries not found, are recorded as ``unowned``.
@@ -32,16 +35,19 @@ Parsing is pure functions over bytes and text; the image's files are read at the
 
 from __future__ import annotations
 
+import csv
+import fnmatch
 import hashlib
+import io
 import logging
 import os
 import posixpath
 import re
 import shutil
+import stat
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from email.parser import BytesParser
 from email.policy import compat32
 from pathlib import Path
@@ -64,6 +70,7 @@ MAX_UNCOMPRESSED = 4 << 30          # bytes, all members together, as the zip de
 MAX_RATIO = 1000                    # uncompressed / compressed for one member past MAX_RATIO_FROM
 MAX_RATIO_FROM = 16 << 20           # bytes: below this a high ratio is harmless (a file of zeros)
 MAX_METADATA = 2 << 20              # bytes of METADATA
+MAX_RECORD = 16 << 20               # bytes of RECORD (a wheel of 30,000 files: ~3 MiB)
 MAX_BUILD_NUMBER = 999_999          # a PEP 427 build number a wheel name may carry
 MAX_ELF_BYTES = 1 << 30  # a compiled member larger than this is not read (named unowned instead)
 # (ELF machine, class) -> the Debian multiarch triplet whose folders hold its libraries
@@ -121,7 +128,7 @@ class WheelInfo:
 def check_plain_filename(filename: str) -> str:
     """``filename`` if it names a file and nothing else: no directory part, no tricks."""
     if (not isinstance(filename, str) or not filename or filename in (".", "..")
-            or "/" in filename or "\\" in filename or "\x00" in filename
+            or "/" in filename or "\\" in filename or not filename.isprintable()
             or filename.startswith(".") or len(filename) > 255):
         raise WheelRefused(f"refused file name {filename!r}: not a plain file name")
     return filename
@@ -184,7 +191,6 @@ def read_elf(stream) -> ElfObject | None:
 
     pyelftools only reads: nothing in the file runs, however it was crafted.
     """
-    from elftools.common.exceptions import ELFError
     from elftools.elf.dynamic import DynamicSection
     from elftools.elf.elffile import ELFFile
     try:
@@ -201,8 +207,7 @@ def read_elf(stream) -> ElfObject | None:
                 elif tag.entry.d_tag == "DT_RUNPATH":
                     search.extend(p for p in tag.runpath.split(":") if p)
         return ElfObject(elf["e_machine"], elf.elfclass, tuple(needed), tuple(search))
-    except (ELFError, ValueError, KeyError, AttributeError, UnicodeDecodeError, OSError,
-            AssertionError, TypeError, IndexError):  # crafted or truncated headers
+    except Exception:  # crafted or truncated headers: pyelftools raises whatever its parsing met
         return None
 
 
@@ -423,6 +428,33 @@ def check_zip_safe(zf: zipfile.ZipFile, filename: str) -> None:
     if total > MAX_UNCOMPRESSED:
         raise WheelRefused(f"refused {filename}: its members would unpack to {total:,} bytes, more than "
                            f"{MAX_UNCOMPRESSED:,} (a zip bomb)")
+    check_members(zf, filename)
+
+
+def check_members(zf: zipfile.ZipFile, filename: str) -> None:
+    """Refuse a zip that names a member twice (installers disagree on which one counts: pip would
+    install another ``METADATA`` than the one we publish) or whose ``RECORD`` lists a file it does
+    not hold (an installer uninstalls what RECORD lists: ``../../bin/python`` would go with it)."""
+    names = zf.namelist()
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})[:3]
+        raise WheelRefused(f"refused {filename}: it holds {', '.join(map(repr, twice))} more than once")
+    members = set(names)
+    for record in sorted(n for n in members if n.count("/") == 1 and n.endswith(".dist-info/RECORD")):
+        info = zf.getinfo(record)
+        if info.file_size > MAX_RECORD:
+            raise WheelRefused(f"refused {filename}: its RECORD is {info.file_size:,} bytes, more than "
+                               f"{MAX_RECORD:,}")
+        with zf.open(info) as member:
+            data = member.read(MAX_RECORD + 1)
+        try:
+            rows = list(csv.reader(io.StringIO(data.decode("utf-8"))))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise WheelRefused(f"refused {filename}: its RECORD is not a CSV file of paths ({exc})") from None
+        for row in rows:
+            if row and row[0] and row[0] not in members:
+                raise WheelRefused(f"refused {filename}: its RECORD lists {row[0][:200]!r}, which the wheel "
+                                   "does not hold")
 
 
 def parse_core_metadata(data: bytes) -> tuple[str | None, str | None, str | None]:
@@ -492,101 +524,287 @@ def _dependencies(zf: zipfile.ZipFile, *, root: Path,
         return ()
     # libraries the wheel bundles itself (auditwheel's <pkg>.libs/, or beside the extension)
     bundled = {posixpath.basename(info.filename) for info in zf.infolist() if not info.is_dir()}
-    owners = dpkg_owners(root)
+    if len({soname for _member, elf in objects for soname in elf.needed}) > MAX_DEPENDENCIES:
+        raise WheelRefused(f"refused a wheel whose compiled code names more than {MAX_DEPENDENCIES:,} "
+                           "libraries")
     deps: set[tuple[str, str]] = set()
-    for member, elf in objects:
-        for soname in elf.needed:
-            if soname in bundled:
-                continue
-            found = resolve_library(root, soname, elf)
-            if found is None:
-                deps.add(("unowned", soname))
-                continue
-            packages = owners_of(root, found, owners)
-            deps |= {("apt", p) for p in packages} if packages else {("unowned", found)}
+    with RootFiles(root) as files:
+        owners = dpkg_owners(files)
+        found_before: dict[tuple, str | None] = {}
+        for member, elf in objects:
+            for soname in elf.needed:
+                if not _LIBRARY_NAME.match(soname):
+                    raise WheelRefused(f"refused a wheel: its {member!r} needs a library named {soname[:100]!r}, "
+                                       "which is no library name (visible ASCII, at most 255 characters)")
+                if soname in bundled:
+                    continue
+                key = (soname, elf.machine, elf.elfclass, elf.search)
+                if key not in found_before:
+                    found_before[key] = resolve_library(files, soname, elf)
+                found = found_before[key]
+                if found is None:
+                    deps.add(("unowned", soname))
+                    continue
+                packages = owners_of(files, found, owners)
+                deps |= {("apt", p) for p in packages} if packages else {("unowned", found)}
+    if len(deps) > MAX_DEPENDENCIES:
+        raise WheelRefused(f"refused a wheel whose compiled code needs {len(deps):,} libraries, more than "
+                           f"{MAX_DEPENDENCIES:,}")
     return tuple(sorted(deps))
 
 
-def library_folders(root: Path, elf: ElfObject) -> list[str]:
-    """Where the loader of the image at ``root`` looks for ``elf``'s libraries, in order."""
-    folders = [p for p in elf.search if not p.startswith("$")]
-    seen_conf: set[str] = set()
+# --- the edge: a root file system, read only where libraries live -----------------------------------
 
-    def read_conf(path: str) -> None:
-        if path in seen_conf or len(seen_conf) > 200:
-            return
-        seen_conf.add(path)
+NEVER_READ = ("proc", "sys", "dev", "run")   # top folders no resolution enters, whatever links say
+MAX_LINKS = 40                               # links followed resolving one path (the kernel's own limit)
+MAX_LIBRARY_BYTES = 1 << 30                  # a library file larger than this is not read
+MAX_CONF_BYTES = 1 << 16                     # nor an ld.so.conf file larger than this
+MAX_DPKG_LIST_BYTES = 16 << 20               # nor a dpkg .list file larger than this
+MAX_DEPENDENCIES = 1000                      # distinct libraries one wheel's compiled code may need
+ELF_HEADER_BYTES = 52                        # the smallest ELF header: a file below is none
+_LIBRARY_NAME = re.compile(r"[!-~]{1,255}\Z")     # visible ASCII: what a page and the catalog can show
+_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+class RootFiles:
+    """The files of one root file system (a target's image, or the worker's own ``/``), opened the only
+    way wheel analysis opens anything.
+
+    A wheel's ELF headers name folders (``RUNPATH``) and libraries (``NEEDED``) that the worker would
+    otherwise open as itself: ``RUNPATH=/proc`` and ``NEEDED=kmsg`` made it read ``/proc/kmsg`` as root,
+    blocking for the whole task and eating the kernel's log. So every path is resolved here component by
+    component from the root's descriptor (``openat`` with ``O_PATH|O_NOFOLLOW``), links followed *inside*
+    the root (an absolute link starts again at the root; ``..`` stops at it), never into ``/proc``,
+    ``/sys``, ``/dev`` or ``/run``; and a file is read only when it is a regular file of a sensible size
+    (``fstat`` of the descriptor opened with ``O_NOFOLLOW|O_NONBLOCK``, its identity the one resolved).
+    Which folders may hold libraries at all is the caller's rule (:func:`resolve_library`).
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._folders: list[str] | None = None
+
+    def __enter__(self) -> "RootFiles":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+    def resolve(self, path: str) -> tuple[list[str], int] | None:
+        """``(real components, O_PATH descriptor)`` of ``path`` inside the root, or None when it leads
+        nowhere, loops, or into a folder no resolution enters. The caller closes the descriptor."""
+        todo = [p for p in reversed(path.split("/")) if p not in ("", ".")]
+        real: list[str] = []
+        links = 0
+        here = os.dup(self.fd)
         try:
-            text = (root / path.lstrip("/")).read_text(errors="replace")
-        except OSError:
-            return
-        listed, includes = parse_ld_so_conf(text)
-        folders.extend(listed)
-        for pattern in includes:
-            if not pattern.startswith("/"):
-                pattern = posixpath.join(posixpath.dirname(path), pattern)
-            for match in sorted(root.glob(pattern.lstrip("/"))):
-                read_conf("/" + str(match.relative_to(root)))
+            while todo:
+                part = todo.pop()
+                if part in ("", "."):
+                    continue
+                if part == "..":
+                    if real:
+                        real.pop()
+                        up = os.open("..", _PATH | os.O_DIRECTORY, dir_fd=here)
+                        os.close(here)
+                        here = up
+                    continue
+                if not real and part in NEVER_READ:
+                    return None
+                try:
+                    fd = os.open(part, _PATH, dir_fd=here)
+                except OSError:
+                    return None
+                st = os.fstat(fd)
+                if stat.S_ISLNK(st.st_mode):
+                    os.close(fd)
+                    links += 1
+                    if links > MAX_LINKS:
+                        return None
+                    try:
+                        target = os.readlink(part, dir_fd=here)
+                    except OSError:
+                        return None
+                    if target.startswith("/"):  # absolute: from the root, the image's, not the host's
+                        real = []
+                        os.close(here)
+                        here = os.dup(self.fd)
+                    todo.extend(p for p in reversed(target.split("/")) if p not in ("", "."))
+                    continue
+                if todo and not stat.S_ISDIR(st.st_mode):
+                    os.close(fd)
+                    return None
+                real.append(part)
+                os.close(here)
+                here = fd
+            found, here = (real, here), -1
+            return found
+        finally:
+            if here != -1:
+                os.close(here)
 
-    read_conf("/etc/ld.so.conf")
+    def real_path(self, path: str) -> str | None:
+        """``path`` with every link followed inside the root, if it leads to a regular file."""
+        resolved = self.resolve(path)
+        if resolved is None:
+            return None
+        real, fd = resolved
+        try:
+            return "/" + "/".join(real) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        finally:
+            os.close(fd)
+
+    def open_regular(self, path: str, max_bytes: int, min_bytes: int = 0, within: list[str] | None = None):
+        """``(file object, real path)`` of ``path`` when it resolves to a regular file of between
+        ``min_bytes`` and ``max_bytes`` (and, given ``within``, in one of those real folders); else None.
+        Nothing else is ever opened for reading."""
+        resolved = self.resolve(path)
+        if resolved is None:
+            return None
+        real, handle = resolved
+        try:
+            st = os.fstat(handle)
+            if not stat.S_ISREG(st.st_mode) or not min_bytes <= st.st_size <= max_bytes or not real:
+                return None
+            if within is not None and not _inside("/" + "/".join(real[:-1]), within):
+                return None
+            parent = self.resolve("/".join(real[:-1]))
+            if parent is None:
+                return None
+            folder, folder_fd = parent
+            try:
+                fd = os.open(real[-1], _READ, dir_fd=folder_fd)
+            except OSError:
+                return None
+            finally:
+                os.close(folder_fd)
+        finally:
+            os.close(handle)
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(opened.st_mode):
+            os.close(fd)
+            return None
+        return open(fd, "rb"), "/" + "/".join(real)
+
+    def read_text(self, path: str, max_bytes: int) -> str | None:
+        opened = self.open_regular(path, max_bytes)
+        if opened is None:
+            return None
+        with opened[0] as f:
+            return f.read(max_bytes).decode("utf-8", "replace")
+
+    def list_folder(self, path: str) -> tuple[str, list[str]] | None:
+        """``(real path, names)`` of the folder ``path`` resolves to, or None."""
+        resolved = self.resolve(path)
+        if resolved is None:
+            return None
+        real, handle = resolved
+        try:
+            if not stat.S_ISDIR(os.fstat(handle).st_mode):
+                return None
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=handle)
+        except OSError:
+            return None
+        finally:
+            os.close(handle)
+        try:
+            return "/" + "/".join(real), sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
+
+    def library_folders(self) -> list[str]:
+        """The folders the image's loader is configured to search (``ld.so.conf`` and its includes),
+        as written; the same for every object, so read once."""
+        if self._folders is None:
+            folders: list[str] = []
+            seen: set[str] = set()
+            pending = ["/etc/ld.so.conf"]
+            while pending and len(seen) < 200:
+                conf = pending.pop(0)
+                if conf in seen:
+                    continue
+                seen.add(conf)
+                text = self.read_text(conf, MAX_CONF_BYTES)
+                if text is None:
+                    continue
+                listed, includes = parse_ld_so_conf(text)
+                folders.extend(listed)
+                for pattern in includes:
+                    if not pattern.startswith("/"):
+                        pattern = posixpath.join(posixpath.dirname(conf), pattern)
+                    listing = self.list_folder(posixpath.dirname(pattern))
+                    if listing is not None:
+                        pending.extend(posixpath.join(posixpath.dirname(pattern), name) for name in listing[1]
+                                       if fnmatch.fnmatchcase(name, posixpath.basename(pattern)))
+            self._folders = folders
+        return self._folders
+
+
+def library_folders(files: RootFiles, elf: ElfObject) -> list[str]:
+    """Where the loader of the image looks for ``elf``'s libraries, in order, and may look for them
+    here: its configured and default folders, and the object's own RPATH/RUNPATH only where it lies
+    inside one of those (a RUNPATH of ``/proc``, ``/tmp`` or ``$ORIGIN`` is not followed: what the
+    wheel bundles is found by name)."""
+    known = list(files.library_folders())
     if elf.triplet:
-        folders += [f"/lib/{elf.triplet}", f"/usr/lib/{elf.triplet}"]
-    folders += ["/lib64", "/usr/lib64"] if elf.elfclass == 64 else []
-    folders += ["/lib", "/usr/lib"]
-    return list(dict.fromkeys(folders))
+        known += [f"/lib/{elf.triplet}", f"/usr/lib/{elf.triplet}"]
+    known += ["/lib64", "/usr/lib64"] if elf.elfclass == 64 else []
+    known += ["/lib", "/usr/lib"]
+    known = [posixpath.normpath(k) for k in known if k.startswith("/")]
+    own = [posixpath.normpath(p) for p in elf.search if p.startswith("/") and _inside(posixpath.normpath(p), known)]
+    return list(dict.fromkeys(own + known))
 
 
-def resolve_library(root: Path, soname: str, elf: ElfObject) -> str | None:
-    """The path, as seen inside ``root``, of the library ``soname`` that ``elf`` would load; None if
-    no file of that name and of ``elf``'s machine is in its search folders."""
-    if "/" in soname:  # an absolute or relative path in DT_NEEDED is taken as it is
-        candidates = [soname] if soname.startswith("/") else []
+def _inside(path: str, folders: list[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
+
+
+def resolve_library(files: RootFiles, soname: str, elf: ElfObject) -> str | None:
+    """The path, as seen inside the root, of the library ``soname`` that ``elf`` would load; None if
+    no regular file of that name and of ``elf``'s machine lies in a library folder of the root. Only
+    such files are opened (see :class:`RootFiles`): a name or folder leading anywhere else is simply
+    not found."""
+    folders = library_folders(files, elf)
+    real_folders = [real for real in (_real_folder(files, f) for f in folders) if real is not None]
+    if "/" in soname:  # an absolute path in DT_NEEDED is taken as it is, if a library folder holds it
+        candidates = [posixpath.normpath(soname)] if soname.startswith("/") else []
     else:
-        candidates = [posixpath.join(folder, soname) for folder in library_folders(root, elf)]
+        candidates = [posixpath.join(folder, soname) for folder in folders]
     for candidate in candidates:
-        real = real_path_in(root, candidate)
-        if real is None:
+        opened = files.open_regular(candidate, MAX_LIBRARY_BYTES, ELF_HEADER_BYTES, within=real_folders)
+        if opened is None:
             continue
-        try:
-            with open(root / real.lstrip("/"), "rb") as f:
-                found = read_elf(f)
-        except OSError:
-            continue
+        stream, _real = opened
+        with stream:
+            found = read_elf(stream)
         if found is not None and (found.machine, found.elfclass) == (elf.machine, elf.elfclass):
             return candidate
     return None
 
 
-def real_path_in(root: Path, path: str, _depth: int = 0) -> str | None:
+def _real_folder(files: RootFiles, folder: str) -> str | None:
+    listing = files.resolve(folder)
+    if listing is None:
+        return None
+    real, fd = listing
+    os.close(fd)
+    return "/" + "/".join(real)
+
+
+def real_path_in(root: Path, path: str) -> str | None:
     """``path`` inside the tree ``root`` with every symbolic link followed *within* that tree (an
     image's absolute links point into the image, not into the host), or None if it leads nowhere."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved = ""
-    for i, part in enumerate(parts):
-        if part == "..":
-            resolved = posixpath.dirname(resolved)
-            continue
-        candidate = f"{resolved}/{part}"
-        full = root / candidate.lstrip("/")
-        try:
-            if os.path.islink(full):
-                if _depth > 40:
-                    return None
-                link = os.readlink(full)
-                target = link if link.startswith("/") else posixpath.join(resolved or "/", link)
-                rest = "/".join(parts[i + 1:])
-                return real_path_in(root, posixpath.join(target, rest) if rest else target, _depth + 1)
-        except OSError:
-            return None
-        resolved = candidate
-    return resolved if (root / resolved.lstrip("/")).is_file() else None
+    with RootFiles(root) as files:
+        return files.real_path(path)
 
 
-def owners_of(root: Path, path: str, owners: dict[str, str]) -> set[str]:
-    """The packages owning the library at ``path`` in ``root``: by the name it was found under or the
+def owners_of(files: RootFiles, path: str, owners: dict[str, str]) -> set[str]:
+    """The packages owning the library at ``path`` in the root: by the name it was found under or the
     file it leads to, with and without merged /usr."""
     spellings = path_aliases(path)
-    real = real_path_in(root, path)
+    real = files.real_path(path)
     if real:
         spellings += path_aliases(real)
         # a link's folder may be a link too (merged /usr: /lib -> usr/lib): dpkg knows the packaged name
@@ -594,31 +812,47 @@ def owners_of(root: Path, path: str, owners: dict[str, str]) -> set[str]:
     return {owners[s] for s in spellings if s in owners}
 
 
-@lru_cache(maxsize=8)
-def _dpkg_owners_cached(info: str, _stamp: int) -> dict[str, str]:
+_OWNERS: dict[tuple[int, int, int], dict[str, str]] = {}
+
+
+def dpkg_owners(files: RootFiles) -> dict[str, str]:
+    """``{path: package}`` of every file the dpkg database of the root knows.
+
+    Read from the files themselves (each a regular file, opened as :class:`RootFiles` opens files), so
+    it works for an image of another architecture; kept while the database folder is unchanged.
+    """
+    resolved = files.resolve("/var/lib/dpkg/info")
+    if resolved is None:
+        return {}
+    _real, handle = resolved
+    try:
+        st = os.fstat(handle)
+        if not stat.S_ISDIR(st.st_mode):
+            return {}
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        if key in _OWNERS:
+            return _OWNERS[key]
+        folder = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=handle)
+    finally:
+        os.close(handle)
     owners: dict[str, str] = {}
     try:
-        names = sorted(n for n in os.listdir(info) if n.endswith(".list"))
-    except OSError:
-        return owners
-    for name in names:
-        try:
-            with open(os.path.join(info, name), encoding="utf-8", errors="replace") as f:
-                owners.update(parse_dpkg_list(name[:-len(".list")], f.read()))
-        except OSError:
-            continue
+        for name in sorted(n for n in os.listdir(folder) if n.endswith(".list")):
+            try:
+                if not stat.S_ISREG(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode):
+                    continue
+                fd = os.open(name, _READ, dir_fd=folder)
+            except OSError:
+                continue
+            with open(fd, "rb") as f:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_DPKG_LIST_BYTES:
+                    continue
+                text = f.read(MAX_DPKG_LIST_BYTES).decode("utf-8", "replace")
+            owners.update(parse_dpkg_list(name[:-len(".list")], text))
+    finally:
+        os.close(folder)
+    if len(_OWNERS) >= 8:
+        _OWNERS.clear()
+    _OWNERS[key] = owners
     return owners
-
-
-def dpkg_owners(root: Path) -> dict[str, str]:
-    """``{path: package}`` of every file the dpkg database of the system at ``root`` knows.
-
-    Read from the files themselves, so it works for an image of another architecture; cached while
-    the database folder is unchanged.
-    """
-    info = os.path.join(str(root), "var/lib/dpkg/info")
-    try:
-        stamp = os.stat(info).st_mtime_ns
-    except OSError:
-        return {}
-    return _dpkg_owners_cached(info, stamp)

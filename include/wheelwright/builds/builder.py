@@ -16,8 +16,10 @@ what to run for one build and what its result means:
   root, built on first use) for a target with ``image = true``, else the worker's ``/``;
 - it runs inside :mod:`wheelwright.builds.sandbox` (bubblewrap: own user, pid and network namespaces,
   a read-only system from ``root``, memory and process limits for the whole build, no network but the
-  index), under a wall-clock timeout; ``WHEELWRIGHT_UNSAFE_NO_SANDBOX=1`` runs it without (as the
-  build user, in its own session, under rlimits), for machines that cannot have a sandbox;
+  index), under a wall-clock timeout, in a work folder held to a disk quota
+  (:mod:`wheelwright.builds.workspace`) and removed afterwards however the build shaped it
+  (:mod:`wheelwright.builds.cleanup`); ``WHEELWRIGHT_UNSAFE_NO_SANDBOX=1`` runs it without a sandbox
+  (as the build user, in its own session, under rlimits), for machines that cannot have one;
 - its output goes to a gzipped log, capped in size with a note saying what was cut;
 - the wheels it made are copied out without following links it may have planted, then checked and
   described by :mod:`wheelwright.builds.analysis`.
@@ -51,8 +53,10 @@ from packaging.version import InvalidVersion, Version
 
 from wheelwright.errors import ConfigError, WheelwrightError
 from wheelwright.builds import sandbox
-from wheelwright.builds.analysis import (FileInfo, WheelInfo, WheelRefused, analyse_wheel, check_plain_filename,
-                                         safe_member_path, sha256_of)
+from wheelwright.builds.cleanup import remove_tree
+from wheelwright.builds.workspace import DiskQuota, open_workspace
+from wheelwright.builds.analysis import (FileInfo, WheelInfo, WheelRefused, analyse_wheel, check_members,
+                                         check_plain_filename, safe_member_path, sha256_of)
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +137,7 @@ class BuildOutcome:
 
     def cleanup(self) -> None:
         if self.files_dir is not None:
-            shutil.rmtree(self.files_dir, ignore_errors=True)
+            remove_tree(self.files_dir)
             self.files_dir = None
 
 
@@ -313,11 +317,13 @@ def failure_reason(status: int | None, tail: bytes, *, memory_limit: int, proces
 
 def check_archive(path: Path) -> None:
     """Refuse a wheel whose members hold a path leaving its folder, or that unpacks to far more than it
-    weighs (a zip bomb), before anything opens its members."""
+    weighs (a zip bomb), before anything opens its members; or that names a member twice or lists in
+    its RECORD what it does not hold (:func:`~wheelwright.builds.analysis.check_members`)."""
     import zipfile
     try:
         with zipfile.ZipFile(path) as zf:
             members = zf.infolist()
+            check_members(zf, path.name)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise WheelRefused(f"refused {path.name}: not a readable zip file ({exc})") from exc
     total = 0
@@ -337,10 +343,32 @@ def check_archive(path: Path) -> None:
 
 # --- the edge: running it ---------------------------------------------------------------------------
 
+# What a terminal acts on rather than shows: C0 controls but tab and newline (ESC starts a sequence that
+# can retitle a window, write the clipboard or hide text; a bare CR rewrites a line), DEL, and C1
+# controls as UTF-8 encodes them.
+_CONTROLS = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
+
+
+def visible_controls(data: bytes) -> bytes:
+    """``data`` with every control character a terminal would act on written as text (``^[``, ``^M``,
+    ``\\x9b``): a log read with ``zcat`` or ``less -R`` only shows what the build printed."""
+    return _CONTROLS.sub(lambda m: b"^" + bytes([m[0][0] ^ 0x40]) if len(m[0]) == 1 else b"\\x%02x" % m[0][1],
+                         data)
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` as one line of visible characters (a reason may quote what the build chose: a file
+    name, a package name), at most ``limit`` long."""
+    text = re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m[0]):02x}", text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 class CappedLog:
     """A gzipped log keeping the first ``cap`` bytes of output and saying how much it dropped.
 
-    It also notes whether pip said it was handing over to the sdist's code (see ``code_ran``).
+    The build's output is its own words: control characters are written visibly
+    (:func:`visible_controls`). It also notes whether pip said it was handing over to the sdist's code
+    (see ``code_ran``).
     """
 
     def __init__(self, path: Path, cap: int):
@@ -348,12 +376,18 @@ class CappedLog:
         self.kept = self.dropped = 0
         self.tail = b""  # the last few KiB, to tell why a build failed
         self.code_ran = False
+        self._carry = b""  # a chunk's last byte when it may start a two-byte C1 control
         self._file = gzip.open(path, "wb")
 
     def note(self, text: str) -> None:
         self._file.write(text.encode("utf-8", "replace"))
 
     def write(self, chunk: bytes) -> None:
+        chunk = self._carry + chunk
+        self._carry = b"\xc2" if chunk.endswith(b"\xc2") else b""
+        self._keep(visible_controls(chunk[:len(chunk) - len(self._carry)]))
+
+    def _keep(self, chunk: bytes) -> None:
         if not self.code_ran:
             window = self.tail[-200:] + chunk
             self.code_ran = any(marker in window for marker in _CODE_STARTS)
@@ -367,6 +401,9 @@ class CappedLog:
     def close(self) -> None:
         if self._file.closed:
             return
+        if self._carry:  # a lone 0xc2 at the very end: no control, kept as it is
+            self._keep(self._carry)
+            self._carry = b""
         if self.dropped:
             self.note(f"\n[wheelwright: log truncated at {self.cap} bytes; "
                       f"{self.dropped} further bytes of output were not kept]\n")
@@ -378,16 +415,17 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
           run_as: str = DEFAULT_BUILD_USER, python: str | None = None,
           root: str | os.PathLike | None = None, process_limit: int = DEFAULT_PROCESS_LIMIT,
           allow: tuple[str, ...] = (), unsafe_no_sandbox: bool | None = None,
-          extra_index_url: str | None = None) -> BuildOutcome:
+          extra_index_url: str | None = None, disk: DiskQuota | None = None) -> BuildOutcome:
     """Build ``request`` (a :class:`~wheelwright.builds.queue.BuildRequest`) and describe the result.
 
     ``root`` is the file system the build sees (``/`` or a target image's root); by default the
     request's target's (:func:`wheelwright.builds.images.root_for_target`: its image, built here on
     first use, or ``/``). ``extra_index_url`` is our own published index, where build dependencies
     are found too (default: ``WHEELWRIGHT_INDEX_URL``); ``allow`` more ``host:port`` the build may
-    reach besides the indexes (and those of ``WHEELWRIGHT_BUILD_ALLOW``, comma-separated: a mirror's
-    file host). ``unsafe_no_sandbox`` defaults to the
-    ``WHEELWRIGHT_UNSAFE_NO_SANDBOX`` setting.
+    reach over HTTPS (or ``http://host:port`` over plain HTTP) besides the indexes (and those of
+    ``WHEELWRIGHT_BUILD_ALLOW``, comma-separated: a mirror's file host). ``unsafe_no_sandbox`` defaults to the
+    ``WHEELWRIGHT_UNSAFE_NO_SANDBOX`` setting; ``disk``, what the build may write, to
+    ``WHEELWRIGHT_BUILD_DISK`` and ``WHEELWRIGHT_BUILD_FILES`` (:mod:`wheelwright.builds.workspace`).
 
     A build that fails, or is refused, is an outcome, not an exception; exceptions mean the worker
     itself is unfit (no sandbox, no interpreter, no build user, unusable work folder) and the build
@@ -404,6 +442,7 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
         extra_index_url = Settings.from_env().index_url
     extra = (extra_index_url,) if extra_index_url and extra_index_url != index_url else ()
     unsafe = sandbox.unsafe_opt_out() if unsafe_no_sandbox is None else unsafe_no_sandbox
+    disk = DiskQuota.from_env() if disk is None else disk
     if unsafe and root != Path("/"):
         raise ConfigError(f"a build in the image {root} needs the sandbox; "
                           f"{sandbox.UNSAFE_SETTING} only builds on the worker's own system")
@@ -414,6 +453,7 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
     log_file = CappedLog(log_path, log_cap)
 
     def outcome(status, reason=None, wheels=(), transient=False):
+        reason = one_line(reason) if reason is not None else None
         log_file.note(f"\n[wheelwright: {status}{' (transient, to be tried again)' if transient else ''}"
                       f"{': ' + reason if reason else ''}]\n")
         log_file.close()
@@ -444,14 +484,14 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
                    sdist_sha256=sdist_sha256, python=python, user=user, index_url=index_url,
                    workdir_root=workdir_root, results=results, timeout=timeout,
                    memory_limit=memory_limit, process_limit=process_limit, log_file=log_file,
-                   host=host, root=root, unsafe=unsafe, extra_index_urls=extra,
+                   host=host, root=root, unsafe=unsafe, extra_index_urls=extra, disk=disk,
                    allow=tuple(allow) + extra + tuple(part.strip() for part in
                                                       os.environ.get("WHEELWRIGHT_BUILD_ALLOW", "").split(",")
                                                       if part.strip()))
         return _build(job, outcome)
     except BaseException:
         log_file.close()
-        shutil.rmtree(results, ignore_errors=True)
+        remove_tree(results)
         raise
 
 
@@ -476,10 +516,13 @@ class _Job:
     allow: tuple[str, ...]
     unsafe: bool
     extra_index_urls: tuple[str, ...] = ()
+    disk: DiskQuota = field(default_factory=DiskQuota)
 
 
 def _build(job: _Job, outcome) -> BuildOutcome:
-    work = Path(tempfile.mkdtemp(prefix=f"build-{job.build_id}-", dir=job.workdir_root))
+    space = open_workspace(job.workdir_root, f"build-{job.build_id}", job.disk,
+                           owner=job.user[1:] if job.user else None)
+    work = space.path
     try:
         for sub in ("home", "tmp", "wheels"):
             (work / sub).mkdir()
@@ -504,22 +547,25 @@ def _build(job: _Job, outcome) -> BuildOutcome:
                           f"{job.request.get('target')} on {job.host}, {where}]\n"
                           + (f"[wheelwright: pinned to the sdist with sha256 {job.sdist_sha256}]\n"
                              if job.sdist_sha256 else "")
+                          + f"[wheelwright: /build is {space.how}]\n"
                           + f"$ {' '.join(argv)}\n\n")
         log.info("building %s==%s (build %d) for %s", job.package, job.version, job.build_id,
                  job.request.get("target"))
         if job.unsafe:
             ran = _run_unsafe(argv, cwd=work, env=env, user=job.user, timeout=job.timeout,
-                              memory_limit=job.memory_limit, log=job.log_file)
+                              memory_limit=job.memory_limit, log=job.log_file, watch=space.watch)
         else:
             ran = sandbox.run(argv, root=job.root, work=work, env=env, index_url=job.index_url,
                               timeout=job.timeout, memory_limit=job.memory_limit,
                               process_limit=job.process_limit, output=job.log_file.write,
                               identity=job.user, allow=job.allow, name=f"build-{job.build_id}-{work.name[-8:]}",
-                              python=job.python)
+                              python=job.python, watch=space.watch, tmp=work / "tmp")
         if ran.timed_out:
             return outcome("failure", f"timed out after {job.timeout:g} s; the build and everything it "
                                       "started were killed")
         if ran.status != 0:
+            if over := ran.stopped or space.explain(job.log_file.tail):
+                return outcome("failure", over)
             if again := transient_reason(job.log_file.tail, job.package, job.log_file.code_ran,
                                          ran.proxy_events):
                 return outcome("failure", again, transient=True)
@@ -545,11 +591,11 @@ def _build(job: _Job, outcome) -> BuildOutcome:
                  ", ".join(w.filename for w in infos))
         return outcome("success", None, infos)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        space.close()  # however deep and locked-down the build left its tree
 
 
 def _run_unsafe(argv, *, cwd: Path, env: dict, user, timeout: float, memory_limit: int,
-                log: CappedLog) -> sandbox.Ran:
+                log: CappedLog, watch=None) -> sandbox.Ran:
     """``WHEELWRIGHT_UNSAFE_NO_SANDBOX``: pip as the build user (when root) in its own session, under
     an address-space limit, its session killed at the end. Nothing hides the worker from it."""
     log.note(f"[wheelwright: UNSAFE: {sandbox.UNSAFE_SETTING} is set; this build ran without a "
@@ -562,13 +608,13 @@ def _run_unsafe(argv, *, cwd: Path, env: dict, user, timeout: float, memory_limi
                                 preexec_fn=sandbox._enter([], user, limits))
     except OSError as exc:
         raise ConfigError(f"cannot start {argv[0]} for the build: {exc}") from exc
-    status, timed_out = sandbox._pump(proc, timeout, log.write)
+    status, timed_out, stopped = sandbox._pump(proc, timeout, log.write, watch)
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # what it left behind in its session
     except (ProcessLookupError, PermissionError):
         pass
-    return sandbox.Ran(status=status, timed_out=timed_out, out_of_memory=False,
-                       hit_process_limit=False, limits=f"RLIMIT_AS {memory_limit // MiB} MiB per process")
+    return sandbox.Ran(status=status, timed_out=timed_out, out_of_memory=False, hit_process_limit=False,
+                       limits=f"RLIMIT_AS {memory_limit // MiB} MiB per process", stopped=stopped)
 
 
 def _take_out(wheel_dir: Path, results: Path) -> list[Path]:

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wheelwright import package_data
+from wheelwright.builds.cleanup import remove_tree
 from wheelwright.builds.targets import PLATFORM_ARCH
 from wheelwright.errors import ConfigError, WheelwrightError
 
@@ -513,9 +514,10 @@ def build_image(recipe: Recipe, store: Path, *, mirror: str | None = None,
 def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, timeout: float) -> Image:
     final = store / recipe.folder_name
     work = store / f".tmp-{recipe.folder_name}-{os.getpid()}"
-    remove_tree(work)
+    _remove_image_tree(work)
     if final.exists():  # a folder without image.json: an image whose build was cut short
-        remove_tree(final)
+        if left := _remove_image_tree(final):
+            raise WheelwrightError(f"cannot remove the unfinished image {final}: {left[0]}")
     work.mkdir(mode=0o755)
     started, started_at = time.monotonic(), time.time()
     apt_cache = store / ".apt-cache" / recipe.name
@@ -574,7 +576,7 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
                                    f"\n  " + "\n  ".join(tail[-8:]))
         python = _python_version(work / "root", recipe)
         _keep_apt_cache(work / "apt-archives", apt_cache)
-        shutil.rmtree(work / "apt-archives", ignore_errors=True)
+        remove_tree(work / "apt-archives")
         seconds = round(time.monotonic() - started, 1)
         size = _disk_usage(work)
         record = {"recipe": asdict(recipe), "digest": recipe.digest, "built_at": time.time(),
@@ -588,7 +590,7 @@ def _build_locked(recipe: Recipe, store: Path, mirror: str, progress: Progress, 
     except BaseException:
         if proc is not None and proc.poll() is None:
             _stop(proc)  # interrupted: mmdebstrap is told to clean up first
-        remove_tree(work)
+        _remove_image_tree(work)
         raise
     progress(f"[{_clock(seconds)}] image {recipe.folder_name} built: {size / 2**20:.0f} MiB, "
              f"Python {python}")
@@ -640,11 +642,12 @@ def _stop(proc: subprocess.Popen, grace: float = 30) -> None:
     proc.wait()
 
 
-def remove_tree(folder: Path) -> None:
-    """Remove an image's tree (built, half-built or an old one): first unmount whatever is mounted
-    below it (what an older, killed build left), so removing never reaches through a mount."""
+def _remove_image_tree(folder: Path) -> list:
+    """Remove an image's tree (half-built, or an old one), first unmounting whatever an older, killed
+    build left mounted below it: :func:`~wheelwright.builds.cleanup.remove_tree` never crosses a mount,
+    and what is mounted there may be this machine's /dev/shm. What could not be removed is returned."""
     _unmount_under(folder)
-    shutil.rmtree(folder, ignore_errors=True)
+    return remove_tree(folder)
 
 
 def _unmount_under(folder: Path) -> None:
@@ -765,7 +768,7 @@ def update_images(targets, store: Path, *, max_age_days: float = MAX_AGE_DAYS, p
                 except BaseException:
                     os.rename(aside, row.image.path)
                     raise
-                remove_tree(aside)
+                _remove_image_tree(aside)
             else:
                 build_image(recipe, store, progress=progress)
             done["built"].append(recipe.folder_name)
@@ -780,7 +783,7 @@ def remove_image(image: Image) -> None:
     """Remove ``image`` from the store: renamed away first, so no reader sees half of it."""
     aside = image.path.with_name(f".rm-{image.path.name}-{os.getpid()}")
     os.rename(image.path, aside)
-    remove_tree(aside)
+    _remove_image_tree(aside)
 
 
 # --- running something in an image (operators and tests; builds go through the sandbox) -------------

@@ -35,6 +35,7 @@ result means.
 from __future__ import annotations
 
 import errno
+import grp
 import logging
 import os
 import pwd
@@ -42,7 +43,6 @@ import re
 import resource
 import secrets
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from wheelwright.builds.cleanup import remove_tree
 from wheelwright.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,20 @@ SOCKET_NAME = "index.sock"
 INIT_NAME = "init.py"
 # Read-only from the root: the system. /etc only in part: nothing of the worker's configuration.
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# Of /etc/ssl and /etc/pki only the public certificates and OpenSSL's configuration: never private/.
 ETC_FILES = ("passwd", "group", "hosts", "nsswitch.conf", "host.conf", "ld.so.cache", "ld.so.conf",
-             "ld.so.conf.d", "alternatives", "ssl", "ca-certificates", "ca-certificates.conf",
-             "localtime", "timezone", "os-release", "debian_version", "mime.types", "protocols",
-             "services", "python3", "python3.11", "python3.13", "gai.conf", "pki")
+             "ld.so.conf.d", "alternatives", "ssl/certs", "ssl/openssl.cnf", "ca-certificates",
+             "ca-certificates.conf", "localtime", "timezone", "os-release", "debian_version", "mime.types",
+             "protocols", "services", "python3", "python3.11", "python3.13", "gai.conf", "pki/tls/certs",
+             "pki/ca-trust/extracted")
+TMP_SIZE = 1 << 30                       # bytes of /tmp (memory: counted against the build's cgroup)
+SHM_SIZE = 256 << 20                     # bytes of /dev/shm (idem)
 DRAIN_GRACE = 5.0                        # seconds to wait for output once the sandbox ended
 UPSTREAM_TIMEOUT = 30.0                  # seconds for the proxy to reach the index
 MAX_HEAD = 64 * 1024                     # bytes of a request head the proxy reads before refusing
+MAX_CONNECTIONS = 16                     # proxy connections one build may hold at once (pip uses a few)
+HEAD_DEADLINE = 10.0                     # seconds for a whole request head to reach the proxy
+IDLE_TIMEOUT = 60.0                      # seconds a proxied connection may stay silent both ways
 
 
 def unsafe_opt_out(env=os.environ) -> bool:
@@ -82,13 +90,16 @@ def unsafe_opt_out(env=os.environ) -> bool:
 # --- pure: the walls, as bubblewrap arguments -----------------------------------------------------------
 
 def bwrap_arguments(root: Path, work: Path, run_dir: Path, env: dict[str, str], argv: list[str], *,
-                    tmp_size: int | None = None, info_fd: int | None = None,
-                    bwrap: str | None = None) -> list[str]:
+                    tmp_size: int = TMP_SIZE, info_fd: int | None = None,
+                    bwrap: str | None = None, tmp: Path | None = None) -> list[str]:
     """The full ``bwrap`` command running ``argv`` inside the walls described in the module docstring.
 
     ``root`` is the file system the build sees read-only (``/`` or an image's root); ``work`` the
     fresh folder it may write (``/build`` inside); ``run_dir`` holds the proxy socket and the
-    forwarder (``/run/wheelwright`` inside, read-only).
+    forwarder (``/run/wheelwright`` inside, read-only). Besides ``/build``, only ``/tmp`` (``tmp``, a
+    folder of the work folder, so on the build's disk and in its quota; else a tmpfs of ``tmp_size``)
+    and ``/dev/shm`` (a small tmpfs) are writable; ``/`` (and with it ``/etc``) and ``/dev`` are made
+    read-only once set up.
     """
     args = [bwrap or BWRAP, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--disable-userns",
             "--uid", str(INSIDE_UID), "--gid", str(INSIDE_GID), "--hostname", "build", "--clearenv"]
@@ -99,17 +110,25 @@ def bwrap_arguments(root: Path, work: Path, run_dir: Path, env: dict[str, str], 
         elif path.is_dir():
             args += ["--ro-bind", str(path), f"/{name}"]
     args += ["--dir", "/etc"]
+    made = {"/etc"}
     for name in ETC_FILES:
         path = root / "etc" / name
+        if not (path.is_symlink() or path.exists()):
+            continue
+        for parent in reversed(Path("/etc", name).parents[:-2]):  # /etc/ssl for ssl/certs (0755)
+            if str(parent) not in made:
+                made.add(str(parent))
+                args += ["--dir", str(parent)]
         if path.is_symlink():
             # e.g. /etc/ssl/certs links into /usr; keep the link as it is inside the image
             args += ["--symlink", os.readlink(path), f"/etc/{name}"]
         elif path.exists():
             args += ["--ro-bind", str(path), f"/etc/{name}"]
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    args += (["--size", str(tmp_size)] if tmp_size else []) + ["--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm"]
+    args += ["--bind", str(tmp), "/tmp"] if tmp is not None else ["--size", str(tmp_size), "--tmpfs", "/tmp"]
     args += ["--dir", "/run", "--ro-bind", str(run_dir), RUN]
     args += ["--bind", str(work), WORK, "--chdir", WORK]
+    args += ["--remount-ro", "/dev", "--remount-ro", "/"]  # bwrap's own tmpfs root, writable until now
     for key, value in sorted(env.items()):
         args += ["--setenv", key, value]
     if info_fd is not None:
@@ -117,22 +136,25 @@ def bwrap_arguments(root: Path, work: Path, run_dir: Path, env: dict[str, str], 
     return args + ["--", *argv]
 
 
-def allowed_destinations(index_url: str, extra: tuple[str, ...] = ()) -> frozenset[tuple[str, int]]:
-    """The ``(host, port)`` pairs the build may reach: the index's, and the file host PyPI serves from."""
-    def pair(url_or_hostport: str) -> tuple[str, int]:
+def allowed_destinations(index_url: str, extra: tuple[str, ...] = ()) -> dict[tuple[str, int], str]:
+    """The ``(host, port)`` pairs the build may reach, each with its scheme (``http`` or ``https``):
+    the index's, and the file host PyPI serves from. A bare ``host:port`` of ``extra`` is HTTPS."""
+    def pair(url_or_hostport: str) -> tuple[tuple[str, int], str]:
         if "://" not in url_or_hostport:
             url_or_hostport = "https://" + url_or_hostport
         parts = urlsplit(url_or_hostport)
-        if not parts.hostname:
-            raise ConfigError(f"no host in the index address {url_or_hostport!r}")
+        if not parts.hostname or parts.scheme not in ("http", "https"):
+            raise ConfigError(f"no http(s) host in the index address {url_or_hostport!r}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        return parts.hostname.lower(), port
+        return (parts.hostname.lower(), port), parts.scheme
 
-    found = {pair(index_url)}
-    if found == {("pypi.org", 443)}:
-        found.add(("files.pythonhosted.org", 443))  # where pypi.org's simple pages link to
-    found.update(pair(e) for e in extra)
-    return frozenset(found)
+    found = dict([pair(index_url)])
+    if found == {("pypi.org", 443): "https"}:
+        found[("files.pythonhosted.org", 443)] = "https"  # where pypi.org's simple pages link to
+    for address in extra:
+        destination, scheme = pair(address)
+        found.setdefault(destination, scheme)
+    return found
 
 
 # --- the forwarder that runs inside (with the target's Python; standard library only) -------------------
@@ -190,36 +212,70 @@ sys.exit(subprocess.call(argv, env=env))
 
 # --- the index proxy (worker side) ----------------------------------------------------------------------
 
-_REQUEST_LINE = re.compile(rb"([A-Z]{3,10}) (\S+) HTTP/1\.[01]\r\n")
-_HOP_HEADERS = (b"connection", b"proxy-connection", b"keep-alive", b"proxy-authorization")
+_REQUEST_LINE = re.compile(rb"([A-Z]{3,10}) ([!-~]+) HTTP/1\.[01]\r\n")
+_HEADER = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\t -~\x80-\xff]*?)[ \t]*\Z")
+# What pip (and the pip installing build dependencies) sends that the index may need; nothing else of
+# the build's request reaches the index. Host is the destination's, set by the proxy.
+FORWARDED_HEADERS = frozenset({b"accept", b"accept-encoding", b"accept-language", b"user-agent",
+                               b"cache-control", b"pragma", b"if-none-match", b"if-modified-since",
+                               b"range", b"if-range"})
+FORWARDED_METHODS = ("GET", "HEAD")
+_TLS_HANDSHAKE = re.compile(rb"\x16\x03[\x00-\x04]")  # the first bytes of a TLS ClientHello record
 
 
 @dataclass
 class ProxyEvent:
-    kind: str          # 'refused' (not the index), 'unreachable' (index down), 'server-error' (5xx)
+    # 'refused' (not the index), 'denied' (a request of a form the proxy does not forward, or one
+    # connection too many), 'unreachable' (index down), 'server-error' (5xx)
+    kind: str
     destination: str
     detail: str
 
     def sentence(self) -> str:
         if self.kind == "refused":
             return f"the sandbox refused a connection to {self.destination} ({self.detail})"
+        if self.kind == "denied":
+            return f"the sandbox refused a request to {self.destination} ({self.detail})"
         if self.kind == "unreachable":
             return f"the index at {self.destination} could not be reached ({self.detail})"
         return f"the index at {self.destination} answered {self.detail}"
 
 
+class _Refusal(Exception):
+    """A request the proxy answers itself: ``code``, ``text``; an event of ``kind`` when given."""
+
+    def __init__(self, code: int, text: str, kind: str | None = None, destination: str = "",
+                 detail: str = ""):
+        super().__init__(text)
+        self.code, self.text, self.kind, self.destination, self.detail = code, text, kind, destination, detail
+
+
 class IndexProxy:
     """A forwarding proxy on a Unix socket that reaches the allowed ``(host, port)`` pairs and nothing else.
 
-    Plain HTTP requests (absolute URI) are forwarded one per connection (``Connection: close``);
-    ``CONNECT host:port`` opens a tunnel (HTTPS). Every refusal, unreachable index and 5xx answer is
+    ``allowed`` maps each pair to its scheme (:func:`allowed_destinations`). To a plain-HTTP index it
+    forwards ``GET`` and ``HEAD`` of an absolute URI, one per connection (``Connection: close``), with
+    the index's own ``Host`` and only :data:`FORWARDED_HEADERS` of the build's: a ``PURGE`` (or any
+    other method) is answered 405 here and never reaches an edge that would obey it, and no request
+    rides behind the first. To an HTTPS index it opens a ``CONNECT`` tunnel, and only for TLS (the
+    first bytes must be a TLS handshake): what the tunnel carries is then the index's to judge, as for
+    any client on the internet. Each connection costs the worker one thread, and a build gets at most
+    ``max_connections`` at once: the next ones are answered 503 and closed by the accepting thread.
+    A request head must arrive whole within ``head_deadline`` seconds, and a connection silent both
+    ways for ``idle_timeout`` seconds is closed. Every refusal, unreachable index and 5xx answer is
     kept in :attr:`events` for the builder to tell a transient failure from a failed build.
     """
 
-    def __init__(self, path: Path, allowed: frozenset[tuple[str, int]]):
-        self.path, self.allowed = path, allowed
+    def __init__(self, path: Path, allowed: dict[tuple[str, int], str], *,
+                 max_connections: int = MAX_CONNECTIONS, head_deadline: float = HEAD_DEADLINE,
+                 idle_timeout: float = IDLE_TIMEOUT):
+        self.path, self.allowed = path, dict(allowed)
+        self.max_connections, self.head_deadline, self.idle_timeout = max_connections, head_deadline, idle_timeout
         self.events: list[ProxyEvent] = []
+        self.denied_connections = 0
+        self._clients = 0                       # connections from the build being served
         self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()  # every socket of a connection being served
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(path))
         os.chmod(path, 0o666)  # the sandbox's uid connects; only the sandbox sees this folder
@@ -233,12 +289,20 @@ class IndexProxy:
         return self
 
     def close(self) -> None:
+        """Stop accepting and end every connection still open (the build is over)."""
         self._closed = True
         try:
             self._listener.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self._listener.close()
+        with self._lock:
+            still_open = list(self._open)
+        for sock in still_open:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _event(self, kind: str, destination: str, detail: str) -> None:
         with self._lock:
@@ -252,82 +316,167 @@ class IndexProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+            with self._lock:
+                admitted = self._clients < self.max_connections and not self._closed
+                if admitted:
+                    self._clients += 1
+                    self._open.add(client)
+            if admitted:
+                threading.Thread(target=self._handle, args=(client,), name="index-proxy-connection",
+                                 daemon=True).start()
+                continue
+            # One connection too many: answered and closed right here, no thread, never blocking.
+            self.denied_connections += 1
+            if self.denied_connections == 1:
+                self._event("denied", "the index proxy",
+                            f"more than {self.max_connections} connections at once from one build")
+            client.setblocking(False)
+            self._answer(client, 503, "Service Unavailable: too many connections from this build")
+            client.close()
 
     def _handle(self, client: socket.socket) -> None:
+        upstream = None
         try:
-            client.settimeout(UPSTREAM_TIMEOUT)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = client.recv(65536)
-                if not data:
-                    return
-                head += data
-                if len(head) > MAX_HEAD:
-                    return self._answer(client, 431, "Request Header Fields Too Large")
-            head, rest = head.split(b"\r\n\r\n", 1)
-            head += b"\r\n"
+            head, rest = self._read_head(client)
             m = _REQUEST_LINE.match(head)
             if not m:
-                return self._answer(client, 400, "Bad Request")
-            method, target = m[1].decode(), m[2].decode("latin-1")
+                raise _Refusal(400, "Bad Request")
+            method, target = m[1].decode(), m[2].decode("ascii")
+            headers = self._headers(head[m.end():])
             if method == "CONNECT":
                 host, _, port = target.rpartition(":")
-                destination = self._allowed(host, port, client)
-                if destination is None:
-                    return
-                upstream = self._connect(destination, client)
-                if upstream is None:
-                    return
+                destination = self._allowed(host, port)
+                if self.allowed[destination] != "https":
+                    raise _Refusal(405, "Method Not Allowed: the index speaks plain HTTP here, no tunnel",
+                                   "denied", _name(destination), "CONNECT to a plain-HTTP index")
+                upstream = self._connect(destination)
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                if rest:
-                    upstream.sendall(rest)
-                self._splice(client, upstream, watch_status=False)
+                first = self._read_at_least(client, rest, 3)
+                if not _TLS_HANDSHAKE.match(first):
+                    self._event("denied", _name(destination), "a tunnel that does not start with TLS")
+                    return
+                upstream.sendall(first)
+                self._splice(client, upstream, watch=None)
                 return
-            parts = urlsplit(target)
-            if parts.scheme != "http" or not parts.hostname:
-                self._event("refused", target[:100], f"{method} of something not an http:// URL")
-                return self._answer(client, 403, "Forbidden")
-            destination = self._allowed(parts.hostname, str(parts.port or 80), client)
-            if destination is None:
-                return
-            upstream = self._connect(destination, client)
-            if upstream is None:
-                return
-            path = parts.path or "/"
-            if parts.query:
-                path += "?" + parts.query
-            lines = [f"{method} {path} HTTP/1.1".encode("latin-1")]
-            for line in head[m.end():].split(b"\r\n"):
-                if line and line.split(b":", 1)[0].strip().lower() not in _HOP_HEADERS:
-                    lines.append(line)
-            lines.append(b"Connection: close")
-            upstream.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + rest)
-            self._splice(client, upstream, watch_status=f"{destination[0]}:{destination[1]}")
+            if rest:
+                raise _Refusal(400, "Bad Request: a GET or HEAD of the index carries no body", "denied",
+                               target[:100], "bytes after the request head")
+            destination, request = self.request_for_index(method, target, headers)
+            upstream = self._connect(destination)
+            upstream.sendall(request)
+            self._splice(client, upstream, watch=_name(destination))
+        except _Refusal as refusal:
+            if refusal.kind:
+                self._event(refusal.kind, refusal.destination, refusal.detail)
+            self._answer(client, refusal.code, refusal.text)
         except OSError:
             pass
         finally:
+            with self._lock:
+                self._clients -= 1
+                self._open.discard(client)
+                if upstream is not None:
+                    self._open.discard(upstream)
+            if upstream is not None:
+                upstream.close()
             client.close()
 
-    def _allowed(self, host: str, port: str, client) -> tuple[str, int] | None:
+    def request_for_index(self, method: str, target: str,
+                          headers: list[tuple[bytes, bytes]]) -> tuple[tuple[str, int], bytes]:
+        """The destination and the request the proxy sends it for the build's plain-HTTP request
+        (``method``, absolute-URI ``target``, parsed ``headers``), or a :class:`_Refusal`. No I/O."""
+        if method not in FORWARDED_METHODS:
+            raise _Refusal(405, "Method Not Allowed: builds may only GET and HEAD the index", "denied",
+                           target[:100], f"{method} is not forwarded")
+        if any(name in (b"content-length", b"transfer-encoding") for name, _ in headers):
+            raise _Refusal(400, "Bad Request: a GET or HEAD of the index carries no body", "denied",
+                           target[:100], "a request with a body")
+        parts = urlsplit(target)
+        try:
+            port = parts.port or 80
+        except ValueError:
+            raise _Refusal(400, "Bad Request: not a port", "refused", target[:100], "a port that is none") from None
+        if parts.scheme != "http" or not parts.hostname:
+            raise _Refusal(403, "Forbidden", "refused", target[:100], f"{method} of something not an http:// URL")
+        destination = self._allowed(parts.hostname, str(port))
+        if self.allowed[destination] != "http":
+            raise _Refusal(403, "Forbidden: this index is reached over HTTPS (CONNECT)", "denied",
+                           _name(destination), "plain HTTP to an HTTPS index")
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        lines = [f"{method} {path} HTTP/1.1".encode("ascii"), b"Host: " + _authority(destination).encode()]
+        lines += [name + b": " + value for name, value in headers if name in FORWARDED_HEADERS]
+        lines.append(b"Connection: close")
+        return destination, b"\r\n".join(lines) + b"\r\n\r\n"
+
+    def _read_head(self, client: socket.socket) -> tuple[bytes, bytes]:
+        """The request head (up to its blank line) and what came after it, within one deadline."""
+        deadline = time.monotonic() + self.head_deadline
+        head = b""
+        while b"\r\n\r\n" not in head:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Refusal(408, "Request Timeout: the request head took too long")
+            client.settimeout(left)
+            try:
+                data = client.recv(65536)
+            except TimeoutError:
+                raise _Refusal(408, "Request Timeout: the request head took too long") from None
+            if not data:
+                raise OSError("the build closed the connection")
+            head += data
+            if len(head) > MAX_HEAD:
+                raise _Refusal(431, "Request Header Fields Too Large")
+        head, rest = head.split(b"\r\n\r\n", 1)
+        return head + b"\r\n", rest
+
+    def _read_at_least(self, client: socket.socket, have: bytes, count: int) -> bytes:
+        deadline = time.monotonic() + self.head_deadline
+        while len(have) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OSError("nothing came through the tunnel")
+            client.settimeout(left)
+            data = client.recv(65536)
+            if not data:
+                raise OSError("the build closed the tunnel")
+            have += data
+        return have
+
+    @staticmethod
+    def _headers(block: bytes) -> list[tuple[bytes, bytes]]:
+        """``(lower-case name, value)`` of each header line; a line that is not one is refused whole
+        (a bare CR or LF, a control character, a folded line: what another parser could split)."""
+        found = []
+        for line in block.split(b"\r\n"):
+            if not line:
+                continue
+            m = _HEADER.match(line)
+            if not m:
+                raise _Refusal(400, "Bad Request: a malformed header line", "denied", "the index proxy",
+                               "a malformed header line")
+            found.append((m[1].lower(), m[2]))
+        return found
+
+    def _allowed(self, host: str, port: str) -> tuple[str, int]:
         host = host.strip("[]").lower()
         try:
             destination = (host, int(port))
         except ValueError:
             destination = None
         if destination not in self.allowed:
-            self._event("refused", f"{host}:{port}", "not the package index")
-            self._answer(client, 403, "Forbidden: only the package index is reachable from a build")
-            return None
+            raise _Refusal(403, "Forbidden: only the package index is reachable from a build", "refused",
+                           f"{host}:{port}"[:100], "not the package index")
         return destination
 
-    def _connect(self, destination, client) -> socket.socket | None:
+    def _connect(self, destination) -> socket.socket:
         try:
-            return socket.create_connection(destination, timeout=UPSTREAM_TIMEOUT)
+            upstream = socket.create_connection(destination, timeout=UPSTREAM_TIMEOUT)
         except OSError as exc:
-            self._event("unreachable", f"{destination[0]}:{destination[1]}", exc.strerror or str(exc))
-            self._answer(client, 502, "Bad Gateway")
-            return None
+            raise _Refusal(502, "Bad Gateway", "unreachable", _name(destination),
+                           exc.strerror or str(exc)) from None
+        with self._lock:
+            self._open.add(upstream)
+        return upstream
 
     @staticmethod
     def _answer(client, code: int, text: str) -> None:
@@ -337,35 +486,43 @@ class IndexProxy:
         except OSError:
             pass
 
-    def _splice(self, client: socket.socket, upstream: socket.socket, *, watch_status) -> None:
-        def watch(first: bytes) -> None:  # the index's first answer: a 5xx makes the failure transient
-            m = re.match(rb"HTTP/1\.[01] (\d{3})", first)
-            if m and m[1].startswith(b"5"):
-                self._event("server-error", watch_status, f"HTTP {m[1].decode()}")
-        upstream.settimeout(None)
-        client.settimeout(None)
-        t = threading.Thread(target=_copy_stream, args=(upstream, client, watch if watch_status else None),
-                             daemon=True)
-        t.start()
-        _copy_stream(client, upstream)
-        t.join()
-        upstream.close()
+    def _splice(self, client: socket.socket, upstream: socket.socket, *, watch: str | None) -> None:
+        """Copy between the two in this one thread until one side ends or both stay silent for
+        ``idle_timeout``. Plain HTTP (``watch``: the index's name) copies only the answer back: the
+        request went up whole, and nothing more of the build's goes with it. The index's first answer
+        is watched for a 5xx, which makes a failure transient."""
+        both = watch is None
+        first = True
+        with selectors.DefaultSelector() as selector:
+            selector.register(upstream, selectors.EVENT_READ, client)
+            if both:
+                selector.register(client, selectors.EVENT_READ, upstream)
+            for sock in (client, upstream):
+                sock.settimeout(self.idle_timeout)  # a peer that stops reading stalls a send this long
+            while True:
+                ready = selector.select(self.idle_timeout)
+                if not ready:
+                    return
+                for key, _ in ready:
+                    data = key.fileobj.recv(65536)
+                    if not data:
+                        return
+                    if first and key.fileobj is upstream and watch is not None:
+                        m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+                        if m and m[1].startswith(b"5"):
+                            self._event("server-error", watch, f"HTTP {m[1].decode()}")
+                        first = False
+                    key.data.sendall(data)
 
 
-def _copy_stream(src: socket.socket, dst: socket.socket, on_first=None) -> None:
-    """Copy ``src`` to ``dst`` until ``src`` ends or either side breaks, then end ``dst``'s writing."""
-    try:
-        while data := src.recv(65536):
-            if on_first is not None:
-                on_first(data)
-                on_first = None
-            dst.sendall(data)
-    except OSError:
-        pass
-    try:
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
+def _name(destination: tuple[str, int]) -> str:
+    return f"{destination[0]}:{destination[1]}"
+
+
+def _authority(destination: tuple[str, int]) -> str:
+    host, port = destination
+    host = f"[{host}]" if ":" in host else host
+    return host if port == 80 else f"{host}:{port}"
 
 
 # --- limits for the whole build: cgroups -----------------------------------------------------------------
@@ -609,19 +766,49 @@ def delegate_cgroups(uid: int, gid: int) -> list[Path]:
 # --- checking the host ----------------------------------------------------------------------------------
 
 def check_host() -> None:
-    """Refuse to build, naming what to install or allow, when bubblewrap or user namespaces are missing."""
+    """Refuse to build, naming what to install or allow, when bubblewrap or user namespaces are missing,
+    or when the worker is not root and holds supplementary groups (see :func:`check_groups`)."""
     bwrap = BWRAP
     if not (os.path.isfile(bwrap) and os.access(bwrap, os.X_OK)):
         raise ConfigError(f"builds run in a bubblewrap sandbox and {bwrap} is missing: install Debian's "
                           f"bubblewrap (apt-get install bubblewrap), or set {UNSAFE_SETTING}=1 to build "
                           "without a sandbox (unsafe: setup.py then runs with the worker's reach)")
     if _userns_ok(bwrap):
+        check_groups()
         return
     raise ConfigError(
         "builds run in their own user namespace and this host does not allow unprivileged ones: "
         "allow them (sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0; on "
         "Ubuntu also kernel.apparmor_restrict_unprivileged_userns=0), or set "
         f"{UNSAFE_SETTING}=1 to build without a sandbox (unsafe)")
+
+
+def check_groups(euid: int | None = None, groups: list[int] | None = None, egid: int | None = None) -> None:
+    """Refuse to build when the worker is not root and belongs to supplementary groups.
+
+    A user namespace maps one uid and one gid; the worker's other groups show as ``65534`` inside but
+    still open whatever those groups may read or write (``ssl-cert``'s keys, ``adm``'s logs), and a
+    process that is not root cannot drop them: the kernel refuses ``setgroups`` in a namespace made
+    without privilege. A root worker drops them itself before starting the sandbox (:func:`_enter`).
+    """
+    euid = os.geteuid() if euid is None else euid
+    if euid == 0:
+        return
+    egid = os.getegid() if egid is None else egid
+    extra = sorted(set(os.getgroups() if groups is None else groups) - {egid})
+    if not extra:
+        return
+    names = []
+    for gid in extra:
+        try:
+            names.append(f"{grp.getgrgid(gid).gr_name} ({gid})")
+        except KeyError:
+            names.append(str(gid))
+    raise ConfigError(
+        f"the worker runs with the supplementary groups {', '.join(names)}, which a sandbox started by a "
+        "user that is not root cannot drop (the build would keep their access): run the worker as a "
+        "user of no other group (usermod -G '' USER; systemd: a dedicated User= without "
+        "SupplementaryGroups=), or as root (builds then run as the build user, without them)")
 
 
 _USERNS_CHECKED: dict[tuple[str, int], bool] = {}
@@ -649,12 +836,13 @@ def _userns_ok(bwrap: str) -> bool:
 class Ran:
     """How a sandboxed command ended."""
 
-    status: int | None                   # exit status; None when it was stopped at the deadline
+    status: int | None                   # exit status; None when it was stopped (deadline, watch)
     timed_out: bool
     out_of_memory: bool                  # the cgroup's OOM killer ended a process of the build
     hit_process_limit: bool              # a fork was refused at the process limit
     limits: str                          # how memory and processes were limited, in words
     proxy_events: list[ProxyEvent] = field(default_factory=list)
+    stopped: str | None = None           # why ``watch`` stopped it (e.g. past its disk quota)
 
 
 def build_identity(run_as: str) -> tuple[str, int, int] | None:
@@ -695,9 +883,12 @@ def _enter(cgroup_procs: list[str], identity, rlimits: dict[int, int]):
 
 def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_url: str,
         timeout: float, memory_limit: int, process_limit: int, output, identity=None,
-        allow: tuple[str, ...] = (), name: str | None = None, python: str = "/usr/bin/python3") -> Ran:
+        allow: tuple[str, ...] = (), name: str | None = None, python: str = "/usr/bin/python3",
+        watch=None, tmp: Path | None = None) -> Ran:
     """Run ``argv`` (``@PROXY@`` in it becomes the proxy's address) in the sandbox, output into
     ``output`` (a callable taking bytes), ``work`` bound writable at ``/build``; return how it ended.
+    ``watch``, asked often while it runs, stops it when it returns a reason (its disk quota:
+    :mod:`wheelwright.builds.workspace`); ``tmp``, a folder of ``work``, is bound at ``/tmp``.
 
     ``python`` is the interpreter inside that runs the forwarder before ``argv``.
     """
@@ -728,7 +919,7 @@ def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_u
                       f"RLIMIT_NPROC {process_limit})")
         inner = [python, f"{RUN}/{INIT_NAME}", *argv]
         info_read, info_write = os.pipe()  # bwrap writes to it once the walls stand
-        command = bwrap_arguments(root, work, run_dir, env, inner, info_fd=info_write)
+        command = bwrap_arguments(root, work, run_dir, env, inner, info_fd=info_write, tmp=tmp)
         output(f"[wheelwright: sandbox: bubblewrap, root {root}, no network but "
                f"{', '.join(f'{h}:{p}' for h, p in sorted(proxy.allowed))}; {limits}]\n".encode())
         try:
@@ -750,29 +941,31 @@ def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_u
             if len(said) < 4096:
                 said.extend(chunk[:4096])
             output(chunk)
-        status, timed_out = _pump(proc, timeout, copy)
+        status, timed_out, stopped = _pump(proc, timeout, copy, watch)
         with open(info_read, "rb") as info:
             started = bool(info.read())
-        if not started and not timed_out:
+        if not started and not timed_out and not stopped:
             message = bytes(said[:2000]).decode("utf-8", "replace").strip()
             raise ConfigError(f"the build sandbox could not be set up on this worker: {message}")
         return Ran(status=status, timed_out=timed_out,
                    out_of_memory=bool(cgroup and cgroup.oom_kills()),
                    hit_process_limit=bool(cgroup and cgroup.process_limit_hits()),
-                   limits=limits, proxy_events=list(proxy.events))
+                   limits=limits, proxy_events=list(proxy.events), stopped=stopped)
     finally:
         if cgroup is not None:
             cgroup.remove()
         if proxy is not None:
             proxy.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_tree(run_dir)
 
 
-def _pump(proc: subprocess.Popen, timeout: float, output) -> tuple[int | None, bool]:
-    """Copy the output until the sandbox ends or the deadline passes; then make sure it has ended."""
+def _pump(proc: subprocess.Popen, timeout: float, output, watch=None) -> tuple[int | None, bool, str | None]:
+    """Copy the output until the sandbox ends, the deadline passes or ``watch`` gives a reason to stop;
+    then make sure it has ended. ``(status, timed out, why watch stopped it)``."""
     deadline = time.monotonic() + timeout
     exited_at = None
     timed_out = False
+    stopped = None
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
     try:
@@ -783,11 +976,13 @@ def _pump(proc: subprocess.Popen, timeout: float, output) -> tuple[int | None, b
                 if now >= deadline:
                     timed_out = True
                     break
+                if watch is not None and proc.poll() is None and (stopped := watch()):
+                    break
                 if proc.poll() is not None:
                     exited_at = exited_at or now
                     if now - exited_at > DRAIN_GRACE:
                         break
-                if selector.select(min(deadline - now, 0.5)):
+                if selector.select(min(deadline - now, 0.2)):
                     try:
                         chunk = os.read(fd, 65536)
                     except BlockingIOError:
@@ -805,4 +1000,4 @@ def _pump(proc: subprocess.Popen, timeout: float, output) -> tuple[int | None, b
                 pass
         proc.wait()
         proc.stdout.close()
-    return (None if timed_out else proc.returncode), timed_out
+    return (None if timed_out or stopped else proc.returncode), timed_out, stopped

@@ -41,6 +41,7 @@ from wheelwright import beneath
 from wheelwright.errors import WheelwrightError
 from wheelwright.names import canonical_or_none
 from wheelwright.builds.analysis import FileInfo, WheelRefused, check_plain_filename
+from wheelwright.builds.cleanup import remove_tree
 
 # The outcome of a build, sent last into its folder (see :mod:`wheelwright.builds.incoming`).
 MANIFEST = "outcome.json"
@@ -283,7 +284,9 @@ def list_received(folder: str | os.PathLike) -> list[str]:
 
 
 def discard(folder: str | os.PathLike) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+    """Remove a build's incoming folder: a builder made it, so it may be any shape (see
+    :mod:`wheelwright.builds.cleanup`)."""
+    remove_tree(folder)
 
 
 
