@@ -427,7 +427,7 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
         root = root_for_target(str(request.get("target") or ""))
     root = Path(root)
     settings = None
-    if extra_index_url is None or buildenvs_store is None:
+    if extra_index_url is None or buildenvs_store is None or root != Path("/"):
         from wheelwright.config import Settings
         settings = Settings.from_env()
     if extra_index_url is None:
@@ -480,7 +480,8 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
                    allow=tuple(allow) + extra + tuple(part.strip() for part in
                                                       os.environ.get("WHEELWRIGHT_BUILD_ALLOW", "").split(",")
                                                       if part.strip()),
-                   buildenvs_store=None if unsafe else store, phases=phases, started=started)
+                   buildenvs_store=None if unsafe else store, phases=phases, started=started,
+                   home=settings.home if settings is not None else None)
         return _build(job, outcome)
     except BaseException:
         log_file.close()
@@ -523,6 +524,7 @@ class _Job:
     buildenvs_store: Path | None = None
     phases: dict = field(default_factory=dict)
     started: float = 0.0
+    home: Path | None = None              # WHEELWRIGHT_HOME: the packages' compiler caches live there
 
     def time_left(self) -> float:
         return max(1.0, self.timeout - (time.monotonic() - self.started))
@@ -546,6 +548,56 @@ class _Job:
                 + (f"[wheelwright: pinned to the sdist with sha256 {self.sdist_sha256}]\n"
                    if self.sdist_sha256 else "")
                 + f"$ {' '.join(argv)}\n\n")
+
+
+def _native_tools(job: _Job) -> tuple[tuple[sandbox.Bind, ...], dict[str, str]]:
+    """Binds and environment that give an emulated build the native cross compiler of its image
+    (:mod:`wheelwright.builds.cross`) and its package's compiler cache; nothing for a build whose
+    compiler runs natively anyway, or when ``WHEELWRIGHT_CROSS=off``."""
+    from wheelwright.builds import cross, images
+    if job.unsafe or _switched_off("WHEELWRIGHT_CROSS") or job.root == Path("/"):
+        return (), {}
+    image = images.read_image(job.root.parent)
+    if image is None:
+        return (), {}
+    began = time.monotonic()
+    try:
+        toolchain = cross.toolchain_for(image.recipe.distro, image.recipe.arch, job.root.parent.parent,
+                                        progress=lambda line: log.info("%s", line))
+    except (WheelwrightError, OSError) as exc:
+        job.log_file.note(f"[wheelwright: no native cross compiler ({exc}); the image's own compiles]\n")
+        return (), {}
+    finally:
+        job.phases["environment"] = job.phases.get("environment", 0.0) + time.monotonic() - began
+    if toolchain is None:
+        return (), {}
+    binds = [sandbox.Bind(toolchain.root, cross.MOUNT), sandbox.Bind(toolchain.loader, toolchain.loader_inside)]
+    env = {"PATH": toolchain.bin}
+    note = f"the native {toolchain.recipe.triplet} compiler of {toolchain.recipe.folder_name}"
+    if job.home is not None and not _switched_off("WHEELWRIGHT_CCACHE"):
+        try:
+            cache = cross.ccache_folder(job.home, job.root.parent.name, job.package, job.user)
+            if job.user is not None:
+                check_reachable(cache, job.user[1], job.user[2])
+            binds.append(sandbox.Bind(cache, cross.CCACHE_MOUNT, writable=True))
+            env.update(cross.ccache_environment())
+            note += f", through {job.package}'s own compiler cache"
+        except (ConfigError, OSError) as exc:
+            note += f" (no compiler cache: {exc})"
+    job.log_file.note(f"[wheelwright: compiling with {note}]\n")
+    return tuple(binds), env
+
+
+def _switched_off(setting: str) -> bool:
+    return os.environ.get(setting, "").strip().lower() in ("off", "0", "no", "false")
+
+
+def _with_tools(env: dict[str, str], tools_env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the native tools' folder first on its PATH and their settings."""
+    merged = {**env, **{k: v for k, v in tools_env.items() if k != "PATH"}}
+    if "PATH" in tools_env:
+        merged["PATH"] = f"{tools_env['PATH']}:{env['PATH']}"
+    return merged
 
 
 def _build(job: _Job, outcome) -> BuildOutcome:
@@ -585,6 +637,7 @@ def _build_prepared(job: _Job, outcome) -> BuildOutcome | None:
                                 extra_index_urls=job.extra_index_urls, allow=job.allow, identity=job.user,
                                 scratch=job.workdir_root, output=job.log_file.write)
         requirements = set(build_system.requires) | set(buildenvs.hints(store, system, job.package))
+        tool_binds, tools_env = _native_tools(job)
         for _ in range(3):
             began = time.monotonic()
             try:
@@ -612,7 +665,7 @@ def _build_prepared(job: _Job, outcome) -> BuildOutcome | None:
             job.log_file.note(job.headline(argv) +
                               f"[wheelwright: prepared build environment {env.env_id}, read-only at "
                               f"{buildenvs.MOUNT}: {env.describe()}]\n")
-            env_vars = clean_environment(seen_as, job.user[0] if job.user else None)
+            env_vars = _with_tools(clean_environment(seen_as, job.user[0] if job.user else None), tools_env)
             env_vars["PATH"] = f"{buildenvs.MOUNT}/bin:{env_vars['PATH']}"
             began = time.monotonic()
             ran = sandbox.run(argv, root=job.root, work=work, env=env_vars, index_url=job.index_url,
@@ -621,9 +674,12 @@ def _build_prepared(job: _Job, outcome) -> BuildOutcome | None:
                               identity=job.user, allow=job.allow,
                               name=f"build-{job.build_id}-{work.name[-8:]}", python=job.python,
                               binds=(sandbox.Bind(env.venv, buildenvs.MOUNT),
-                                     sandbox.Bind(tools, frontend.MOUNT)))
+                                     sandbox.Bind(tools, frontend.MOUNT), *tool_binds))
             job.phases["build"] = job.phases.get("build", 0.0) + time.monotonic() - began
             report = frontend.read_report(work)
+            if report.get("times"):
+                job.log_file.note("[wheelwright: frontend seconds: " + ", ".join(
+                    f"{k} {v:.2f}" for k, v in report["times"].items()) + "]\n")
             if ran.status == frontend.UNMET and not ran.timed_out and report["unmet"]:
                 try:
                     wanted = buildenvs.checked_requirements(report["unmet"])
@@ -653,8 +709,9 @@ def _build_isolated(job: _Job, outcome) -> BuildOutcome:
                                  Path(seen_as) / "wheels", requirements=requirements,
                                  proxy=None if job.unsafe else "@PROXY@",
                                  extra_index_urls=job.extra_index_urls)
-        env = clean_environment(seen_as, job.user[0] if job.user else None)
         job.log_file.note(job.headline(argv))
+        tool_binds, tools_env = _native_tools(job)
+        env = _with_tools(clean_environment(seen_as, job.user[0] if job.user else None), tools_env)
         log.info("building %s==%s (build %d) for %s", job.package, job.version, job.build_id,
                  job.request.get("target"))
         began = time.monotonic()
@@ -666,7 +723,7 @@ def _build_isolated(job: _Job, outcome) -> BuildOutcome:
                               timeout=job.time_left(), memory_limit=job.memory_limit,
                               process_limit=job.process_limit, output=job.log_file.write,
                               identity=job.user, allow=job.allow, name=f"build-{job.build_id}-{work.name[-8:]}",
-                              python=job.python)
+                              python=job.python, binds=tool_binds)
         environment = job.log_file.pip_environment_seconds()
         job.phases["environment"] = job.phases.get("environment", 0.0) + environment
         job.phases["build"] = job.phases.get("build", 0.0) + time.monotonic() - began - environment

@@ -14,8 +14,8 @@ frontend does with the standard library only, run by the prepared environment's 
    prepared set or falls back to pip's isolated build;
 3. call ``build_wheel`` into ``/build/wheels`` and check that the wheel's METADATA names the package.
 
-Each hook runs in a child process of its own (a fork: Python starts once, which under emulation is
-most of the saving), as pip runs them in subprocesses, so one hook's imports never leak into the next;
+The backend is imported once and each hook runs in a child process of its own (a fork: Python starts
+and imports setuptools once, which under emulation is most of the saving), as pip runs them in subprocesses, so one hook's imports never leak into the next;
 its answer comes back through a file of the sandbox's own ``/tmp`` (a daemon it leaves behind cannot
 hold the frontend waiting, as it could on a pipe).
 The lines it prints are the ones pip prints at the same moments ("Getting requirements to build
@@ -48,6 +48,7 @@ import json, os, re, stat, sys, tarfile, time, traceback, zipfile
 
 VENDOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor")
 del sys.path[0]   # the script's own folder: the build must not import our copy of packaging
+ENVIRONMENT = list(sys.path)  # what the environment offers, before a backend adds its vendored copies
 UNMET = 3
 
 
@@ -141,7 +142,7 @@ def backend_of(job, source):
 
 def unmet(requirements):
     """Which of requirements (PEP 508 strings) this environment does not satisfy."""
-    sys.path.insert(0, VENDOR)
+    sys.path[:] = [VENDOR] + ENVIRONMENT
     from importlib import metadata
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
@@ -189,17 +190,23 @@ def main():
     started = time.monotonic()
     source = unpack(job["sdist"], job["source"])
     times["unpack"] = round(time.monotonic() - started, 3)
-    load = backend_of(job, source)
-
     say("Getting requirements to build wheel")
     started = time.monotonic()
-    asked = in_child(lambda: list(getattr(load(), "get_requires_for_build_wheel", lambda c=None: [])(None)))
+    # Imported once, here, so each hook's child starts with it imported: what a fresh process
+    # importing it would have, without importing it again (setuptools takes seconds under qemu).
+    try:
+        backend = backend_of(job, source)()
+    except BaseException:
+        traceback.print_exc()
+        say("ERROR: the build backend %s could not be imported" % job["backend"])
+        finish(1)
+    asked = in_child(lambda: list(getattr(backend, "get_requires_for_build_wheel", lambda c=None: [])(None)))
     times["requires"] = round(time.monotonic() - started, 3)
     if asked is None or not isinstance(asked, list) or not all(isinstance(r, str) for r in asked):
         say("ERROR: the build backend's get_requires_for_build_wheel failed")
         finish(1)
     started = time.monotonic()
-    lacking = in_child(lambda: unmet(asked))
+    lacking = in_child(lambda: unmet(asked)) if asked else []
     times["check"] = round(time.monotonic() - started, 3)
     if lacking is None:
         say("ERROR: the build backend asked for requirements that cannot be read: %r" % asked[:10])
@@ -213,7 +220,7 @@ def main():
     say("Building wheel for %s (pyproject.toml)" % job["package"])
     started = time.monotonic()
     os.makedirs(job["wheels"], exist_ok=True)
-    built = in_child(lambda: load().build_wheel(job["wheels"], None, None))
+    built = in_child(lambda: backend.build_wheel(job["wheels"], None, None))
     times["build"] = round(time.monotonic() - started, 3)
     if not isinstance(built, str) or "/" in built or not os.path.isfile(os.path.join(job["wheels"], built)):
         say("ERROR: Failed building wheel for %s" % job["package"])
