@@ -250,3 +250,19 @@ def test_the_frontend_report_is_read_as_untrusted(tmp_path):
     (tmp_path / frontend.REPORT).unlink()
     (tmp_path / frontend.REPORT).symlink_to("/etc/passwd")
     assert frontend.read_report(tmp_path) == {}
+
+
+def test_environments_unused_for_a_month_are_pruned_and_the_rest_kept(tmp_path):
+    import time as clock
+    for name, age_days in (("old", 31), ("fresh", 2)):
+        venv = tmp_path / "envs" / name / "venv"
+        venv.mkdir(parents=True)
+        (venv / "file").write_text("x")
+        (tmp_path / "envs" / name / "env.json").write_text("{}")
+        (tmp_path / "envs" / name / "used").touch()
+        used = clock.time() - age_days * 86400
+        os.utime(tmp_path / "envs" / name / "used", (used, used))
+        venv.chmod(0o555)
+    assert buildenvs.prune(tmp_path) == ["old"]
+    assert sorted(p.name for p in (tmp_path / "envs").iterdir()) == ["fresh"]
+    (tmp_path / "envs" / "fresh" / "venv").chmod(0o755)
