@@ -55,6 +55,7 @@ from wheelwright.errors import WheelwrightError
 log = logging.getLogger(__name__)
 
 MOUNT = "/opt/wheelwright/buildenv"      # where builds see their prepared environment
+UV = "/opt/wheelwright/uv/uv"            # where uv is, while an environment is made
 RESOLVED_FOR = 24 * 3600                 # seconds a resolution of a requirement set is reused
 UNUSED_FOR_DAYS = 30                     # environments unused this long are pruned
 MAX_HINTS = 16                           # dynamic requirements remembered per package
@@ -71,12 +72,28 @@ class PrepareFailed(WheelwrightError):
 
 @dataclass(frozen=True)
 class Pin:
+    """One requirement resolved: its exact version and the sha256 of the wheel(s) it may be."""
+
     name: str
     version: str
-    sha256: str
+    hashes: tuple[str, ...]
 
     def line(self) -> str:
-        return f"{self.name}=={self.version} --hash=sha256:{self.sha256}"
+        return f"{self.name}=={self.version} " + " ".join(f"--hash=sha256:{h}" for h in self.hashes)
+
+
+@dataclass(frozen=True)
+class Installer:
+    """uv, run natively inside the sandbox: the worker's own binary bound at ``UV``, with the worker
+    architecture's libraries when the image is another's (the cross toolchain's tree, see
+    :mod:`wheelwright.builds.cross`)."""
+
+    binary: Path
+    binds: tuple = ()
+    library_path: str | None = None
+
+    def command(self) -> str:
+        return (f"LD_LIBRARY_PATH={self.library_path} " if self.library_path else "") + UV
 
 
 @dataclass(frozen=True)
@@ -132,8 +149,34 @@ def resolution_key(system: System, requirements: tuple[str, ...], indexes: tuple
 
 def env_id(system: System, pins: tuple[Pin, ...]) -> str:
     text = json.dumps({"system": system.name, "mount": MOUNT,
-                       "pins": [[p.name, p.version, p.sha256] for p in pins]})
+                       "pins": [[p.name, p.version, sorted(p.hashes)] for p in pins]})
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+_PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+_HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+
+
+def pins_from_compiled(text: str) -> tuple[Pin, ...]:
+    """The pins of ``uv pip compile --generate-hashes`` output (``name==version`` and its hashes)."""
+    pins, current = [], None
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.split("#", 1)[0].strip() if not line.lstrip().startswith("--hash") else line.strip()
+        if not line:
+            continue
+        if m := _PINNED.match(line):
+            name, version = canonicalize_name(m[1]), m[2]
+            hashes = tuple(sorted(set(_HASH.findall(line))))
+            if not (_PIN.match(name) and _VERSION.match(version) and hashes):
+                raise PrepareFailed(f"uv's resolution names an unusable pin {line[:100]!r}")
+            current = Pin(name, version, hashes)
+            pins.append(current)
+        elif line.startswith("--hash") and current is not None:
+            pins[-1] = current = Pin(current.name, current.version,
+                                     tuple(sorted(set(current.hashes) | set(_HASH.findall(line)))))
+        else:
+            raise PrepareFailed(f"uv's resolution holds a line that is no pin: {line[:100]!r}")
+    return tuple(sorted(pins, key=lambda p: p.name))
 
 
 def pins_from_report(report: dict) -> tuple[Pin, ...]:
@@ -151,7 +194,7 @@ def pins_from_report(report: dict) -> tuple[Pin, ...]:
             raise PrepareFailed(f"pip's resolution report names an unusable pin {name!r} {version!r}")
         if not str(info.get("url", "")).split("#")[0].endswith(".whl"):
             raise PrepareFailed(f"{name}=={version} has no wheel for this target")
-        pins.append(Pin(name, version, digest))
+        pins.append(Pin(name, version, (digest,)))
     return tuple(sorted(pins, key=lambda p: p.name))
 
 
@@ -239,6 +282,15 @@ def prune(store: Path, unused_for_days: float = UNUSED_FOR_DAYS) -> list[str]:
     return removed
 
 
+def worker_uv() -> Path | None:
+    """The worker's own uv (``uv`` of requirements.txt, beside its Python), when it has one."""
+    import sys
+    for candidate in (Path(sys.executable).parent / "uv", shutil.which("uv")):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return Path(candidate).resolve()
+    return None
+
+
 # --- making one -------------------------------------------------------------------------------------
 
 @dataclass
@@ -253,12 +305,16 @@ class Maker:
     identity: tuple[str, int, int] | None
     scratch: Path                                 # where temporary work folders go
     output: object                                # callable taking bytes: the build's log
+    installer: Installer | None = None            # uv, natively; None: the image's pip
 
     def note(self, text: str) -> None:
         self.output(f"[wheelwright: {text}]\n".encode())
 
     def prepare(self, requirements: tuple[str, ...]) -> PreparedEnv:
         """The environment of ``requirements`` on this system: found, or made now (resolved, installed)."""
+        for url in (self.index_url, *self.extra_index_urls):
+            if not re.fullmatch(r"https?://[A-Za-z0-9._~:/?#@!&()*+,;=%\[\]-]+", url) or "'" in url:
+                raise PrepareFailed(f"the index address {url[:100]!r} cannot be given to an installer")
         requirements = checked_requirements(requirements)
         pins = self._pins(requirements)
         ident = env_id(self.system, pins)
@@ -272,7 +328,7 @@ class Maker:
             started = time.monotonic()
             self._install(ident, pins)
             self.note(f"prepared build environment {ident} ({', '.join(p.name + '==' + p.version for p in pins)}) "
-                      f"in {time.monotonic() - started:.1f} s")
+                      f"in {time.monotonic() - started:.1f} s with {self._tool()}")
         return PreparedEnv(ident, final / "venv", pins, made=True)
 
     def _pins(self, requirements: tuple[str, ...]) -> tuple[Pin, ...]:
@@ -281,17 +337,25 @@ class Maker:
         try:
             data = json.loads(path.read_text())
             if time.time() - float(data["at"]) < RESOLVED_FOR:
-                return tuple(Pin(*p) for p in data["pins"])
+                return tuple(Pin(n, v, tuple(h)) for n, v, h in data["pins"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
         with _Locked(self.store / "resolved" / f".{key}.lock"):
             started = time.monotonic()
             pins = self._resolve(requirements)
             _write_json(path, {"at": time.time(), "requires": list(requirements),
-                               "pins": [[p.name, p.version, p.sha256] for p in pins]})
+                               "pins": [[p.name, p.version, list(p.hashes)] for p in pins]})
             self.note(f"resolved build requirements {', '.join(requirements) or '(none)'} for "
-                      f"{self.system.name} in {time.monotonic() - started:.1f} s")
+                      f"{self.system.name} in {time.monotonic() - started:.1f} s with {self._tool()}")
         return pins
+
+    def _tool(self) -> str:
+        return "uv (native)" if self.installer is not None else "the image's pip"
+
+    def _uv(self, verb: str, python: str) -> str:
+        extra = " ".join(f"--extra-index-url '{u}'" for u in self.extra_index_urls)
+        return (f"{self.installer.command()} pip {verb} --python {python} --no-config --no-cache --quiet "
+                f"--only-binary :all: --index-url '{self.index_url}' {extra}")
 
     def _pip(self, python: str) -> str:
         extra = " ".join(f"--extra-index-url '{u}'" for u in self.extra_index_urls)
@@ -302,6 +366,14 @@ class Maker:
     def _resolve(self, requirements: tuple[str, ...]) -> tuple[Pin, ...]:
         with self._work() as work:
             (work / "requirements.in").write_text("".join(r + "\n" for r in requirements))
+            if self.installer is not None:
+                script = (f"set -e; {self._uv('compile', self.system.python)} --generate-hashes --no-header "
+                          f"--no-annotate --output-file {sandbox.WORK}/pinned.txt {sandbox.WORK}/requirements.in")
+                self._run(work, script, "resolving")
+                try:
+                    return pins_from_compiled((work / "pinned.txt").read_text())
+                except OSError as exc:
+                    raise PrepareFailed(f"uv wrote no resolution ({exc})") from None
             script = (f"set -e; {self.system.python} -m venv --without-pip {sandbox.WORK}/probe; "
                       f"{self._pip(sandbox.WORK + '/probe/bin/python')} --dry-run --ignore-installed "
                       f"--report {sandbox.WORK}/report.json -r {sandbox.WORK}/requirements.in")
@@ -323,15 +395,17 @@ class Maker:
         try:
             with self._work() as work:
                 (work / "pinned.txt").write_text("".join(p.line() + "\n" for p in pins))
+                install = (f"{self._uv('install', MOUNT + '/bin/python')} --compile-bytecode"
+                           if self.installer is not None else self._pip(MOUNT + '/bin/python'))
                 script = (f"set -e; {self.system.python} -m venv --without-pip {MOUNT}; "
-                          + (f"{self._pip(MOUNT + '/bin/python')} --no-deps --require-hashes "
-                             f"-r {sandbox.WORK}/pinned.txt" if pins else "true"))
+                          + (f"{install} --no-deps --require-hashes -r {sandbox.WORK}/pinned.txt"
+                             if pins else "true"))
                 self._run(work, script, "installing",
                           binds=(sandbox.Bind(tmp / "venv", MOUNT, writable=True),))
             _read_only(tmp / "venv", os.geteuid(), os.getegid())
             (tmp / "env.json").write_text(json.dumps({
-                "system": self.system.name, "made_at": time.time(),
-                "pins": [[p.name, p.version, p.sha256] for p in pins]}, indent=1))
+                "system": self.system.name, "made_at": time.time(), "tool": self._tool(),
+                "pins": [[p.name, p.version, list(p.hashes)] for p in pins]}, indent=1))
             (tmp / "used").touch()
             os.rename(tmp, envs / ident)
         except BaseException:
@@ -366,6 +440,8 @@ class Maker:
         def keep(chunk: bytes) -> None:
             tail.extend(chunk)
             del tail[:-4000]
+        if self.installer is not None:
+            binds = (*binds, sandbox.Bind(self.installer.binary, UV), *self.installer.binds)
         ran = sandbox.run(["/bin/sh", "-c", script], root=self.system.root, work=work, env=env,
                           index_url=self.index_url, timeout=PREPARE_TIMEOUT, memory_limit=PREPARE_MEMORY,
                           process_limit=256, output=keep, identity=self.identity, allow=self.allow,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import platform
 import re
 import resource
 import shutil
@@ -550,25 +551,30 @@ class _Job:
                 + f"$ {' '.join(argv)}\n\n")
 
 
-def _native_tools(job: _Job) -> tuple[tuple[sandbox.Bind, ...], dict[str, str]]:
-    """Binds and environment that give an emulated build the native cross compiler of its image
-    (:mod:`wheelwright.builds.cross`) and its package's compiler cache; nothing for a build whose
-    compiler runs natively anyway, or when ``WHEELWRIGHT_CROSS=off``."""
+def _toolchain(job: _Job):
+    """The native cross toolchain of the job's image (:mod:`wheelwright.builds.cross`), built on first
+    use; None for a build whose compiler runs natively anyway, or when ``WHEELWRIGHT_CROSS=off``."""
     from wheelwright.builds import cross, images
     if job.unsafe or _switched_off("WHEELWRIGHT_CROSS") or job.root == Path("/"):
-        return (), {}
+        return None
     image = images.read_image(job.root.parent)
     if image is None:
-        return (), {}
+        return None
     began = time.monotonic()
     try:
-        toolchain = cross.toolchain_for(image.recipe.distro, image.recipe.arch, job.root.parent.parent,
-                                        progress=lambda line: log.info("%s", line))
+        return cross.toolchain_for(image.recipe.distro, image.recipe.arch, job.root.parent.parent,
+                                   progress=lambda line: log.info("%s", line))
     except (WheelwrightError, OSError) as exc:
         job.log_file.note(f"[wheelwright: no native cross compiler ({exc}); the image's own compiles]\n")
-        return (), {}
+        return None
     finally:
         job.phases["environment"] = job.phases.get("environment", 0.0) + time.monotonic() - began
+
+
+def _native_tools(job: _Job, toolchain) -> tuple[tuple[sandbox.Bind, ...], dict[str, str]]:
+    """Binds and environment that give an emulated build its image's native cross compiler and its
+    package's compiler cache; nothing without a toolchain."""
+    from wheelwright.builds import cross
     if toolchain is None:
         return (), {}
     binds = [sandbox.Bind(toolchain.root, cross.MOUNT), sandbox.Bind(toolchain.loader, toolchain.loader_inside)]
@@ -586,6 +592,30 @@ def _native_tools(job: _Job) -> tuple[tuple[sandbox.Bind, ...], dict[str, str]]:
             note += f" (no compiler cache: {exc})"
     job.log_file.note(f"[wheelwright: compiling with {note}]\n")
     return tuple(binds), env
+
+
+def _installer(job: _Job, toolchain):
+    """uv to make prepared environments with, natively: the worker's own binary, with the worker's
+    libraries from the cross toolchain's tree when the image is of another architecture. None (the
+    image's pip makes them) when there is no uv, or no way to run it there, or ``WHEELWRIGHT_UV=off``."""
+    from wheelwright.builds import buildenvs, cross, images
+    binary = None if _switched_off("WHEELWRIGHT_UV") else buildenvs.worker_uv()
+    if binary is None:
+        return None
+    if job.root == Path("/"):
+        return buildenvs.Installer(binary)
+    image = images.read_image(job.root.parent)
+    if image is None:
+        return None
+    if not images.needs_emulation(image.recipe.arch):
+        return buildenvs.Installer(binary)
+    if toolchain is None:
+        return None
+    multiarch = cross.HOSTS[platform.machine()][2]
+    return buildenvs.Installer(
+        binary, binds=(sandbox.Bind(toolchain.root, cross.MOUNT),
+                       sandbox.Bind(toolchain.loader, toolchain.loader_inside)),
+        library_path=f"{cross.MOUNT}/lib/{multiarch}:{cross.MOUNT}/usr/lib/{multiarch}")
 
 
 def _switched_off(setting: str) -> bool:
@@ -633,11 +663,13 @@ def _build_prepared(job: _Job, outcome) -> BuildOutcome | None:
                               "build decides]\n")
             return None
         system = buildenvs.System(job.root, job.python)
+        toolchain = _toolchain(job)
         maker = buildenvs.Maker(store=store, system=system, index_url=job.index_url,
                                 extra_index_urls=job.extra_index_urls, allow=job.allow, identity=job.user,
-                                scratch=job.workdir_root, output=job.log_file.write)
+                                scratch=job.workdir_root, output=job.log_file.write,
+                                installer=_installer(job, toolchain))
         requirements = set(build_system.requires) | set(buildenvs.hints(store, system, job.package))
-        tool_binds, tools_env = _native_tools(job)
+        tool_binds, tools_env = _native_tools(job, toolchain)
         for _ in range(3):
             began = time.monotonic()
             try:
@@ -710,7 +742,7 @@ def _build_isolated(job: _Job, outcome) -> BuildOutcome:
                                  proxy=None if job.unsafe else "@PROXY@",
                                  extra_index_urls=job.extra_index_urls)
         job.log_file.note(job.headline(argv))
-        tool_binds, tools_env = _native_tools(job)
+        tool_binds, tools_env = _native_tools(job, _toolchain(job))
         env = _with_tools(clean_environment(seen_as, job.user[0] if job.user else None), tools_env)
         log.info("building %s==%s (build %d) for %s", job.package, job.version, job.build_id,
                  job.request.get("target"))
