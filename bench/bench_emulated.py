@@ -20,7 +20,9 @@ Prepared environments are made by the first build that needs them (``cold``, sho
 after: every mode but the ``-pip`` ones builds each package twice, and the second build is its
 figure. Printed per package and mode: seconds in all, and split into the build environment (pip
 installing build requirements, or preparing/mounting a prepared one) and the build itself (the
-backend: requirements, compilation, the wheel); then the medians and the ratios emulated/native.
+backend: requirements, compilation, the wheel; with a prepared environment also the backend's two
+hooks as the frontend timed them, the rest being the sandbox and the emulated interpreter starting);
+then the medians and the ratios emulated/native.
 The machine is shared: run it more than once and compare medians, not single builds.
 """
 
@@ -175,8 +177,13 @@ def main(argv=None) -> int:
                 cells.append(f"{'failed':>17}")
                 continue
             env = r["phases"].get("environment", 0.0) + r["phases"].get("fetch", 0.0)
-            cells.append(f"{r['seconds']:7.1f} {env:4.1f}+{r['phases'].get('build', 0.0):4.1f}")
+            cells.append(f"{r['seconds']:6.1f} {env:4.1f}+{r['phases'].get('build', 0.0):5.1f}")
         print(f"{package:<11} {what:<34}" + "".join(f"{c:>17}" for c in cells))
+        parts = [figures[(package, m)]["phases"] for m in modes]
+        if any("wheel" in p for p in parts):
+            print(f"{'':<11} {'  of the build: requirements/wheel':<34}" + "".join(
+                f"{p.get('requirements', 0):>11.1f}/{p.get('wheel', 0):<5.1f}" if "wheel" in p else f"{'':>17}"
+                for p in parts))
     medians = {}
     for mode in modes:
         done = [figures[(p, mode)]["seconds"] for p, *_ in sample if figures[(p, mode)]["status"] == "success"]

@@ -140,7 +140,8 @@ def test_an_sdist_without_pyproject_builds_with_the_legacy_setuptools_backend(bu
 
 def test_the_outcome_times_fetch_environment_build_and_analysis(built):
     outcome = built("alpha")
-    assert set(outcome.phases) == {"fetch", "environment", "build", "analysis"}
+    assert set(outcome.phases) == {"fetch", "environment", "build", "requirements", "wheel", "analysis"}
+    assert outcome.phases["requirements"] + outcome.phases["wheel"] < outcome.phases["build"]
     assert BuildOutcome.from_dict(outcome.to_dict()).phases == outcome.phases
 
 

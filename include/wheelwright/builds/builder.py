@@ -102,7 +102,8 @@ class BuildOutcome:
     files_dir: Path | None = None
     transient: bool = False
     # seconds per phase: fetch (the sdist), environment (build requirements: prepared, or pip
-    # installing them), build (the backend: requirements asked, wheel built), analysis
+    # installing them), build (the backend: requirements asked, wheel built), analysis; with a
+    # prepared environment, build's parts as the frontend timed them: requirements and wheel
     phases: dict[str, float] = field(default_factory=dict)
 
     def files(self) -> list[FileInfo]:
@@ -712,6 +713,10 @@ def _build_prepared(job: _Job, outcome) -> BuildOutcome | None:
             if report.get("times"):
                 job.log_file.note("[wheelwright: frontend seconds: " + ", ".join(
                     f"{k} {v:.2f}" for k, v in report["times"].items()) + "]\n")
+                # within "build": the backend asked for its requirements, then made the wheel
+                for key, phase in (("requires", "requirements"), ("build", "wheel")):
+                    if key in report["times"]:
+                        job.phases[phase] = job.phases.get(phase, 0.0) + report["times"][key]
             if ran.status == frontend.UNMET and not ran.timed_out and report["unmet"]:
                 try:
                     wanted = buildenvs.checked_requirements(report["unmet"])
