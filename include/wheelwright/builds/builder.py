@@ -717,7 +717,7 @@ def _build_prepared(job: _Job, outcome) -> BuildOutcome | None:
                 for key, phase in (("requires", "requirements"), ("build", "wheel")):
                     if key in report["times"]:
                         job.phases[phase] = job.phases.get(phase, 0.0) + report["times"][key]
-            if ran.status == frontend.UNMET and not ran.timed_out and report["unmet"]:
+            if ran.status == frontend.UNMET and not ran.timed_out and report.get("unmet"):
                 try:
                     wanted = buildenvs.checked_requirements(report["unmet"])
                 except buildenvs.PrepareFailed:
@@ -735,6 +735,7 @@ def _build_prepared(job: _Job, outcome) -> BuildOutcome | None:
 
 def _build_isolated(job: _Job, outcome) -> BuildOutcome:
     """``pip wheel`` with pip's own isolated build environment."""
+    job.log_file.code_ran = False  # a prepared attempt before this one ran the sdist's code, this has not yet
     work, seen_as = job.work_folder()
     try:
         requirements = None
