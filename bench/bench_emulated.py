@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_emulated.py                        # every mode, the sample below
     .venv/bin/python bench/bench_emulated.py --modes emulated-pip,emulated-fast --packages psutil
+    .venv/bin/python bench/bench_emulated.py --corpus data/corpus.toml --recipe full   # the corpus list
 
 Real releases from PyPI (pinned by version and sha256), served with the wheels of their build
 requirements by a local index (the PyPI double over a folder filled from PyPI first), are
@@ -78,13 +79,33 @@ MODES = {
 }
 
 
-def native_image() -> images.Image:
-    """The amd64 twin of the tests' bookworm armhf image (the same packages), built natively once."""
-    armhf = built_image("cp311-armv7l")
+def progress(line: str) -> None:
+    print("   ", line, file=sys.stderr, flush=True)
+
+
+def emulated_image(recipe_kind: str) -> images.Image:
+    """The armhf image: the tests' small one, or the repository's cp311-armv7l recipe (``full``)."""
+    if recipe_kind == "small":
+        return built_image("cp311-armv7l")
+    from wheelwright.builds.targets import load_targets, target_named
+    recipe = images.recipe_for(target_named(load_targets(), "cp311-armv7l"))
+    return images.find_image(recipe, image_store()) or images.build_image(recipe, image_store(), progress=progress)
+
+
+def native_image(armhf: images.Image) -> images.Image:
+    """The amd64 twin of the armhf image (the same packages), built natively once."""
     recipe = images.make_recipe("bookworm", "amd64", [p for p in armhf.recipe.packages
                                                       if p not in images.BASE_PACKAGES])
-    found = images.find_image(recipe, image_store())
-    return found or images.build_image(recipe, image_store(), progress=lambda line: print("   ", line, file=sys.stderr))
+    return images.find_image(recipe, image_store()) or images.build_image(recipe, image_store(), progress=progress)
+
+
+def corpus_sample(path: Path, ci_only: bool) -> list[tuple[str, str, str, str]]:
+    """The releases of a corpus list (``data/corpus.toml`` of the corpus work: name, version, sha256,
+    family, note, ci), in the sample's shape."""
+    import tomllib
+    releases = tomllib.loads(path.read_text(encoding="utf-8"))["release"]
+    return [(r["name"], r["version"], r["sha256"], f"{r.get('family', '')}: {r.get('note', '')}"[:34])
+            for r in releases if r.get("ci") or not ci_only]
 
 
 def local_mirror(sample, folder: Path) -> None:
@@ -127,10 +148,17 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (default: all)")
     parser.add_argument("--packages", default="", help="comma-separated names of the sample (default: all)")
     parser.add_argument("--json", type=Path, help="also write every build's figures to this file")
+    parser.add_argument("--corpus", type=Path, help="build the releases of this corpus list (data/corpus.toml) "
+                                                    "instead of the sample")
+    parser.add_argument("--ci", action="store_true", help="with --corpus: only its `ci` slice")
+    parser.add_argument("--recipe", choices=("small", "full"), default="small",
+                        help="the tests' small images (default) or the repository's full armhf recipe")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
-    sample = [s for s in SAMPLE if not args.packages or s[0] in args.packages.split(",")]
-    roots = {"armhf": built_image("cp311-armv7l").root, "amd64": native_image().root}
+    sample = corpus_sample(args.corpus, args.ci) if args.corpus else SAMPLE
+    sample = [s for s in sample if not args.packages or s[0] in args.packages.split(",")]
+    armhf = emulated_image(args.recipe)
+    roots = {"armhf": armhf.root, "amd64": native_image(armhf).root}
     work = open_folder("wheelwright-bench-emulated-")
     homes = {mode: open_folder(f"wheelwright-bench-{mode}-") for mode in modes}
     figures: dict[tuple[str, str], dict] = {}
