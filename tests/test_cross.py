@@ -90,15 +90,19 @@ def build_in(image, index, home, package, *, native: bool, build_id: int, monkey
     return work, log
 
 
-def readelf(*args) -> str:
-    return subprocess.run(["readelf", "--wide", *args], capture_output=True, text=True, check=True).stdout
+def readelf(image, *args) -> str:
+    """binutils' readelf for ARM objects: the toolchain tree's own, run here natively."""
+    tree = cross.toolchain_for("bookworm", "armhf", image.root.parent.parent).root
+    return subprocess.run([str(tree / "usr/bin/arm-linux-gnueabihf-readelf"), "--wide", *args],
+                          capture_output=True, text=True, check=True,
+                          env={"LD_LIBRARY_PATH": f"{tree}/usr/lib/x86_64-linux-gnu"}).stdout
 
 
-def abi_of(so: Path) -> dict:
-    header = readelf("-h", str(so))
-    attributes = readelf("-A", str(so))
-    versions = readelf("-V", str(so))
-    dynamic = readelf("-d", str(so))
+def abi_of(image, so: Path) -> dict:
+    header = readelf(image, "-h", str(so))
+    attributes = readelf(image, "-A", str(so))
+    versions = readelf(image, "-V", str(so))
+    dynamic = readelf(image, "-d", str(so))
     return {
         "class": re.search(r"Class:\s+(\S+)", header)[1],
         "machine": re.search(r"Machine:\s+(.+)", header)[1].strip(),
@@ -128,7 +132,7 @@ def test_the_native_cross_compiler_makes_the_same_abi_as_the_image_s_own(image, 
         assert "compiling with the native" not in emulated_log
         assert re.search(r"\$ /opt/wheelwright/cross/bin/arm-linux-gnueabihf-gcc|arm-linux-gnueabihf-gcc ",
                          native_log)
-        ours, theirs = abi_of(native / "yamlext.so"), abi_of(emulated / "yamlext.so")
+        ours, theirs = abi_of(image, native / "yamlext.so"), abi_of(image, emulated / "yamlext.so")
         assert ours == theirs
         assert ours["class"] == "ELF32" and ours["machine"] == "ARM"
         assert "hard-float ABI" in ours["flags"] and "Version5 EABI" in ours["flags"]
