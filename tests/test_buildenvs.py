@@ -268,3 +268,21 @@ def test_environments_unused_for_a_month_are_pruned_and_the_rest_kept(tmp_path):
     assert buildenvs.prune(tmp_path) == ["old"]
     assert sorted(p.name for p in (tmp_path / "envs").iterdir()) == ["fresh"]
     (tmp_path / "envs" / "fresh" / "venv").chmod(0o755)
+
+
+def test_uv_s_resolution_is_read_into_pins_with_every_hash_it_allows():
+    compiled = ("setuptools==80.9.0 \\\n    --hash=sha256:" + "a" * 64 + " \\\n    --hash=sha256:" + "b" * 64 +
+                "\nWheel==0.45.1 \\\n    --hash=sha256:" + "c" * 64 + "\n")
+    assert buildenvs.pins_from_compiled(compiled) == (
+        buildenvs.Pin("setuptools", "80.9.0", ("a" * 64, "b" * 64)), buildenvs.Pin("wheel", "0.45.1", ("c" * 64,)))
+    for bad in ("setuptools==80.9.0\n", "-e ./local\n", "setuptools==80.9.0 --hash=sha256:xyz\n"):
+        with pytest.raises(buildenvs.PrepareFailed):
+            buildenvs.pins_from_compiled(bad)
+
+
+def test_an_index_address_that_could_break_out_of_the_installer_s_command_is_refused(tmp_path):
+    maker = buildenvs.Maker(store=tmp_path, system=buildenvs.System(Path("/"), "/usr/bin/python3.11"),
+                            index_url="http://127.0.0.1:1/simple/' ; touch /tmp/x ; '", extra_index_urls=(),
+                            allow=(), identity=None, scratch=tmp_path, output=lambda b: None)
+    with pytest.raises(buildenvs.PrepareFailed, match="cannot be given to an installer"):
+        maker.prepare(("setuptools",))
