@@ -154,8 +154,12 @@ def find_toolchain(recipe: ToolchainRecipe, store: Path) -> Toolchain | None:
     _, loader_inside, multiarch = HOSTS[platform.machine()] if platform.machine() in HOSTS else (None, None, None)
     if loader_inside is None:
         return None
-    return Toolchain(folder / "root", folder / "root" / "lib" / multiarch / Path(loader_inside).name,
-                     loader_inside, recipe)
+    # bookworm's libc6 ships it under /lib, trixie's (merged /usr) under /usr/lib
+    for where in ("lib", "usr/lib"):
+        loader = folder / "root" / where / multiarch / Path(loader_inside).name
+        if loader.is_file():
+            return Toolchain(folder / "root", loader, loader_inside, recipe)
+    return None
 
 
 def toolchain_for(distro: str, arch: str, image_store: Path, *, mirror: str | None = None,
