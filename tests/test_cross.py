@@ -1,7 +1,7 @@
 """The native cross compiler inside an emulated image: same wheels, compiled at native speed.
 
-A C extension linking a Debian library (libyaml) is built by the worker's builder in the armhf test
-image twice: with the image's own compiler under qemu (``WHEELWRIGHT_CROSS=off``) and with the native
+A C extension linking a Debian library (libyaml) is built by the worker's builder in each Pi test
+image (bookworm armhf, trixie arm64) twice: with the image's own compiler under qemu (``WHEELWRIGHT_CROSS=off``) and with the native
 cross compiler of :mod:`wheelwright.builds.cross`. The two shared objects must be the same ABI —
 machine, EABI and float ABI flags, the ARM attributes (architecture, FPU, hard-float calling
 convention), the glibc symbol versions they need and the libraries they link — and both must import
@@ -43,6 +43,10 @@ YAMLEXT_C = """
 """
 
 
+TARGETS = {"cp311-armv7l": ("bookworm", "armhf", "arm-linux-gnueabihf", "cp311"),
+           "cp313-aarch64": ("trixie", "arm64", "aarch64-linux-gnu", "cp313")}
+
+
 @pytest.fixture(scope="module")
 def image():
     return built_image("cp311-armv7l")
@@ -71,18 +75,19 @@ def home():
     shutil.rmtree(path)
 
 
-def build_in(image, index, home, package, *, native: bool, build_id: int, monkeypatch):
+def build_in(image, index, home, package, *, native: bool, build_id: int, monkeypatch,
+             target: str = "cp311-armv7l"):
     monkeypatch.setenv("WHEELWRIGHT_HOME", str(home))
     monkeypatch.setenv("WHEELWRIGHT_CROSS", "on" if native else "off")
     work = open_folder("wheelwright-cross-work-")
-    request = {"build_id": build_id, "package": package, "version": "1.0", "target": "cp311-armv7l",
-               "abi": "cp311"}
+    abi = TARGETS[target][3]
+    request = {"build_id": build_id, "package": package, "version": "1.0", "target": target, "abi": abi}
     outcome = build(request, index_url=index, workdir_root=work, root=image.root, timeout=1800,
                     extra_index_url="")
     log = gzip.decompress((outcome.files_dir / outcome.log.filename).read_bytes()).decode()
     assert outcome.status == "success", log[-4000:]
     [wheel] = outcome.wheels
-    assert wheel.filename == f"{package}-1.0-cp311-cp311-linux_armv7l.whl"
+    assert wheel.filename == f"{package}-1.0-{abi}-{abi}-linux_{target.split('-')[1]}.whl"
     with zipfile.ZipFile(outcome.files_dir / wheel.filename) as zf:
         [so] = [n for n in zf.namelist() if n.endswith(".so")]
         (work / "yamlext.so").write_bytes(zf.read(so))
@@ -90,12 +95,19 @@ def build_in(image, index, home, package, *, native: bool, build_id: int, monkey
     return work, log
 
 
+def in_tree(toolchain, program: str, *args, env=None) -> str:
+    """A program of the toolchain's tree run here natively, by the tree's own loader and libraries
+    (its distro's glibc may be newer than this worker's)."""
+    tree = toolchain.root
+    libs = f"{tree}/lib/x86_64-linux-gnu:{tree}/usr/lib/x86_64-linux-gnu"
+    return subprocess.run([str(toolchain.loader), "--library-path", libs, str(tree / "usr/bin" / program), *args],
+                          capture_output=True, text=True, check=True, env=env or {}).stdout
+
+
 def readelf(image, *args) -> str:
-    """binutils' readelf for ARM objects: the toolchain tree's own, run here natively."""
-    tree = cross.toolchain_for("bookworm", "armhf", image.root.parent.parent).root
-    return subprocess.run([str(tree / "usr/bin/arm-linux-gnueabihf-readelf"), "--wide", *args],
-                          capture_output=True, text=True, check=True,
-                          env={"LD_LIBRARY_PATH": f"{tree}/usr/lib/x86_64-linux-gnu"}).stdout
+    """binutils' readelf for ARM objects: the toolchain tree's own."""
+    toolchain = cross.toolchain_for(image.recipe.distro, image.recipe.arch, image.root.parent.parent)
+    return in_tree(toolchain, f"{cross.TRIPLETS[image.recipe.arch]}-readelf", "--wide", *args)
 
 
 def abi_of(image, so: Path) -> dict:
@@ -122,26 +134,31 @@ def imports_on_the_emulated_pi(image, work: Path) -> str:
     return result.stdout.strip()
 
 
-def test_the_native_cross_compiler_makes_the_same_abi_as_the_image_s_own(image, index, home, monkeypatch):
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_native_cross_compiler_makes_the_same_abi_as_the_image_s_own(target, index, home, monkeypatch):
+    image = built_image(target)
+    triplet = TARGETS[target][2]
     emulated, emulated_log = build_in(image, index, home, "yamlext", native=False, build_id=301,
-                                      monkeypatch=monkeypatch)
+                                      monkeypatch=monkeypatch, target=target)
     native, native_log = build_in(image, index, home, "yamlext", native=True, build_id=302,
-                                  monkeypatch=monkeypatch)
+                                  monkeypatch=monkeypatch, target=target)
     try:
-        assert "compiling with the native arm-linux-gnueabihf compiler" in native_log
+        assert f"compiling with the native {triplet} compiler" in native_log
         assert "compiling with the native" not in emulated_log
-        assert re.search(r"\$ /opt/wheelwright/cross/bin/arm-linux-gnueabihf-gcc|arm-linux-gnueabihf-gcc ",
-                         native_log)
+        assert f"{triplet}-gcc " in native_log, "setuptools calls the compiler its sysconfig names"
         ours, theirs = abi_of(image, native / "yamlext.so"), abi_of(image, emulated / "yamlext.so")
         assert ours == theirs
-        assert ours["class"] == "ELF32" and ours["machine"] == "ARM"
-        assert "hard-float ABI" in ours["flags"] and "Version5 EABI" in ours["flags"]
-        assert "Tag_ABI_VFP_args: VFP registers" in ours["attributes"]
-        assert "Tag_CPU_arch: v7" in ours["attributes"]
+        if target == "cp311-armv7l":
+            assert ours["class"] == "ELF32" and ours["machine"] == "ARM"
+            assert "hard-float ABI" in ours["flags"] and "Version5 EABI" in ours["flags"]
+            assert "Tag_ABI_VFP_args: VFP registers" in ours["attributes"]
+            assert "Tag_CPU_arch: v7" in ours["attributes"]
+        else:
+            assert ours["class"] == "ELF64" and ours["machine"] == "AArch64"
         assert ours["needed"] == ["libyaml-0.so.2"]
         for work in (native, emulated):
             machine, version = imports_on_the_emulated_pi(image, work).split()
-            assert machine == "armv7l" and version.startswith("0.2.")
+            assert machine == target.split("-")[1] and version.startswith("0.2.")
     finally:
         shutil.rmtree(native)
         shutil.rmtree(emulated)
@@ -149,11 +166,8 @@ def test_the_native_cross_compiler_makes_the_same_abi_as_the_image_s_own(image, 
 
 def ccache_stats(cache: Path, image) -> dict[str, int]:
     toolchain = cross.toolchain_for("bookworm", "armhf", image.root.parent.parent)
-    tree = toolchain.root
-    result = subprocess.run([str(tree / "usr/bin/ccache"), "--print-stats"], capture_output=True, text=True,
-                            env={"CCACHE_DIR": str(cache), "PATH": "/usr/bin:/bin",
-                                 "LD_LIBRARY_PATH": f"{tree}/usr/lib/x86_64-linux-gnu"}, check=True)
-    return {k: int(v) for k, v in (line.split("\t") for line in result.stdout.splitlines()) if v.isdigit()}
+    stdout = in_tree(toolchain, "ccache", "--print-stats", env={"CCACHE_DIR": str(cache), "PATH": "/usr/bin:/bin"})
+    return {k: int(v) for k, v in (line.split("\t") for line in stdout.splitlines()) if v.isdigit()}
 
 
 def test_a_rebuild_compiles_from_the_package_s_own_cache_which_no_other_package_sees(
