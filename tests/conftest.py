@@ -27,6 +27,13 @@ from support.catalog import database_dsn
 
 _counter = itertools.count()
 
+# Prepared build environments (wheelwright.builds.buildenvs) live beside the test images and are kept
+# across runs like them: the same pinned wheels make the same environment, so a run reuses what the
+# last one made. Every test run shares them; they are made under a lock.
+if "WHEELWRIGHT_BUILDENVS" not in os.environ:
+    from support.images import image_store
+    os.environ["WHEELWRIGHT_BUILDENVS"] = str(image_store().with_name(image_store().name + "-buildenvs"))
+
 # CI gates a submission on one run: there the property tests replay the same examples every time
 # (still hundreds of them); elsewhere each run explores new ones.
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)

@@ -116,14 +116,29 @@ def test_the_outcome_lists_every_file_to_send_and_survives_a_round_trip(built):
     assert again.files() == outcome.files() and again.wheels == outcome.wheels
 
 
-def test_the_build_log_holds_the_command_and_pip_output(built):
+def test_the_build_log_holds_the_command_the_environment_and_the_backend_s_output(built):
     text = log_text(built["cext"])
-    assert "pip wheel cext==1.0 --no-deps --no-binary cext --isolated" in text
-    assert "Successfully built cext" in text
+    assert "$ /opt/wheelwright/buildenv/bin/python /opt/wheelwright/frontend/frontend.py /build/job.json" in text
+    assert "read-only at /opt/wheelwright/buildenv: setuptools==80.9.0, wheel==0.45.1" in text
+    assert "Getting requirements to build wheel" in text and "running build_ext" in text
+    assert "Successfully built cext-1.0-cp311-cp311-linux_x86_64.whl" in text
     assert text.rstrip().endswith("[wheelwright: success]")
     assert "in a bubblewrap sandbox, as uid 65534 inside" in text
     if os.geteuid() == 0:
         assert "and nobody outside" in text
+
+
+def test_without_prepared_environments_pip_builds_in_its_own_isolated_environment(index, workdir_root):
+    outcome = run(index, workdir_root, "cext", build_id=13, buildenvs_store=False)
+    try:
+        assert outcome.status == "success", log_text(outcome)
+        text = log_text(outcome)
+        assert "pip wheel cext==1.0 --no-deps --no-binary cext --isolated" in text
+        assert "Installing build dependencies: finished with status 'done'" in text
+        assert "Successfully built cext" in text
+        assert outcome.phases["environment"] > 0, "pip's own environment is timed from its log"
+    finally:
+        outcome.cleanup()
 
 
 def test_the_build_leaves_no_sandbox_behind(built, workdir_root):

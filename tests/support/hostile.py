@@ -408,3 +408,29 @@ def planter(folder: Path, kind: str, make_wheel) -> Path:
                 f.write(data)
         """, py_modules="[]"),
     })
+
+
+def poisoner(folder: Path, *, name: str = "poisoner") -> Path:
+    """Tries to poison the prepared build environment it was given (and the frontend that builds it)
+    for the builds after it: rewrites setuptools, plants a ``.pth`` that would run in every later
+    build, changes modes, removes files."""
+    return _sdist(folder, name, """
+        import glob, os, sys, sysconfig
+        found = {"prefix": sys.prefix}
+        site = sysconfig.get_paths()["purelib"]
+        attempts = {
+            "rewrite setuptools": lambda: open(os.path.join(site, "setuptools", "__init__.py"), "a").write("\\nraise SystemExit('poisoned')\\n"),
+            "plant a .pth": lambda: open(os.path.join(site, "zzz-poison.pth"), "w").write("import os; os._exit(9)\\n"),
+            "chmod setuptools": lambda: os.chmod(os.path.join(site, "setuptools"), 0o777),
+            "remove a file": lambda: os.unlink(glob.glob(os.path.join(site, "setuptools", "*.py"))[0]),
+            "rewrite the frontend": lambda: open("/opt/wheelwright/frontend/frontend.py", "a").write("\\nimport os; os._exit(9)\\n"),
+            "rename the environment": lambda: os.rename(sys.prefix + "/bin", sys.prefix + "/bin2"),
+        }
+        for what, attempt in attempts.items():
+            try:
+                attempt()
+                found[what] = "DONE"
+            except OSError as exc:
+                found[what] = "refused: " + exc.__class__.__name__
+        report(found)
+    """, py_modules="['found']")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import platform
 import re
 import resource
 import shutil
@@ -54,9 +55,10 @@ from packaging.version import InvalidVersion, Version
 from wheelwright.errors import ConfigError, WheelwrightError
 from wheelwright.builds import sandbox
 from wheelwright.builds.cleanup import remove_tree
-from wheelwright.builds.workspace import DiskQuota, open_workspace
+from wheelwright.builds.workspace import DiskQuota, Workspace, open_workspace
 from wheelwright.builds.analysis import (FileInfo, WheelInfo, WheelRefused, analyse_wheel, check_members,
-                                         check_plain_filename, safe_member_path, sha256_of)
+                                         check_plain_filename,
+                                         safe_member_path, sha256_of)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,10 @@ class BuildOutcome:
     wheels: list[WheelInfo] = field(default_factory=list)
     files_dir: Path | None = None
     transient: bool = False
+    # seconds per phase: fetch (the sdist), environment (build requirements: prepared, or pip
+    # installing them), build (the backend: requirements asked, wheel built), analysis; with a
+    # prepared environment, build's parts as the frontend timed them: requirements and wheel
+    phases: dict[str, float] = field(default_factory=dict)
 
     def files(self) -> list[FileInfo]:
         """Every file the index host must receive: wheels, their ``.metadata``, the log."""
@@ -123,6 +129,7 @@ class BuildOutcome:
             "builder": self.builder, "duration": self.duration,
             "log": None if self.log is None else vars(self.log).copy(),
             "wheels": [w.to_dict() for w in self.wheels],
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
         }
 
     @classmethod
@@ -133,7 +140,9 @@ class BuildOutcome:
             builder=d.get("builder") or "", duration=float(d.get("duration") or 0),
             log=FileInfo(**d["log"]) if d.get("log") else None,
             wheels=[WheelInfo.from_dict(w) for w in d.get("wheels", [])],
-            transient=d.get("transient") is True)
+            transient=d.get("transient") is True,
+            phases={k: float(v) for k, v in (d.get("phases") or {}).items()
+                    if isinstance(k, str) and isinstance(v, (int, float))})
 
     def cleanup(self) -> None:
         if self.files_dir is not None:
@@ -256,6 +265,9 @@ def check_reachable(path: Path, uid: int, gid: int) -> None:
 # Nothing the sdist does can come before them, so their absence proves none of its code ran.
 _CODE_STARTS = (b"Getting requirements to build wheel", b"Preparing metadata", b"Running setup.py",
                 b"setup.py egg_info", b"Building wheel for ")
+# pip's own phases (it prints them as it goes when its output is not a terminal)
+_PHASE_MARKS = (b"Installing build dependencies: started", b"Installing build dependencies: finished",
+                b"Installing backend dependencies: started", b"Installing backend dependencies: finished")
 _NETWORK_TROUBLE = re.compile(
     rb"ProxyError|Max retries exceeded|NewConnectionError|ConnectionError|Connection refused|"
     rb"Read timed out|ReadTimeoutError|ConnectTimeout|Connection broken|IncompleteRead|"
@@ -292,8 +304,8 @@ def transient_reason(tail: bytes, package: str, code_ran: bool,
 
 def failure_reason(status: int | None, tail: bytes, *, memory_limit: int, process_limit: int,
                    out_of_memory: bool = False, hit_process_limit: bool = False,
-                   per_process: bool = False) -> str:
-    """The one-line reason of a build that ran and failed."""
+                   per_process: bool = False, what: str = "pip wheel") -> str:
+    """The one-line reason of a build that ran and failed (``what`` ran: pip, or our frontend)."""
     if m := _PIP_INCONSISTENT.search(tail):
         # pip's own GSAS_II_WONDER check: the build's metadata names another package or version
         what, expected, got = (part.decode("utf-8", "replace") for part in m.groups())
@@ -309,10 +321,10 @@ def failure_reason(status: int | None, tail: bytes, *, memory_limit: int, proces
         return f"ran out of memory (limit {limit})"
     if status is not None and status < 0:
         try:
-            return f"pip wheel was killed by {signal.Signals(-status).name}"
+            return f"{what} was killed by {signal.Signals(-status).name}"
         except ValueError:
-            return f"pip wheel was killed by signal {-status}"
-    return f"pip wheel exited with status {status}"
+            return f"{what} was killed by signal {-status}"
+    return f"{what} exited with status {status}"
 
 
 def check_archive(path: Path) -> None:
@@ -376,6 +388,7 @@ class CappedLog:
         self.kept = self.dropped = 0
         self.tail = b""  # the last few KiB, to tell why a build failed
         self.code_ran = False
+        self.seen: dict[bytes, float] = {}  # when each of _PHASE_MARKS was first printed
         self._carry = b""  # a chunk's last byte when it may start a two-byte C1 control
         self._file = gzip.open(path, "wb")
 
@@ -388,15 +401,28 @@ class CappedLog:
         self._keep(visible_controls(chunk[:len(chunk) - len(self._carry)]))
 
     def _keep(self, chunk: bytes) -> None:
+        window = self.tail[-200:] + chunk
         if not self.code_ran:
-            window = self.tail[-200:] + chunk
             self.code_ran = any(marker in window for marker in _CODE_STARTS)
+        for mark in _PHASE_MARKS:
+            if mark not in self.seen and mark in window:
+                self.seen[mark] = time.monotonic()
         room = self.cap - self.kept
         if room > 0:
             self._file.write(chunk[:room])
             self.kept += min(room, len(chunk))
         self.dropped += max(0, len(chunk) - max(room, 0))
         self.tail = (self.tail + chunk)[-8192:]
+
+    def pip_environment_seconds(self) -> float:
+        """How long pip spent installing build requirements into its isolated environment."""
+        total = 0.0
+        for what in (b"build", b"backend"):
+            began = self.seen.get(b"Installing %s dependencies: started" % what)
+            ended = self.seen.get(b"Installing %s dependencies: finished" % what)
+            if began is not None and ended is not None:
+                total += ended - began
+        return total
 
     def close(self) -> None:
         if self._file.closed:
@@ -415,7 +441,8 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
           run_as: str = DEFAULT_BUILD_USER, python: str | None = None,
           root: str | os.PathLike | None = None, process_limit: int = DEFAULT_PROCESS_LIMIT,
           allow: tuple[str, ...] = (), unsafe_no_sandbox: bool | None = None,
-          extra_index_url: str | None = None, disk: DiskQuota | None = None) -> BuildOutcome:
+          extra_index_url: str | None = None, disk: DiskQuota | None = None,
+          buildenvs_store: str | os.PathLike | None | bool = None) -> BuildOutcome:
     """Build ``request`` (a :class:`~wheelwright.builds.queue.BuildRequest`) and describe the result.
 
     ``root`` is the file system the build sees (``/`` or a target image's root); by default the
@@ -423,9 +450,13 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
     first use, or ``/``). ``extra_index_url`` is our own published index, where build dependencies
     are found too (default: ``WHEELWRIGHT_INDEX_URL``); ``allow`` more ``host:port`` the build may
     reach over HTTPS (or ``http://host:port`` over plain HTTP) besides the indexes (and those of
-    ``WHEELWRIGHT_BUILD_ALLOW``, comma-separated: a mirror's file host). ``unsafe_no_sandbox`` defaults to the
-    ``WHEELWRIGHT_UNSAFE_NO_SANDBOX`` setting; ``disk``, what the build may write, to
+    ``WHEELWRIGHT_BUILD_ALLOW``, comma-separated: a mirror's file host). ``unsafe_no_sandbox`` defaults
+    to the ``WHEELWRIGHT_UNSAFE_NO_SANDBOX`` setting; ``disk``, what the build may write, to
     ``WHEELWRIGHT_BUILD_DISK`` and ``WHEELWRIGHT_BUILD_FILES`` (:mod:`wheelwright.builds.workspace`).
+    ``buildenvs_store`` is where prepared build
+    environments are kept (:mod:`wheelwright.builds.buildenvs`; default ``WHEELWRIGHT_BUILDENVS``,
+    else ``$WHEELWRIGHT_HOME/buildenvs``); ``False`` (or ``WHEELWRIGHT_BUILDENVS=off``) builds every
+    sdist with pip's own isolated build environment.
 
     A build that fails, or is refused, is an outcome, not an exception; exceptions mean the worker
     itself is unfit (no sandbox, no interpreter, no build user, unusable work folder) and the build
@@ -437,9 +468,13 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
         from wheelwright.builds.images import root_for_target
         root = root_for_target(str(request.get("target") or ""))
     root = Path(root)
-    if extra_index_url is None:
+    settings = None
+    if extra_index_url is None or buildenvs_store is None or root != Path("/"):
         from wheelwright.config import Settings
-        extra_index_url = Settings.from_env().index_url
+        settings = Settings.from_env()
+    if extra_index_url is None:
+        extra_index_url = settings.index_url
+    store = _buildenvs_store(buildenvs_store, settings)
     extra = (extra_index_url,) if extra_index_url and extra_index_url != index_url else ()
     unsafe = sandbox.unsafe_opt_out() if unsafe_no_sandbox is None else unsafe_no_sandbox
     disk = DiskQuota.from_env() if disk is None else disk
@@ -451,6 +486,7 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
     results = Path(tempfile.mkdtemp(prefix=f"result-{request.get('build_id')}-", dir=workdir_root))
     log_path = results / f"{request.get('build_id')}.txt.gz"
     log_file = CappedLog(log_path, log_cap)
+    phases: dict[str, float] = {}
 
     def outcome(status, reason=None, wheels=(), transient=False):
         reason = one_line(reason) if reason is not None else None
@@ -463,7 +499,7 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
             version=request.get("version"), target=request.get("target"), abi=request.get("abi"),
             status=status, reason=reason, builder=host, duration=round(time.monotonic() - started, 3),
             log=FileInfo(log_path.name, sha256, size), wheels=list(wheels), files_dir=results,
-            transient=transient)
+            transient=transient, phases={k: round(v, 3) for k, v in phases.items()})
 
     try:
         try:
@@ -487,12 +523,25 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
                    host=host, root=root, unsafe=unsafe, extra_index_urls=extra, disk=disk,
                    allow=tuple(allow) + extra + tuple(part.strip() for part in
                                                       os.environ.get("WHEELWRIGHT_BUILD_ALLOW", "").split(",")
-                                                      if part.strip()))
+                                                      if part.strip()),
+                   buildenvs_store=None if unsafe else store, phases=phases, started=started,
+                   home=settings.home if settings is not None else None)
         return _build(job, outcome)
     except BaseException:
         log_file.close()
         remove_tree(results)
         raise
+
+
+def _buildenvs_store(given, settings) -> Path | None:
+    if given is False:
+        return None
+    if given is not None and given is not True:
+        return Path(given)
+    if os.environ.get("WHEELWRIGHT_BUILDENVS", "").strip().lower() in ("off", "0", "no", "false"):
+        return None
+    from wheelwright.builds.buildenvs import default_store
+    return default_store(settings)
 
 
 @dataclass
@@ -517,81 +566,294 @@ class _Job:
     unsafe: bool
     extra_index_urls: tuple[str, ...] = ()
     disk: DiskQuota = field(default_factory=DiskQuota)
+    buildenvs_store: Path | None = None
+    phases: dict = field(default_factory=dict)
+    started: float = 0.0
+    home: Path | None = None              # WHEELWRIGHT_HOME: the packages' compiler caches live there
+
+    def time_left(self) -> float:
+        return max(1.0, self.timeout - (time.monotonic() - self.started))
+
+    def work_folder(self) -> tuple[Workspace, Path, str]:
+        """A fresh work folder for the build user, held to the build's disk quota (close it when
+        done), and the path the build sees it at."""
+        space = open_workspace(self.workdir_root, f"build-{self.build_id}", self.disk,
+                               owner=self.user[1:] if self.user else None)
+        work = space.path
+        for sub in ("home", "tmp", "wheels"):
+            (work / sub).mkdir()
+        if self.user is not None:
+            for folder in (work / "home", work / "tmp", work / "wheels"):
+                os.chown(folder, self.user[1], self.user[2])
+        self.log_file.note(f"[wheelwright: /build is {space.how}]\n")
+        return space, work, (sandbox.WORK if not self.unsafe else str(work))
+
+    def headline(self, argv: list[str]) -> str:
+        who = self.user[0] if self.user else "the worker user"
+        where = (f"without a sandbox ({sandbox.UNSAFE_SETTING}), as {who}" if self.unsafe else
+                 f"in a bubblewrap sandbox, as uid {sandbox.INSIDE_UID} inside and {who} outside")
+        return (f"[wheelwright: build {self.build_id} of {self.package}=={self.version} for "
+                f"{self.request.get('target')} on {self.host}, {where}]\n"
+                + (f"[wheelwright: pinned to the sdist with sha256 {self.sdist_sha256}]\n"
+                   if self.sdist_sha256 else "")
+                + f"$ {' '.join(argv)}\n\n")
+
+
+def _toolchain(job: _Job):
+    """The native cross toolchain of the job's image (:mod:`wheelwright.builds.cross`), built on first
+    use; None for a build whose compiler runs natively anyway, or when ``WHEELWRIGHT_CROSS=off``."""
+    from wheelwright.builds import cross, images
+    if job.unsafe or _switched_off("WHEELWRIGHT_CROSS") or job.root == Path("/"):
+        return None
+    image = images.read_image(job.root.parent)
+    if image is None:
+        return None
+    began = time.monotonic()
+    try:
+        return cross.toolchain_for(image.recipe.distro, image.recipe.arch, job.root.parent.parent,
+                                   progress=lambda line: log.info("%s", line))
+    except (WheelwrightError, OSError) as exc:
+        job.log_file.note(f"[wheelwright: no native cross compiler ({exc}); the image's own compiles]\n")
+        return None
+    finally:
+        job.phases["environment"] = job.phases.get("environment", 0.0) + time.monotonic() - began
+
+
+def _native_tools(job: _Job, toolchain) -> tuple[tuple[sandbox.Bind, ...], dict[str, str]]:
+    """Binds and environment that give an emulated build its image's native cross compiler and its
+    package's compiler cache; nothing without a toolchain."""
+    from wheelwright.builds import cross
+    if toolchain is None:
+        return (), {}
+    binds = [sandbox.Bind(toolchain.root, cross.MOUNT), sandbox.Bind(toolchain.loader, toolchain.loader_inside)]
+    env = {"PATH": toolchain.bin}
+    note = f"the native {toolchain.recipe.triplet} compiler of {toolchain.recipe.folder_name}"
+    if job.home is not None and not _switched_off("WHEELWRIGHT_CCACHE"):
+        try:
+            cache = cross.ccache_folder(job.home, job.root.parent.name, job.package, job.user)
+            if job.user is not None:
+                check_reachable(cache, job.user[1], job.user[2])
+            binds.append(sandbox.Bind(cache, cross.CCACHE_MOUNT, writable=True))
+            env.update(cross.ccache_environment())
+            note += f", through {job.package}'s own compiler cache"
+        except (ConfigError, OSError) as exc:
+            note += f" (no compiler cache: {exc})"
+    job.log_file.note(f"[wheelwright: compiling with {note}]\n")
+    return tuple(binds), env
+
+
+def _installer(job: _Job, toolchain):
+    """uv to make prepared environments with, natively: the worker's own binary, with the worker's
+    libraries from the cross toolchain's tree when the image is of another architecture. None (the
+    image's pip makes them) when there is no uv, or no way to run it there, or ``WHEELWRIGHT_UV=off``."""
+    from wheelwright.builds import buildenvs, cross, images
+    binary = None if _switched_off("WHEELWRIGHT_UV") else buildenvs.worker_uv()
+    if binary is None:
+        return None
+    if job.root == Path("/"):
+        return buildenvs.Installer(binary)
+    image = images.read_image(job.root.parent)
+    if image is None:
+        return None
+    if not images.needs_emulation(image.recipe.arch):
+        return buildenvs.Installer(binary)
+    if toolchain is None:
+        return None
+    multiarch = cross.HOSTS[platform.machine()][2]
+    return buildenvs.Installer(
+        binary, binds=(sandbox.Bind(toolchain.root, cross.MOUNT),
+                       sandbox.Bind(toolchain.loader, toolchain.loader_inside)),
+        library_path=f"{cross.MOUNT}/lib/{multiarch}:{cross.MOUNT}/usr/lib/{multiarch}")
+
+
+def _switched_off(setting: str) -> bool:
+    return os.environ.get(setting, "").strip().lower() in ("off", "0", "no", "false")
+
+
+def _with_tools(env: dict[str, str], tools_env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the native tools' folder first on its PATH and their settings."""
+    merged = {**env, **{k: v for k, v in tools_env.items() if k != "PATH"}}
+    if "PATH" in tools_env:
+        merged["PATH"] = f"{tools_env['PATH']}:{env['PATH']}"
+    return merged
 
 
 def _build(job: _Job, outcome) -> BuildOutcome:
-    space = open_workspace(job.workdir_root, f"build-{job.build_id}", job.disk,
-                           owner=job.user[1:] if job.user else None)
-    work = space.path
+    """The release built with a prepared environment when its requirements allow, else with pip's
+    isolated build (and always so without a sandbox)."""
+    if job.buildenvs_store is not None:
+        done = _build_prepared(job, outcome)
+        if done is not None:
+            return done
+    return _build_isolated(job, outcome)
+
+
+def _build_prepared(job: _Job, outcome) -> BuildOutcome | None:
+    """Fetch the sdist, mount the prepared environment of its build requirements and build it with our
+    frontend. None when it must go pip's way (unreadable pyproject, requirements without wheels)."""
+    from wheelwright.builds import buildenvs, frontend, sdists
+    store = job.buildenvs_store
+    space, work, seen_as = job.work_folder()
     try:
-        for sub in ("home", "tmp", "wheels"):
-            (work / sub).mkdir()
-        seen_as = sandbox.WORK if not job.unsafe else str(work)  # the work folder as the build sees it
+        (work / "sdist").mkdir()
+        began = time.monotonic()
+        try:
+            sdist = sdists.fetch_sdist(job.index_url, job.package, job.version, job.sdist_sha256,
+                                       work / "sdist", sandbox.allowed_destinations(job.index_url, job.allow))
+        except sdists.FetchFailed as exc:
+            job.log_file.note(job.headline([f"(fetching the sdist of {job.package}=={job.version} from "
+                                            f"{job.index_url})"]))
+            return outcome("failure", exc.reason, transient=exc.transient)
+        job.phases["fetch"] = time.monotonic() - began
+        build_system = sdists.build_system_of(sdist)
+        if build_system is None:
+            job.log_file.note("[wheelwright: the sdist's build system cannot be read here; pip's isolated "
+                              "build decides]\n")
+            return None
+        system = buildenvs.System(job.root, job.python)
+        toolchain = _toolchain(job)
+        maker = buildenvs.Maker(store=store, system=system, index_url=job.index_url,
+                                extra_index_urls=job.extra_index_urls, allow=job.allow, identity=job.user,
+                                scratch=job.workdir_root, output=job.log_file.write,
+                                installer=_installer(job, toolchain))
+        requirements = set(build_system.requires) | set(buildenvs.hints(store, system, job.package))
+        tool_binds, tools_env = _native_tools(job, toolchain)
+        for _ in range(3):
+            began = time.monotonic()
+            try:
+                if job.user is not None:
+                    store.mkdir(parents=True, exist_ok=True)
+                    check_reachable(store, job.user[1], job.user[2])
+                tools = frontend.frontend_folder(store)
+                env = maker.prepare(tuple(requirements))
+            except (buildenvs.PrepareFailed, ConfigError, OSError) as exc:
+                job.log_file.note(f"[wheelwright: no prepared build environment: {exc}; pip's isolated "
+                                  "build instead]\n")
+                return None
+            job.phases["environment"] = job.phases.get("environment", 0.0) + time.monotonic() - began
+            for leftover in ("src", "wheels", frontend.REPORT):
+                path = work / leftover
+                remove_tree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            (work / "wheels").mkdir()
+            (work / "job.json").write_text(frontend.job_file(
+                package=job.package, sdist=f"{seen_as}/sdist/{sdist.name}", backend=build_system.backend,
+                backend_path=build_system.backend_path, work=seen_as))
+            if job.user is not None:
+                for path in (work / "wheels", work / "job.json", work / "sdist", sdist):
+                    os.chown(path, job.user[1], job.user[2])
+            argv = [env.python, f"{frontend.MOUNT}/{frontend.SCRIPT}", f"{seen_as}/job.json"]
+            job.log_file.note(job.headline(argv) +
+                              f"[wheelwright: prepared build environment {env.env_id}, read-only at "
+                              f"{buildenvs.MOUNT}: {env.describe()}]\n")
+            env_vars = _with_tools(clean_environment(seen_as, job.user[0] if job.user else None), tools_env)
+            env_vars["PATH"] = f"{buildenvs.MOUNT}/bin:{env_vars['PATH']}"
+            began = time.monotonic()
+            ran = sandbox.run(argv, root=job.root, work=work, env=env_vars, index_url=job.index_url,
+                              timeout=job.time_left(), memory_limit=job.memory_limit,
+                              process_limit=job.process_limit, output=job.log_file.write,
+                              identity=job.user, allow=job.allow,
+                              name=f"build-{job.build_id}-{work.name[-8:]}", python=job.python,
+                              watch=space.watch, tmp=work / "tmp",
+                              binds=(sandbox.Bind(env.venv, buildenvs.MOUNT),
+                                     sandbox.Bind(tools, frontend.MOUNT), *tool_binds))
+            job.phases["build"] = job.phases.get("build", 0.0) + time.monotonic() - began
+            report = frontend.read_report(work)
+            if report.get("times"):
+                job.log_file.note("[wheelwright: frontend seconds: " + ", ".join(
+                    f"{k} {v:.2f}" for k, v in report["times"].items()) + "]\n")
+                # within "build": the backend asked for its requirements, then made the wheel
+                for key, phase in (("requires", "requirements"), ("build", "wheel")):
+                    if key in report["times"]:
+                        job.phases[phase] = job.phases.get(phase, 0.0) + report["times"][key]
+            if ran.status == frontend.UNMET and not ran.timed_out and report.get("unmet"):
+                try:
+                    wanted = buildenvs.checked_requirements(report["unmet"])
+                except buildenvs.PrepareFailed:
+                    return None
+                if set(wanted) <= requirements:
+                    return None
+                buildenvs.remember(store, system, job.package, wanted)
+                requirements |= set(wanted)
+                continue
+            return _finish(job, space, ran, outcome, what="the build")
+        return None
+    finally:
+        space.close()  # however deep and locked-down the build left its tree
+
+
+def _build_isolated(job: _Job, outcome) -> BuildOutcome:
+    """``pip wheel`` with pip's own isolated build environment."""
+    job.log_file.code_ran = False  # a prepared attempt before this one ran the sdist's code, this has not yet
+    space, work, seen_as = job.work_folder()
+    try:
         requirements = None
         if job.sdist_sha256:
             (work / "requirements.txt").write_text(
                 requirements_file(job.package, job.version, job.sdist_sha256))
             requirements = Path(seen_as) / "requirements.txt"
-        if job.user is not None:
-            for folder in (work, work / "home", work / "tmp", work / "wheels"):
-                os.chown(folder, job.user[1], job.user[2])
         argv = pip_wheel_command(job.python, job.package, job.version, job.index_url,
                                  Path(seen_as) / "wheels", requirements=requirements,
                                  proxy=None if job.unsafe else "@PROXY@",
                                  extra_index_urls=job.extra_index_urls)
-        env = clean_environment(seen_as, job.user[0] if job.user else None)
-        who = job.user[0] if job.user else "the worker user"
-        where = (f"without a sandbox ({sandbox.UNSAFE_SETTING}), as {who}" if job.unsafe else
-                 f"in a bubblewrap sandbox, as uid {sandbox.INSIDE_UID} inside and {who} outside")
-        job.log_file.note(f"[wheelwright: build {job.build_id} of {job.package}=={job.version} for "
-                          f"{job.request.get('target')} on {job.host}, {where}]\n"
-                          + (f"[wheelwright: pinned to the sdist with sha256 {job.sdist_sha256}]\n"
-                             if job.sdist_sha256 else "")
-                          + f"[wheelwright: /build is {space.how}]\n"
-                          + f"$ {' '.join(argv)}\n\n")
+        job.log_file.note(job.headline(argv))
+        tool_binds, tools_env = _native_tools(job, _toolchain(job))
+        env = _with_tools(clean_environment(seen_as, job.user[0] if job.user else None), tools_env)
         log.info("building %s==%s (build %d) for %s", job.package, job.version, job.build_id,
                  job.request.get("target"))
+        began = time.monotonic()
         if job.unsafe:
-            ran = _run_unsafe(argv, cwd=work, env=env, user=job.user, timeout=job.timeout,
+            ran = _run_unsafe(argv, cwd=work, env=env, user=job.user, timeout=job.time_left(),
                               memory_limit=job.memory_limit, log=job.log_file, watch=space.watch)
         else:
             ran = sandbox.run(argv, root=job.root, work=work, env=env, index_url=job.index_url,
-                              timeout=job.timeout, memory_limit=job.memory_limit,
+                              timeout=job.time_left(), memory_limit=job.memory_limit,
                               process_limit=job.process_limit, output=job.log_file.write,
                               identity=job.user, allow=job.allow, name=f"build-{job.build_id}-{work.name[-8:]}",
-                              python=job.python, watch=space.watch, tmp=work / "tmp")
-        if ran.timed_out:
-            return outcome("failure", f"timed out after {job.timeout:g} s; the build and everything it "
-                                      "started were killed")
-        if ran.status != 0:
-            if over := ran.stopped or space.explain(job.log_file.tail):
-                return outcome("failure", over)
-            if again := transient_reason(job.log_file.tail, job.package, job.log_file.code_ran,
-                                         ran.proxy_events):
-                return outcome("failure", again, transient=True)
-            return outcome("failure", failure_reason(
-                ran.status, job.log_file.tail, memory_limit=job.memory_limit,
-                process_limit=job.process_limit, out_of_memory=ran.out_of_memory,
-                hit_process_limit=ran.hit_process_limit, per_process="RLIMIT_AS" in ran.limits))
-        try:
-            wheels = _take_out(work / "wheels", job.results)
-            if not wheels:
-                return outcome("failure", "pip wheel succeeded but made no wheel")
-            for path in wheels:
-                check_archive(path)
-            infos = [analyse_wheel(path, job.package, job.version, root=job.root,
-                                   scratch=job.workdir_root) for path in wheels]
-        except WheelRefused as exc:
-            for path in job.results.iterdir():
-                if path != job.log_file.path:
-                    path.unlink()
-            log.warning("build %d of %s==%s: %s", job.build_id, job.package, job.version, exc)
-            return outcome("failure", str(exc))
-        log.info("built %s==%s (build %d): %s", job.package, job.version, job.build_id,
-                 ", ".join(w.filename for w in infos))
-        return outcome("success", None, infos)
+                              python=job.python, watch=space.watch, tmp=work / "tmp", binds=tool_binds)
+        environment = job.log_file.pip_environment_seconds()
+        job.phases["environment"] = job.phases.get("environment", 0.0) + environment
+        job.phases["build"] = job.phases.get("build", 0.0) + time.monotonic() - began - environment
+        return _finish(job, space, ran, outcome, what="pip wheel")
     finally:
         space.close()  # however deep and locked-down the build left its tree
+
+
+def _finish(job: _Job, space: Workspace, ran: sandbox.Ran, outcome, *, what: str) -> BuildOutcome:
+    """What the sandboxed build's end means: a timeout, its disk quota overrun, a failure (transient or
+    final), or wheels taken out, checked and analysed."""
+    work = space.path
+    if ran.timed_out:
+        return outcome("failure", f"timed out after {job.timeout:g} s; the build and everything it "
+                                  "started were killed")
+    if ran.status != 0:
+        if over := ran.stopped or space.explain(job.log_file.tail):
+            return outcome("failure", over)
+        if again := transient_reason(job.log_file.tail, job.package, job.log_file.code_ran,
+                                     ran.proxy_events):
+            return outcome("failure", again, transient=True)
+        return outcome("failure", failure_reason(
+            ran.status, job.log_file.tail, memory_limit=job.memory_limit,
+            process_limit=job.process_limit, out_of_memory=ran.out_of_memory,
+            hit_process_limit=ran.hit_process_limit, per_process="RLIMIT_AS" in ran.limits, what=what))
+    began = time.monotonic()
+    try:
+        wheels = _take_out(work / "wheels", job.results)
+        if not wheels:
+            return outcome("failure", f"{what} succeeded but made no wheel")
+        for path in wheels:
+            check_archive(path)
+        infos = [analyse_wheel(path, job.package, job.version, root=job.root,
+                               scratch=job.workdir_root) for path in wheels]
+    except WheelRefused as exc:
+        for path in job.results.iterdir():
+            if path != job.log_file.path:
+                path.unlink()
+        log.warning("build %d of %s==%s: %s", job.build_id, job.package, job.version, exc)
+        return outcome("failure", str(exc))
+    job.phases["analysis"] = time.monotonic() - began
+    log.info("built %s==%s (build %d): %s", job.package, job.version, job.build_id,
+             ", ".join(w.filename for w in infos))
+    return outcome("success", None, infos)
 
 
 def _run_unsafe(argv, *, cwd: Path, env: dict, user, timeout: float, memory_limit: int,

@@ -87,11 +87,21 @@ def unsafe_opt_out(env=os.environ) -> bool:
     return env.get(UNSAFE_SETTING, "").strip().lower() in ("1", "true", "yes")
 
 
+@dataclass(frozen=True)
+class Bind:
+    """A folder of the worker shown inside the sandbox at ``inside`` (outside the system's folders)."""
+
+    host: Path
+    inside: str
+    writable: bool = False
+
+
 # --- pure: the walls, as bubblewrap arguments -----------------------------------------------------------
 
 def bwrap_arguments(root: Path, work: Path, run_dir: Path, env: dict[str, str], argv: list[str], *,
                     tmp_size: int = TMP_SIZE, info_fd: int | None = None,
-                    bwrap: str | None = None, tmp: Path | None = None) -> list[str]:
+                    bwrap: str | None = None, tmp: Path | None = None,
+                    binds: tuple[Bind, ...] = ()) -> list[str]:
     """The full ``bwrap`` command running ``argv`` inside the walls described in the module docstring.
 
     ``root`` is the file system the build sees read-only (``/`` or an image's root); ``work`` the
@@ -99,7 +109,8 @@ def bwrap_arguments(root: Path, work: Path, run_dir: Path, env: dict[str, str], 
     forwarder (``/run/wheelwright`` inside, read-only). Besides ``/build``, only ``/tmp`` (``tmp``, a
     folder of the work folder, so on the build's disk and in its quota; else a tmpfs of ``tmp_size``)
     and ``/dev/shm`` (a small tmpfs) are writable; ``/`` (and with it ``/etc``) and ``/dev`` are made
-    read-only once set up.
+    read-only once set up. ``binds`` add folders of the worker at paths of their own (a prepared build
+    environment, read-only; a package's compiler cache, writable).
     """
     args = [bwrap or BWRAP, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--disable-userns",
             "--uid", str(INSIDE_UID), "--gid", str(INSIDE_GID), "--hostname", "build", "--clearenv"]
@@ -127,7 +138,10 @@ def bwrap_arguments(root: Path, work: Path, run_dir: Path, env: dict[str, str], 
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm"]
     args += ["--bind", str(tmp), "/tmp"] if tmp is not None else ["--size", str(tmp_size), "--tmpfs", "/tmp"]
     args += ["--dir", "/run", "--ro-bind", str(run_dir), RUN]
-    args += ["--bind", str(work), WORK, "--chdir", WORK]
+    args += ["--bind", str(work), WORK]
+    for bind in binds:
+        args += ["--bind" if bind.writable else "--ro-bind", str(bind.host), bind.inside]
+    args += ["--chdir", WORK]
     args += ["--remount-ro", "/dev", "--remount-ro", "/"]  # bwrap's own tmpfs root, writable until now
     for key, value in sorted(env.items()):
         args += ["--setenv", key, value]
@@ -884,7 +898,7 @@ def _enter(cgroup_procs: list[str], identity, rlimits: dict[int, int]):
 def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_url: str,
         timeout: float, memory_limit: int, process_limit: int, output, identity=None,
         allow: tuple[str, ...] = (), name: str | None = None, python: str = "/usr/bin/python3",
-        watch=None, tmp: Path | None = None) -> Ran:
+        watch=None, tmp: Path | None = None, binds: tuple[Bind, ...] = ()) -> Ran:
     """Run ``argv`` (``@PROXY@`` in it becomes the proxy's address) in the sandbox, output into
     ``output`` (a callable taking bytes), ``work`` bound writable at ``/build``; return how it ended.
     ``watch``, asked often while it runs, stops it when it returns a reason (its disk quota:
@@ -919,7 +933,7 @@ def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_u
                       f"RLIMIT_NPROC {process_limit})")
         inner = [python, f"{RUN}/{INIT_NAME}", *argv]
         info_read, info_write = os.pipe()  # bwrap writes to it once the walls stand
-        command = bwrap_arguments(root, work, run_dir, env, inner, info_fd=info_write, tmp=tmp)
+        command = bwrap_arguments(root, work, run_dir, env, inner, info_fd=info_write, tmp=tmp, binds=binds)
         output(f"[wheelwright: sandbox: bubblewrap, root {root}, no network but "
                f"{', '.join(f'{h}:{p}' for h, p in sorted(proxy.allowed))}; {limits}]\n".encode())
         try:

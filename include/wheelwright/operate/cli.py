@@ -301,11 +301,15 @@ def cmd_image_list(settings: Settings, args) -> int:
 def cmd_image_update(settings: Settings, args) -> int:
     from wheelwright.builds import images
     from wheelwright.builds.targets import load_targets
+    from wheelwright.builds import buildenvs
     done = images.update_images(load_targets(), images.default_store(settings),
                                 max_age_days=args.max_age if args.max_age is not None else images.MAX_AGE_DAYS,
                                 prune=not args.keep, progress=_progress)
+    unused = [] if args.keep else buildenvs.prune(buildenvs.default_store(settings))
     print(f"built {len(done['built'])}: {' '.join(done['built']) or '-'}; "
-          f"removed {len(done['removed'])}: {' '.join(done['removed']) or '-'}")
+          f"removed {len(done['removed'])}: {' '.join(done['removed']) or '-'}"
+          + (f"; build environments unused for {buildenvs.UNUSED_FOR_DAYS} days removed: {len(unused)}"
+             if unused else ""))
     return 0
 
 
