@@ -156,13 +156,32 @@ def test_project_json_golden(project):
             "file_url": "/simple/demo-pkg/demo_pkg-1.0-cp311-cp311-linux_armv7l.whl",
             "filehash": SHA, "filesize": 2048, "builder_abi": "cp311", "target": "cp311",
             "file_abi_tag": "cp311", "platform": "linux_armv7l", "requires_python": ">=3.9,<4",
-            "apt_dependencies": ["libxml2"], "unowned_libraries": []}},
+            "apt_dependencies": ["libxml2"], "unowned_libraries": [], "glibc_floor": None, "tested": None,
+            "test_detail": None}},
         "builds": [{"build_id": 7, "abi": "cp311", "target": "cp311", "status": "success",
                     "builder": "pi-1", "duration": 75.0, "log_url": "/logs/0000/0000/0007.txt.gz",
                     "reason": None}],
     }
     assert data["releases"]["2.0rc1"]["yanked"] is True
     assert data["releases"]["2.0rc1"]["prerelease"] is True
+
+
+def test_the_glibc_floor_the_install_test_and_the_build_settings_are_shown_where_people_look(project):
+    from dataclasses import replace
+    release = project.releases[1]
+    release.files[0] = replace(release.files[0], glibc_floor="2.36",
+                               tested=pages.tested_sentence("imports", "bookworm armhf"))
+    project.build_settings = {"apt_packages": ["libcups2-dev"], "timeout": 21600.0,
+                              "environment": {"NPY_NUM_BUILD_JOBS": "1"}, "changed_by": "ops"}
+    data = json.loads(pages.project_json(project))
+    file = data["releases"]["1.0"]["files"]["demo_pkg-1.0-cp311-cp311-linux_armv7l.whl"]
+    assert (file["glibc_floor"], file["tested"]) == ("2.36", "imports on bookworm armhf")
+    assert data["build_settings"]["apt_packages"] == ["libcups2-dev"]
+    html = pages.project_html(project).decode()
+    assert "glibc ≥ 2.36" in html and "imports on bookworm armhf" in html
+    assert "build settings: apt libcups2-dev; timeout 6h" in html and "NPY_NUM_BUILD_JOBS=1" in html
+    assert pages.tested_sentence("needs-a-pi", "bookworm armhf") == \
+        "built, not importable off a Pi (tested on bookworm armhf)"
 
 
 def test_project_page_shows_what_people_need_and_escapes_pypi_text(project):

@@ -1,6 +1,7 @@
 -- Everything the pages of one package show, one row per package whose change_seq lies in
 -- (%(after)s, %(upto)s]: the package, its aliases, its visible releases (newest first), its builds and
--- its wheels (of every version, so the publisher knows which files the catalog still lists).
+-- its wheels (of every version, so the publisher knows which files the catalog still lists), and the
+-- operator's build settings of the package (builds/build_settings.py), if any.
 -- Nested rows are JSON arrays (positional, to keep the rows small); times are ISO 8601 UTC strings.
 SELECT p.package,
        p.display_name,
@@ -30,9 +31,18 @@ SELECT p.package,
                    to_char(w.uploaded AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
                    (SELECT json_agg(json_build_array(d.tool, d.dependency) ORDER BY d.tool, d.dependency)
                       FROM wheel_dependencies d
-                     WHERE d.filename = w.filename))
+                     WHERE d.filename = w.filename),
+                   w.glibc_floor, w.tested_on, w.test_result, w.test_detail)
                    ORDER BY w.filename)
           FROM wheels w
-         WHERE w.package = p.package) AS wheels
+         WHERE w.package = p.package) AS wheels,
+       (SELECT json_build_object('apt_packages', s.apt_packages,
+                                 'timeout', extract(epoch FROM s.timeout),
+                                 'environment', s.environment,
+                                 'changed_by', s.changed_by,
+                                 'changed_at', to_char(s.changed_at AT TIME ZONE 'UTC',
+                                                       'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+          FROM build_settings s
+         WHERE s.package = p.package) AS build_settings
   FROM packages p
  WHERE p.change_seq > %(after)s AND p.change_seq <= %(upto)s

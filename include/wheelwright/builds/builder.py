@@ -50,9 +50,11 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from wheelwright.errors import ConfigError, WheelwrightError
-from wheelwright.builds import sandbox
+from wheelwright.builds import install_test, sandbox
+from wheelwright.builds.build_settings import BuildSettings, SettingRefused
 from wheelwright.builds.analysis import (FileInfo, WheelInfo, WheelRefused, analyse_wheel, check_plain_filename,
                                          safe_member_path, sha256_of)
+from wheelwright.builds.wheel_abi import retag
 
 log = logging.getLogger(__name__)
 
@@ -395,10 +397,17 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
     """
     started = time.monotonic()
     host = socket.gethostname()
+    try:
+        settings = BuildSettings.from_request(request.get("settings"))
+    except SettingRefused as exc:  # the request is the index host's; still, checked at this door too
+        settings, refused_settings = BuildSettings(), str(exc)
+    else:
+        refused_settings = None
     if root is None:
         from wheelwright.builds.images import root_for_target
-        root = root_for_target(str(request.get("target") or ""))
+        root = root_for_target(str(request.get("target") or ""), extra=settings.apt)
     root = Path(root)
+    timeout = settings.timeout or timeout
     if extra_index_url is None:
         from wheelwright.config import Settings
         extra_index_url = Settings.from_env().index_url
@@ -432,6 +441,8 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
         except UnsafeRequest as exc:
             log.warning("build %s refused: %s", request.get("build_id"), exc)
             return outcome("failure", str(exc))
+        if refused_settings is not None:
+            return outcome("failure", f"refused build settings: {refused_settings}")
         if not unsafe:
             sandbox.check_host()
         python = python or interpreter_for(request.get("abi") or "", root)
@@ -444,7 +455,7 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
                    sdist_sha256=sdist_sha256, python=python, user=user, index_url=index_url,
                    workdir_root=workdir_root, results=results, timeout=timeout,
                    memory_limit=memory_limit, process_limit=process_limit, log_file=log_file,
-                   host=host, root=root, unsafe=unsafe, extra_index_urls=extra,
+                   host=host, root=root, unsafe=unsafe, extra_index_urls=extra, settings=settings,
                    allow=tuple(allow) + extra + tuple(part.strip() for part in
                                                       os.environ.get("WHEELWRIGHT_BUILD_ALLOW", "").split(",")
                                                       if part.strip()))
@@ -476,6 +487,7 @@ class _Job:
     allow: tuple[str, ...]
     unsafe: bool
     extra_index_urls: tuple[str, ...] = ()
+    settings: BuildSettings = field(default_factory=BuildSettings)
 
 
 def _build(job: _Job, outcome) -> BuildOutcome:
@@ -496,7 +508,7 @@ def _build(job: _Job, outcome) -> BuildOutcome:
                                  Path(seen_as) / "wheels", requirements=requirements,
                                  proxy=None if job.unsafe else "@PROXY@",
                                  extra_index_urls=job.extra_index_urls)
-        env = clean_environment(seen_as, job.user[0] if job.user else None)
+        env = {**job.settings.environment, **clean_environment(seen_as, job.user[0] if job.user else None)}
         who = job.user[0] if job.user else "the worker user"
         where = (f"without a sandbox ({sandbox.UNSAFE_SETTING}), as {who}" if job.unsafe else
                  f"in a bubblewrap sandbox, as uid {sandbox.INSIDE_UID} inside and {who} outside")
@@ -504,6 +516,8 @@ def _build(job: _Job, outcome) -> BuildOutcome:
                           f"{job.request.get('target')} on {job.host}, {where}]\n"
                           + (f"[wheelwright: pinned to the sdist with sha256 {job.sdist_sha256}]\n"
                              if job.sdist_sha256 else "")
+                          + "".join(f"[wheelwright: build settings: {line}]\n" for line in job.settings.lines()
+                                    if job.settings != BuildSettings())
                           + f"$ {' '.join(argv)}\n\n")
         log.info("building %s==%s (build %d) for %s", job.package, job.version, job.build_id,
                  job.request.get("target"))
@@ -533,8 +547,8 @@ def _build(job: _Job, outcome) -> BuildOutcome:
                 return outcome("failure", "pip wheel succeeded but made no wheel")
             for path in wheels:
                 check_archive(path)
-            infos = [analyse_wheel(path, job.package, job.version, root=job.root,
-                                   scratch=job.workdir_root) for path in wheels]
+            infos = [_analysed(path, job) for path in wheels]
+            _install_test(infos, job)
         except WheelRefused as exc:
             for path in job.results.iterdir():
                 if path != job.log_file.path:
@@ -546,6 +560,39 @@ def _build(job: _Job, outcome) -> BuildOutcome:
         return outcome("success", None, infos)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _analysed(path: Path, job: _Job) -> WheelInfo:
+    """The wheel at ``path`` checked and described; a ``linux_*`` wheel that meets a manylinux policy
+    is written again under that tag (pip then checks the running glibc: builds/wheel_abi.py)."""
+    info = analyse_wheel(path, job.package, job.version, root=job.root, scratch=job.workdir_root)
+    if info.manylinux and info.platform_tag.startswith("linux_"):
+        path.with_name(path.name + ".metadata").unlink(missing_ok=True)
+        retagged = retag(path, info.manylinux)
+        job.log_file.note(f"\n[wheelwright: {path.name} needs glibc {info.glibc_floor} and only libraries "
+                          f"every glibc system has: tagged {info.manylinux} as {retagged.name}]\n")
+        info = analyse_wheel(retagged, job.package, job.version, root=job.root, scratch=job.workdir_root)
+    elif info.glibc_floor:
+        job.log_file.note(f"\n[wheelwright: {path.name} needs glibc {info.glibc_floor}]\n")
+    return info
+
+
+def _install_test(infos: list[WheelInfo], job: _Job) -> None:
+    """The builder's install test of each compiled wheel, a first filter before anything travels (the
+    index host tests again): a wheel that does not load is refused, with the import's words."""
+    where = install_test.image_where(job.root) if not job.unsafe else None
+    if where is None or not install_test.tested_on("builder"):
+        return
+    for info in infos:
+        path = job.results / info.filename
+        if info.pure or not install_test.has_compiled_code(path):
+            continue
+        result = install_test.run_test(path, job.package, root=job.root, where=where,
+                                       workdir=job.workdir_root, python=job.python, identity=job.user)
+        job.log_file.note(f"\n[wheelwright: install test of {info.filename} on {where}]\n{result.output}"
+                          f"[wheelwright: {result.sentence()}]\n")
+        if not result.loads:
+            raise WheelRefused(result.sentence())
 
 
 def _run_unsafe(argv, *, cwd: Path, env: dict, user, timeout: float, memory_limit: int,

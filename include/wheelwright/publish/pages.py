@@ -50,6 +50,9 @@ class WheelFile:
     uploaded: str                  # ISO 8601 UTC, "2024-05-01T12:00:00Z"
     apt_dependencies: tuple[str, ...] = ()   # what a user must install (preinstalled ones left out)
     unowned: tuple[str, ...] = ()            # libraries no apt package owns
+    glibc_floor: str | None = None           # the newest glibc its compiled code needs ("2.36")
+    tested: str | None = None                # where its install test ran: "imports on bookworm armhf"
+    test_detail: str | None = None           # what the import said, when it did not simply import
 
 
 @dataclass(slots=True)
@@ -88,6 +91,7 @@ class Project:
     skip_reason: str | None
     aliases: tuple[str, ...] = ()  # other spellings that get a project/<alias> symlink
     releases: list[Release] = field(default_factory=list)
+    build_settings: dict | None = None  # the operator's (builds/build_settings.py): apt, timeout, env
 
     def files_oldest_first(self) -> list[tuple[Release, WheelFile]]:
         """The files of the simple page: by release (oldest first, as PyPI lists them), then name."""
@@ -234,6 +238,9 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
                     "requires_python": f.requires_python,
                     "apt_dependencies": list(f.apt_dependencies),
                     "unowned_libraries": list(f.unowned),
+                    "glibc_floor": f.glibc_floor,
+                    "tested": f.tested,
+                    "test_detail": f.test_detail,
                 } for f in sorted(r.files, key=lambda f: f.filename)
             },
             "builds": [
@@ -256,6 +263,7 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
         "skip_reason": project.skip_reason or "",
         "pypi_url": f"{pypi_url}/project/{project.package}/",
         "aliases": list(project.aliases),
+        "build_settings": project.build_settings,
         "releases": releases,
     })
 
@@ -342,12 +350,42 @@ def project_html(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
                f'</p>\n')
     if project.skip_reason:
         out.append(f'<p><span class="badge skipped">not built</span> {escape(project.skip_reason)}</p>\n')
+    if settings := settings_line(project.build_settings):
+        out.append(f'<p class="muted">{escape(settings)}</p>\n')
     if not project.releases:
         out.append('<p class="muted">No releases.</p>\n')
     for release in project.releases:
         _release_html(out, package, release, project.skip_reason)
     out.append(tail)
     return "".join(out).encode()
+
+
+TESTED = {"imports": "imports on {where}", "needs-a-pi": "built, not importable off a Pi (tested on {where})",
+          "needs-dependencies": "loads on {where} up to its Python dependencies"}
+
+
+def tested_sentence(result: str | None, where: str | None) -> str | None:
+    """What a page says of a wheel's install test ("imports on bookworm armhf"); None: not tested."""
+    return TESTED[result].format(where=where) if result in TESTED and where else None
+
+
+def where_it_loads(f: WheelFile) -> list[str]:
+    """The lines a page shows under a wheel: its glibc floor and its install test."""
+    return [words for words in (f"glibc ≥ {f.glibc_floor}" if f.glibc_floor else None, f.tested) if words]
+
+
+def settings_line(settings: dict | None) -> str | None:
+    """The operator's build settings of a package, in one line; None when it has none."""
+    if not settings:
+        return None
+    parts = []
+    if settings.get("apt_packages"):
+        parts.append("apt " + " ".join(settings["apt_packages"]))
+    if settings.get("timeout"):
+        parts.append(f"timeout {human_duration(settings['timeout'])}")
+    if settings.get("environment"):
+        parts.append("env " + " ".join(f"{k}={v}" for k, v in sorted(settings["environment"].items())))
+    return f"build settings: {'; '.join(parts) or 'defaults'} (set by {settings.get('changed_by')})"
 
 
 def _release_html(out: list[str], package: str, release: Release, project_skipped: str | None) -> None:
@@ -377,6 +415,7 @@ def _release_html(out: list[str], package: str, release: Release, project_skippe
                 deps = escape(" ".join(f.apt_dependencies))
                 if f.unowned:
                     deps += f' <span class="muted">(unowned: {escape(" ".join(f.unowned))})</span>'
+                deps += "".join(f'<br><span class="muted">{escape(words)}</span>' for words in where_it_loads(f))
                 logs = "".join(f'<a href="../../{escape(b.log_path)}">log</a>' for b in row["builds"]
                                if b.build_id == f.build_id and b.log_path)
                 out.append(f"    <tr>\n      <td>{target}</td>\n"

@@ -399,7 +399,7 @@ class Publisher:
 
     def _catalog_package(self, row) -> _CatalogPackage | None:
         (package, display, visible, present, summary, skip_reason, aliases, release_rows, build_rows,
-         wheel_rows) = row
+         wheel_rows, build_settings) = row
         if not is_canonical(package):
             log.warning("package name %r is not a safe canonical name: not published", package)
             return None
@@ -430,7 +430,8 @@ class Publisher:
                 metadata_sha256=w[8], uploaded=w[9],
                 apt_dependencies=reports.needed_apt((d for tool, d in deps if tool == "apt"),
                                                     self.targets.get(build.target if build else "", "")),
-                unowned=tuple(d for tool, d in deps if tool == "unowned")))
+                unowned=tuple(d for tool, d in deps if tool == "unowned"),
+                glibc_floor=w[11], tested=pages.tested_sentence(w[13], w[12]), test_detail=w[14]))
         releases = [
             Release(version=r[0], released=r[1], prerelease=r[2], yanked=r[3], yanked_reason=r[4],
                     requires_python=r[5], skip_reason=r[6], files=files_by_version.get(r[0], []),
@@ -444,6 +445,7 @@ class Publisher:
         versions = shown | files_by_version.keys() | builds_by_version.keys()
         project = Project(package=package, display_name=display, summary=summary,
                           skip_reason=skip_reason,
+                          build_settings=_decode_json(build_settings) if build_settings else None,
                           aliases=tuple(a for a in aliases if safe_alias(a, package)),
                           releases=releases)
         return _CatalogPackage(package=package, visible=visible, present=present, project=project,

@@ -1,0 +1,141 @@
+"""Where a wheel can load: its glibc floor and the manylinux policy it meets, read from its ELF files."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import subprocess
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from support.build_world import make_wheel
+from wheelwright.builds.analysis import (ElfObject, WheelRefused, analyse_wheel, check_received_wheel,
+                                         check_target_tags)
+from wheelwright.builds.wheel_abi import glibc_floor, manylinux_policy, retag, tag_problem
+
+
+def elf(*versions, needed=("libc.so.6",), undefined=()):
+    return ElfObject("EM_ARM", 32, tuple(needed), (), tuple(("libc.so.6", v) for v in versions),
+                     frozenset(undefined))
+
+
+def test_the_glibc_floor_is_the_newest_glibc_version_any_object_needs():
+    assert glibc_floor([elf("GLIBC_2.4", "GLIBC_2.34"), elf("GLIBC_2.17")]) == "2.34"
+    assert glibc_floor([elf("GLIBC_2.3.4", "GLIBC_2.4")]) == "2.4", "2.3.4 is older than 2.4"
+    assert glibc_floor([elf("GLIBC_2.4", "GLIBC_2.38", "GLIBC_ABI_DT_RELR")]) == "2.38"
+    assert glibc_floor([elf()]) is None, "no versioned symbol: no floor"
+
+
+def test_a_wheel_needing_only_libc_meets_the_lowest_policy_its_symbols_allow():
+    assert manylinux_policy([elf("GLIBC_2.4")], frozenset(), "linux_armv7l").manylinux == "manylinux_2_17_armv7l"
+    trixie = manylinux_policy([elf("GLIBC_2.17", "GLIBC_2.38")], frozenset(), "linux_aarch64")
+    assert (trixie.glibc_floor, trixie.manylinux) == ("2.38", "manylinux_2_38_aarch64")
+
+
+def test_a_wheel_linking_a_debian_library_keeps_its_linux_tag_and_says_why():
+    abi = manylinux_policy([elf("GLIBC_2.4", needed=("libc.so.6", "libyaml-0.so.2"))], frozenset(),
+                           "linux_armv7l")
+    assert abi.manylinux is None and abi.glibc_floor == "2.4"
+    assert "libyaml-0.so.2, outside the manylinux policy" in abi.why_not
+
+
+def test_a_library_the_wheel_bundles_is_its_own_not_the_system_s():
+    objects = [elf("GLIBC_2.4", needed=("libc.so.6", "libfoo-1a2b.so.1")), elf("GLIBC_2.17")]
+    assert manylinux_policy(objects, frozenset({"libfoo-1a2b.so.1"}), "linux_armv7l").manylinux == \
+        "manylinux_2_17_armv7l"
+
+
+def test_a_forbidden_zlib_symbol_keeps_it_off_manylinux():
+    from wheelwright.builds.wheel_abi import _policies
+    policy = _policies("aarch64").get_policy_by_name("manylinux_2_17_aarch64")
+    forbidden = sorted(policy.blacklist["libz.so.1"])[0]
+    abi = manylinux_policy([ElfObject("EM_AARCH64", 64, ("libc.so.6", "libz.so.1"), (),
+                                      (("libc.so.6", "GLIBC_2.17"),), frozenset({forbidden}))],
+                           frozenset(), "linux_aarch64")
+    assert abi.manylinux is None and f"uses {forbidden}, a symbol the manylinux policy forbids" in abi.why_not
+    fine = manylinux_policy([ElfObject("EM_AARCH64", 64, ("libc.so.6", "libz.so.1"), (),
+                                       (("libc.so.6", "GLIBC_2.17"),), frozenset({"inflate"}))],
+                            frozenset(), "linux_aarch64")
+    assert fine.manylinux == "manylinux_2_17_aarch64", "libz itself is on every policy's list"
+
+
+def test_a_manylinux_claim_is_held_to_what_the_objects_need():
+    needs_2_34 = manylinux_policy([elf("GLIBC_2.34")], frozenset(), "linux_armv7l")
+    assert tag_problem("manylinux_2_34_armv7l", needs_2_34) is None
+    assert tag_problem("manylinux_2_36_armv7l", needs_2_34) is None, "a higher claim is only narrower"
+    assert "needs manylinux_2_34_armv7l (glibc 2.34)" in tag_problem("manylinux_2_17_armv7l", needs_2_34)
+    linked = manylinux_policy([elf("GLIBC_2.4", needed=("libc.so.6", "libssl.so.3"))], frozenset(),
+                              "linux_armv7l")
+    assert "libssl.so.3, outside the manylinux policy" in tag_problem("manylinux_2_31_armv7l", linked)
+    assert tag_problem("linux_armv7l", linked) is None
+
+
+def test_a_target_takes_manylinux_tags_of_its_own_architecture_only():
+    check_target_tags("x-1.0-cp311-cp311-manylinux_2_17_armv7l.whl", "cp311", "linux_armv7l")
+    with pytest.raises(WheelRefused, match="manylinux_2_17_aarch64"):
+        check_target_tags("x-1.0-cp311-cp311-manylinux_2_17_aarch64.whl", "cp311", "linux_armv7l")
+
+
+def _record_ok(path: Path) -> None:
+    with zipfile.ZipFile(path) as zf:
+        [record] = [n for n in zf.namelist() if n.endswith(".dist-info/RECORD")]
+        for name, digest, size in csv.reader(io.StringIO(zf.read(record).decode())):
+            if digest:
+                data = zf.read(name)
+                expected = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+                assert digest == f"sha256={expected}" and int(size) == len(data), name
+
+
+def _c_extension(tmp_path: Path, source: str) -> bytes:
+    """A C extension compiled here (the host's gcc and Python headers)."""
+    (tmp_path / "ext.c").write_text(source)
+    so = tmp_path / "ext.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", f"-I{sysconfig.get_paths()['include']}",
+                    str(tmp_path / "ext.c"), "-o", str(so)], check=True)
+    return so.read_bytes()
+
+
+EXT_C = """
+#include <Python.h>
+#include <stdlib.h>
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "ext", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit_ext(void) { return strtol("1", NULL, 10) ? PyModule_Create(&module) : NULL; }
+"""
+
+
+def _wheel(tmp_path: Path, platform: str, so: bytes) -> Path:
+    wheel_text = f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: cp311-cp311-{platform}\n"
+    members = {"ext.cpython-311-x86_64-linux-gnu.so": so,
+               "ext-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: ext\nVersion: 1.0\n",
+               "ext-1.0.dist-info/WHEEL": wheel_text.encode()}
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    for name, data in members.items():
+        writer.writerow([name, "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest())
+                         .rstrip(b"=").decode(), len(data)])
+    writer.writerow(["ext-1.0.dist-info/RECORD", "", ""])
+    members["ext-1.0.dist-info/RECORD"] = record.getvalue().encode()
+    return make_wheel(tmp_path, f"ext-1.0-cp311-cp311-{platform}.whl", members)
+
+
+def test_a_real_extension_is_retagged_with_its_policy_and_the_index_host_checks_the_claim(tmp_path):
+    wheel = _wheel(tmp_path, "linux_x86_64", _c_extension(tmp_path, EXT_C))
+    info = analyse_wheel(wheel, "ext", "1.0")
+    assert info.glibc_floor and info.manylinux and info.manylinux.startswith("manylinux_")
+    retagged = retag(wheel, info.manylinux)
+    assert retagged.name == f"ext-1.0-cp311-cp311-{info.manylinux}.whl" and not wheel.exists()
+    with zipfile.ZipFile(retagged) as zf:
+        assert f"Tag: cp311-cp311-{info.manylinux}" in zf.read("ext-1.0-dist-info/WHEEL".replace("-dist", ".dist")).decode()
+    _record_ok(retagged)
+    received = check_received_wheel(retagged, package="ext", version="1.0", abi="cp311", platform="linux_x86_64")
+    assert received.glibc_floor == info.glibc_floor, "the index host reads the floor itself"
+
+    claim = retag(retagged, "manylinux_2_5_x86_64")  # a builder claiming more than the objects allow
+    if info.manylinux != "manylinux_2_5_x86_64":
+        with pytest.raises(WheelRefused, match="claims manylinux_2_5_x86_64, but its compiled code needs"):
+            check_received_wheel(claim, package="ext", version="1.0", abi="cp311", platform="linux_x86_64")
