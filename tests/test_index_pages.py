@@ -225,9 +225,31 @@ def test_project_page_shows_skip_reasons_and_failures():
      {("library", "xml2"), ("library", "z")}),
     ("Package libffi was not found in the pkg-config search path.", {("pkg-config", "libffi")}),
     ("error: command 'gcc' failed: No such file or directory", set()),
+    ("FileNotFoundError: [Errno 2] No such file or directory: 'curl-config'", {("tool", "curl-config")}),
+    ("sh: 1: pg_config: not found", {("tool", "pg_config")}),
 ])
 def test_missing_headers_and_libraries_are_found_in_logs(log, found):
     assert missing_in_log(log) == found
+
+
+@pytest.mark.parametrize("reason, log, cause, detail", [
+    ("timed out after 3600 s; the build and everything it started were killed", "", "timed out", None),
+    ("does not load on bookworm armhf: import x: ImportError: libfoo.so.1", "", "does not load", None),
+    ("pip wheel exited with status 1", "error: package `pyo3 v0.25` cannot be built because it requires "
+     "rustc 1.74 or newer, while the currently active rustc version is 1.63.0", "needs a newer Rust", None),
+    ("pip wheel exited with status 1", "error: can't find Rust compiler", "needs Rust", None),
+    ("pip wheel exited with status 1", "Could not detect if running on the Raspberry Pi or Beaglebone Black.",
+     "needs a Pi to build", None),
+    ("pip wheel exited with status 1", "x.c:1:10: fatal error: sql.h: No such file or directory",
+     "missing header", "sql.h -> unixodbc-dev"),
+    ("pip wheel exited with status 1", "No such file or directory: 'curl-config'", "missing build tool",
+     "curl-config -> libcurl4-openssl-dev"),
+    ("pip wheel exited with status 1", "something else", "other", "pip wheel exited with status 1"),
+])
+def test_every_failure_is_given_its_cause(reason, log, cause, detail):
+    from wheelwright.publish.reports import classify_failure
+    found, words = classify_failure(reason, log)
+    assert found == cause and (detail is None or words == detail)
 
 
 def test_missing_files_map_to_debian_packages():

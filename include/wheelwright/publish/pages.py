@@ -442,7 +442,7 @@ def _release_html(out: list[str], package: str, release: Release, project_skippe
 
 
 def reports_html(apt_counts: dict[str, list[tuple[str, int]]], missing: list[dict],
-                 generated: str) -> bytes:
+                 generated: str, causes: list[dict] = ()) -> bytes:
     return _template("reports.html").render(
-        apt_counts=apt_counts, missing=missing, generated=generated,
+        apt_counts=apt_counts, missing=missing, generated=generated, causes=causes,
     ).encode()

@@ -195,3 +195,38 @@ def verify(releases: Iterable[Release], cache: Path) -> list[str]:
             if hashlib.file_digest(f, "sha256").hexdigest() != release.sha256:
                 problems.append(f"{release.sdist} in {cache} is not the pinned file (sha256 differs)")
     return problems
+
+
+# --- building the corpus through the worker's own path ---------------------------------------------
+
+def changelog(releases: Iterable[Release], *, timestamp: int | None = None) -> list[list]:
+    """PyPI changelog rows announcing ``releases`` and their sdists (for the PyPI double)."""
+    import time
+    ts = int(time.time()) - 3600 if timestamp is None else timestamp
+    rows, serial = [], 0
+    for release in releases:
+        for version, action in ((None, "create"), (release.version, "new release"),
+                                (release.version, f"add source file {release.sdist}")):
+            serial += 1
+            rows.append([release.name, version, ts, action, serial])
+    return rows
+
+
+def load_catalog(conn, pypi, releases: list[Release]) -> None:
+    """Sync the double's changelog into the catalog and read its JSON API (the sdists' sha256), as
+    the product does for PyPI."""
+    from wheelwright.catalog.enrich import enrich
+    from wheelwright.catalog.sync import sync_once
+    from wheelwright.pypi.client import PyPI
+    with PyPI(pypi.xmlrpc_url) as client:
+        sync_once(conn, client)
+    enrich(conn, lambda: PyPI(pypi.xmlrpc_url), limit=len(releases) + 10)
+    known = {row[0] for row in conn.execute("SELECT package FROM source_files WHERE sha256 IS NOT NULL")}
+    if missing := [r.name for r in releases if r.package not in known]:
+        raise CorpusError(f"the catalog did not learn the sdists of {', '.join(missing[:5])}")
+
+
+# Build dependencies come from PyPI (setuptools, Cython, meson-python, maturin...), beside the double that
+# serves the pinned sdists: the builds' only other destinations.
+PYPI_SIMPLE = "https://pypi.org/simple/"
+PYPI_FILES = ("files.pythonhosted.org:443",)
