@@ -139,3 +139,71 @@ def test_a_real_extension_is_retagged_with_its_policy_and_the_index_host_checks_
     if info.manylinux != "manylinux_2_5_x86_64":
         with pytest.raises(WheelRefused, match="claims manylinux_2_5_x86_64, but its compiled code needs"):
             check_received_wheel(claim, package="ext", version="1.0", abi="cp311", platform="linux_x86_64")
+
+
+# --- pip's own tag logic, in the images: a trixie-built wheel is not installed on bookworm -------------
+# trixie's glibc is 2.41, bookworm's 2.36. A C extension calling strtol built on trixie needs GLIBC_2.38
+# (C23's __isoc23_strtol, which Python.h's _GNU_SOURCE selects): the builder tags it manylinux_2_38, and
+# real pip in a bookworm arm64 system, asked for a Python 3.13 wheel (the interpreter a Pi user gets from
+# uv or pyenv), refuses it there, while trixie's installs it. A linux_aarch64 tag would have let it in.
+
+import shutil  # noqa: E402
+
+from support.build_world import PYPROJECT, backend_wheels, make_sdist, open_folder, setup_py  # noqa: E402
+from support.images import built_image  # noqa: E402
+from wheelwright.builds import images  # noqa: E402
+
+STRTOL_C = """
+    #include <Python.h>
+    #include <stdlib.h>
+    static PyObject *parse(PyObject *self, PyObject *arg) {
+        return PyLong_FromLong(strtol(PyUnicode_AsUTF8(arg), NULL, 10));
+    }
+    static PyMethodDef methods[] = {{"parse", parse, METH_O, NULL}, {NULL, NULL, 0, NULL}};
+    static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "newglibc", NULL, -1, methods};
+    PyMODINIT_FUNC PyInit_newglibc(void) { return PyModule_Create(&module); }
+"""
+
+
+def _pip(image, argv, work):
+    return images.run_in_image(image.root, ["python3", "-m", "pip", *argv], binds=[(work, "/srv")], cwd="/srv",
+                               env={"PIP_CONFIG_FILE": "/dev/null", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+                               timeout=900)
+
+
+@pytest.mark.timeout(3600)
+def test_a_trixie_built_cp313_wheel_is_not_installed_on_bookworm_by_real_pip():
+    from wheelwright.builds.builder import build
+    from wheelwright.testing.pypi_double import PyPIDouble
+    trixie, bookworm = built_image("cp313-aarch64"), built_image("cp311-aarch64")
+    files, work = open_folder("wheelwright-glibc-sdists-"), open_folder("wheelwright-glibc-work-")
+    try:
+        for wheel in backend_wheels().glob("*.whl"):
+            shutil.copy(wheel, files)
+        make_sdist(files, "newglibc", "1.0", {
+            "pyproject.toml": PYPROJECT, "newglibc.c": STRTOL_C,
+            "setup.py": setup_py("newglibc", "1.0", body="from setuptools import Extension",
+                                 ext_modules="[Extension('newglibc', ['newglibc.c'])]")})
+        with PyPIDouble([], files_dir=files) as pypi:
+            outcome = build({"build_id": 31, "package": "newglibc", "version": "1.0", "target": "cp313-aarch64",
+                             "abi": "cp313"}, index_url=pypi.simple_url, workdir_root=work, root=trixie.root,
+                            timeout=1800)
+        assert outcome.status == "success", outcome.reason
+        [info] = outcome.wheels
+        assert (info.glibc_floor, info.filename) == ("2.38", "newglibc-1.0-cp313-cp313-manylinux_2_38_aarch64.whl")
+        wheels = work / "wheels"
+        wheels.mkdir()
+        shutil.copy(outcome.files_dir / info.filename, wheels)
+        outcome.cleanup()
+        asked = ["download", "--no-deps", "--only-binary", ":all:", "--no-index", "--find-links", "/srv/wheels",
+                 "--python-version", "3.13", "--implementation", "cp", "--abi", "cp313", "-d", "/srv/got", "newglibc"]
+        refused = _pip(bookworm, asked, work)
+        assert refused.returncode != 0 and "No matching distribution found for newglibc" in refused.stdout + refused.stderr
+        taken = _pip(trixie, asked, work)
+        assert taken.returncode == 0, taken.stdout + taken.stderr
+        # the same bytes under the linux_aarch64 tag: bookworm's pip would have taken them, and they fail there
+        linux = retag(wheels / info.filename, "linux_aarch64")
+        assert _pip(bookworm, asked, work).returncode == 0, f"{linux.name} is offered to any aarch64 glibc"
+    finally:
+        shutil.rmtree(files, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
