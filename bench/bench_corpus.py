@@ -9,7 +9,8 @@ PyPI double, synced into a scratch catalog with the product's own sync and enric
 the sdist's sha256), and built by ``wheelwright build``'s path (builds/local_build.py): the claim, the
 worker's builder in its sandbox with the target's image as its root (built on first use in
 $WHEELWRIGHT_IMAGES, a store outside the tests'), its install test, the hand-over, and the index host's
-checks, install test and recording. Build dependencies come from PyPI. The published tree of the run
+checks, install test and recording. Build dependencies come from PyPI through a relay on the host
+(wheelwright.testing.corpus.PyPIRelay: the images cannot verify the TLS of this network's way out). The published tree of the run
 (--output) holds the wheels, the logs and reports/corpus/: index.md, index.html and corpus.json, one row
 per build (status, the failure's cause, seconds setting up the build environment and compiling, wheel
 size, glibc floor, where it was tested, apt dependencies), and each target's built/failed count beside
@@ -84,7 +85,7 @@ class Observed:
         return self.compile_started - self.started, self.last_output - self.compile_started
 
 
-def build_all(conn, releases, targets, *, index_url, work: Path, output: Path, timeout: float,
+def build_all(conn, releases, targets, *, index_url, relay, work: Path, output: Path, timeout: float,
               progress) -> list[dict]:
     rows = []
     total = len(releases) * len(targets)
@@ -96,8 +97,8 @@ def build_all(conn, releases, targets, *, index_url, work: Path, output: Path, t
             started = time.monotonic()
             result = build_release(conn, release.name, release.version, target=target.name, index_url=index_url,
                                    workdir=work / "builds", incoming=work / "incoming", output=output,
-                                   build=watch, timeout=timeout, extra_index_url=corpus.PYPI_SIMPLE,
-                                   allow=corpus.PYPI_FILES)
+                                   build=watch, timeout=timeout, extra_index_url=relay.simple_url,
+                                   allow=(relay.host_port,))
             wall = time.monotonic() - started
             rows.append(row_of(conn, release, target, result, watch, wall, output))
             r = rows[-1]
@@ -221,10 +222,11 @@ def main(argv=None) -> int:
         import psycopg
         with psycopg.connect(dsn, autocommit=True) as conn:
             db.init_schema(conn)
-            with PyPIDouble(corpus.changelog(releases), files_dir=cache) as pypi:
+            with PyPIDouble(corpus.changelog(releases), files_dir=cache) as pypi, \
+                    corpus.PyPIRelay(cache / "pypi-relay") as relay:
                 corpus.load_catalog(conn, pypi, releases)
-                rows = build_all(conn, releases, targets, index_url=pypi.simple_url, work=work, output=output,
-                                 timeout=args.timeout, progress=progress)
+                rows = build_all(conn, releases, targets, index_url=pypi.simple_url, relay=relay, work=work,
+                                 output=output, timeout=args.timeout, progress=progress)
     seconds = time.monotonic() - started
     folder = write_report(output, rows, targets, seconds, argv)
     print(summary(rows, targets).split("\n\n| target | package")[0])

@@ -124,14 +124,15 @@ def slice_built(tmp_path_factory, pg_server, catalog_template):
         admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{catalog_template}"')
     try:
         with psycopg.connect(database_dsn(pg_server, name), autocommit=True) as conn, \
-                PyPIDouble(corpus.changelog(releases), files_dir=cache) as pypi:
+                PyPIDouble(corpus.changelog(releases), files_dir=cache) as pypi, \
+                corpus.PyPIRelay(cache / "pypi-relay") as relay:
             corpus.load_catalog(conn, pypi, releases)
             built = {}
             for release in releases:
                 result = build_release(conn, release.name, release.version, target=SLICE_TARGET,
                                        index_url=pypi.simple_url, workdir=home / "builds",
                                        incoming=home / "incoming", output=output, timeout=1800,
-                                       extra_index_url=corpus.PYPI_SIMPLE, allow=corpus.PYPI_FILES)
+                                       extra_index_url=relay.simple_url, allow=(relay.host_port,))
                 wheel = conn.execute("SELECT filename, glibc_floor, tested_on, test_result, test_detail "
                                      "FROM wheels WHERE build_id = %s", (result.build_id,)).fetchone()
                 apt = [d for (d,) in conn.execute(

@@ -33,6 +33,9 @@ def test_the_modules_tried_are_the_wheel_s_own_top_level_ones(tmp_path):
                                "tests/__init__.py": b"", "x-1.0.data/scripts/tool": b"",
                                "x-1.0.dist-info/RECORD": b""})
     assert top_level_modules(unlisted) == ["psutil", "six", "spidev", "yaml"], "from the files, without tests/"
+    from wheelwright.builds.install_test import modules_to_import
+    assert modules_to_import(unlisted) == ["psutil", "six", "spidev", "yaml", "psutil._psutil_linux", "yaml._yaml"], \
+        "then every compiled module: a top level need not load them"
 
 
 def report(*modules, stage="done", **extra):
@@ -149,8 +152,8 @@ def test_a_pi_only_module_is_recognised_by_its_package_and_its_refusal(work):
     body = 'PyErr_SetString(PyExc_RuntimeError, "This module can only be run on a Raspberry Pi!"); return NULL;'
     so = _extension(work, "_GPIO", MODULE % {"name": "_GPIO", "body": body})
     tag = sysconfig.get_config_var("EXT_SUFFIX")
-    # top_level.txt names RPi, whose __init__ imports the module that loads the C code, as a user would
-    members = {f"RPi/_GPIO{tag}": so, "RPi/__init__.py": b"from RPi import GPIO\n",
+    # top_level.txt names RPi, whose __init__ is empty (as RPi.GPIO's own): the compiled module is tried too
+    members = {f"RPi/_GPIO{tag}": so, "RPi/__init__.py": b"",
                "RPi/GPIO/__init__.py": b"from RPi._GPIO import *\n",
                "RPi.GPIO-1.0.dist-info/top_level.txt": b"RPi\n"}
     gpio = make_wheel(work, "RPi.GPIO-1.0-cp311-cp311-linux_x86_64.whl", {

@@ -11,8 +11,9 @@ that it loads. This room owns finding out, the way a Pi user would meet it:
 - a fresh venv (``venv --without-pip``; the image's own pip installs into it with ``--python``), the wheel
   installed by pip with ``--no-deps --no-index`` (so pip's own tag checks run too: a manylinux tag newer
   than the image's glibc is refused as it would be on a Pi);
-- every **top-level module** of the wheel (its ``top_level.txt``, else the top of its ``RECORD``)
-  imported in one process, each reported as it finishes, so a crash names its module.
+- every **top-level module** of the wheel (its ``top_level.txt``, else the top of its ``RECORD``), then
+  every compiled extension module it ships, imported in one process, each reported as it finishes, so
+  a crash names its module.
 
 :func:`judge` reads the report: every module imported (``imports``); a module that stops at a Python
 dependency the wheel does not ship (``ModuleNotFoundError`` of a foreign name: ``needs-dependencies``,
@@ -79,6 +80,23 @@ class TestResult:
 
 
 # --- pure: which modules, and what the report means -------------------------------------------------
+
+def modules_to_import(zf: zipfile.ZipFile) -> list[str]:
+    """What the test imports: the wheel's top-level modules, then each compiled extension module it
+    ships (``RPi/_GPIO.cpython-311-arm-linux-gnueabihf.so`` -> ``RPi._GPIO``), since a package's top level
+    need not load its compiled code (RPi.GPIO's ``RPi/__init__.py`` is empty)."""
+    extensions = []
+    for name in zf.namelist():
+        *folders, leaf = name.split("/")
+        m = _EXTENSION.match(leaf)
+        if not m or not folders or folders[0].endswith((".dist-info", ".data")):
+            continue
+        dotted = [*folders, m[1]]
+        if all(_IDENTIFIER.match(part) for part in dotted) and not NOT_INTERFACE & set(dotted):
+            extensions.append(".".join(dotted))
+    top = top_level_modules(zf)
+    return top + sorted(set(extensions) - set(top))
+
 
 def top_level_modules(zf: zipfile.ZipFile) -> list[str]:
     """The modules a user imports from this wheel: its ``top_level.txt``, else the top of its files."""
@@ -250,7 +268,7 @@ def run_test(wheel: Path, package: str, *, root: Path, where: str, workdir: Path
     """
     from wheelwright.builds import sandbox
     with zipfile.ZipFile(wheel) as zf:
-        modules = top_level_modules(zf)
+        modules = modules_to_import(zf)
     workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="install-test-", dir=workdir))
     try:

@@ -405,8 +405,12 @@ def create_app(connect: Callable | None = None, output: Callable[[], Path] | Non
             except SettingRefused as exc:
                 raise HTTPException(422, str(exc)) from None
         if "env" in body:
+            if not isinstance(body["env"], dict):
+                raise HTTPException(422, "env must be an object of NAME: VALUE")
             changes["set_env"] = body["env"]
         if "unset_env" in body:
+            if not isinstance(body["unset_env"], list):
+                raise HTTPException(422, "unset_env must be a list of names")
             changes["unset_env"] = [n for n in body["unset_env"] if isinstance(n, str)]
         new = act(lambda conn: dashboard.build_settings(conn, package_name(package), changes, user=name_of(user)))
         return {"package": package_name(package), "settings": None if new is None else new.to_request()}

@@ -62,6 +62,10 @@ _CAUSES = [
                                       r"feature `edition20\d\d` is required|"
                                       r"lock file version (\d+) requires `-Znext-lockfile-bump`|"
                                       r"failed to parse lock file")),
+    ("needs Rust crates from crates.io", re.compile(r"failed to get `[^`]+` as a dependency|"
+                                                    r"failed to (?:download|load source) .*crates\.io|"
+                                                    r"failed to update registry `crates-io`|"
+                                                    r"Unable to update registry `crates-io`")),
     ("needs Rust", re.compile(r"can't find Rust compiler|Rust compiler|cargo: (?:command )?not found|"
                               r"Cargo, the Rust package manager, is not installed")),
     ("needs a newer compiler", re.compile(r"unrecognized command[- ]line option '-std=c\+\+2\w'|"

@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import tomllib
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -226,7 +227,91 @@ def load_catalog(conn, pypi, releases: list[Release]) -> None:
         raise CorpusError(f"the catalog did not learn the sdists of {', '.join(missing[:5])}")
 
 
-# Build dependencies come from PyPI (setuptools, Cython, meson-python, maturin...), beside the double that
-# serves the pinned sdists: the builds' only other destinations.
-PYPI_SIMPLE = "https://pypi.org/simple/"
-PYPI_FILES = ("files.pythonhosted.org:443",)
+class PyPIRelay:
+    """PyPI's simple index and files, relayed on 127.0.0.1: where the corpus's builds get their build
+    dependencies (setuptools, Cython, meson-python, maturin, numpy...).
+
+    A worker reaches PyPI itself. Here the way out inspects TLS with a certificate authority the host
+    trusts and the Pi images do not, so pip inside an image cannot verify pypi.org; the relay, on the host,
+    can. It serves ``/simple/<name>/`` as PyPI's HTML page with file links pointing back at itself, and
+    ``/files/<path>`` from PyPI's file host, keeping every file it fetched under ``cache`` (file URLs never
+    change their bytes on PyPI; pip checks each file's sha256 from the page anyway). Only names and paths
+    made of plain characters are relayed.
+    """
+
+    def __init__(self, cache: Path, *, pypi: str = "https://pypi.org", files: str = "https://files.pythonhosted.org"):
+        self.cache, self.pypi, self.files = Path(cache), pypi.rstrip("/"), files.rstrip("/")
+        self._server = None
+
+    def __enter__(self) -> "PyPIRelay":
+        import threading
+        from http.server import ThreadingHTTPServer
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="pypi-relay", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def simple_url(self) -> str:
+        return f"{self.url}/simple/"
+
+    @property
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    def _handler(self):
+        from http.server import BaseHTTPRequestHandler
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                try:
+                    path = self.path.split("?", 1)[0]
+                    if m := re.fullmatch(r"/simple/([A-Za-z0-9._-]+)/?", path):
+                        body = relay._page(m[1])
+                        return self._send(200, body, "text/html; charset=utf-8")
+                    if re.fullmatch(r"/files/(?:[A-Za-z0-9._+-]+/)*[A-Za-z0-9._+-]+", path) and ".." not in path:
+                        return self._send(200, relay._file(path[len("/files/"):]), "application/octet-stream")
+                    self._send(404, b"not relayed", "text/plain")
+                except urllib.error.HTTPError as exc:
+                    self._send(exc.code, b"", "text/plain")
+                except OSError:
+                    self._send(502, b"PyPI unreachable", "text/plain")
+
+            def _send(self, code, body, kind):
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+        return Handler
+
+    def _page(self, name: str) -> bytes:
+        request = urllib.request.Request(f"{self.pypi}/simple/{canonicalize_name(name)}/",
+                                         headers={"Accept": "application/vnd.pypi.simple.v1+html"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            page = response.read()
+        return page.replace(f"{self.files}/".encode(), f"{self.url}/files/".encode())
+
+    def _file(self, path: str) -> bytes:
+        kept = self.cache / "files" / path
+        if kept.is_file():
+            return kept.read_bytes()
+        with urllib.request.urlopen(f"{self.files}/{path}", timeout=300) as response:
+            data = response.read()
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        partial = kept.with_name(f".{kept.name}.{os.getpid()}.part")
+        partial.write_bytes(data)
+        os.replace(partial, kept)
+        return data
