@@ -148,3 +148,20 @@ def test_the_builder_applies_the_variables_and_the_timeout(tmp_path):
     finally:
         shutil.rmtree(files)
         shutil.rmtree(work)
+
+
+def test_extra_apt_packages_make_a_derived_image_named_by_its_own_recipe_hash():
+    from support.images import image_targets
+    from wheelwright.builds import images
+    target = image_targets()["cp311-armv7l"]
+    base, derived = images.recipe_for(target), images.recipe_for(target, ["libcups2-dev"])
+    assert "libcups2-dev" in derived.packages and set(base.packages) < set(derived.packages)
+    assert derived.name == base.name and derived.digest != base.digest, "another image, same distro and arch"
+    assert images.recipe_for(target, ["libcups2-dev"]).digest == derived.digest, "the same settings, the same image"
+
+
+def test_apt_packages_need_an_image_a_worker_s_own_system_cannot_take_them():
+    from wheelwright.builds.images import root_for_target
+    from wheelwright.errors import ConfigError
+    with pytest.raises(ConfigError, match="need an image"):
+        root_for_target("cp311-x86_64", extra=("libcups2-dev",))
