@@ -589,7 +589,8 @@ def _install_test(infos: list[WheelInfo], job: _Job) -> None:
             continue
         result = install_test.run_test(path, job.package, root=job.root, where=where,
                                        workdir=job.workdir_root, python=job.python, identity=job.user)
-        job.log_file.note(f"\n[wheelwright: install test of {info.filename} on {where}]\n{result.output}"
+        shown = result.output if len(result.output) <= 16384 else "...\n" + result.output[-16384:]
+        job.log_file.note(f"\n[wheelwright: install test of {info.filename} on {where}]\n{shown}"
                           f"[wheelwright: {result.sentence()}]\n")
         if not result.loads:
             raise WheelRefused(result.sentence())
