@@ -207,3 +207,48 @@ def test_a_trixie_built_cp313_wheel_is_not_installed_on_bookworm_by_real_pip():
     finally:
         shutil.rmtree(files, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+# The same decision on this machine (Debian bookworm, glibc 2.36), in seconds: an extension whose
+# objects need GLIBC_2.38 (its version need rewritten from 2.34 in place, as a trixie build would carry
+# it) is tagged manylinux_2_38 and real pip here refuses it for a Python 3.13, while it would take the
+# linux_x86_64 tag; the install test, loading it, hears the loader refuse it too.
+
+NEEDS_2_34 = """
+#include <Python.h>
+#include <pthread.h>
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "newglibc", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit_newglibc(void) {
+    pthread_attr_t attr; size_t size = 0;
+    pthread_attr_init(&attr); pthread_attr_getstacksize(&attr, &size);  /* GLIBC_2.34 */
+    return PyModule_Create(&module);
+}
+"""
+
+
+def test_a_wheel_needing_a_newer_glibc_is_refused_by_real_pip_here_and_does_not_load(tmp_path):
+    import subprocess
+    from wheelwright.builds import install_test
+    from wheelwright.builds.sandbox import build_identity
+    so = _c_extension(tmp_path, NEEDS_2_34)
+    assert b"GLIBC_2.34" in so
+    so = so.replace(b"GLIBC_2.34", b"GLIBC_2.38")
+    work = open_folder("wheelwright-glibc-here-")
+    try:
+        wheel = _wheel(work, "linux_x86_64", so)
+        info = analyse_wheel(wheel, "ext", "1.0")
+        assert (info.glibc_floor, info.manylinux) == ("2.38", "manylinux_2_38_x86_64")
+        tagged = retag(wheel, info.manylinux)
+        # this machine's own Python 3.11 and pip: the two wheels differ in their platform tag only
+        asked = ["/usr/bin/python3", "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary", ":all:",
+                 "--no-index", "--find-links", str(work), "-d", str(work / "got"), "ext"]
+        refused = subprocess.run(asked, capture_output=True, text=True)
+        assert refused.returncode != 0 and "No matching distribution found for ext" in refused.stdout + refused.stderr
+        linux = retag(tagged, "linux_x86_64")
+        taken = subprocess.run(asked, capture_output=True, text=True)
+        assert taken.returncode == 0, taken.stdout + taken.stderr
+        result = install_test.run_test(linux, "ext", root=Path("/"), where="bookworm amd64", workdir=work / "runs",
+                                       identity=build_identity("nobody"), timeout=300)
+        assert result.result == "fails" and "GLIBC_2.38" in result.detail, result.output
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
