@@ -357,8 +357,12 @@ def progress_line(line: str) -> str | None:
     return None
 
 
+# An image with Rust's toolchain (LLVM) configured under qemu on a busy machine took more than an hour here
+IMAGE_TIMEOUT = 3 * 3600
+
+
 def build_image(recipe: Recipe, store: Path, *, mirror: str | None = None,
-                progress: Progress = _quiet, timeout: float = 3600) -> Image:
+                progress: Progress = _quiet, timeout: float = IMAGE_TIMEOUT) -> Image:
     """Build the image of ``recipe`` into ``store`` (or find it built by someone we waited for)."""
     mirror = mirror or os.environ.get("WHEELWRIGHT_DEBIAN_MIRROR") or DEFAULT_MIRROR
     if shutil.which("mmdebstrap") is None:
