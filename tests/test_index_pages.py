@@ -238,6 +238,10 @@ def test_missing_headers_and_libraries_are_found_in_logs(log, found):
     ("pip wheel exited with status 1", "error: package `pyo3 v0.25` cannot be built because it requires "
      "rustc 1.74 or newer, while the currently active rustc version is 1.63.0", "needs a newer Rust", None),
     ("pip wheel exited with status 1", "error: can't find Rust compiler", "needs Rust", None),
+    ("pip wheel exited with status 1", "  error: Rust 1.63.0 does not match extension requirement >=1.64.0",
+     "needs a newer Rust", "Rust 1.63.0 does not match extension requirement >=1.64.0"),
+    ("pip wheel exited with status 1", "lock file version `4` was found, but this version of Cargo does not "
+     "understand this lock file, perhaps Cargo needs to be updated?", "needs a newer Rust", None),
     ("pip wheel exited with status 1", "error: failed to get `pyo3` as a dependency of package `x v0.1.0`",
      "needs Rust crates from crates.io", None),
     ("pip wheel exited with status 1", "Could not detect if running on the Raspberry Pi or Beaglebone Black.",

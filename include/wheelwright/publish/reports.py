@@ -60,6 +60,9 @@ _CAUSES = [
                                       r"rustc (\d+\.\d+(?:\.\d+)?) or newer is required|"
                                       r"package `[^`]+` cannot be built because it requires rustc ([\d.]+)|"
                                       r"feature `edition20\d\d` is required|"
+                                      r"Rust [\d.]+ does not match extension requirement [<>=!~]+ ?[\d.]+|"
+                                      r"lock file version `\d+` was found, but this version of Cargo does not "
+                                      r"understand this lock file|"
                                       r"lock file version (\d+) requires `-Znext-lockfile-bump`|"
                                       r"failed to parse lock file")),
     ("needs Rust crates from crates.io", re.compile(r"failed to get `[^`]+` as a dependency|"
