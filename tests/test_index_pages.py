@@ -240,6 +240,8 @@ def test_missing_headers_and_libraries_are_found_in_logs(log, found):
     ("pip wheel exited with status 1", "error: can't find Rust compiler", "needs Rust", None),
     ("pip wheel exited with status 1", "  error: Rust 1.63.0 does not match extension requirement >=1.64.0",
      "needs a newer Rust", "Rust 1.63.0 does not match extension requirement >=1.64.0"),
+    ("pip wheel exited with status 1", "this version of Cargo is older than the `2024` edition, and only "
+     "supports `2015`, `2018`, and `2021` editions.", "needs a newer Rust", None),
     ("pip wheel exited with status 1", "lock file version `4` was found, but this version of Cargo does not "
      "understand this lock file, perhaps Cargo needs to be updated?", "needs a newer Rust", None),
     ("pip wheel exited with status 1", "error: failed to get `pyo3` as a dependency of package `x v0.1.0`",

@@ -60,6 +60,7 @@ _CAUSES = [
                                       r"rustc (\d+\.\d+(?:\.\d+)?) or newer is required|"
                                       r"package `[^`]+` cannot be built because it requires rustc ([\d.]+)|"
                                       r"feature `edition20\d\d` is required|"
+                                      r"this version of Cargo is older than the `20\d\d` edition|"
                                       r"Rust [\d.]+ does not match extension requirement [<>=!~]+ ?[\d.]+|"
                                       r"lock file version `\d+` was found, but this version of Cargo does not "
                                       r"understand this lock file|"
