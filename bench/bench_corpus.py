@@ -227,8 +227,9 @@ def main(argv=None) -> int:
                 corpus.load_catalog(conn, pypi, releases)
                 rows = build_all(conn, releases, targets, index_url=pypi.simple_url, relay=relay, work=work,
                                  output=output, timeout=args.timeout, progress=progress)
-    seconds = time.monotonic() - started
-    folder = write_report(output, rows, targets, seconds, argv)
+                # written before the scratch catalog goes: a failing teardown loses no figures
+                seconds = time.monotonic() - started
+                folder = write_report(output, rows, targets, seconds, argv)
     print(summary(rows, targets).split("\n\n| target | package")[0])
     print(f"{len(rows)} builds in {seconds / 60:.1f} min; the whole table: {folder}/index.md")
     return 0
