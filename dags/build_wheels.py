@@ -52,6 +52,7 @@ import pendulum
 from airflow.sdk import (AssetOrTimeSchedule, CronTriggerTimetable, ExceptionRetryPolicy, RetryAction,
                          RetryRule, dag, task, task_group)
 
+from wheelwright.builds.build_settings import MAX_TIMEOUT
 from wheelwright.builds.targets import enabled_targets
 from wheelwright.operate import dag_tasks
 from wheelwright.operate.assets import BUILD_BACKLOG, BUILDS, CATALOG
@@ -62,6 +63,9 @@ WAVE_SECONDS = 30 * 60                          # ... and seconds of expected wo
 MAX_ACTIVE_RUNS = 4                             # runs at once: a slow wave never blocks the next
 BUILD_TIMEOUT = timedelta(hours=3)              # the builder's own wall clock for pip wheel
 LOST_AFTER = BUILD_TIMEOUT + timedelta(hours=1)  # a build silent this long lost its worker
+# A package's build settings may raise its timeout up to this (builds/build_settings.py): the task
+# and the run allow for it; the builder enforces each build's own (and its loss comes an hour after).
+LONGEST_BUILD = timedelta(seconds=MAX_TIMEOUT)
 
 # Faults of the machinery, not of the release: retrying later (maybe on another worker) can cure them.
 # Everything else fails the task at once: a failed build never raises, so an exception is a bug.
@@ -95,7 +99,7 @@ def wave_group(target) -> str:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=MAX_ACTIVE_RUNS,
-    dagrun_timeout=BUILD_TIMEOUT + timedelta(hours=2),
+    dagrun_timeout=LONGEST_BUILD + timedelta(hours=2),
     default_args={"queue": INDEX_HOST_QUEUE, "retries": 2, "retry_delay": timedelta(minutes=1),
                   "retry_policy": INFRASTRUCTURE_FAULTS},
     tags=["wheelwright", "builds"],
@@ -142,7 +146,7 @@ def build_wheels():
         return targets
 
     @task(map_index_template=dag_tasks.RELEASE_MAP_INDEX,
-          execution_timeout=BUILD_TIMEOUT + timedelta(minutes=30), **INFRASTRUCTURE_RETRIES)
+          execution_timeout=LONGEST_BUILD + timedelta(minutes=30), **INFRASTRUCTURE_RETRIES)
     def build(batch: list[dict], *, ti=None) -> list[dict]:
         """pip wheel in the sandbox, then the files and the outcome over SFTP to the index host; for
         each build of the batch in turn."""

@@ -97,19 +97,25 @@ def test_a_pure_python_sdist_becomes_a_pure_wheel(built):
         assert zf.read("purepkg.py") == b"ANSWER = 42\n"
 
 
+# The C extension needs only libc (getpid, GLIBC_2.2.5): it meets the oldest manylinux policy, and the
+# builder tags it so (builds/wheel_abi.py): pip then installs it on any x86_64 glibc 2.5 or newer.
+CEXT_WHEEL = "cext-1.0-cp311-cp311-manylinux_2_5_x86_64.whl"
+
+
 def test_a_c_extension_becomes_a_wheel_for_this_machine_that_needs_libc6(built):
     outcome = built["cext"]
     assert outcome.status == "success", log_text(outcome)
     [wheel] = outcome.wheels
-    assert wheel.filename == "cext-1.0-cp311-cp311-linux_x86_64.whl"
+    assert wheel.filename == CEXT_WHEEL
     assert ("apt", "libc6") in wheel.dependencies
+    assert (wheel.glibc_floor, wheel.manylinux) == ("2.2", "manylinux_2_5_x86_64")
+    assert "tagged manylinux_2_5_x86_64" in log_text(outcome)
 
 
 def test_the_outcome_lists_every_file_to_send_and_survives_a_round_trip(built):
     outcome = built["cext"]
     names = [f.filename for f in outcome.files()]
-    assert names == ["cext-1.0-cp311-cp311-linux_x86_64.whl",
-                     "cext-1.0-cp311-cp311-linux_x86_64.whl.metadata", "12.txt.gz"]
+    assert names == [CEXT_WHEEL, f"{CEXT_WHEEL}.metadata", "12.txt.gz"]
     for f in outcome.files():
         assert (outcome.files_dir / f.filename).stat().st_size == f.size
     again = BuildOutcome.from_dict(outcome.to_dict())
@@ -244,7 +250,7 @@ def test_a_claimed_release_is_built_sent_over_sftp_and_published(catalog, index,
         server.stop()
     output = tmp_path / "www"
     assert receive(catalog, request, sent, server.incoming / "builder", output) == ["cext"]
-    wheel = output / "simple" / "cext" / "cext-1.0-cp311-cp311-linux_x86_64.whl"
+    wheel = output / "simple" / "cext" / CEXT_WHEEL
     assert wheel.exists() and wheel.with_name(wheel.name + ".metadata").exists()
     assert (output / log_path_for(request["build_id"])).exists()
     assert catalog.execute("SELECT w.filename, d.tool, d.dependency FROM wheels w "

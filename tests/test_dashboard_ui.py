@@ -118,7 +118,8 @@ def site(tmp_path_factory, pg_server, catalog_template):
 READS = ["/wheelwright/", "/wheelwright/api/snapshot"]
 ACTIONS = [("/wheelwright/api/targets/cp311-armv7l/pause", {"reason": "test"}),
            ("/wheelwright/api/packages/backlog/skip", {"reason": "test"}),
-           ("/wheelwright/api/packages/backlog/rebuild", {})]
+           ("/wheelwright/api/packages/backlog/rebuild", {}),
+           ("/wheelwright/api/packages/backlog/settings", {"timeout": "6h"})]
 
 
 def test_the_plugin_is_in_the_ui_navigation(site):
@@ -180,6 +181,21 @@ def test_actions_take_json_only_and_check_names(site):
                             ).fetchone()[0] == "from the dashboard (admin)"
     assert request(f"{site.base}/wheelwright/api/packages/backlog/unskip", method="POST", token=admin,
                    body={"version": "1.0"})[0] == 200
+
+
+def test_an_admin_sets_a_package_s_build_settings_and_the_sandbox_s_variables_are_refused(site):
+    admin = site.tokens["admin"]
+    status, raw = request(f"{site.base}/wheelwright/api/packages/Backlog/settings", method="POST", token=admin,
+                          body={"apt": ["libcups2-dev"], "timeout": "6h", "env": {"MAX_JOBS": "1"}})
+    assert status == 200, raw
+    assert json.loads(raw)["settings"] == {"apt": ["libcups2-dev"], "timeout": 21600.0, "env": {"MAX_JOBS": "1"}}
+    with psycopg.connect(site.catalog_dsn) as conn:
+        assert conn.execute("SELECT changed_by FROM build_settings WHERE package = 'backlog'").fetchone() == ("admin",)
+    status, raw = request(f"{site.base}/wheelwright/api/packages/backlog/settings", method="POST", token=admin,
+                          body={"env": {"LD_PRELOAD": "/x.so"}})
+    assert status == 422 and b"LD_PRELOAD belongs to the build sandbox" in raw
+    assert request(f"{site.base}/wheelwright/api/packages/backlog/settings", method="POST", token=admin,
+                   body={"clear": True})[0] == 200
 
 
 def test_a_failed_builds_log_opens_from_the_page(site):

@@ -179,7 +179,8 @@ def test_project_json_golden(project):
             "filehash": SHA, "filesize": 2048, "builder_abi": "cp311", "target": "cp311",
             "file_abi_tag": "cp311", "platform": "linux_armv7l", "requires_python": ">=3.9,<4",
             "apt_dependencies": ["libxml2"], "pip_dependencies": ["numpy>=1.20", 'pytest; extra == "test"'],
-            "unowned_libraries": [], "uploaded": "2024-05-01T12:00:00Z"}},
+            "unowned_libraries": [], "uploaded": "2024-05-01T12:00:00Z", "glibc_floor": None, "tested": None,
+            "test_detail": None}},
         "targets": [
             {"target": "cp311", "state": "built", "reason": None, "build_id": 7,
              "log_url": "/logs/0000/0000/0007.txt.gz"},
@@ -203,6 +204,24 @@ def test_project_json_keeps_every_field_piwheels_clients_read(project):
         for f in release["files"].values():
             assert {"filesize", "apt_dependencies", "filehash", "platform", "builder_abi", "file_abi_tag",
                     "file_url", "requires_python", "pip_dependencies"} <= set(f)
+
+
+def test_the_glibc_floor_the_install_test_and_the_build_settings_are_shown_where_people_look(project):
+    from dataclasses import replace
+    release = project.releases[1]
+    release.files[0] = replace(release.files[0], glibc_floor="2.36",
+                               tested=pages.tested_sentence("imports", "bookworm armhf"))
+    project.build_settings = {"apt_packages": ["libcups2-dev"], "timeout": 21600.0,
+                              "environment": {"NPY_NUM_BUILD_JOBS": "1"}, "changed_by": "ops"}
+    data = json.loads(pages.project_json(project))
+    file = data["releases"]["1.0"]["files"]["demo_pkg-1.0-cp311-cp311-linux_armv7l.whl"]
+    assert (file["glibc_floor"], file["tested"]) == ("2.36", "imports on bookworm armhf")
+    assert data["build_settings"]["apt_packages"] == ["libcups2-dev"]
+    html = pages.project_html(project).decode()
+    assert "glibc ≥ 2.36" in html and "imports on bookworm armhf" in html
+    assert "build settings: apt libcups2-dev; timeout 6h" in html and "NPY_NUM_BUILD_JOBS=1" in html
+    assert pages.tested_sentence("needs-a-pi", "bookworm armhf") == \
+        "built, not importable off a Pi (tested on bookworm armhf)"
 
 
 def test_project_page_shows_what_people_need_and_escapes_pypi_text(project):
@@ -293,9 +312,39 @@ def test_build_settings_have_their_place_on_the_page(project):
      {("library", "xml2"), ("library", "z")}),
     ("Package libffi was not found in the pkg-config search path.", {("pkg-config", "libffi")}),
     ("error: command 'gcc' failed: No such file or directory", set()),
+    ("FileNotFoundError: [Errno 2] No such file or directory: 'curl-config'", {("tool", "curl-config")}),
+    ("sh: 1: pg_config: not found", {("tool", "pg_config")}),
 ])
 def test_missing_headers_and_libraries_are_found_in_logs(log, found):
     assert missing_in_log(log) == found
+
+
+@pytest.mark.parametrize("reason, log, cause, detail", [
+    ("timed out after 3600 s; the build and everything it started were killed", "", "timed out", None),
+    ("does not load on bookworm armhf: import x: ImportError: libfoo.so.1", "", "does not load", None),
+    ("pip wheel exited with status 1", "error: package `pyo3 v0.25` cannot be built because it requires "
+     "rustc 1.74 or newer, while the currently active rustc version is 1.63.0", "needs a newer Rust", None),
+    ("pip wheel exited with status 1", "error: can't find Rust compiler", "needs Rust", None),
+    ("pip wheel exited with status 1", "  error: Rust 1.63.0 does not match extension requirement >=1.64.0",
+     "needs a newer Rust", "Rust 1.63.0 does not match extension requirement >=1.64.0"),
+    ("pip wheel exited with status 1", "this version of Cargo is older than the `2024` edition, and only "
+     "supports `2015`, `2018`, and `2021` editions.", "needs a newer Rust", None),
+    ("pip wheel exited with status 1", "lock file version `4` was found, but this version of Cargo does not "
+     "understand this lock file, perhaps Cargo needs to be updated?", "needs a newer Rust", None),
+    ("pip wheel exited with status 1", "error: failed to get `pyo3` as a dependency of package `x v0.1.0`",
+     "needs Rust crates from crates.io", None),
+    ("pip wheel exited with status 1", "Could not detect if running on the Raspberry Pi or Beaglebone Black.",
+     "needs a Pi to build", None),
+    ("pip wheel exited with status 1", "x.c:1:10: fatal error: sql.h: No such file or directory",
+     "missing header", "sql.h -> unixodbc-dev"),
+    ("pip wheel exited with status 1", "No such file or directory: 'curl-config'", "missing build tool",
+     "curl-config -> libcurl4-openssl-dev"),
+    ("pip wheel exited with status 1", "something else", "other", "pip wheel exited with status 1"),
+])
+def test_every_failure_is_given_its_cause(reason, log, cause, detail):
+    from wheelwright.publish.reports import classify_failure
+    found, words = classify_failure(reason, log)
+    assert found == cause and (detail is None or words == detail)
 
 
 def test_missing_files_map_to_debian_packages():

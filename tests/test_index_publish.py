@@ -404,3 +404,6 @@ def test_the_operator_report_counts_apt_needs_and_names_missing_headers(world, c
     assert found == {("header", "ffi.h"): "libffi-dev", ("library", "xml2"): "libxml2-dev"}
     assert [b["package"] for b in missing[0]["builds"]] == ["broken"]
     assert "libffi-dev" in page(www, "reports/index.html")
+    causes = json.loads(page(www, "reports/failure-causes.json"))
+    assert [(c["cause"], c["builds"][0]["detail"]) for c in causes] == [("missing header", "ffi.h -> libffi-dev")]
+    assert "failed builds by cause" in page(www, "reports/index.html")

@@ -81,6 +81,9 @@ def test_zip_members_never_extract_outside_the_scratch_folder(member, safe):
     "foo-1.0-cp311-cp311-linux_armv7l.whl", "foo-1.0-cp311-abi3-linux_armv7l.whl",
     "foo-1.0-cp38-abi3-linux_armv7l.whl", "foo-1.0-py3-none-any.whl", "foo-1.0-py2.py3-none-any.whl",
     "foo-1.0-cp311-none-linux_armv7l.whl", "foo-1.0-py3-none-linux_armv7l.whl", "foo-1.0-2-py3-none-any.whl",
+    # the target's architecture under a manylinux tag: whether the wheel meets it is read from its ELF
+    # files (check_received_wheel, builds/wheel_abi.py)
+    "foo-1.0-cp311-cp311-manylinux_2_17_armv7l.whl",
 ])
 def test_tags_that_fit_the_target_or_are_pure_are_accepted(filename):
     assert check_target_tags(filename, "cp311", "linux_armv7l")
@@ -89,7 +92,7 @@ def test_tags_that_fit_the_target_or_are_pure_are_accepted(filename):
 @pytest.mark.parametrize("filename, says", [
     ("foo-1.0-cp311-cp311-linux_x86_64.whl", "it is for linux_x86_64"),
     ("foo-1.0-cp311-cp311-linux_armv7l.linux_x86_64.whl", "it is for linux_x86_64"),  # one tag too many
-    ("foo-1.0-cp311-cp311-manylinux_2_17_armv7l.whl", "it is for manylinux_2_17_armv7l"),
+    ("foo-1.0-cp311-cp311-manylinux_2_17_aarch64.whl", "it is for manylinux_2_17_aarch64"),
     ("foo-1.0-cp312-cp312-linux_armv7l.whl", "it is for cp312"),
     ("foo-1.0-cp312-abi3-linux_armv7l.whl", "none of its tags"),   # abi3 from a newer Python
     ("foo-1.0-cp312-none-any.whl", "none of its tags"),

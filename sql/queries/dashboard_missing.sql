@@ -7,7 +7,7 @@ FROM builds b
 JOIN log_findings f ON f.build_id = b.build_id
 JOIN packages p ON p.package = b.package
 JOIN versions v ON v.package = b.package AND v.version = b.version
-WHERE b.finished_at >= now() - interval '30 days' AND b.status = 'failure'
+WHERE b.finished_at >= now() - interval '30 days' AND b.status = 'failure' AND f.kind <> 'cause'
   AND p.present AND NOT p.quarantined AND NOT v.quarantined
 GROUP BY f.kind, f.missing
 ORDER BY count(DISTINCT b.build_id) DESC, f.kind, f.missing

@@ -1,9 +1,10 @@
 -- Everything the pages of one package show, one row per package whose change_seq lies in
 -- (%(after)s, %(upto)s]: the package, its aliases, its visible releases (newest first), its builds and
--- its wheels (of every version, so the publisher knows which files the catalog still lists), and its
--- download figures. Each release says which enabled targets hold it in their scope (uploaded since the
--- target was enabled, or admitted by a backfill: the build queue's own rule, migration 018), so the
--- page can say where it stands on each.
+-- its wheels (of every version, so the publisher knows which files the catalog still lists), its
+-- download figures and the operator's build settings of the package (builds/build_settings.py), if
+-- any. Each release says which enabled targets hold it in their scope (uploaded since the target was
+-- enabled, or admitted by a backfill: the build queue's own rule, migration 018), so the page can say
+-- where it stands on each.
 -- Nested rows are JSON arrays (positional, to keep the rows small); times are ISO 8601 UTC strings.
 SELECT p.package,
        p.display_name,
@@ -43,12 +44,20 @@ SELECT p.package,
                    (SELECT json_agg(json_build_array(d.tool, d.dependency) ORDER BY d.tool, d.dependency)
                       FROM wheel_dependencies d
                      WHERE d.filename = w.filename),
-                   w.requires_dist)
+                   w.requires_dist, w.glibc_floor, w.tested_on, w.test_result, w.test_detail)
                    ORDER BY w.filename)
           FROM wheels w
          WHERE w.package = p.package) AS wheels,
        (SELECT json_build_array(sum(c.last_30), sum(c.total))
           FROM download_counts c
-         WHERE c.package = p.package) AS downloads
+         WHERE c.package = p.package) AS downloads,
+       (SELECT json_build_object('apt_packages', s.apt_packages,
+                                 'timeout', extract(epoch FROM s.timeout),
+                                 'environment', s.environment,
+                                 'changed_by', s.changed_by,
+                                 'changed_at', to_char(s.changed_at AT TIME ZONE 'UTC',
+                                                       'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+          FROM build_settings s
+         WHERE s.package = p.package) AS build_settings
   FROM packages p
  WHERE p.change_seq > %(after)s AND p.change_seq <= %(upto)s

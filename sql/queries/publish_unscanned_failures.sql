@@ -1,6 +1,6 @@
 -- Failed builds of the given packages (all packages when %(packages)s is NULL) whose logs nobody has
--- read yet.
-SELECT b.build_id, b.log_path
+-- read yet, with the reason the build row gives.
+SELECT b.build_id, b.log_path, b.reason
   FROM builds b
  WHERE b.status = 'failure'
    AND b.log_path IS NOT NULL

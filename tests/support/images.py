@@ -37,6 +37,15 @@ distro = "trixie"
 image = true
 package_lists = []
 packages = ["gcc", "libc6-dev", "libyaml-dev"]
+
+[[target]]
+name = "cp311-aarch64"         # bookworm on a 64-bit Pi: where a trixie-built wheel must not land
+abi = "cp311"
+platform = "linux_aarch64"
+distro = "bookworm"
+image = true
+package_lists = []
+packages = []
 """
 
 

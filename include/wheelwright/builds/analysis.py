@@ -105,6 +105,8 @@ class WheelInfo:
     requires_dist: tuple[str, ...]
     metadata: FileInfo                            # <wheel>.metadata, PEP 658
     dependencies: tuple[tuple[str, str], ...] = field(default=())  # (tool, dependency), sorted
+    glibc_floor: str | None = None                # the newest GLIBC_x.y its compiled code needs
+    manylinux: str | None = None                  # the manylinux policy it meets (builds/wheel_abi.py)
 
     @property
     def pure(self) -> bool:
@@ -180,6 +182,8 @@ class ElfObject:
     elfclass: int                # 32 or 64
     needed: tuple[str, ...]      # DT_NEEDED sonames, in order
     search: tuple[str, ...]      # DT_RPATH then DT_RUNPATH folders, split, $ORIGIN unexpanded
+    versions: tuple[tuple[str, str], ...] = ()   # (library, symbol version) it needs: ("libc.so.6", "GLIBC_2.34")
+    undefined: frozenset[str] = frozenset()      # names of the symbols it takes from libraries
 
     @property
     def triplet(self) -> str | None:
@@ -193,10 +197,18 @@ def read_elf(stream) -> ElfObject | None:
     """
     from elftools.elf.dynamic import DynamicSection
     from elftools.elf.elffile import ELFFile
+    from elftools.elf.gnuversions import GNUVerNeedSection
+    from elftools.elf.sections import SymbolTableSection
     try:
         elf = ELFFile(stream)
-        needed, search = [], []
+        needed, search, versions, undefined = [], [], [], set()
         for section in elf.iter_sections():
+            if isinstance(section, GNUVerNeedSection):
+                for library, auxiliaries in section.iter_versions():
+                    versions.extend((library.name, aux.name) for aux in auxiliaries)
+            elif isinstance(section, SymbolTableSection) and section.name == ".dynsym":
+                undefined.update(symbol.name for symbol in section.iter_symbols()
+                                 if symbol["st_shndx"] == "SHN_UNDEF" and symbol.name)
             if not isinstance(section, DynamicSection):
                 continue
             for tag in section.iter_tags():
@@ -206,7 +218,8 @@ def read_elf(stream) -> ElfObject | None:
                     search.extend(p for p in tag.rpath.split(":") if p)
                 elif tag.entry.d_tag == "DT_RUNPATH":
                     search.extend(p for p in tag.runpath.split(":") if p)
-        return ElfObject(elf["e_machine"], elf.elfclass, tuple(needed), tuple(search))
+        return ElfObject(elf["e_machine"], elf.elfclass, tuple(needed), tuple(search),
+                         tuple(dict.fromkeys(versions)), frozenset(undefined))
     except Exception:  # crafted or truncated headers: pyelftools raises whatever its parsing met
         return None
 
@@ -274,14 +287,18 @@ def check_target_tags(filename: str, abi: str, platform: str) -> frozenset[Tag]:
         _name, _version, _build, tags = parse_wheel_filename(filename)
     except InvalidWheelFilename as exc:
         raise WheelRefused(f"refused {filename}: not a valid wheel file name ({exc})") from exc
+    from wheelwright.builds.wheel_abi import linux_platform
     for tag in sorted(tags, key=str):
-        if tag.platform not in ("any", platform):
+        if tag.platform not in ("any", platform) and linux_platform(tag.platform) != platform:
             raise WheelRefused(f"refused {filename}: it is for {tag.platform}, but the target builds for "
                                f"{platform} (a worker of another platform served its queue)")
         if tag.abi not in ("none", "abi3", abi):
             raise WheelRefused(f"refused {filename}: it is for {tag.abi}, but the target builds for {abi} "
                                "(the worker built with another Python)")
+    # a manylinux tag of the target's architecture is checked by the wheel's own ELF files, apart
     supported = target_tags(abi, platform)
+    for manylinux in sorted({t.platform for t in tags} - {"any", platform}):
+        supported = None if supported is None else supported | target_tags(abi, manylinux)
     if supported is not None and not tags & supported:
         raise WheelRefused(f"refused {filename}: none of its tags ({', '.join(sorted(map(str, tags)))}) "
                            f"installs on {abi}/{platform}")
@@ -328,8 +345,10 @@ def analyse_wheel(path: Path, package: str, version: str, *, root: str | os.Path
     compiled members (a private temporary one by default). ``run_as`` is accepted for old callers and
     unused: nothing of the wheel is run.
     """
+    from wheelwright.builds.wheel_abi import linux_platform, wheel_abi
     path = Path(path)
     python_tag, abi_tag, platform_tag = check_wheel_filename(path.name, package, version)
+    platform_tag_built = linux_platform(platform_tag)
     sha256, size = sha256_of(path)
     try:
         with zipfile.ZipFile(path) as zf:
@@ -337,7 +356,9 @@ def analyse_wheel(path: Path, package: str, version: str, *, root: str | os.Path
             name, requires_python, requires_dist = parse_metadata(metadata)
             if name is None or canonicalize_name(name) != canonicalize_name(package):
                 raise WheelRefused(f"refused {path.name}: its METADATA names {name!r}, not {package}")
-            dependencies = _dependencies(zf, root=Path(root), scratch=scratch)
+            objects = elf_members(zf, scratch=scratch)
+            dependencies = _dependencies(zf, objects, root=Path(root))
+            abi = wheel_abi(zf, platform_tag_built, objects=objects) if objects else None
     except (zipfile.BadZipFile, EOFError) as exc:
         raise WheelRefused(f"refused {path.name}: not a readable zip file ({exc})") from exc
     metadata_path = path.with_name(path.name + ".metadata")
@@ -346,7 +367,8 @@ def analyse_wheel(path: Path, package: str, version: str, *, root: str | os.Path
         filename=path.name, sha256=sha256, size=size, python_tag=python_tag, abi_tag=abi_tag,
         platform_tag=platform_tag, requires_python=requires_python, requires_dist=requires_dist,
         metadata=FileInfo(metadata_path.name, hashlib.sha256(metadata).hexdigest(), len(metadata)),
-        dependencies=dependencies)
+        dependencies=dependencies, glibc_floor=abi.glibc_floor if abi else None,
+        manylinux=abi.manylinux if abi else None)
 
 
 
@@ -364,6 +386,7 @@ class CheckedWheel:
     requires_python: str | None
     metadata: bytes                               # the wheel's own METADATA, served as <wheel>.metadata
     requires_dist: tuple[str, ...] = ()           # its Requires-Dist, parsed (see pip_requirements)
+    glibc_floor: str | None = None                # read here from its ELF files (builds/wheel_abi.py)
 
     @property
     def metadata_sha256(self) -> str:
@@ -375,7 +398,7 @@ class CheckedWheel:
 
 
 def check_received_wheel(path: Path, *, package: str, version: str, abi: str, platform: str,
-                         digest: tuple[str, int] | None = None) -> CheckedWheel:
+                         digest: tuple[str, int] | None = None, scratch: Path | None = None) -> CheckedWheel:
     """Read the wheel at ``path`` on the index host and check it against the build row it answers.
 
     ``package``, ``version``, ``abi`` and ``platform`` come from the index host's own build row, never
@@ -386,16 +409,22 @@ def check_received_wheel(path: Path, *, package: str, version: str, abi: str, pl
     """
     path = Path(path)
     python_tag, abi_tag, platform_tag = check_wheel_filename(path.name, package, version)
-    check_target_tags(path.name, abi, platform)
+    check_target_tags(path.name, abi, platform)  # a manylinux tag: its policy is checked below
     if (number := build_number(path.name)) > MAX_BUILD_NUMBER:
         raise WheelRefused(f"refused {path.name}: its build number {number} is absurd")
     sha256, size = digest if digest is not None else sha256_of(path)
+    from wheelwright.builds.wheel_abi import linux_platform, tag_problem, wheel_abi
+    abi = None
     try:
         with zipfile.ZipFile(path) as zf:
             check_zip_safe(zf, path.name)
             metadata = _metadata_bytes(zf, path.name, package, version=version)
+            if platform_tag != "any":  # what its compiled code needs, read here, not taken on trust
+                abi = wheel_abi(zf, linux_platform(platform_tag), scratch=scratch)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, ValueError) as exc:
         raise WheelRefused(f"refused {path.name}: not a readable zip file ({exc})") from exc
+    if abi is not None and (problem := tag_problem(platform_tag, abi)) is not None:
+        raise WheelRefused(f"refused {path.name}: {problem}")
     name, meta_version, requires_python = parse_core_metadata(metadata)
     if name is None or canonicalize_name(name) != canonicalize_name(package):
         raise WheelRefused(f"refused {path.name}: its METADATA names {name!r}, not {package}")
@@ -404,7 +433,8 @@ def check_received_wheel(path: Path, *, package: str, version: str, abi: str, pl
     return CheckedWheel(filename=path.name, sha256=sha256, size=size, python_tag=python_tag,
                         abi_tag=abi_tag, platform_tag=platform_tag, build_number=build_number(path.name),
                         requires_python=requires_python, metadata=metadata,
-                        requires_dist=pip_requirements(parse_metadata(metadata)[2]))
+                        requires_dist=pip_requirements(parse_metadata(metadata)[2]),
+                        glibc_floor=abi.glibc_floor if abi else None)
 
 
 def check_zip_safe(zf: zipfile.ZipFile, filename: str) -> None:
@@ -499,8 +529,8 @@ def _metadata_bytes(zf: zipfile.ZipFile, filename: str, package: str, *, version
     return data
 
 
-def _dependencies(zf: zipfile.ZipFile, *, root: Path,
-                  scratch: Path | None) -> tuple[tuple[str, str], ...]:
+def elf_members(zf: zipfile.ZipFile, *, scratch: Path | None = None) -> list[tuple[str, ElfObject]]:
+    """``(member name, ElfObject)`` of every ELF file in the wheel, read without running anything."""
     objects = []
     for info in zf.infolist():
         if info.is_dir() or info.file_size < 4:
@@ -520,10 +550,20 @@ def _dependencies(zf: zipfile.ZipFile, *, root: Path,
             elf = read_elf(copy)
         if elf is not None:
             objects.append((info.filename, elf))
+    return objects
+
+
+def bundled_names(zf: zipfile.ZipFile) -> frozenset[str]:
+    """File names of the wheel's members: a library of that name is the wheel's own, not the system's."""
+    return frozenset(posixpath.basename(info.filename) for info in zf.infolist() if not info.is_dir())
+
+
+def _dependencies(zf: zipfile.ZipFile, objects: list[tuple[str, ElfObject]], *,
+                  root: Path) -> tuple[tuple[str, str], ...]:
     if not objects:
         return ()
     # libraries the wheel bundles itself (auditwheel's <pkg>.libs/, or beside the extension)
-    bundled = {posixpath.basename(info.filename) for info in zf.infolist() if not info.is_dir()}
+    bundled = bundled_names(zf)
     if len({soname for _member, elf in objects for soname in elf.needed}) > MAX_DEPENDENCIES:
         raise WheelRefused(f"refused a wheel whose compiled code names more than {MAX_DEPENDENCIES:,} "
                            "libraries")

@@ -53,12 +53,14 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from wheelwright.errors import ConfigError, WheelwrightError
-from wheelwright.builds import sandbox
+from wheelwright.builds import install_test, sandbox
+from wheelwright.builds.build_settings import BuildSettings, SettingRefused
 from wheelwright.builds.cleanup import remove_tree
 from wheelwright.builds.workspace import DiskQuota, Workspace, open_workspace
 from wheelwright.builds.analysis import (FileInfo, WheelInfo, WheelRefused, analyse_wheel, check_members,
                                          check_plain_filename,
                                          safe_member_path, sha256_of)
+from wheelwright.builds.wheel_abi import retag
 
 log = logging.getLogger(__name__)
 
@@ -464,17 +466,24 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
     """
     started = time.monotonic()
     host = socket.gethostname()
+    try:
+        settings = BuildSettings.from_request(request.get("settings"))
+    except SettingRefused as exc:  # the request is the index host's; still, checked at this door too
+        settings, refused_settings = BuildSettings(), str(exc)
+    else:
+        refused_settings = None
     if root is None:
         from wheelwright.builds.images import root_for_target
-        root = root_for_target(str(request.get("target") or ""))
+        root = root_for_target(str(request.get("target") or ""), extra=settings.apt)
     root = Path(root)
-    settings = None
+    timeout = settings.timeout or timeout
+    configured = None
     if extra_index_url is None or buildenvs_store is None or root != Path("/"):
         from wheelwright.config import Settings
-        settings = Settings.from_env()
+        configured = Settings.from_env()
     if extra_index_url is None:
-        extra_index_url = settings.index_url
-    store = _buildenvs_store(buildenvs_store, settings)
+        extra_index_url = configured.index_url
+    store = _buildenvs_store(buildenvs_store, configured)
     extra = (extra_index_url,) if extra_index_url and extra_index_url != index_url else ()
     unsafe = sandbox.unsafe_opt_out() if unsafe_no_sandbox is None else unsafe_no_sandbox
     disk = DiskQuota.from_env() if disk is None else disk
@@ -508,6 +517,8 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
         except UnsafeRequest as exc:
             log.warning("build %s refused: %s", request.get("build_id"), exc)
             return outcome("failure", str(exc))
+        if refused_settings is not None:
+            return outcome("failure", f"refused build settings: {refused_settings}")
         if not unsafe:
             sandbox.check_host()
         python = python or interpreter_for(request.get("abi") or "", root)
@@ -520,12 +531,12 @@ def build(request, *, index_url: str, workdir_root: str | os.PathLike, timeout: 
                    sdist_sha256=sdist_sha256, python=python, user=user, index_url=index_url,
                    workdir_root=workdir_root, results=results, timeout=timeout,
                    memory_limit=memory_limit, process_limit=process_limit, log_file=log_file,
-                   host=host, root=root, unsafe=unsafe, extra_index_urls=extra, disk=disk,
+                   host=host, root=root, unsafe=unsafe, extra_index_urls=extra, disk=disk, settings=settings,
                    allow=tuple(allow) + extra + tuple(part.strip() for part in
                                                       os.environ.get("WHEELWRIGHT_BUILD_ALLOW", "").split(",")
                                                       if part.strip()),
                    buildenvs_store=None if unsafe else store, phases=phases, started=started,
-                   home=settings.home if settings is not None else None)
+                   home=configured.home if configured is not None else None)
         return _build(job, outcome)
     except BaseException:
         log_file.close()
@@ -566,6 +577,7 @@ class _Job:
     unsafe: bool
     extra_index_urls: tuple[str, ...] = ()
     disk: DiskQuota = field(default_factory=DiskQuota)
+    settings: BuildSettings = field(default_factory=BuildSettings)   # the operator's, for this package
     buildenvs_store: Path | None = None
     phases: dict = field(default_factory=dict)
     started: float = 0.0
@@ -596,7 +608,14 @@ class _Job:
                 f"{self.request.get('target')} on {self.host}, {where}]\n"
                 + (f"[wheelwright: pinned to the sdist with sha256 {self.sdist_sha256}]\n"
                    if self.sdist_sha256 else "")
+                + "".join(f"[wheelwright: build settings: {line}]\n" for line in self.settings.lines()
+                          if self.settings != BuildSettings())
                 + f"$ {' '.join(argv)}\n\n")
+
+    def environment(self, seen_as: str) -> dict[str, str]:
+        """The build's environment: the operator's variables for the package (checked, never one of
+        the sandbox's own), under the clean environment every build gets."""
+        return {**self.settings.environment, **clean_environment(seen_as, self.user[0] if self.user else None)}
 
 
 def _toolchain(job: _Job):
@@ -745,7 +764,7 @@ def _build_prepared(job: _Job, outcome) -> BuildOutcome | None:
             job.log_file.note(job.headline(argv) +
                               f"[wheelwright: prepared build environment {env.env_id}, read-only at "
                               f"{buildenvs.MOUNT}: {env.describe()}]\n")
-            env_vars = _with_tools(clean_environment(seen_as, job.user[0] if job.user else None), tools_env)
+            env_vars = _with_tools(job.environment(seen_as), tools_env)
             env_vars["PATH"] = f"{buildenvs.MOUNT}/bin:{env_vars['PATH']}"
             began = time.monotonic()
             ran = sandbox.run(argv, root=job.root, work=work, env=env_vars, index_url=job.index_url,
@@ -797,7 +816,7 @@ def _build_isolated(job: _Job, outcome) -> BuildOutcome:
                                  extra_index_urls=job.extra_index_urls)
         job.log_file.note(job.headline(argv))
         tool_binds, tools_env = _native_tools(job, _toolchain(job))
-        env = _with_tools(clean_environment(seen_as, job.user[0] if job.user else None), tools_env)
+        env = _with_tools(job.environment(seen_as), tools_env)
         log.info("building %s==%s (build %d) for %s", job.package, job.version, job.build_id,
                  job.request.get("target"))
         began = time.monotonic()
@@ -842,8 +861,8 @@ def _finish(job: _Job, space: Workspace, ran: sandbox.Ran, outcome, *, what: str
             return outcome("failure", f"{what} succeeded but made no wheel")
         for path in wheels:
             check_archive(path)
-        infos = [analyse_wheel(path, job.package, job.version, root=job.root,
-                               scratch=job.workdir_root) for path in wheels]
+        infos = [_analysed(path, job) for path in wheels]
+        _install_test(infos, job)
     except WheelRefused as exc:
         for path in job.results.iterdir():
             if path != job.log_file.path:
@@ -854,6 +873,40 @@ def _finish(job: _Job, space: Workspace, ran: sandbox.Ran, outcome, *, what: str
     log.info("built %s==%s (build %d): %s", job.package, job.version, job.build_id,
              ", ".join(w.filename for w in infos))
     return outcome("success", None, infos)
+
+
+def _analysed(path: Path, job: _Job) -> WheelInfo:
+    """The wheel at ``path`` checked and described; a ``linux_*`` wheel that meets a manylinux policy
+    is written again under that tag (pip then checks the running glibc: builds/wheel_abi.py)."""
+    info = analyse_wheel(path, job.package, job.version, root=job.root, scratch=job.workdir_root)
+    if info.manylinux and info.platform_tag.startswith("linux_"):
+        path.with_name(path.name + ".metadata").unlink(missing_ok=True)
+        retagged = retag(path, info.manylinux)
+        job.log_file.note(f"\n[wheelwright: {path.name} needs glibc {info.glibc_floor} and only libraries "
+                          f"every glibc system has: tagged {info.manylinux} as {retagged.name}]\n")
+        info = analyse_wheel(retagged, job.package, job.version, root=job.root, scratch=job.workdir_root)
+    elif info.glibc_floor:
+        job.log_file.note(f"\n[wheelwright: {path.name} needs glibc {info.glibc_floor}]\n")
+    return info
+
+
+def _install_test(infos: list[WheelInfo], job: _Job) -> None:
+    """The builder's install test of each compiled wheel, a first filter before anything travels (the
+    index host tests again): a wheel that does not load is refused, with the import's words."""
+    where = install_test.image_where(job.root) if not job.unsafe else None
+    if where is None or not install_test.tested_on("builder"):
+        return
+    for info in infos:
+        path = job.results / info.filename
+        if info.pure or not install_test.has_compiled_code(path):
+            continue
+        result = install_test.run_test(path, job.package, root=job.root, where=where,
+                                       workdir=job.workdir_root, python=job.python, identity=job.user)
+        shown = result.output if len(result.output) <= 16384 else "...\n" + result.output[-16384:]
+        job.log_file.note(f"\n[wheelwright: install test of {info.filename} on {where}]\n{shown}"
+                          f"[wheelwright: {result.sentence()}]\n")
+        if not result.loads:
+            raise WheelRefused(result.sentence())
 
 
 def _run_unsafe(argv, *, cwd: Path, env: dict, user, timeout: float, memory_limit: int,

@@ -163,8 +163,10 @@ def arch_of(target) -> str:
     return arch
 
 
-def recipe_for(target) -> Recipe:
-    """The recipe of ``target``'s image (a :class:`~wheelwright.builds.targets.Target`)."""
+def recipe_for(target, extra: Iterable[str] = ()) -> Recipe:
+    """The recipe of ``target``'s image (a :class:`~wheelwright.builds.targets.Target`); with ``extra``
+    Debian packages (a package's build settings), the recipe of the image derived from it: another
+    image, named by its own hash, built on first use like any."""
     python = DISTRO_PYTHON.get(target.distro)
     m = re.fullmatch(r"cp(\d)(\d+)", target.abi)
     if python is None:
@@ -176,7 +178,7 @@ def recipe_for(target) -> Recipe:
     packages = list(getattr(target, "packages", ()))
     for name in getattr(target, "package_lists", ()):
         packages += package_list(name)
-    return make_recipe(target.distro, arch_of(target), packages)
+    return make_recipe(target.distro, arch_of(target), [*packages, *extra])
 
 
 def needs_emulation(arch: str, machine: str | None = None) -> bool:
@@ -305,9 +307,11 @@ def find_image(recipe: Recipe, store: Path) -> Image | None:
     return read_image(store / recipe.folder_name)
 
 
-def image_root(target, store: Path, *, build: bool = True, progress: Progress = _quiet) -> Path:
-    """The root file system ``target`` builds in, built first if missing and ``build``."""
-    recipe = recipe_for(target)
+def image_root(target, store: Path, *, build: bool = True, progress: Progress = _quiet,
+               extra: Iterable[str] = ()) -> Path:
+    """The root file system ``target`` builds in (with ``extra`` Debian packages: its derived image),
+    built first if missing and ``build``."""
+    recipe = recipe_for(target, extra)
     image = find_image(recipe, store)
     if image is None:
         if not build:
@@ -318,17 +322,23 @@ def image_root(target, store: Path, *, build: bool = True, progress: Progress = 
     return image.root
 
 
-def root_for_target(name: str, store: Path | None = None, *, progress: Progress | None = None) -> Path:
+def root_for_target(name: str, store: Path | None = None, *, progress: Progress | None = None,
+                    extra: Iterable[str] = ()) -> Path:
     """The root filesystem builds for the target ``name`` run in: its image when it has one (built
-    here on first use, so a worker needs no preparation), else the worker's own ``/``."""
+    here on first use, so a worker needs no preparation; with ``extra`` Debian packages, the image
+    derived from it), else the worker's own ``/`` (which ``extra`` cannot change: refused)."""
     from wheelwright.builds.targets import load_targets
     from wheelwright.config import Settings
     target = next((t for t in load_targets() if t.name == name), None)
     if target is None or not target.image:
+        if extra:
+            raise ConfigError(f"target {name} builds on the worker's own system: its build settings' apt "
+                              f"packages ({' '.join(extra)}) need an image (image = true)")
         return Path("/")
     if store is None:
         store = default_store(Settings.from_env())
-    return image_root(target, store, build=True, progress=progress or (lambda line: log.info("%s", line)))
+    return image_root(target, store, build=True, progress=progress or (lambda line: log.info("%s", line)),
+                      extra=extra)
 
 
 def _disk_usage(path: Path) -> int:
@@ -489,8 +499,12 @@ def _keep_apt_cache(used: Path, cache: Path) -> None:
         os.replace(deb, cache / deb.name)
 
 
+# An image with Rust's toolchain (LLVM) configured under qemu on a busy machine took more than an hour here
+IMAGE_TIMEOUT = 3 * 3600
+
+
 def build_image(recipe: Recipe, store: Path, *, mirror: str | None = None,
-                progress: Progress = _quiet, timeout: float = 3600) -> Image:
+                progress: Progress = _quiet, timeout: float = IMAGE_TIMEOUT) -> Image:
     """Build the image of ``recipe`` into ``store`` (or find it built by someone we waited for)."""
     mirror = mirror or os.environ.get("WHEELWRIGHT_DEBIAN_MIRROR") or DEFAULT_MIRROR
     if shutil.which("mmdebstrap") is None:

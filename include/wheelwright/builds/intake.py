@@ -47,7 +47,7 @@ from pathlib import Path
 import psycopg
 from packaging.utils import canonicalize_name
 
-from wheelwright.builds import retries
+from wheelwright.builds import install_test, retries
 from wheelwright.builds.analysis import (CheckedWheel, FileInfo, WheelRefused, check_plain_filename,
                                          check_received_wheel, with_build_number)
 from wheelwright.builds.queue import mark_lost
@@ -402,6 +402,13 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
             refused = True
     elif status == "failure" and not reason:
         reason = "the build failed (the builder gave no reason)"
+    tests: dict[str, install_test.TestResult] = {}
+    if status == "success" and checked:
+        tests, failed = install_tests(row, request, [(wheel, by_name[wheel.filename].path) for _a, wheel in checked])
+        if failed is not None:  # a wheel that does not load is not served: the build failed
+            log.warning("build %d of %s==%s for %s: %s", row.build_id, row.package, row.version, row.target,
+                        failed.sentence())
+            status, reason, checked = "failure", failed.sentence()[:500], []
     # A worker that sent a wheel its own checks should have stopped is not believed about its log either.
     log_file = by_name.get(claim.log.filename) if claim.log is not None and not refused else None
     if log_file is not None and (why_not_log := log_problem(log_file.path, log_file.size)) is not None:
@@ -444,7 +451,7 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
                 "duration": timedelta(seconds=claim.duration), "log_path": log_rel,
                 "transient": transient, "not_before": not_before})
             if new_wheels:
-                conn.execute(db.query("build_record_wheels"), _wheel_columns(row, new_wheels))
+                conn.execute(db.query("build_record_wheels"), _wheel_columns(row, new_wheels, tests))
                 conn.execute(db.query("build_remember_wheels"), _name_columns(row, new_wheels))
                 deps = [(name, tool, dep) for announced, _w, name in new_wheels
                         for tool, dep in announced.dependencies]
@@ -486,6 +493,38 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
              row.target, status, f" ({reason})" if reason else "",
              f"; published {', '.join(published)}" if published else "")
     return [row.package]
+
+
+def install_tests(row: BuildRow, request: Mapping, wheels: list[tuple[CheckedWheel, Path]]
+                  ) -> tuple[dict[str, install_test.TestResult], install_test.TestResult | None]:
+    """The index host's own install test of each compiled wheel of ``row``'s build, in a clean copy of
+    the target's image (with the apt packages of the package's build settings); ``(results by received
+    file name, the first failure or None)``. Targets built on a worker's own system are not tested."""
+    results: dict[str, install_test.TestResult] = {}
+    if not install_test.tested_on("index-host"):
+        return results, None
+    compiled = [(wheel, path) for wheel, path in wheels if not wheel.pure and install_test.has_compiled_code(path)]
+    if not compiled:
+        return results, None
+    from wheelwright.builds import images, sandbox
+    from wheelwright.builds.builder import DEFAULT_BUILD_USER
+    from wheelwright.builds.targets import load_targets
+    from wheelwright.config import Settings
+    target = next((t for t in load_targets() if t.name == row.target), None)
+    if target is None or not target.image:
+        return results, None
+    settings = Settings.from_env()
+    extra = tuple((request.get("settings") or {}).get("apt") or ())
+    root = images.image_root(target, images.default_store(settings), extra=extra,
+                             progress=lambda line: log.info("%s", line))
+    for wheel, path in compiled:
+        result = install_test.run_test(path, row.package, root=root, where=install_test.where_of(target),
+                                       workdir=settings.home / "install-tests",
+                                       identity=sandbox.build_identity(DEFAULT_BUILD_USER))
+        if not result.loads:
+            return results, result
+        results[wheel.filename] = result
+    return results, None
 
 
 def _name_for(conn: psycopg.Connection, row: BuildRow, wheel: CheckedWheel, output: Path) -> tuple[str, bool]:
@@ -540,8 +579,14 @@ def _why_not_published(row) -> str | None:
     return None
 
 
-def _wheel_columns(row: BuildRow, wheels: list[tuple[AnnouncedWheel, CheckedWheel, str]]) -> dict:
+def _wheel_columns(row: BuildRow, wheels: list[tuple[AnnouncedWheel, CheckedWheel, str]],
+                   tests: Mapping[str, install_test.TestResult] = {}) -> dict:
+    tested = [tests.get(w.filename) for _a, w, _n in wheels]
     return {
+        "glibc_floor": [w.glibc_floor for _a, w, _n in wheels],
+        "tested_on": [t.where if t else None for t in tested],
+        "test_result": [t.result if t else None for t in tested],
+        "test_detail": [t.detail if t else None for t in tested],
         "filename": [name for _a, _w, name in wheels],
         "build_id": row.build_id, "package": row.package, "version": row.version,
         "size": [w.size for _a, w, _n in wheels], "sha256": [w.sha256 for _a, w, _n in wheels],

@@ -114,7 +114,8 @@ def claim(conn: psycopg.Connection, package: str, version: str, target: str) -> 
                           "AND pyver = 'source'", (package, version)).fetchall()
     if len(sdists) == 1 and sdists[0][0]:
         request["sdist_sha256"] = sdists[0][0]  # the builder pins the sdist by it
-    return request
+    from wheelwright.builds.build_settings import attach
+    return attach(conn, [request])[0]
 
 
 def _why_not_buildable(conn, package: str, version: str, target: str) -> str:

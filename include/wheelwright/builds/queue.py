@@ -40,7 +40,7 @@ BACKLOG_WINDOWS = (timedelta(days=30), timedelta(days=365))
 CLAIM_LOCK = "wheelwright.claim:"
 
 
-class BuildRequest(TypedDict):
+class BuildRequest(TypedDict, total=False):
     """One claimed build, as it travels to a worker: small and JSON-serialisable."""
 
     build_id: int
@@ -48,6 +48,8 @@ class BuildRequest(TypedDict):
     version: str
     target: str       # the target's name
     abi: str          # the target's ABI tag
+    sdist_sha256: str  # the sdist's hash, when the catalog knows it (the builder pins it)
+    settings: dict    # the package's build settings, when an operator set some (builds/build_settings.py)
 
 
 def _name(target: Target | str) -> str:
@@ -82,6 +84,8 @@ def claim_wave(conn: psycopg.Connection, target: Target | str, limit: int, *,
                 "target": name, "fresh": fresh_window, "limit": limit - len(rows)}).fetchall()
     wave = [_request(row) for row in rows]
     if wave:
+        from wheelwright.builds.build_settings import attach
+        attach(conn, wave)  # the operator's settings of each package travel with its request
         log.info("claimed %d builds for %s: %s%s", len(wave), name,
                  ", ".join(f"{r['package']}=={r['version']}" for r in wave[:5]),
                  " ..." if len(wave) > 5 else "")

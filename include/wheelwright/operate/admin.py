@@ -13,6 +13,8 @@ build queue at once (it is one query away), and marks the package changed so its
   release re-queues, and the next publish removes the files that are no longer listed.
 - requeue-failures: forget every failure of a target (or of one package on it), and the waits of
   transient ones: those releases queue again at once (after an operator fixed the target's image).
+- settings: a package's build settings (extra apt packages, timeout, build variables), checked and kept
+  by :mod:`wheelwright.builds.build_settings`; builds claimed from then on carry them.
 """
 
 from __future__ import annotations
@@ -147,11 +149,47 @@ def add_commands(sub, connect) -> None:
         f"{requeue_failures(conn, args.target, args.package)} failed releases"
         f"{' of ' + canonicalize_name(args.package) if args.package else ''} queued again for {args.target}")))
 
+    p = sub.add_parser("settings", help="a package's build settings: extra apt packages, timeout, environment")
+    p.add_argument("package")
+    p.add_argument("--apt", action="append", metavar="DEBIAN_PACKAGE",
+                   help="build in the target's image plus these Debian packages (repeat; replaces the list)")
+    p.add_argument("--no-apt", action="store_true", help="no extra Debian packages")
+    p.add_argument("--timeout", metavar="DURATION", help="the build's time limit (6h, 90m, 1h30m) or 'default'")
+    p.add_argument("--env", action="append", metavar="NAME=VALUE", help="set a build variable (repeat)")
+    p.add_argument("--unset-env", action="append", metavar="NAME", default=[], help="remove a build variable")
+    p.add_argument("--clear", action="store_true", help="forget every setting of the package")
+    p.set_defaults(handler=lambda settings, args: _run(connect, settings, lambda conn: _settings(conn, args)))
+
     p = sub.add_parser("queue", help="what each enabled target builds next")
     p.add_argument("target", nargs="?", help="one target's name (default: every enabled target)")
     p.add_argument("--limit", type=int, default=10, help="releases to show per target (default 10)")
     p.set_defaults(handler=lambda settings, args: _run(connect, settings, lambda conn: _show_queue(
         conn, args.target, args.limit)))
+
+
+def _settings(conn, args) -> None:
+    """``wheelwright settings``: show a package's build settings, or change them and show the result."""
+    import getpass
+
+    from wheelwright.builds import build_settings
+    changing = args.apt or args.no_apt or args.timeout or args.env or args.unset_env or args.clear
+    package = canonicalize_name(args.package)
+    if changing:
+        timeout = ...
+        if args.timeout:
+            timeout = None if args.timeout == "default" else build_settings.parse_duration(args.timeout)
+        new = build_settings.change(
+            conn, package, by=getpass.getuser(), apt=[] if args.no_apt else args.apt, timeout=timeout,
+            set_env=dict(build_settings.parse_assignment(a) for a in args.env or ()),
+            unset_env=args.unset_env, clear=args.clear)
+    else:
+        if conn.execute("SELECT 1 FROM packages WHERE package = %s", (package,)).fetchone() is None:
+            raise UnknownRelease(_unknown(package, None))
+        new = build_settings.read(conn, package)
+    if new is None:
+        print(f"{package}: default build settings")
+        return
+    print(f"{package}:\n  " + "\n  ".join(new.lines()))
 
 
 def _label(args) -> str:

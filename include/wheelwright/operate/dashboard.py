@@ -251,3 +251,9 @@ def unskip(conn, package: str, version: str | None, *, user: str) -> None:
 def rebuild(conn, package: str, version: str | None, target: str | None, *, user: str) -> int:
     return admin.rebuild(conn, package, version, target)
 
+
+def build_settings(conn, package: str, changes: dict, *, user: str):
+    """The dashboard's settings form: ``changes`` as ``build_settings.change`` takes them."""
+    from wheelwright.builds import build_settings as settings
+    return settings.change(conn, package, by=user, **changes)
+

@@ -432,4 +432,33 @@ def create_app(connect: Callable | None = None, output: Callable[[], Path] | Non
         n = act(lambda conn: dashboard.rebuild(conn, package_name(package), version, target, user=name_of(user)))
         return {"package": package, "version": version, "target": target, "forgotten": n}
 
+    @app.post("/api/packages/{package}/settings", dependencies=edit)
+    def settings(package: str, request: Request, user: GetUserDep, payload=Body(None)):
+        """Set a package's build settings: {"apt": [...], "timeout": "6h"|null, "env": {...},
+        "unset_env": [...], "clear": true}; what is not given stays."""
+        from wheelwright.builds.build_settings import SettingRefused, parse_duration
+        body = body_of(request, payload)
+        if set(body) - {"apt", "timeout", "env", "unset_env", "clear"}:
+            raise HTTPException(422, "settings take apt, timeout, env, unset_env and clear")
+        changes: dict = {"clear": body.get("clear") is True}
+        if "apt" in body:
+            changes["apt"] = body["apt"] if isinstance(body["apt"], list) else [body["apt"]]
+        if "timeout" in body:
+            timeout = body["timeout"]
+            try:
+                changes["timeout"] = (None if timeout in (None, "", "default") else
+                                      parse_duration(timeout) if isinstance(timeout, str) else timeout)
+            except SettingRefused as exc:
+                raise HTTPException(422, str(exc)) from None
+        if "env" in body:
+            if not isinstance(body["env"], dict):
+                raise HTTPException(422, "env must be an object of NAME: VALUE")
+            changes["set_env"] = body["env"]
+        if "unset_env" in body:
+            if not isinstance(body["unset_env"], list):
+                raise HTTPException(422, "unset_env must be a list of names")
+            changes["unset_env"] = [n for n in body["unset_env"] if isinstance(n, str)]
+        new = act(lambda conn: dashboard.build_settings(conn, package_name(package), changes, user=name_of(user)))
+        return {"package": package_name(package), "settings": None if new is None else new.to_request()}
+
     return app

@@ -326,6 +326,9 @@ def compose_document(targets: list[Target]) -> dict:
             # the origin's access log, read by the index host (downloads and searches)
             spec["volumes"] += ["www:" + WWW, "incoming:" + INCOMING, "origin-logs:/var/log/nginx:ro"]
             spec["depends_on"].update(_ready("sftp"))
+            # its install tests import each compiled wheel in the build sandbox (builds/install_test.py),
+            # which needs user namespaces, as on the builders
+            spec["security_opt"] = ["seccomp=unconfined", "apparmor=unconfined"]
         if service.side == "builder":
             spec["volumes"] = [f"home-{service.name}:{HOME}", "logs:" + LOGS]
             spec["secrets"] = [service.name]

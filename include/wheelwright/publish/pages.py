@@ -59,6 +59,9 @@ class WheelFile:
     unowned: tuple[str, ...] = ()            # libraries no apt package owns
     requires_dist: tuple[str, ...] | None = None  # its METADATA's Requires-Dist (None: not recorded)
     distro: str = ""                         # the distro of the target that built it
+    glibc_floor: str | None = None           # the newest glibc its compiled code needs ("2.36")
+    tested: str | None = None                # where its install test ran: "imports on bookworm armhf"
+    test_detail: str | None = None           # what the import said, when it did not simply import
 
     @property
     def pure(self) -> bool:
@@ -328,6 +331,9 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org", site_url:
                     "pip_dependencies": list(f.requires_dist) if f.requires_dist is not None else None,
                     "unowned_libraries": list(f.unowned),
                     "uploaded": f.uploaded,
+                    "glibc_floor": f.glibc_floor,
+                    "tested": f.tested,
+                    "test_detail": f.test_detail,
                 } for f in sorted(r.files, key=lambda f: f.filename)
             },
             "targets": [_target_json(t) for t in r.targets],
@@ -478,11 +484,8 @@ def project_html(project: Project, pypi_url: str = "https://pypi.org", index_url
             out.append(f'<h3>Python packages {escape(featured.version)} needs</h3>\n<ul class="requires">\n')
             out.extend(f"  <li><code>{escape(r)}</code></li>\n" for r in pip)
             out.append("</ul>\n")
-    if project.build_settings:
-        out.append('<h3>Build settings</h3>\n<table class="settings">\n')
-        for key, value in sorted(project.build_settings.items()):
-            out.append(f"  <tr><th>{escape(str(key))}</th><td>{escape(str(value))}</td></tr>\n")
-        out.append("</table>\n")
+    if settings := settings_line(project.build_settings):
+        out.append(f'<p class="muted settings">{escape(settings)}</p>\n')
     out.append("</section>\n<section>\n<h2>Releases</h2>\n")
     if not project.releases:
         out.append('<p class="muted">No releases.</p>\n')
@@ -496,6 +499,34 @@ def project_html(project: Project, pypi_url: str = "https://pypi.org", index_url
     out.append("</section>\n</div>\n")
     out.append(tail)
     return "".join(out).encode()
+
+
+TESTED = {"imports": "imports on {where}", "needs-a-pi": "built, not importable off a Pi (tested on {where})",
+          "needs-dependencies": "loads on {where} up to its Python dependencies"}
+
+
+def tested_sentence(result: str | None, where: str | None) -> str | None:
+    """What a page says of a wheel's install test ("imports on bookworm armhf"); None: not tested."""
+    return TESTED[result].format(where=where) if result in TESTED and where else None
+
+
+def where_it_loads(f: WheelFile) -> list[str]:
+    """The lines a page shows under a wheel: its glibc floor and its install test."""
+    return [words for words in (f"glibc ≥ {f.glibc_floor}" if f.glibc_floor else None, f.tested) if words]
+
+
+def settings_line(settings: dict | None) -> str | None:
+    """The operator's build settings of a package, in one line; None when it has none."""
+    if not settings:
+        return None
+    parts = []
+    if settings.get("apt_packages"):
+        parts.append("apt " + " ".join(settings["apt_packages"]))
+    if settings.get("timeout"):
+        parts.append(f"timeout {human_duration(settings['timeout'])}")
+    if settings.get("environment"):
+        parts.append("env " + " ".join(f"{k}={v}" for k, v in sorted(settings["environment"].items())))
+    return f"build settings: {'; '.join(parts) or 'defaults'} (set by {settings.get('changed_by')})"
 
 
 def _release_html(out: list[str], package: str, release: Release) -> None:
@@ -556,6 +587,7 @@ def _target_html(out: list[str], package: str, release: Release, row: TargetStat
         deps = escape(" ".join(f.apt_dependencies))
         if f.unowned:
             deps += f' <span class="muted">(unowned: {escape(" ".join(f.unowned))})</span>'
+        deps += "".join(f'<br><span class="muted">{escape(words)}</span>' for words in where_it_loads(f))
         out.append(f"    <tr>\n      <td>{target}</td>\n      <td>{status}</td>\n"
                    f'      <td class="file"><a href="../../simple/{package}/{escape(quote(f.filename))}">'
                    f"{escape(f.filename)}</a></td>\n"
@@ -565,7 +597,7 @@ def _target_html(out: list[str], package: str, release: Release, row: TargetStat
 
 
 def reports_html(apt_counts: dict[str, list[tuple[str, int]]], missing: list[dict],
-                 generated: str) -> bytes:
+                 generated: str, causes: list[dict] = ()) -> bytes:
     return template("reports.html").render(
-        apt_counts=apt_counts, missing=missing, generated=generated, root="../", page="reports",
+        apt_counts=apt_counts, missing=missing, generated=generated, causes=causes, root="../", page="reports",
     ).encode()

@@ -451,7 +451,7 @@ class Publisher:
 
     def _catalog_package(self, row) -> _CatalogPackage | None:
         (package, display, visible, present, summary, skip_reason, aliases, release_rows, build_rows,
-         wheel_rows, downloads) = row
+         wheel_rows, downloads, build_settings) = row
         if not is_canonical(package):
             log.warning("package name %r is not a safe canonical name: not published", package)
             return None
@@ -484,7 +484,8 @@ class Publisher:
                 metadata_sha256=w[8], uploaded=w[9],
                 apt_dependencies=reports.needed_apt((d for tool, d in deps if tool == "apt"), distro),
                 unowned=tuple(d for tool, d in deps if tool == "unowned"),
-                requires_dist=tuple(w[11]) if w[11] is not None else None, distro=distro))
+                requires_dist=tuple(w[11]) if w[11] is not None else None, distro=distro,
+                glibc_floor=w[12], tested=pages.tested_sentence(w[14], w[13]), test_detail=w[15]))
         releases = []
         for r in release_rows or ():
             release = Release(
@@ -502,6 +503,7 @@ class Publisher:
         versions = shown | files_by_version.keys() | builds_by_version.keys()
         project = Project(package=package, display_name=display, summary=summary,
                           skip_reason=skip_reason,
+                          build_settings=_decode_json(build_settings) if build_settings else None,
                           aliases=tuple(a for a in aliases if safe_alias(a, package)),
                           releases=releases,
                           downloads=Downloads(*(int(n or 0) for n in downloads)) if downloads else Downloads(),
