@@ -151,7 +151,7 @@ def test_project_json_golden(project):
     assert data["aliases"] == ["Demo.Pkg"]
     assert data["releases"]["1.0"] == {
         "released": "2024-05-01T12:00:00Z", "prerelease": False, "yanked": False, "yanked_reason": None,
-        "requires_python": ">=3.9,<4", "skip_reason": "",
+        "requires_python": ">=3.9,<4", "skip_reason": "", "removed_reason": None,
         "files": {"demo_pkg-1.0-cp311-cp311-linux_armv7l.whl": {
             "file_url": "/simple/demo-pkg/demo_pkg-1.0-cp311-cp311-linux_armv7l.whl",
             "filehash": SHA, "filesize": 2048, "builder_abi": "cp311", "target": "cp311",
@@ -159,7 +159,7 @@ def test_project_json_golden(project):
             "apt_dependencies": ["libxml2"], "unowned_libraries": []}},
         "builds": [{"build_id": 7, "abi": "cp311", "target": "cp311", "status": "success",
                     "builder": "pi-1", "duration": 75.0, "log_url": "/logs/0000/0000/0007.txt.gz",
-                    "reason": None}],
+                    "reason": None, "imported_by": None}],
     }
     assert data["releases"]["2.0rc1"]["yanked"] is True
     assert data["releases"]["2.0rc1"]["prerelease"] is True

@@ -2,6 +2,7 @@
 -- (%(after)s, %(upto)s]: the package, its aliases, its visible releases (newest first), its builds and
 -- its wheels (of every version, so the publisher knows which files the catalog still lists).
 -- Nested rows are JSON arrays (positional, to keep the rows small); times are ISO 8601 UTC strings.
+-- An operator's takedown (of the project, or of a release) comes with its reason and time.
 SELECT p.package,
        p.display_name,
        p.present AND NOT p.quarantined AS visible,
@@ -14,13 +15,14 @@ SELECT p.package,
        (SELECT json_agg(json_build_array(
                    v.version,
                    to_char(v.released AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                   v.prerelease, v.yanked, v.yanked_reason, v.requires_python, v.skip_reason)
+                   v.prerelease, v.yanked, v.yanked_reason, v.requires_python, v.skip_reason,
+                   (SELECT d.reason FROM takedowns d WHERE d.package = v.package AND d.version = v.version))
                    ORDER BY v.rank DESC)
           FROM versions v
          WHERE v.package = p.package AND NOT v.quarantined) AS releases,
        (SELECT json_agg(json_build_array(
                    b.build_id, b.version, b.abi, b.status, b.builder,
-                   extract(epoch FROM b.duration), b.log_path, b.reason, b.target)
+                   extract(epoch FROM b.duration), b.log_path, b.reason, b.target, b.imported_by)
                    ORDER BY b.build_id)
           FROM builds b
          WHERE b.package = p.package) AS builds,
@@ -33,6 +35,10 @@ SELECT p.package,
                      WHERE d.filename = w.filename))
                    ORDER BY w.filename)
           FROM wheels w
-         WHERE w.package = p.package) AS wheels
+         WHERE w.package = p.package) AS wheels,
+       (SELECT json_build_array(d.reason,
+                   to_char(d.removed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+          FROM takedowns d
+         WHERE d.package = p.package AND d.version IS NULL) AS takedown
   FROM packages p
  WHERE p.change_seq > %(after)s AND p.change_seq <= %(upto)s

@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub, _ready_connection)
     from wheelwright.operate import builder_health    # builders, pause and resume (the dashboard's too)
     builder_health.add_commands(sub, _ready_connection)
+    # operator commands of issue 32 (each also a dashboard action): takedowns, imports, builder control
+    from wheelwright.operate import takedowns
+    takedowns.add_commands(sub, _ready_connection)
 
     runp = sub.add_parser("run", help="run everything here: the catalog, Airflow with the DAGs")
     runp.add_argument("--pypi", choices=("live", "double"), default="live",

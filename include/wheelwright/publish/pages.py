@@ -63,6 +63,7 @@ class Build:
     log_path: str | None           # relative to the tree: logs/NNNN/NNNN/NNNN.txt.gz
     reason: str | None
     target: str = ""               # the name of the target (by default its ABI)
+    imported_by: str | None = None  # an operator imported its wheel by hand (`wheelwright import`)
 
 
 @dataclass(slots=True)
@@ -76,6 +77,15 @@ class Release:
     skip_reason: str | None
     files: list[WheelFile] = field(default_factory=list)
     builds: list[Build] = field(default_factory=list)
+    removed_reason: str | None = None   # an operator took this release off the index
+
+
+@dataclass(slots=True, frozen=True)
+class Takedown:
+    """Why a project is off the index though it is on PyPI (`wheelwright remove`), and since when."""
+
+    reason: str
+    removed_at: str                # ISO 8601 UTC
 
 
 @dataclass(slots=True)
@@ -88,6 +98,7 @@ class Project:
     skip_reason: str | None
     aliases: tuple[str, ...] = ()  # other spellings that get a project/<alias> symlink
     releases: list[Release] = field(default_factory=list)
+    takedown: Takedown | None = None  # an operator took the whole project off the index
 
     def files_oldest_first(self) -> list[tuple[Release, WheelFile]]:
         """The files of the simple page: by release (oldest first, as PyPI lists them), then name."""
@@ -222,6 +233,7 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
             "yanked_reason": r.yanked_reason,
             "requires_python": r.requires_python,
             "skip_reason": r.skip_reason or "",
+            "removed_reason": r.removed_reason,
             "files": {
                 f.filename: {
                     "file_url": f"/simple/{project.package}/{quote(f.filename)}",
@@ -246,6 +258,7 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
                     "duration": b.duration,
                     "log_url": f"/{b.log_path}" if b.log_path else None,
                     "reason": b.reason,
+                    "imported_by": b.imported_by,
                 } for b in r.builds
             ],
         }
@@ -256,6 +269,8 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
         "skip_reason": project.skip_reason or "",
         "pypi_url": f"{pypi_url}/project/{project.package}/",
         "aliases": list(project.aliases),
+        "removed": None if project.takedown is None else {
+            "reason": project.takedown.reason, "removed_at": project.takedown.removed_at},
         "releases": releases,
     })
 
@@ -340,6 +355,10 @@ def project_html(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
                f'  <a href="../../simple/{package}/">simple index</a> ·\n'
                f'  <a href="json/">JSON</a>\n'
                f'</p>\n')
+    if project.takedown is not None:
+        out.append(f'<p class="takedown"><span class="badge removed">removed</span> taken off this index on '
+                   f'{escape(project.takedown.removed_at[:10])}: {escape(project.takedown.reason)}. '
+                   f'pip finds it on PyPI only.</p>\n')
     if project.skip_reason:
         out.append(f'<p><span class="badge skipped">not built</span> {escape(project.skip_reason)}</p>\n')
     if not project.releases:
@@ -359,6 +378,8 @@ def _release_html(out: list[str], package: str, release: Release, project_skippe
         out.append(' <span class="badge prerelease">pre-release</span>')
     if release.skip_reason:
         out.append(' <span class="badge skipped">skipped</span>')
+    if release.removed_reason:
+        out.append(' <span class="badge removed">removed</span>')
     out.append(f'</h2>\n  <p class="muted">released {escape(release.released[:10])}')
     if release.requires_python:
         out.append(f" · Requires-Python {escape(release.requires_python)}")
@@ -366,6 +387,8 @@ def _release_html(out: list[str], package: str, release: Release, project_skippe
         out.append(f" · yanked: {escape(release.yanked_reason)}")
     if release.skip_reason:
         out.append(f" · not built: {escape(release.skip_reason)}")
+    if release.removed_reason:
+        out.append(f" · removed from this index: {escape(release.removed_reason)}")
     out.append("</p>\n")
     rows = _release_rows(release)
     if rows:
@@ -379,6 +402,8 @@ def _release_html(out: list[str], package: str, release: Release, project_skippe
                     deps += f' <span class="muted">(unowned: {escape(" ".join(f.unowned))})</span>'
                 logs = "".join(f'<a href="../../{escape(b.log_path)}">log</a>' for b in row["builds"]
                                if b.build_id == f.build_id and b.log_path)
+                logs += "".join(f' <span class="muted">imported by {escape(b.imported_by)}</span>'
+                                for b in row["builds"] if b.build_id == f.build_id and b.imported_by)
                 out.append(f"    <tr>\n      <td>{target}</td>\n"
                            f'      <td><a href="../../simple/{package}/{escape(quote(f.filename))}">'
                            f"{escape(f.filename)}</a></td>\n"
@@ -397,7 +422,7 @@ def _release_html(out: list[str], package: str, release: Release, project_skippe
                            f'      <td>{log_link}<span class="muted">{human_duration(b.duration)}</span></td>\n'
                            f"    </tr>\n")
         out.append("  </table>\n")
-    elif not release.skip_reason and not project_skipped:
+    elif not release.skip_reason and not project_skipped and not release.removed_reason:
         out.append('  <p class="muted">Not built yet.</p>\n')
     out.append("</div>\n")
 

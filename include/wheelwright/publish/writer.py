@@ -168,6 +168,7 @@ class _Published:
     summary: str | None = None
     aliases: tuple[str, ...] = ()
     logs: tuple[str, ...] = ()
+    removed: bool = False          # the project was taken down (off the root lists)
 
     @classmethod
     def read(cls, path: str) -> "_Published | None":
@@ -177,7 +178,7 @@ class _Published:
         try:
             data = json.loads(raw)
             return cls(name=data.get("name"), summary=data.get("summary") or None,
-                       aliases=tuple(data.get("aliases", ())),
+                       aliases=tuple(data.get("aliases", ())), removed=bool(data.get("removed")),
                        logs=tuple(b["log_url"].lstrip("/")
                                   for r in data.get("releases", {}).values()
                                   for b in r.get("builds", ()) if b.get("log_url")))
@@ -219,6 +220,9 @@ class _CatalogPackage:
     logs: set[str]                 # log paths of the package's builds
     has_builds: bool
     hidden: set[str] = field(default_factory=set)  # listed files of quarantined releases: held back
+    # taken down by an operator: the whole project, and releases (normalised versions) whose files go
+    removed: bool = False
+    removed_versions: set[str] = field(default_factory=set)
 
 
 class Publisher:
@@ -399,7 +403,7 @@ class Publisher:
 
     def _catalog_package(self, row) -> _CatalogPackage | None:
         (package, display, visible, present, summary, skip_reason, aliases, release_rows, build_rows,
-         wheel_rows) = row
+         wheel_rows, takedown) = row
         if not is_canonical(package):
             log.warning("package name %r is not a safe canonical name: not published", package)
             return None
@@ -410,7 +414,7 @@ class Publisher:
         logs = set()
         for b in build_rows or ():
             build = Build(build_id=b[0], version=b[1], abi=b[2], status=b[3], builder=b[4],
-                          duration=b[5], log_path=b[6], reason=b[7], target=b[8])
+                          duration=b[5], log_path=b[6], reason=b[7], target=b[8], imported_by=b[9])
             builds_by_version[build.version].append(build)
             build_of[build.build_id] = build
             if build.log_path:
@@ -434,7 +438,7 @@ class Publisher:
         releases = [
             Release(version=r[0], released=r[1], prerelease=r[2], yanked=r[3], yanked_reason=r[4],
                     requires_python=r[5], skip_reason=r[6], files=files_by_version.get(r[0], []),
-                    builds=builds_by_version.get(r[0], []))
+                    builds=builds_by_version.get(r[0], []), removed_reason=r[7])
             for r in release_rows or ()
         ]
         # Files of quarantined releases are listed by the catalog but not shown: they wait out of the tree.
@@ -442,13 +446,17 @@ class Publisher:
         hidden = {name for version, files in files_by_version.items() if version not in shown
                   for f in files for name in (f.filename, f.filename + ".metadata")}
         versions = shown | files_by_version.keys() | builds_by_version.keys()
+        takedown = _decode_json(takedown) if takedown else None
         project = Project(package=package, display_name=display, summary=summary,
                           skip_reason=skip_reason,
                           aliases=tuple(a for a in aliases if safe_alias(a, package)),
-                          releases=releases)
+                          releases=releases,
+                          takedown=pages.Takedown(*takedown) if takedown else None)
         return _CatalogPackage(package=package, visible=visible, present=present, project=project,
                                listed=listed, versions=versions, logs=logs,
-                               has_builds=bool(build_rows), hidden=hidden)
+                               has_builds=bool(build_rows), hidden=hidden, removed=takedown is not None,
+                               removed_versions={_normal_version(r.version) for r in releases
+                                                 if r.removed_reason})
 
     # -- one package ---------------------------------------------------------------------------------
 
@@ -477,15 +485,22 @@ class Publisher:
         self._hold_back(pkg, pkg.listed if quarantined else pkg.hidden)
         if pkg.visible:
             p = pkg.project
-            if old is None or old.name != p.display_name or old.summary != (p.summary or None):
+            if (old is None or old.name != p.display_name or old.summary != (p.summary or None)
+                    or old.removed != pkg.removed):
                 self.root_dirty = True
             # A folder that does not exist yet is built whole under a hidden name and renamed into
             # place at the next commit (see index_tree): all of its pages are written right here.
-            simple_folder = self.tree.stage_dir(simple_dir, new=not in_simple)
-            project_folder = self.tree.stage_dir(project_dir, new=not in_project)
             write = self.tree.write_in
-            write(simple_folder, "index.html", pages.simple_project_html(p))
-            write(simple_folder, "index.json", pages.simple_project_json(p))
+            if pkg.removed:  # taken down: its simple pages answer 404, as for a project we never had
+                if in_simple:
+                    for page in _PAGES:
+                        self.tree.remove(join(simple_dir, page))
+                    self.tree.remove_empty_dir(simple_dir)
+            else:
+                simple_folder = self.tree.stage_dir(simple_dir, new=not in_simple)
+                write(simple_folder, "index.html", pages.simple_project_html(p))
+                write(simple_folder, "index.json", pages.simple_project_json(p))
+            project_folder = self.tree.stage_dir(project_dir, new=not in_project)
             write(project_folder, "index.html", pages.project_html(p, self.pypi_url))
             write(project_folder + "/json", "index.json", pages.project_json(p, self.pypi_url))
             for alias in p.aliases:
@@ -587,7 +602,7 @@ class Publisher:
                 continue
             if not entry.is_file(follow_symlinks=False) and not entry.is_symlink():
                 continue
-            if pkg.present and not self._forgotten(name, pkg, entry):
+            if pkg.present and not pkg.removed and not self._forgotten(name, pkg, entry):
                 continue
             log.info("removing %s/%s once no page lists it: the catalog no longer does", pkg.package, name)
             self._remove_later(pkg.package, f"simple/{pkg.package}/{name}")
@@ -603,6 +618,8 @@ class Publisher:
             _name, version, _build, _tags = parse_wheel_filename(wheel)
             if str(version) not in {_normal_version(v) for v in pkg.versions}:
                 return True  # its release is gone
+            if str(version) in pkg.removed_versions:
+                return True  # an operator took its release down: no grace
         except (InvalidWheelFilename, InvalidVersion):
             pass
         try:
