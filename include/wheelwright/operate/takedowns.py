@@ -39,7 +39,7 @@ from packaging.utils import canonicalize_name
 
 from wheelwright.catalog.store import mark_changed
 from wheelwright.errors import WheelwrightError
-from wheelwright.operate.admin import UnknownRelease
+from wheelwright.operate.admin import UnknownRelease, operator_name
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +139,14 @@ def add_commands(sub, connect) -> None:
     p.add_argument("--reason", required=True, help="why (shown on the project page)")
     p.add_argument("--by", help="who takes it down (default: the login name)")
     p.set_defaults(handler=lambda settings, args: _run(connect, settings, lambda conn: _print_removed(
-        remove(conn, args.package, args.version, reason=args.reason, by=args.by or _login()))))
+        remove(conn, args.package, args.version, reason=args.reason, by=args.by or operator_name()))))
 
     p = sub.add_parser("restore", help="lift a takedown: the package (or version) queues and publishes again")
     p.add_argument("package")
     p.add_argument("version", nargs="?")
     p.add_argument("--by", help="who restores it (default: the login name)")
     p.set_defaults(handler=lambda settings, args: _run(connect, settings, lambda conn: (
-        restore(conn, args.package, args.version, by=args.by or _login()),
+        restore(conn, args.package, args.version, by=args.by or operator_name()),
         print(f"restored {canonicalize_name(args.package)}{' ' + args.version if args.version else ''}: "
               "it is queued for building and listed again at the next publish"))))
 
@@ -168,14 +168,6 @@ def _print_takedowns(conn) -> None:
     for row in rows:
         print(f"{row['package']}{' ' + row['version'] if row['version'] else ''}\t{row['removed_at'][:16]}"
               f"\t{row['removed_by']}\t{row['reason']}")
-
-
-def _login() -> str:
-    import getpass
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "an operator"
 
 
 def _run(connect, settings, action) -> int:
