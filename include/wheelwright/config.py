@@ -26,6 +26,9 @@ class Settings:
     output: Path
     # our own published simple index, which builds use for build dependencies beside PyPI
     index_url: str | None = None
+    # the published site's public address, ending in "/" (what Atom feeds resolve their links against);
+    # None: files link relative to where they are served
+    base_url: str | None = None
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
@@ -38,6 +41,7 @@ class Settings:
             pypi_url=env.get("WHEELWRIGHT_PYPI_URL") or DEFAULT_PYPI_URL,
             output=Path(output).expanduser().absolute() if output else home / "www",
             index_url=env.get("WHEELWRIGHT_INDEX_URL") or None,
+            base_url=_with_slash(env.get("WHEELWRIGHT_BASE_URL") or None),
         )
         settings.check()
         return settings
@@ -50,6 +54,12 @@ class Settings:
             parts = urlsplit(self.index_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"WHEELWRIGHT_INDEX_URL must be an http(s) URL, got {self.index_url!r}")
+        if self.base_url is not None:
+            parts = urlsplit(self.base_url)
+            if (parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment
+                    or not self.base_url.endswith("/")):
+                raise ConfigError("WHEELWRIGHT_BASE_URL must be the site's http(s) address, like "
+                                  f"https://pi.example.org/, got {self.base_url!r}")
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
@@ -63,6 +73,10 @@ class Settings:
         """Where a bulk replay keeps the events past its memory bound: beside the catalog, on its disk,
         rather than in a /tmp that may be memory."""
         return self.home / "replay"
+
+
+def _with_slash(url: str | None) -> str | None:
+    return url if url is None or url.endswith("/") else url + "/"
 
 
 def pypi_base(xmlrpc_url: str) -> str:

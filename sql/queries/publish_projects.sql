@@ -22,7 +22,8 @@ SELECT p.package,
          WHERE v.package = p.package AND NOT v.quarantined) AS releases,
        (SELECT json_agg(json_build_array(
                    b.build_id, b.version, b.abi, b.status, b.builder,
-                   extract(epoch FROM b.duration), b.log_path, b.reason, b.target, b.imported_by)
+                   extract(epoch FROM b.duration), b.log_path, b.reason, b.target, b.imported_by,
+                   to_char(b.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
                    ORDER BY b.build_id)
           FROM builds b
          WHERE b.package = p.package) AS builds,

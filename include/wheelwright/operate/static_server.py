@@ -113,6 +113,8 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
             return "text/plain; charset=utf-8"
         if path.endswith(".txt.gz"):
             return "text/plain; charset=utf-8"
+        if path.endswith(".atom"):
+            return "application/atom+xml"
         return super().guess_type(path)
 
     def list_directory(self, path):

@@ -5,7 +5,8 @@ surrogate keys, in the three spellings the edges read: ``Surrogate-Key`` (Fastly
 (Cloudflare) and ``xkey`` (Varnish's xkey vmod). :func:`keys_for_path` says which: everything of one
 package (its simple pages in HTML and JSON, its files, its project page and project JSON) carries
 ``project/<canonical name>``; the root pages carry ``root``; ``packages.json`` ``search``; the reports
-``reports``; the build logs ``logs``; and every response ``all``. A purge is then one key per changed
+``reports``; the build logs ``logs``; the index's failure feed (``feeds/``) ``feeds``; and every response
+``all``. A purge is then one key per changed
 package, whatever URLs it has (PyPI does the same at Fastly).
 
 After each publish the publisher owes the keys of the packages whose files changed, the root only when
@@ -57,6 +58,7 @@ ROOT = "root"
 SEARCH = "search"
 REPORTS = "reports"
 LOGS = "logs"
+FEEDS = "feeds"
 PROJECT = "project/"
 # Above this many keys owed at once (a first publish of a whole index), one purge of everything is
 # cheaper than thousands of calls; nothing of the kind happens in normal operation.
@@ -98,6 +100,8 @@ def keys_for_path(path: str) -> tuple[str, ...]:
         return (REPORTS, ALL)
     if path.startswith("/logs/"):
         return (LOGS, ALL)
+    if path.startswith("/feeds/"):
+        return (FEEDS, ALL)
     return (ALL,)
 
 
@@ -407,7 +411,7 @@ def publish_and_purge(conn: psycopg.Connection, settings, purger: Purger | None,
     from wheelwright.config import pypi_base
     from wheelwright.publish import writer
     result = writer.publish(conn, settings.output, full=full, pypi_url=pypi_base(settings.pypi_url),
-                            progress=progress, purging=purger is not None)
+                            progress=progress, purging=purger is not None, base_url=settings.base_url)
     if purger is None:
         return result, None
     return result, deliver(conn, purger, remove=writer.remover(conn, settings.output), deadline=deadline)

@@ -64,6 +64,7 @@ class Build:
     reason: str | None
     target: str = ""               # the name of the target (by default its ABI)
     imported_by: str | None = None  # an operator imported its wheel by hand (`wheelwright import`)
+    finished_at: str | None = None  # ISO 8601 UTC, once recorded
 
 
 @dataclass(slots=True)
@@ -353,7 +354,8 @@ def project_html(project: Project, pypi_url: str = "https://pypi.org") -> bytes:
                f'<p class="muted">\n'
                f'  <a href="{escape(pypi_url)}/project/{package}/">on PyPI</a> ·\n'
                f'  <a href="../../simple/{package}/">simple index</a> ·\n'
-               f'  <a href="json/">JSON</a>\n'
+               f'  <a href="json/">JSON</a> ·\n'
+               f'  <a href="feed.atom" type="application/atom+xml">failed builds (Atom)</a>\n'
                f'</p>\n')
     if project.takedown is not None:
         out.append(f'<p class="takedown"><span class="badge removed">removed</span> taken off this index on '

@@ -61,7 +61,7 @@ from psycopg.types.string import TextLoader
 
 from wheelwright.catalog import db
 from wheelwright.catalog.store import consumer_mark, set_consumer_mark
-from wheelwright.publish import pages
+from wheelwright.publish import feeds, pages
 from wheelwright.publish import reports
 from wheelwright.errors import CatalogError, WheelwrightError
 from wheelwright.names import CANONICAL_PATTERN, is_canonical, safe_alias
@@ -129,6 +129,7 @@ class PublishResult:
     root_written: bool = False
     root_changed: bool = False     # the bytes of the root pages (simple/index.*) changed
     search_changed: bool = False   # ... of packages.json
+    feeds_changed: bool = False    # ... of feeds/failures.atom
     reports_written: bool = False
     # Files the catalog forgot, by package: unlinked only after the page that listed them was replaced
     # (and, with a CDN, purged at the edge); tree paths relative to the output folder.
@@ -149,6 +150,8 @@ class PublishResult:
             keys.append(cdn.SEARCH)
         if self.reports_written:
             keys.append(cdn.REPORTS)
+        if self.feeds_changed:
+            keys.append(cdn.FEEDS)
         return keys
 
     def summary(self) -> str:
@@ -230,8 +233,9 @@ class Publisher:
 
     def __init__(self, conn: psycopg.Connection, output: Path, *, full: bool, pypi_url: str,
                  progress: Callable[[int, int], None] | None = None, workers: int | None = None,
-                 holding: Path | None = None, purging: bool = False):
+                 holding: Path | None = None, purging: bool = False, base_url: str | None = None):
         self.conn = conn
+        self.base_url = base_url
         self.holding = str(holding if holding is not None else holding_for(output))
         self.purging = purging
         self.workers = workers or max(1, os.cpu_count() or 1)
@@ -283,6 +287,9 @@ class Publisher:
                     if self.root_dirty or not os.path.exists(os.path.join(self.simple, "index.json")):
                         result.root_changed, result.search_changed = self._write_root()
                         result.root_written = True
+                    if self.full or self.touched_builds or not os.path.exists(
+                            os.path.join(self.root, feeds.SITE_FEED)):
+                        result.feeds_changed = self._write_site_feed()
                     self.tree.commit()
                 except BaseException:
                     self.tree.abandon()
@@ -414,7 +421,8 @@ class Publisher:
         logs = set()
         for b in build_rows or ():
             build = Build(build_id=b[0], version=b[1], abi=b[2], status=b[3], builder=b[4],
-                          duration=b[5], log_path=b[6], reason=b[7], target=b[8], imported_by=b[9])
+                          duration=b[5], log_path=b[6], reason=b[7], target=b[8], imported_by=b[9],
+                          finished_at=b[10])
             builds_by_version[build.version].append(build)
             build_of[build.build_id] = build
             if build.log_path:
@@ -502,6 +510,7 @@ class Publisher:
                 write(simple_folder, "index.json", pages.simple_project_json(p))
             project_folder = self.tree.stage_dir(project_dir, new=not in_project)
             write(project_folder, "index.html", pages.project_html(p, self.pypi_url))
+            write(project_folder, "feed.atom", self._project_feed(p))
             write(project_folder + "/json", "index.json", pages.project_json(p, self.pypi_url))
             for alias in p.aliases:
                 self.tree.symlink(join(self.projects, alias), name)
@@ -627,7 +636,22 @@ class Publisher:
         except FileNotFoundError:
             return False
 
+    def _project_feed(self, p: Project) -> bytes:
+        failures = sorted((feeds.Failure(b.build_id, p.package, p.display_name, r.version, b.target or b.abi,
+                                         b.reason, b.finished_at, b.log_path)
+                           for r in p.releases for b in r.builds if b.status == "failure" and b.finished_at),
+                          key=lambda f: (f.finished_at, f.build_id), reverse=True)
+        return feeds.project_feed(p.package, p.display_name, failures, base_url=self.base_url,
+                                  updated=p.releases[0].released if p.releases else None)
+
     # -- the root, strays, reports -------------------------------------------------------------------
+
+    def _write_site_feed(self) -> bool:
+        """feeds/failures.atom, from the latest failures of every published project; whether it changed."""
+        rows = self.conn.execute(db.query("publish_failures_feed"), {"limit": feeds.SITE_ENTRIES}).fetchall()
+        failures = [feeds.Failure(*row) for row in rows if is_canonical(row[1])]
+        return self.tree.write(os.path.join(self.root, feeds.SITE_FEED),
+                               feeds.site_feed(failures, base_url=self.base_url))
 
     def _write_root(self) -> tuple[bool, bool]:
         """Write the root pages and packages.json; whether the bytes of each changed."""
@@ -835,7 +859,7 @@ def publish(conn: psycopg.Connection, output: Path, *, pypi_url: str = "https://
             full: bool = False,
             progress: Callable[[int, int], None] | None = None,
             workers: int | None = None, holding: Path | None = None,
-            purging: bool = False) -> PublishResult:
+            purging: bool = False, base_url: str | None = None) -> PublishResult:
     """Bring the tree at ``output`` in line with the catalog (see the module docstring).
 
     Incremental by default: only packages changed since the last run. ``full`` re-renders every
@@ -846,11 +870,12 @@ def publish(conn: psycopg.Connection, output: Path, *, pypi_url: str = "https://
     projects wait (default: :func:`holding_for` the output). ``purging``: a CDN is in front; the purges
     this run owes are recorded with its mark and files the catalog forgot are left for
     :func:`wheelwright.publish.cdn.deliver` to unlink once the edge forgot the pages that listed them.
-    Without a CDN they go as soon as those pages are replaced.
+    Without a CDN they go as soon as those pages are replaced. ``base_url`` is the site's public
+    address, which the Atom feeds resolve their links against (:mod:`wheelwright.publish.feeds`).
     """
     try:
         return Publisher(conn, Path(output), full=full, pypi_url=pypi_url, progress=progress,
-                         workers=workers, holding=holding, purging=purging).run()
+                         workers=workers, holding=holding, purging=purging, base_url=base_url).run()
     except psycopg.Error as exc:
         raise CatalogError(f"publishing failed on the catalog: {exc}".strip()) from exc
 
