@@ -17,7 +17,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, NOTICES
 
 
 
@@ -31,6 +31,7 @@ from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
     default_args={"queue": INDEX_HOST_QUEUE, "retries": 2, "retry_delay": timedelta(minutes=1)},
     tags=["wheelwright", "stats"],
     doc_md=__doc__,
+    **NOTICES,   # a DAG that keeps failing tells the operator (operate/notices.py)
 )
 def access_logs():
     @task

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 from wheelwright.operate.assets import CATALOG
+from wheelwright.operate.dag_tasks import NOTICES
 
 
 @dag(
@@ -27,6 +28,7 @@ from wheelwright.operate.assets import CATALOG
     },
     tags=["wheelwright"],
     doc_md=__doc__,
+    **NOTICES,   # a DAG that keeps failing tells the operator (operate/notices.py)
 )
 def pypi_sync():
     @task(outlets=[CATALOG])
