@@ -3,6 +3,7 @@
     check_builders (SSH: temperature, load, memory, disk, images) ─▶ builder_health rows the claim reads
     sample_dashboard (every 15 minutes: queue depth per target, PyPI's serial, wheels, rankings)
                                                                     ─▶ the dashboard's trends
+    keep_workers_asleep (the broker: workers an operator put to sleep and that restarted since)
 
 A builder too hot, out of disk or unreachable is held: its target's claim hands out nothing until a
 later check finds it recovered. Each builder's Connection (its ``ssh_conn_id`` in the builders table)
@@ -18,7 +19,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, NOTICES
 
 
 
@@ -32,6 +33,7 @@ from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE
     default_args={"queue": INDEX_HOST_QUEUE, "retries": 1, "retry_delay": timedelta(minutes=1)},
     tags=["wheelwright", "operations"],
     doc_md=__doc__,
+    **NOTICES,   # a DAG that keeps failing tells the operator (operate/notices.py)
 )
 def builder_health():
     @task
@@ -71,8 +73,20 @@ def builder_health():
             db.require_schema(conn)
             return dashboard.take_samples(conn, pypi_serial)
 
+    @task
+    def keep_workers_asleep() -> list[str]:
+        """Workers an operator put to sleep stay asleep: one that restarted consumes its queues again."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from wheelwright.operate import dag_tasks
+        slept_again = dag_tasks.keep_workers_asleep()
+        if slept_again is None:
+            raise AirflowSkipException("no worker is asleep")
+        return slept_again
+
     check_builders()
     sample_dashboard()
+    keep_workers_asleep()
 
 
 builder_health()

@@ -20,7 +20,9 @@ what to run for one build and what its result means:
   build user, in its own session, under rlimits), for machines that cannot have a sandbox;
 - its output goes to a gzipped log, capped in size with a note saying what was cut;
 - the wheels it made are copied out without following links it may have planted, then checked and
-  described by :mod:`wheelwright.builds.analysis`.
+  described by :mod:`wheelwright.builds.analysis`;
+- while it runs, an operator may stop it (:mod:`wheelwright.builds.running`): it then ends as a final
+  failure, "stopped by the operator".
 
 The result is a :class:`BuildOutcome`: success with checked wheels, or failure with a one-line reason
 and the log. A failure before any of the sdist's code ran, because the index could not be reached or
@@ -50,7 +52,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from wheelwright.errors import ConfigError, WheelwrightError
-from wheelwright.builds import sandbox
+from wheelwright.builds import running, sandbox
 from wheelwright.builds.analysis import (FileInfo, WheelInfo, WheelRefused, analyse_wheel, check_plain_filename,
                                          safe_member_path, sha256_of)
 
@@ -507,15 +509,21 @@ def _build(job: _Job, outcome) -> BuildOutcome:
                           + f"$ {' '.join(argv)}\n\n")
         log.info("building %s==%s (build %d) for %s", job.package, job.version, job.build_id,
                  job.request.get("target"))
-        if job.unsafe:
-            ran = _run_unsafe(argv, cwd=work, env=env, user=job.user, timeout=job.timeout,
-                              memory_limit=job.memory_limit, log=job.log_file)
-        else:
-            ran = sandbox.run(argv, root=job.root, work=work, env=env, index_url=job.index_url,
-                              timeout=job.timeout, memory_limit=job.memory_limit,
-                              process_limit=job.process_limit, output=job.log_file.write,
-                              identity=job.user, allow=job.allow, name=f"build-{job.build_id}-{work.name[-8:]}",
-                              python=job.python)
+        # While it runs, an operator may stop it (builds/running.py, through the worker's Celery process).
+        with running.Running(job.request, running.running_folder(job.workdir_root)) as current:
+            if job.unsafe:
+                ran = _run_unsafe(argv, cwd=work, env=env, user=job.user, timeout=job.timeout,
+                                  memory_limit=job.memory_limit, log=job.log_file, on_start=current.started)
+            else:
+                ran = sandbox.run(argv, root=job.root, work=work, env=env, index_url=job.index_url,
+                                  timeout=job.timeout, memory_limit=job.memory_limit,
+                                  process_limit=job.process_limit, output=job.log_file.write,
+                                  identity=job.user, allow=job.allow,
+                                  name=f"build-{job.build_id}-{work.name[-8:]}", python=job.python,
+                                  on_start=current.started)
+            stopped_by = current.stopped_by()
+        if stopped_by is not None:  # final: the operator meant it, retrying would undo it
+            return outcome("failure", f"stopped by the operator ({stopped_by})")
         if ran.timed_out:
             return outcome("failure", f"timed out after {job.timeout:g} s; the build and everything it "
                                       "started were killed")
@@ -549,7 +557,7 @@ def _build(job: _Job, outcome) -> BuildOutcome:
 
 
 def _run_unsafe(argv, *, cwd: Path, env: dict, user, timeout: float, memory_limit: int,
-                log: CappedLog) -> sandbox.Ran:
+                log: CappedLog, on_start=None) -> sandbox.Ran:
     """``WHEELWRIGHT_UNSAFE_NO_SANDBOX``: pip as the build user (when root) in its own session, under
     an address-space limit, its session killed at the end. Nothing hides the worker from it."""
     log.note(f"[wheelwright: UNSAFE: {sandbox.UNSAFE_SETTING} is set; this build ran without a "
@@ -562,6 +570,8 @@ def _run_unsafe(argv, *, cwd: Path, env: dict, user, timeout: float, memory_limi
                                 preexec_fn=sandbox._enter([], user, limits))
     except OSError as exc:
         raise ConfigError(f"cannot start {argv[0]} for the build: {exc}") from exc
+    if on_start is not None:
+        on_start(proc.pid)
     status, timed_out = sandbox._pump(proc, timeout, log.write)
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # what it left behind in its session
