@@ -179,3 +179,15 @@ def _two(tmp_path: Path) -> Path:
     path = tmp_path / "two-targets.toml"
     path.write_text(TWO_TARGETS)
     return path
+
+
+def test_the_dashboard_never_builds_an_image_it_names_the_command_instead(tmp_path, monkeypatch):
+    from wheelwright.builds.imports import image_root_built
+    from wheelwright.errors import ConfigError
+    targets = tmp_path / "targets.toml"
+    targets.write_text(TEST_TARGETS)
+    monkeypatch.setenv("WHEELWRIGHT_TARGETS", str(targets))
+    monkeypatch.setenv("WHEELWRIGHT_IMAGES", str(tmp_path / "no-images"))
+    with pytest.raises(ConfigError, match="wheelwright image build cp311-armv7l"):
+        image_root_built(PI)
+    assert image_root_built("not-a-target-of-the-file") == Path("/")
