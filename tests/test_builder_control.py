@@ -17,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 import urllib.error
 import urllib.request
 from dataclasses import dataclass

@@ -22,7 +22,7 @@ from hypothesis import given, strategies as st
 from support.build_world import add_build, add_release, use_targets
 from support.smtp import SMTPServer
 from wheelwright.operate import notices
-from wheelwright.operate.notices import Notice, advance
+from wheelwright.operate.notices import advance
 
 
 # -- the streak, as a pure function ----------------------------------------------------------------------

@@ -30,7 +30,14 @@ Everything a run reads comes from one REPEATABLE READ snapshot, and only one pub
 processes that never wait for the disk: each hands back the batch it staged, and this process makes it
 durable and renames it into place while they go on with the next.
 
-The formats live in :mod:`wheelwright.publish.pages`, the apt reports in :mod:`wheelwright.publish.reports`.
+A project an operator took down (``takedowns``, :mod:`wheelwright.operate.takedowns`) keeps its project
+page, which says so, but loses its simple pages (they answer 404), its place in the root lists and
+its files at once, without the grace period; a release taken down loses its files the same way. Every
+published project also gets its Atom feed of failed builds (``project/<pkg>/feed.atom``), and a run
+that touched builds rewrites the index's (``feeds/failures.atom``) when its bytes change.
+
+The formats live in :mod:`wheelwright.publish.pages`, the feeds in :mod:`wheelwright.publish.feeds`, the apt
+reports in :mod:`wheelwright.publish.reports`.
 ``publish(conn, output, full=...)`` is the one entry point; the CLI's ``wheelwright index`` and the
 ``publish_index`` DAG both reach it through :func:`wheelwright.publish.cdn.publish_and_purge` (one
 configuration, one rendering, then the CDN's purges). ``wheelwright index --full`` re-renders everything and also sweeps
