@@ -279,6 +279,9 @@ def test_the_build_a_worker_runs_is_stopped_and_recorded_as_stopped_not_retried(
                            (build["build_id"],)).fetchone()
         assert row == ("failure", "stopped by the operator (alice)", False, "alice")
         assert ("hangs", "1.0") not in queue_head(conn, TARGET), "a stopped build is not built again"
+        streak = conn.execute("SELECT failures FROM notice_streaks WHERE subject = %s", (f"target:{TARGET}",)
+                              ).fetchone()
+        assert streak in (None, (0,)), "the record step counts no failure of the target for a stopped build"
     [task] = [ti for ti in d.stack.task_instances("build_wheels", run_id) if ti["task_id"] == BUILD]
     assert (task["state"], task["try_number"]) == ("success", 1), "the task was not retried"
     again = wheelwright(d, "builder", "stop-build", PI)

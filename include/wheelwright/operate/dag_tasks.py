@@ -276,7 +276,7 @@ def record_build(batch: list[dict]) -> list[str]:
             else:
                 log.info("build %s was already recorded or given up", request["build_id"])
         # a target whose every build fails (a broken image, a worker unfit) is the operator's to hear of
-        notices.builds_recorded(conn, [r["build_id"] for r in batch], send=notifier())
+        notices.builds_recorded(conn, [r["build_id"] for r in batch], send=send_notice)
     return sorted(changed)
 
 
@@ -328,13 +328,21 @@ def notifier():
     return lambda notice: notices.post_webhook(url, notice, token=conn.password or None)
 
 
+def send_notice(notice) -> None:
+    """Deliver ``notice`` through ``wheelwright_notify`` (looked up only when there is one to send);
+    without the Connection it was logged, and that is all."""
+    channel = notifier()
+    if channel is not None:
+        channel(notice)
+
+
 def _run_finished(context, failed: bool) -> None:
     from wheelwright.operate import notices
     dag_id = context["dag"].dag_id
     try:
         with catalog_connection() as conn:
             notices.run_finished(conn, dag_id, context.get("run_id") or "?", failed=failed,
-                                 reason=str(context.get("reason") or "failed"), send=notifier())
+                                 reason=str(context.get("reason") or "failed"), send=send_notice)
     except Exception:  # noqa: BLE001 - a callback must never take the DAG processor down
         log.exception("counting the run of %s for notices failed", dag_id)
 
