@@ -24,7 +24,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 from wheelwright.operate.assets import CATALOG
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, NOTICES, RUN_TYPES
 
 
 
@@ -39,6 +39,7 @@ from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
     default_args={"queue": INDEX_HOST_QUEUE, "retries": 2, "retry_delay": timedelta(minutes=1)},
     tags=["wheelwright", "stats"],
     doc_md=__doc__,
+    **NOTICES,   # a DAG that keeps failing tells the operator (operate/notices.py)
 )
 def access_logs():
     @task

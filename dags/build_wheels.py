@@ -56,7 +56,7 @@ from wheelwright.builds.build_settings import MAX_TIMEOUT
 from wheelwright.builds.targets import enabled_targets
 from wheelwright.operate import dag_tasks
 from wheelwright.operate.assets import BUILD_BACKLOG, BUILDS, CATALOG
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES, build_pool
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, NOTICES, RUN_TYPES, build_pool
 
 WAVE_SIZE = 256                                 # builds per target and run; max_map_length is 1024
 WAVE_SECONDS = 30 * 60                          # ... and seconds of expected work (of one worker slot)
@@ -104,6 +104,7 @@ def wave_group(target) -> str:
                   "retry_policy": INFRASTRUCTURE_FAULTS},
     tags=["wheelwright", "builds"],
     doc_md=__doc__,
+    **NOTICES,   # a DAG that keeps failing tells the operator (operate/notices.py)
 )
 def build_wheels():
     @task

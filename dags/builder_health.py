@@ -5,6 +5,7 @@
                                                                     ─▶ the dashboard's trends
     record_doctor_reports (what each builder's worker found at start-up, sent over SFTP)
                                                                     ─▶ the dashboard's doctor panel
+    keep_workers_asleep (the broker: workers an operator put to sleep and that restarted since)
 
 A builder too hot, out of disk or unreachable is held: its target's claim hands out nothing until a
 later check finds it recovered. Each builder's Connection (its ``ssh_conn_id`` in the builders table)
@@ -21,7 +22,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, NOTICES, RUN_TYPES
 
 
 
@@ -36,6 +37,7 @@ from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
     default_args={"queue": INDEX_HOST_QUEUE, "retries": 1, "retry_delay": timedelta(minutes=1)},
     tags=["wheelwright", "operations"],
     doc_md=__doc__,
+    **NOTICES,   # a DAG that keeps failing tells the operator (operate/notices.py)
 )
 def builder_health():
     @task
@@ -79,9 +81,21 @@ def builder_health():
         from wheelwright.operate.dag_tasks import record_doctor_reports
         return record_doctor_reports()
 
+    @task
+    def keep_workers_asleep() -> list[str]:
+        """Workers an operator put to sleep stay asleep: one that restarted consumes its queues again."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from wheelwright.operate import dag_tasks
+        slept_again = dag_tasks.keep_workers_asleep()
+        if slept_again is None:
+            raise AirflowSkipException("no worker is asleep")
+        return slept_again
+
     check_builders()
     sample_dashboard()
     record_doctor_reports()
+    keep_workers_asleep()
 
 
 builder_health()

@@ -24,7 +24,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 from wheelwright.operate.assets import BUILDS, CATALOG, INDEX
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, NOTICES, RUN_TYPES
 
 CHANGED_IN_EVENT = 1000   # packages named in the outlet event (the purge itself is never truncated)
 
@@ -41,6 +41,7 @@ CHANGED_IN_EVENT = 1000   # packages named in the outlet event (the purge itself
                   "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=5)},
     tags=["wheelwright", "index"],
     doc_md=__doc__,
+    **NOTICES,   # a DAG that keeps failing tells the operator (operate/notices.py)
 )
 def publish_index():
     @task(outlets=[INDEX])

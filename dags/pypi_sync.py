@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 from wheelwright.operate.assets import CATALOG
-from wheelwright.operate.dag_tasks import RUN_TYPES
+from wheelwright.operate.dag_tasks import NOTICES, RUN_TYPES
 
 
 @dag(
@@ -29,6 +29,7 @@ from wheelwright.operate.dag_tasks import RUN_TYPES
     },
     tags=["wheelwright"],
     doc_md=__doc__,
+    **NOTICES,   # a DAG that keeps failing tells the operator (operate/notices.py)
 )
 def pypi_sync():
     @task(outlets=[CATALOG])

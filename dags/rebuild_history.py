@@ -28,7 +28,7 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from wheelwright.operate import dag_tasks
-from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
+from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, NOTICES, RUN_TYPES
 
 
 
@@ -46,6 +46,7 @@ from wheelwright.operate.dag_tasks import INDEX_HOST_QUEUE, RUN_TYPES
     default_args={"queue": INDEX_HOST_QUEUE, "retries": 3, "retry_delay": timedelta(minutes=1)},
     tags=["wheelwright", "builds"],
     doc_md=__doc__,
+    **NOTICES,   # a DAG that keeps failing tells the operator (operate/notices.py)
 )
 def rebuild_history():
     @task

@@ -31,6 +31,7 @@ from wheelwright.publish import cdn, writer
     ("/packages.json", ("search", "all")),
     ("/reports/index.html", ("reports", "all")),
     ("/logs/0000/0000/0001.txt.gz", ("logs", "all")),
+    ("/feeds/failures.atom", ("feeds", "all")),
     ("/favicon.ico", ("all",)),
 ])
 def test_everything_of_one_package_carries_one_key(path, keys):

@@ -59,8 +59,8 @@ def wheelwright(env, *args):
 def test_wheelwright_index_purges_what_it_published(world, settings, fastly):
     done = wheelwright(environment(settings, fastly), "index")
     assert done.returncode == 0, done.stderr
-    assert "CDN (fastly): purged 6 keys in 1 calls" in done.stdout
-    assert sorted(fastly.calls[0].keys) == ["project/rpi-gpio", "queue", "reports", "root", "search", "site"]
+    assert "CDN (fastly): purged 7 keys in 1 calls" in done.stdout
+    assert sorted(fastly.calls[0].keys) == ["feeds", "project/rpi-gpio", "queue", "reports", "root", "search", "site"]
     again = wheelwright(environment(settings, fastly), "index")
     assert "purged 0 keys" in again.stdout and len(fastly.calls) == 1, "nothing changed, nothing purged"
 
@@ -83,14 +83,14 @@ def test_status_shows_the_purge_lag_and_purge_settles_it(world, settings, fastly
     assert published.returncode == 0, "a CDN outage must not fail the publish"
     assert (settings.output / "simple/rpi-gpio/index.html").exists()
     status = json.loads(wheelwright(env, "status", "--offline", "--json").stdout)
-    assert status["purges_owed"] == 6 and status["purge_lag_seconds"] >= 0
-    assert "CDN purges owed   6" in wheelwright(env, "status", "--offline").stdout
+    assert status["purges_owed"] == 7 and status["purge_lag_seconds"] >= 0
+    assert "CDN purges owed   7" in wheelwright(env, "status", "--offline").stdout
     failed = wheelwright(env, "purge")
-    assert failed.returncode == 7 and "6 keys still owed" in failed.stdout
+    assert failed.returncode == 7 and "7 keys still owed" in failed.stdout
 
     fastly.down = False
     delivered = wheelwright(env, "purge")
-    assert delivered.returncode == 0 and "purged 6 keys" in delivered.stdout
+    assert delivered.returncode == 0 and "purged 7 keys" in delivered.stdout
     assert json.loads(wheelwright(env, "status", "--offline", "--json").stdout)["purges_owed"] == 0
 
 
@@ -123,4 +123,4 @@ def test_the_dag_renders_what_the_cli_renders_and_purges(airflow_env, world, set
         assert (settings.output / page).read_bytes() == (cli_output / page).read_bytes(), \
             f"{page}: the DAG and the CLI must render the same bytes"
     assert b"pypi.example.org" in (settings.output / "project/rpi-gpio/index.html").read_bytes()
-    assert sorted(fastly.calls[-1].keys) == ["project/rpi-gpio", "queue", "reports", "root", "search", "site"]
+    assert sorted(fastly.calls[-1].keys) == ["feeds", "project/rpi-gpio", "queue", "reports", "root", "search", "site"]

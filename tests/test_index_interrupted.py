@@ -181,7 +181,7 @@ def test_a_first_publish_killed_between_folder_renames_shows_only_whole_folders(
             assert sorted(p.name for p in simple.iterdir()) == ["index.html", "index.json"], name
             assert json.loads((simple / "index.json").read_text())["versions"] == ["1.0"], name
         if project.exists():
-            assert sorted(p.name for p in project.iterdir()) == ["index.html", "json"], name
+            assert sorted(p.name for p in project.iterdir()) == ["feed.atom", "index.html", "json"], name
             assert json.loads((project / "json" / "index.json").read_text())["package"] == name
     assert 0 < visible < PACKAGES, "the kill must land halfway through the folder renames"
     hidden = [p.name for p in (www / "simple").iterdir() if p.name.startswith(".ww-tmp")]

@@ -170,7 +170,7 @@ def test_project_json_golden(project):
     assert data["build_settings"] is None
     assert data["releases"]["1.0"] == {
         "released": "2024-05-01T12:00:00Z", "prerelease": False, "yanked": False, "yanked_reason": None,
-        "requires_python": ">=3.9,<4", "skip_reason": "",
+        "requires_python": ">=3.9,<4", "skip_reason": "", "removed_reason": None,
         "pip_dependencies": ["numpy>=1.20", 'pytest; extra == "test"'],
         "apt_dependencies_by_distro": {"bookworm": ["libxml2"]},
         "downloads": {"last_30_days": 5, "total": 40},
@@ -187,7 +187,7 @@ def test_project_json_golden(project):
             {"target": "cp313", "state": "queued", "reason": None, "build_id": None, "log_url": None}],
         "builds": [{"build_id": 7, "abi": "cp311", "target": "cp311", "status": "success",
                     "builder": "pi-1", "duration": 75.0, "log_url": "/logs/0000/0000/0007.txt.gz",
-                    "reason": None}],
+                    "reason": None, "imported_by": None}],
     }
     rc = data["releases"]["2.0rc1"]
     assert rc["yanked"] is True and rc["prerelease"] is True

@@ -130,7 +130,7 @@ def test_a_change_that_renders_the_same_bytes_writes_nothing(world, catalog, www
     result = publish(catalog, www)
     assert result.packages == 1
     site_files = len(site.STATIC_PAGES) + len(site.ASSETS) + 1   # checked on every run (+ the targets seen)
-    assert result.changed == [] and result.files_written == 0 and result.files_unchanged == 4 + site_files
+    assert result.changed == [] and result.files_written == 0 and result.files_unchanged == 5 + site_files  # + feed.atom
 
 
 def test_nothing_changed_means_nothing_looked_at(world, catalog, www):
@@ -299,7 +299,7 @@ def test_full_publish_rewrites_everything_and_sweeps_strays(world, catalog, www)
     assert "1.0" in page(www, "project/fresh/index.html")
     assert json.loads(page(www, "simple/fresh/index.json"))["versions"] == ["1.0"]
     assert sorted(os.listdir(www / "simple" / "fresh")) == ["index.html", "index.json"]
-    assert sorted(os.listdir(www / "project" / "fresh")) == ["index.html", "json"]
+    assert sorted(os.listdir(www / "project" / "fresh")) == ["feed.atom", "index.html", "json"]
     assert not [n for _f, dirs, files in os.walk(www) for n in dirs + files if n.startswith(".ww-tmp.")]
     assert not (www / "simple" / "ghost").exists()
     assert not (www / "project" / "ghost").exists()

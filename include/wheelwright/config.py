@@ -78,6 +78,12 @@ class Settings:
             if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
                 raise ConfigError(f"WHEELWRIGHT_SITE_URL must be an http(s) URL, got {self.site_url!r}")
 
+    @property
+    def base_url(self) -> str | None:
+        """The site's address ending in "/" (what Atom feeds resolve their links against); None when
+        ``WHEELWRIGHT_SITE_URL`` is not set (files then link relative to where they are served)."""
+        return self.site_url.rstrip("/") + "/" if self.site_url else None
+
     def may_answer(self, account: str, target: str) -> bool:
         """Whether builder ``account`` may answer a build for ``target`` (WHEELWRIGHT_BUILDER_ACCOUNTS)."""
         if self.builder_accounts is None:

@@ -6,6 +6,7 @@
 -- enabled, or admitted by a backfill: the build queue's own rule, migration 018), so the page can say
 -- where it stands on each.
 -- Nested rows are JSON arrays (positional, to keep the rows small); times are ISO 8601 UTC strings.
+-- An operator's takedown (of the project, or of a release) comes with its reason and time.
 SELECT p.package,
        p.display_name,
        p.present AND NOT p.quarantined AS visible,
@@ -26,14 +27,16 @@ SELECT p.package,
                             OR EXISTS (SELECT 1 FROM build_backfill bf
                                         WHERE bf.target = t.name AND bf.package = v.package
                                           AND bf.version = v.version))),
-                   c.last_30, c.total)
+                   c.last_30, c.total,
+                   (SELECT d.reason FROM takedowns d WHERE d.package = v.package AND d.version = v.version))
                    ORDER BY v.rank DESC)
           FROM versions v
           LEFT JOIN download_counts c ON c.package = v.package AND c.version = v.version
          WHERE v.package = p.package AND NOT v.quarantined) AS releases,
        (SELECT json_agg(json_build_array(
                    b.build_id, b.version, b.abi, b.status, b.builder,
-                   extract(epoch FROM b.duration), b.log_path, b.reason, b.target)
+                   extract(epoch FROM b.duration), b.log_path, b.reason, b.target, b.imported_by,
+                   to_char(b.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
                    ORDER BY b.build_id)
           FROM builds b
          WHERE b.package = p.package) AS builds,
@@ -58,6 +61,10 @@ SELECT p.package,
                                  'changed_at', to_char(s.changed_at AT TIME ZONE 'UTC',
                                                        'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
           FROM build_settings s
-         WHERE s.package = p.package) AS build_settings
+         WHERE s.package = p.package) AS build_settings,
+       (SELECT json_build_array(d.reason,
+                   to_char(d.removed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+          FROM takedowns d
+         WHERE d.package = p.package AND d.version IS NULL) AS takedown
   FROM packages p
  WHERE p.change_seq > %(after)s AND p.change_seq <= %(upto)s

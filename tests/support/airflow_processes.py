@@ -156,6 +156,7 @@ class AirflowStack:
     workdir: Path
     api_port: int
     processes: list[Process] = field(default_factory=list)
+    token: str | None = None   # sent with REST calls when the API server requires a login
 
     # -- processes ---------------------------------------------------------------------------------
 
@@ -258,10 +259,12 @@ class AirflowStack:
     # -- REST API ------------------------------------------------------------------------------------
 
     def api(self, method: str, path: str, body=None, *, expect=(200, 201, 204)):
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.api_port}/api/v2/{path.lstrip('/')}", method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", "Accept": "application/json"})
+            data=None if body is None else json.dumps(body).encode(), headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 raw = response.read()

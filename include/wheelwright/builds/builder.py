@@ -22,7 +22,9 @@ what to run for one build and what its result means:
   (as the build user, in its own session, under rlimits), for machines that cannot have one;
 - its output goes to a gzipped log, capped in size with a note saying what was cut;
 - the wheels it made are copied out without following links it may have planted, then checked and
-  described by :mod:`wheelwright.builds.analysis`.
+  described by :mod:`wheelwright.builds.analysis`;
+- while it runs, an operator may stop it (:mod:`wheelwright.builds.running`): it then ends as a final
+  failure, "stopped by the operator".
 
 The result is a :class:`BuildOutcome`: success with checked wheels, or failure with a one-line reason
 and the log. A failure before any of the sdist's code ran, because the index could not be reached or
@@ -53,7 +55,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from wheelwright.errors import ConfigError, WheelwrightError
-from wheelwright.builds import install_test, sandbox
+from wheelwright.builds import install_test, running, sandbox
 from wheelwright.builds.build_settings import BuildSettings, SettingRefused
 from wheelwright.builds.cleanup import remove_tree
 from wheelwright.builds.workspace import DiskQuota, Workspace, open_workspace
@@ -767,14 +769,13 @@ def _build_prepared(job: _Job, outcome) -> BuildOutcome | None:
             env_vars = _with_tools(job.environment(seen_as), tools_env)
             env_vars["PATH"] = f"{buildenvs.MOUNT}/bin:{env_vars['PATH']}"
             began = time.monotonic()
-            ran = sandbox.run(argv, root=job.root, work=work, env=env_vars, index_url=job.index_url,
-                              timeout=job.time_left(), memory_limit=job.memory_limit,
-                              process_limit=job.process_limit, output=job.log_file.write,
-                              identity=job.user, allow=job.allow,
-                              name=f"build-{job.build_id}-{work.name[-8:]}", python=job.python,
-                              watch=space.watch, tmp=work / "tmp",
-                              binds=(sandbox.Bind(env.venv, buildenvs.MOUNT),
-                                     sandbox.Bind(tools, frontend.MOUNT), *tool_binds))
+            ran, stopped_by = _stoppable(job, lambda on_start: sandbox.run(
+                argv, root=job.root, work=work, env=env_vars, index_url=job.index_url,
+                timeout=job.time_left(), memory_limit=job.memory_limit, process_limit=job.process_limit,
+                output=job.log_file.write, identity=job.user, allow=job.allow,
+                name=f"build-{job.build_id}-{work.name[-8:]}", python=job.python,
+                watch=space.watch, tmp=work / "tmp", on_start=on_start,
+                binds=(sandbox.Bind(env.venv, buildenvs.MOUNT), sandbox.Bind(tools, frontend.MOUNT), *tool_binds)))
             job.phases["build"] = job.phases.get("build", 0.0) + time.monotonic() - began
             report = frontend.read_report(work)
             if report.get("times"):
@@ -784,7 +785,7 @@ def _build_prepared(job: _Job, outcome) -> BuildOutcome | None:
                 for key, phase in (("requires", "requirements"), ("build", "wheel")):
                     if key in report["times"]:
                         job.phases[phase] = job.phases.get(phase, 0.0) + report["times"][key]
-            if ran.status == frontend.UNMET and not ran.timed_out and report.get("unmet"):
+            if stopped_by is None and ran.status == frontend.UNMET and not ran.timed_out and report.get("unmet"):
                 try:
                     wanted = buildenvs.checked_requirements(report["unmet"])
                 except buildenvs.PrepareFailed:
@@ -794,7 +795,7 @@ def _build_prepared(job: _Job, outcome) -> BuildOutcome | None:
                 buildenvs.remember(store, system, job.package, wanted)
                 requirements |= set(wanted)
                 continue
-            return _finish(job, space, ran, outcome, what="the build")
+            return _finish(job, space, ran, outcome, what="the build", stopped_by=stopped_by)
         return None
     finally:
         space.close()  # however deep and locked-down the build left its tree
@@ -821,26 +822,38 @@ def _build_isolated(job: _Job, outcome) -> BuildOutcome:
                  job.request.get("target"))
         began = time.monotonic()
         if job.unsafe:
-            ran = _run_unsafe(argv, cwd=work, env=env, user=job.user, timeout=job.time_left(),
-                              memory_limit=job.memory_limit, log=job.log_file, watch=space.watch)
+            ran, stopped_by = _stoppable(job, lambda on_start: _run_unsafe(
+                argv, cwd=work, env=env, user=job.user, timeout=job.time_left(), memory_limit=job.memory_limit,
+                log=job.log_file, watch=space.watch, on_start=on_start))
         else:
-            ran = sandbox.run(argv, root=job.root, work=work, env=env, index_url=job.index_url,
-                              timeout=job.time_left(), memory_limit=job.memory_limit,
-                              process_limit=job.process_limit, output=job.log_file.write,
-                              identity=job.user, allow=job.allow, name=f"build-{job.build_id}-{work.name[-8:]}",
-                              python=job.python, watch=space.watch, tmp=work / "tmp", binds=tool_binds)
+            ran, stopped_by = _stoppable(job, lambda on_start: sandbox.run(
+                argv, root=job.root, work=work, env=env, index_url=job.index_url, timeout=job.time_left(),
+                memory_limit=job.memory_limit, process_limit=job.process_limit, output=job.log_file.write,
+                identity=job.user, allow=job.allow, name=f"build-{job.build_id}-{work.name[-8:]}",
+                python=job.python, watch=space.watch, tmp=work / "tmp", binds=tool_binds, on_start=on_start))
         environment = job.log_file.pip_environment_seconds()
         job.phases["environment"] = job.phases.get("environment", 0.0) + environment
         job.phases["build"] = job.phases.get("build", 0.0) + time.monotonic() - began - environment
-        return _finish(job, space, ran, outcome, what="pip wheel")
+        return _finish(job, space, ran, outcome, what="pip wheel", stopped_by=stopped_by)
     finally:
         space.close()  # however deep and locked-down the build left its tree
 
 
-def _finish(job: _Job, space: Workspace, ran: sandbox.Ran, outcome, *, what: str) -> BuildOutcome:
-    """What the sandboxed build's end means: a timeout, its disk quota overrun, a failure (transient or
-    final), or wheels taken out, checked and analysed."""
+def _stoppable(job: _Job, run) -> tuple[sandbox.Ran, str | None]:
+    """``run(on_start)``, a build an operator may stop while it runs (:mod:`wheelwright.builds.running`,
+    through the worker's Celery process): how it ended, and who stopped it, if anyone did."""
+    with running.Running(job.request, running.running_folder(job.workdir_root)) as current:
+        ran = run(current.started)
+        return ran, current.stopped_by()
+
+
+def _finish(job: _Job, space: Workspace, ran: sandbox.Ran, outcome, *, what: str,
+            stopped_by: str | None = None) -> BuildOutcome:
+    """What the sandboxed build's end means: stopped by an operator, a timeout, its disk quota overrun,
+    a failure (transient or final), or wheels taken out, checked and analysed."""
     work = space.path
+    if stopped_by is not None:  # final: the operator meant it, retrying would undo it
+        return outcome("failure", f"stopped by the operator ({stopped_by})")
     if ran.timed_out:
         return outcome("failure", f"timed out after {job.timeout:g} s; the build and everything it "
                                   "started were killed")
@@ -910,7 +923,7 @@ def _install_test(infos: list[WheelInfo], job: _Job) -> None:
 
 
 def _run_unsafe(argv, *, cwd: Path, env: dict, user, timeout: float, memory_limit: int,
-                log: CappedLog, watch=None) -> sandbox.Ran:
+                log: CappedLog, watch=None, on_start=None) -> sandbox.Ran:
     """``WHEELWRIGHT_UNSAFE_NO_SANDBOX``: pip as the build user (when root) in its own session, under
     an address-space limit, its session killed at the end. Nothing hides the worker from it."""
     log.note(f"[wheelwright: UNSAFE: {sandbox.UNSAFE_SETTING} is set; this build ran without a "
@@ -923,6 +936,8 @@ def _run_unsafe(argv, *, cwd: Path, env: dict, user, timeout: float, memory_limi
                                 preexec_fn=sandbox._enter([], user, limits))
     except OSError as exc:
         raise ConfigError(f"cannot start {argv[0]} for the build: {exc}") from exc
+    if on_start is not None:
+        on_start(proc.pid)
     status, timed_out, stopped = sandbox._pump(proc, timeout, log.write, watch)
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # what it left behind in its session

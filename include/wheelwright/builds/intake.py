@@ -355,11 +355,13 @@ def _builder_of(outcome) -> str:
 
 
 def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: list[AcceptedFile],
-           output: str | os.PathLike) -> list[str]:
+           output: str | os.PathLike, *, imported: bool = False) -> list[str]:
     """Record ``outcome`` of ``request`` and publish its ``accepted_files``, or drop them.
 
     ``accepted_files`` passed :func:`~wheelwright.builds.transfer.accept` (sizes and hashes). Returns
-    the packages whose pages change ([] when the result was dropped).
+    the packages whose pages change ([] when the result was dropped). ``imported``: an operator's wheel
+    built by hand (:mod:`wheelwright.builds.imports`), published even for a release skipped for the
+    builders (a skip stops builds, not what an operator brings).
     """
     claim = outcome if isinstance(outcome, Announced) else read_outcome(outcome)
     row = build_row(conn, int(request["build_id"]))
@@ -421,7 +423,7 @@ def record(conn: psycopg.Connection, request: Mapping, outcome, accepted_files: 
     try:
         with conn.transaction():
             locked = conn.execute(db.query("build_record_lock"), (row.build_id,)).fetchone()
-            why_not = _why_not_published(locked)
+            why_not = _why_not_published(locked, skip_holds=not imported)
             if why_not is not None:
                 if locked is not None and locked[0] == "building":
                     mark_lost(conn, row.build_id, f"not published: {why_not}")
@@ -562,7 +564,7 @@ def log_problem(path: Path, size: int) -> str | None:
     return None
 
 
-def _why_not_published(row) -> str | None:
+def _why_not_published(row, *, skip_holds: bool = True) -> str | None:
     if row is None:
         return "the build is gone (its release was deleted while it ran)"
     status, present, package_quarantined, package_skip, version_quarantined, version_skip, _, _ = row
@@ -572,9 +574,9 @@ def _why_not_published(row) -> str | None:
         return "the package was deleted while it was built"
     if package_quarantined or version_quarantined:
         return "the release was quarantined while it was built"
-    if package_skip is not None:
+    if package_skip is not None and skip_holds:
         return f"the package was skipped while it was built ({package_skip})"
-    if version_skip is not None:
+    if version_skip is not None and skip_holds:
         return f"the release was skipped while it was built ({version_skip})"
     return None
 

@@ -128,6 +128,11 @@ def _why_not_buildable(conn, package: str, version: str, target: str) -> str:
     if row is None:
         return f"{package} {version} is not in the catalog"
     has_sdist, quarantined, skipped, present, in_flight = row
+    taken_down = conn.execute("SELECT reason FROM takedowns WHERE package = %s AND (version IS NULL "
+                              "OR version = %s) ORDER BY version NULLS FIRST LIMIT 1",
+                              (package, version)).fetchone()
+    if taken_down:
+        return f"{package} {version} is taken off the index: {taken_down[0]} (wheelwright restore)"
     if not present:
         return f"{package} was deleted on PyPI"
     if quarantined:

@@ -898,13 +898,14 @@ def _enter(cgroup_procs: list[str], identity, rlimits: dict[int, int]):
 def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_url: str,
         timeout: float, memory_limit: int, process_limit: int, output, identity=None,
         allow: tuple[str, ...] = (), name: str | None = None, python: str = "/usr/bin/python3",
-        watch=None, tmp: Path | None = None, binds: tuple[Bind, ...] = ()) -> Ran:
+        watch=None, tmp: Path | None = None, binds: tuple[Bind, ...] = (), on_start=None) -> Ran:
     """Run ``argv`` (``@PROXY@`` in it becomes the proxy's address) in the sandbox, output into
     ``output`` (a callable taking bytes), ``work`` bound writable at ``/build``; return how it ended.
     ``watch``, asked often while it runs, stops it when it returns a reason (its disk quota:
     :mod:`wheelwright.builds.workspace`); ``tmp``, a folder of ``work``, is bound at ``/tmp``.
 
-    ``python`` is the interpreter inside that runs the forwarder before ``argv``.
+    ``python`` is the interpreter inside that runs the forwarder before ``argv``. ``on_start(pid)`` is
+    told the pid of the sandbox's session leader once it runs (killing that session ends the build).
     """
     check_host()
     root = Path(root)
@@ -948,6 +949,8 @@ def run(argv: list[str], *, root: Path, work: Path, env: dict[str, str], index_u
             raise ConfigError(f"cannot start the build sandbox ({BWRAP}): {exc}") from exc
         finally:
             os.close(info_write)
+        if on_start is not None:
+            on_start(proc.pid)
         proxy.start()
         said = bytearray()  # the first words: bwrap's own complaint when it could not start
 

@@ -109,6 +109,15 @@ def requeue_failures(conn: psycopg.Connection, target: str, package: str | None 
     return len(releases)
 
 
+def operator_name() -> str:
+    """Who runs a command on this machine (the login name): what the catalog records as having acted."""
+    import getpass
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "an operator"
+
+
 def _unknown(package: str, version: str | None) -> str:
     return f"{package} {version} is not in the catalog" if version else f"{package} is not in the catalog"
 

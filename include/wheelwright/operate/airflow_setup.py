@@ -118,6 +118,8 @@ def airflow_environment(settings: Settings, airflow_home: Path | None = None, *,
         env["WHEELWRIGHT_DSN"] = settings.dsn
     if broker_url:
         env["AIRFLOW__CELERY__BROKER_URL"] = broker_url
+        # Airflow's Celery defaults plus the operator's worker commands (builds/worker_control.py)
+        env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] = "wheelwright.operate.celery_config.CELERY_CONFIG"
         env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + metadata_url.replace("+psycopg2", "")
     return env
 

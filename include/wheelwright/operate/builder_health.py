@@ -265,7 +265,8 @@ def check_all(conn: psycopg.Connection, connect: Callable[[str], object]) -> dic
 # --- the `wheelwright builder ...` and `wheelwright pause|resume` subcommands --------------------------
 
 def add_commands(sub, connect) -> None:
-    """Register ``builder add|list|remove``, ``pause`` and ``resume`` on the CLI's subparsers."""
+    """Register ``builder add|list|remove`` (and builder_control's ``workers|sleep|wake|stop-build``),
+    ``pause`` and ``resume`` on the CLI's subparsers."""
     from wheelwright.operate import dashboard
 
     p = sub.add_parser("builder", help="register builders whose health is checked over SSH")
@@ -290,6 +291,8 @@ def add_commands(sub, connect) -> None:
     rm.set_defaults(handler=lambda settings, args: _run(connect, settings, lambda conn: print(
         f"builder {args.name} removed" if conn.execute("DELETE FROM builders WHERE name = %s",
                                                        (args.name,)).rowcount else f"no builder {args.name}")))
+    from wheelwright.operate import builder_control   # sleep, wake, stop-build: through the broker
+    builder_control.add_commands(bsub, connect)
 
     pp = sub.add_parser("pause", help="stop a target taking builds (builds in flight finish)")
     pp.add_argument("target")

@@ -124,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub, _ready_connection)
     from wheelwright.operate import builder_health    # builders, pause and resume (the dashboard's too)
     builder_health.add_commands(sub, _ready_connection)
+    # operator commands of issue 32 (each also a dashboard action): takedowns, imports, builder control
+    from wheelwright.operate import takedowns
+    takedowns.add_commands(sub, _ready_connection)
+    impp = sub.add_parser("import", help="publish wheels built by hand (piw-import), through the same "
+                                         "checks as a builder's; the next `index` publishes them")
+    impp.add_argument("wheels", nargs="+", metavar="WHEEL", help="wheel files of one or more releases")
+    impp.add_argument("--log", type=Path, help="the build's log (text or gzip), published with it")
+    impp.add_argument("--target", help="the target they are for (default: the first whose Python and "
+                                       "platform install them)")
+    impp.add_argument("--by", help="who built them (default: the login name)")
+    impp.add_argument("--json", action="store_true", help="one JSON object per build instead of text")
+    impp.set_defaults(handler=cmd_import)
 
     docp = sub.add_parser("doctor", help="check what this machine can do for each role it plays, and say "
                                          "what to fix")
@@ -244,6 +256,26 @@ def cmd_build(settings: Settings, args) -> int:
         print(f"wheelwright: {result.package} {result.version} was not built for {result.target}: "
               f"{result.reason or result.status}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_import(settings: Settings, args) -> int:
+    from wheelwright.builds.imports import import_wheels
+    from wheelwright.builds.targets import load_targets, mirror_targets
+    from wheelwright.operate.admin import operator_name
+    with _ready_connection(settings) as conn:
+        mirror_targets(conn, load_targets())  # every target of the file is a row to import for
+        conn.commit()
+        done = import_wheels(conn, args.wheels, by=args.by or operator_name(), output=settings.output,
+                             scratch=settings.home / "imports", log_file=args.log, target=args.target)
+    for build in done:
+        if args.json:
+            print(json.dumps(build.as_dict()))
+            continue
+        print(f"build {build.build_id} of {build.package} {build.version} for {build.target}: imported"
+              + "".join(f"\n  {name}" for name in build.wheels)
+              + (f"\n  apt dependencies: {' '.join(build.apt_dependencies)}" if build.apt_dependencies else "")
+              + (f"\n  ({build.note})" if build.note else ""))
     return 0
 
 

@@ -38,6 +38,7 @@ RUN_TYPES = ("scheduled", "manual", "backfill", "asset_triggered", "asset_materi
 DB_CONN_ID = "wheelwright_db"
 IGNORED_VARIABLES = ("wheelwright_pypi_url", "wheelwright_output", "wheelwright_incoming",
                      "wheelwright_remote_incoming", "wheelwright_access_logs")
+NOTIFY_CONN_ID = "wheelwright_notify"                    # where notices go: SMTP, or an HTTP webhook
 
 
 def build_pool(target_name: str) -> str:
@@ -258,6 +259,7 @@ def record_build(batch: list[dict]) -> list[str]:
     Returns the packages whose published files changed ([] if none).
     """
     from wheelwright.builds import incoming, queue, transfer
+    from wheelwright.operate import notices
     settings = task_settings()
     changed: set[str] = set()
     with catalog_connection(settings) as conn:
@@ -277,6 +279,8 @@ def record_build(batch: list[dict]) -> list[str]:
                             request["build_id"], request["package"], request["version"])
             else:
                 log.info("build %s was already recorded or given up", request["build_id"])
+        # a target whose every build fails (a broken image, a worker unfit) is the operator's to hear of
+        notices.builds_recorded(conn, [r["build_id"] for r in batch], send=send_notice)
     return sorted(changed)
 
 
@@ -289,6 +293,84 @@ def record_doctor_reports() -> dict:
     settings = task_settings()
     with catalog_connection(settings) as conn:
         return doctor_reports.record(conn, settings.incoming).summary()
+
+
+def keep_workers_asleep() -> list[str] | None:
+    """Put back to sleep the workers an operator put to sleep that consume their queues again (they
+    restarted); None when no worker is asleep."""
+    from wheelwright.operate import builder_control
+    settings = task_settings()
+    with catalog_connection(settings) as conn:
+        if conn.execute("SELECT 1 FROM builder_sleeps LIMIT 1").fetchone() is None:
+            return None
+        return builder_control.reconcile(builder_control.control_app(settings), conn)
+
+
+# --- notices: DAG callbacks and the channel ------------------------------------------------------------
+
+def notifier():
+    """How notices reach the operator: the Connection ``wheelwright_notify``, an SMTP server (Airflow's
+    SMTP hook; extra ``to``, ``from_email``, ``disable_ssl``/``disable_tls`` as the hook reads them) or
+    an HTTP(S) webhook (its URL: extra ``url``, else ``http(s)://host:port/schema``; the password, if
+    any, as a bearer token). None when the Connection is not defined: notices are only logged."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowRuntimeError
+
+    from wheelwright.operate import notices
+    try:
+        conn = BaseHook.get_connection(NOTIFY_CONN_ID)
+    except (AirflowNotFoundException, AirflowRuntimeError):
+        return None
+    extra = conn.extra_dejson or {}
+    if conn.conn_type in ("smtp", "email"):
+        recipients = extra.get("to")
+        if not recipients:
+            log.warning("the Connection %s names no recipients (extra \"to\"): notices are only logged",
+                        NOTIFY_CONN_ID)
+            return None
+
+        def mail(notice) -> None:
+            from airflow.providers.smtp.hooks.smtp import SmtpHook
+            with SmtpHook(smtp_conn_id=NOTIFY_CONN_ID) as hook:
+                hook.send_email_smtp(to=recipients, subject=notice.title, html_content=notices.mail_body(notice))
+        return mail
+    url = extra.get("url")
+    if not url:
+        scheme = "https" if conn.conn_type == "https" else "http"
+        url = f"{scheme}://{conn.host}{':' + str(conn.port) if conn.port else ''}/{(conn.schema or '').lstrip('/')}"
+    return lambda notice: notices.post_webhook(url, notice, token=conn.password or None)
+
+
+def send_notice(notice) -> None:
+    """Deliver ``notice`` through ``wheelwright_notify`` (looked up only when there is one to send);
+    without the Connection it was logged, and that is all."""
+    channel = notifier()
+    if channel is not None:
+        channel(notice)
+
+
+def _run_finished(context, failed: bool) -> None:
+    from wheelwright.operate import notices
+    dag_id = context["dag"].dag_id
+    try:
+        with catalog_connection() as conn:
+            notices.run_finished(conn, dag_id, context.get("run_id") or "?", failed=failed,
+                                 reason=str(context.get("reason") or "failed"), send=send_notice)
+    except Exception:  # noqa: BLE001 - a callback must never take the DAG processor down
+        log.exception("counting the run of %s for notices failed", dag_id)
+
+
+def dag_run_failed(context) -> None:
+    """``on_failure_callback`` of every DAG: one more failed run; the operator hears of a streak."""
+    _run_finished(context, True)
+
+
+def dag_run_succeeded(context) -> None:
+    """``on_success_callback`` of every DAG: the streak is over (the operator hears it recovered)."""
+    _run_finished(context, False)
+
+
+NOTICES = {"on_failure_callback": dag_run_failed, "on_success_callback": dag_run_succeeded}
 
 
 # --- rebuild_history ---------------------------------------------------------------------------------

@@ -156,7 +156,21 @@ def snapshot(conn: psycopg.Connection, *, failures: int = 20, top: int = RANKED,
     }
     return {"now": _iso(now), "sync": sync, "targets": targets, "builds": builds, "success": rates,
             "failures": recent_failures, "missing": missing, "publish": publish, "builders": builders,
-            "trends": trends, "downloads": downloads, "doctor": doctor}
+            "trends": trends, "downloads": downloads, "doctor": doctor, "operator": operator_state(conn)}
+
+
+# --- takedowns and sleeping workers (operate/takedowns.py, operate/builder_control.py) -------------------
+
+def operator_state(conn: psycopg.Connection, *, limit: int = 50) -> dict:
+    """What operators took down, which workers they put to sleep (the live list of workers comes from
+    the broker, on demand: ``/wheelwright/api/workers``), and what keeps failing (operate/notices.py)."""
+    from wheelwright.operate.notices import failing
+    from wheelwright.operate.takedowns import takedowns
+    sleeping = [{"worker": w, "queues": [q["name"] for q in queues], "reason": r, "slept_by": b,
+                 "since": _iso(since)}
+                for w, queues, r, b, since in conn.execute(
+                    "SELECT worker, queues, reason, slept_by, since FROM builder_sleeps ORDER BY worker")]
+    return {"takedowns": takedowns(conn)[:limit], "sleeping": sleeping, "failing": failing(conn)[:limit]}
 
 
 def _rate(success: int, failure: int) -> float | None:

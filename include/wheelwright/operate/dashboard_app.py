@@ -461,4 +461,108 @@ def create_app(connect: Callable | None = None, output: Callable[[], Path] | Non
         new = act(lambda conn: dashboard.build_settings(conn, package_name(package), changes, user=name_of(user)))
         return {"package": package_name(package), "settings": None if new is None else new.to_request()}
 
+    _operator_routes(app, connect=connect, output=output, read=read, edit=edit, body_of=body_of, text=text,
+                     act=act, package_name=package_name, name_of=name_of)
     return app
+
+
+# --- operator actions (issue 32): takedowns, imports, per-builder control ---------------------------
+
+_TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+
+
+def _operator_routes(app, *, connect, output, read, edit, body_of, text, act, package_name, name_of) -> None:
+    """Take down and restore (operate/takedowns.py), import a wheel (builds/imports.py: the upload is
+    the request body, ``application/octet-stream``, which no cross-site form can send), and sleep, wake
+    or stop a builder (operate/builder_control.py, through the broker). The CLI's own functions, with
+    the same permission as every action: DAG edit."""
+    import shutil
+    import tempfile
+
+    from fastapi import Body, HTTPException, Request
+    from starlette.concurrency import run_in_threadpool
+    from airflow.api_fastapi.core_api.security import GetUserDep
+
+    from wheelwright.builds.analysis import WheelRefused, check_plain_filename
+    from wheelwright.builds.imports import MAX_WHEEL, image_root_built, import_wheels
+    from wheelwright.operate import builder_control, takedowns
+
+    @app.post("/api/packages/{package}/remove", dependencies=edit)
+    def remove(package: str, request: Request, user: GetUserDep, payload=Body(None)):
+        body = body_of(request, payload)
+        version, reason = text(body, "version", _VERSION), text(body, "reason", required=True)
+        done = act(lambda conn: takedowns.remove(conn, package_name(package), version, reason=reason,
+                                                 by=name_of(user)))
+        return {"package": done.package, "version": version, "removed": True,
+                "builds_forgotten": done.builds_forgotten, "wheels_forgotten": done.wheels_forgotten}
+
+    @app.post("/api/packages/{package}/restore", dependencies=edit)
+    def restore(package: str, request: Request, user: GetUserDep, payload=Body(None)):
+        version = text(body_of(request, payload), "version", _VERSION)
+        act(lambda conn: takedowns.restore(conn, package_name(package), version, by=name_of(user)))
+        return {"package": package_name(package), "version": version, "removed": False}
+
+    @app.post("/api/import", dependencies=edit)
+    async def import_wheel(request: Request, user: GetUserDep, filename: str, target: str | None = None):
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/octet-stream":
+            raise HTTPException(415, "the wheel is the request body, as application/octet-stream")
+        try:
+            check_plain_filename(filename)
+        except WheelRefused:
+            raise HTTPException(422, "filename is not a plain file name") from None
+        if not filename.endswith(".whl"):
+            raise HTTPException(422, "only wheels (.whl) are imported")
+        if target is not None and not _TARGET.match(target):
+            raise HTTPException(422, "target is not valid")
+        scratch = Settings.from_env().home / "imports"
+        scratch.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=scratch))
+        try:
+            path, size = folder / filename, 0
+            with open(path, "xb") as f:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_WHEEL:
+                        raise HTTPException(413, f"a wheel of more than {MAX_WHEEL:,} bytes: import it with "
+                                                 "the command line")
+                    f.write(chunk)
+            done = await run_in_threadpool(act, lambda conn: import_wheels(
+                conn, [path], by=name_of(user), output=output(), scratch=scratch, target=target,
+                root_for=image_root_built))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return {"imported": [build.as_dict() for build in done]}
+
+    def control(fn):
+        from kombu.exceptions import OperationalError
+        try:
+            app_ = builder_control.control_app(settings_in_api_server())
+            return act(lambda conn: fn(app_, conn))
+        except WheelwrightError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except OperationalError as exc:
+            raise HTTPException(503, f"the Celery broker does not answer: {exc}") from None
+
+    @app.get("/api/workers", dependencies=read)
+    def workers():
+        return {"workers": control(lambda app_, conn: builder_control.workers(app_, conn, timeout=1.5))}
+
+    @app.post("/api/workers/{worker}/sleep", dependencies=edit)
+    def sleep(worker: str, request: Request, user: GetUserDep, payload=Body(None)):
+        reason = text(body_of(request, payload), "reason") or ""
+        queues = control(lambda app_, conn: builder_control.sleep(app_, conn, worker, by=name_of(user),
+                                                                  reason=reason))
+        return {"worker": worker, "asleep": True, "queues": queues}
+
+    @app.post("/api/workers/{worker}/wake", dependencies=edit)
+    def wake(worker: str, request: Request, user: GetUserDep, payload=Body(None)):
+        body_of(request, payload)
+        queues = control(lambda app_, conn: builder_control.wake(app_, conn, worker, by=name_of(user)))
+        return {"worker": worker, "asleep": False, "queues": queues}
+
+    @app.post("/api/workers/{worker}/stop-build", dependencies=edit)
+    def stop_build(worker: str, request: Request, user: GetUserDep, payload=Body(None)):
+        body_of(request, payload)
+        stopped = control(lambda app_, conn: builder_control.stop_current_build(app_, conn, worker,
+                                                                                by=name_of(user)))
+        return {"worker": worker, "stopped": stopped}

@@ -145,7 +145,8 @@ def topology(targets: list[Target]) -> list[Service]:
     services = [
         Service("airflow-init", ("python", "-m", "wheelwright.operate.stack", "init"), "index"),
         Service("api-server", ("airflow", "api-server", "--port", str(API_PORT)), "index",
-                health=_http_ok(f"http://localhost:{API_PORT}/api/v2/monitor/health")),
+                health=_http_ok(f"http://localhost:{API_PORT}/api/v2/monitor/health"),
+                env={"WHEELWRIGHT_OUTPUT": WWW}),
         Service("scheduler", ("airflow", "scheduler"), "index",
                 health=_http_ok("http://localhost:8974/health"),
                 env={"AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True"}),
@@ -210,6 +211,8 @@ def airflow_environment(side: str, *, broker: str, result_backend: str, api_url:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
         "AIRFLOW__CELERY__BROKER_URL": broker,
         "AIRFLOW__CELERY__RESULT_BACKEND": result_backend,
+        # Airflow's Celery defaults plus wheelwright's worker commands (which builds run, stop one)
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG_OPTIONS,
         "AIRFLOW__API__SECRET_KEY": secret_key,
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": f"{LOGS}/airflow",
     }
@@ -218,6 +221,9 @@ def airflow_environment(side: str, *, broker: str, result_backend: str, api_url:
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url
         env["WHEELWRIGHT_DSN"] = catalog_dsn
     return env
+
+
+CELERY_CONFIG_OPTIONS = "wheelwright.operate.celery_config.CELERY_CONFIG"
 
 
 def compose_environment(side: str) -> dict[str, str]:
@@ -320,6 +326,8 @@ def compose_document(targets: list[Target]) -> dict:
         if service.side == "index" and service.name != "airflow-init":
             spec["volumes"] = ["home-index:" + HOME, "logs:" + LOGS]
         if service.name == "api-server":
+            # the dashboard opens build logs from the tree, and its import action publishes into it
+            spec["volumes"] += ["www:" + WWW]
             spec["ports"] = ["${WHEELWRIGHT_UI_BIND:-127.0.0.1}:${WHEELWRIGHT_UI_PORT:-8080}:%d" % API_PORT]
             spec["environment"]["AIRFLOW__API__BASE_URL"] = "${WHEELWRIGHT_UI_URL:-http://localhost:8080}"
         if service.name == "worker-index":

@@ -146,6 +146,8 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
             return "application/javascript"
         if path.endswith(".xml"):
             return "application/xml"
+        if path.endswith(".atom"):
+            return "application/atom+xml"
         return super().guess_type(path)
 
     def send_error(self, code, message=None, explain=None):

@@ -6,7 +6,8 @@ surrogate keys, in the three spellings the edges read: ``Surrogate-Key`` (Fastly
 package (its simple pages in HTML and JSON, its files, its project page and project JSON) carries
 ``project/<canonical name>``; the root pages carry ``root``; ``packages.json`` and the search shards
 ``search``; the site's own pages (home, search page, FAQ, JSON API, 404, sitemaps, ``static/``) ``site``;
-``queue.json`` ``queue``; the reports ``reports``; the build logs ``logs``; and every response ``all``. A purge is then one key per changed
+``queue.json`` ``queue``; the reports ``reports``; the build logs ``logs``; the index's failure feed
+(``feeds/``) ``feeds``; and every response ``all``. A purge is then one key per changed
 package, whatever URLs it has (PyPI does the same at Fastly).
 
 After each publish the publisher owes the keys of the packages whose files changed, the root only when
@@ -60,6 +61,7 @@ REPORTS = "reports"
 LOGS = "logs"
 SITE = "site"       # the site's pages: home, search page, FAQ, JSON API, 404, sitemaps, static/
 QUEUE = "queue"     # queue.json: where queued releases stand
+FEEDS = "feeds"     # feeds/: the index's failure feed
 PROJECT = "project/"
 # Above this many keys owed at once (a first publish of a whole index), one purge of everything is
 # cheaper than thousands of calls; nothing of the kind happens in normal operation.
@@ -105,6 +107,8 @@ def keys_for_path(path: str) -> tuple[str, ...]:
         return (REPORTS, ALL)
     if path.startswith("/logs/"):
         return (LOGS, ALL)
+    if path.startswith("/feeds/"):
+        return (FEEDS, ALL)
     return (ALL,)
 
 

@@ -79,6 +79,8 @@ class Build:
     log_path: str | None           # relative to the tree: logs/NNNN/NNNN/NNNN.txt.gz
     reason: str | None
     target: str = ""               # the name of the target (by default its ABI)
+    imported_by: str | None = None  # an operator imported its wheel by hand (`wheelwright import`)
+    finished_at: str | None = None  # ISO 8601 UTC, once recorded
 
 
 @dataclass(slots=True)
@@ -116,6 +118,7 @@ class Release:
     requires_dist: tuple[str, ...] | None = None  # PyPI's Requires-Dist (known for its newest only)
     downloads: Downloads = field(default_factory=Downloads)
     targets: list[TargetStatus] = field(default_factory=list)  # filled by status.target_rows
+    removed_reason: str | None = None   # an operator took this release off the index
 
     def pip_dependencies(self) -> tuple[str, ...] | None:
         """What pip installs with it: its wheels' Requires-Dist (all of them, in order, once), else
@@ -135,6 +138,14 @@ class Release:
         return {distro: tuple(sorted(deps)) for distro, deps in sorted(out.items())}
 
 
+@dataclass(slots=True, frozen=True)
+class Takedown:
+    """Why a project is off the index though it is on PyPI (`wheelwright remove`), and since when."""
+
+    reason: str
+    removed_at: str                # ISO 8601 UTC
+
+
 @dataclass(slots=True)
 class Project:
     """A visible package with its visible releases, newest first."""
@@ -148,6 +159,7 @@ class Project:
     downloads: Downloads = field(default_factory=Downloads)
     downloads_through: str | None = None   # "2024-05-01": the last whole day the figures cover
     build_settings: dict | None = None     # an operator's build settings for it (timeout, apt, env)
+    takedown: Takedown | None = None  # an operator took the whole project off the index
 
     def files_oldest_first(self) -> list[tuple[Release, WheelFile]]:
         """The files of the simple page: by release (oldest first, as PyPI lists them), then name."""
@@ -317,6 +329,7 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org", site_url:
             "pip_dependencies": list(pip) if pip is not None else None,
             "apt_dependencies_by_distro": {d: list(deps) for d, deps in r.apt_by_distro().items()},
             "downloads": _downloads(r.downloads),
+            "removed_reason": r.removed_reason,
             "files": {
                 f.filename: {
                     "file_url": f"/simple/{project.package}/{quote(f.filename)}",
@@ -347,6 +360,7 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org", site_url:
                     "duration": b.duration,
                     "log_url": f"/{b.log_path}" if b.log_path else None,
                     "reason": b.reason,
+                    "imported_by": b.imported_by,
                 } for b in r.builds
             ],
         }
@@ -360,6 +374,8 @@ def project_json(project: Project, pypi_url: str = "https://pypi.org", site_url:
         "aliases": list(project.aliases),
         "downloads": {**_downloads(project.downloads), "through": project.downloads_through},
         "build_settings": project.build_settings,
+        "removed": None if project.takedown is None else {
+            "reason": project.takedown.reason, "removed_at": project.takedown.removed_at},
         "releases": releases,
     })
 
@@ -463,7 +479,12 @@ def project_html(project: Project, pypi_url: str = "https://pypi.org", index_url
     facts.append(f'<a href="{escape(pypi_url)}/project/{package}/">PyPI</a>')
     facts.append(f'<a href="../../simple/{package}/">simple index</a>')
     facts.append('<a href="json/">JSON</a>')
+    facts.append('<a href="feed.atom" type="application/atom+xml">failed builds (Atom)</a>')
     out.append(f'<p class="facts">{" · ".join(facts)}</p>\n')
+    if project.takedown is not None:
+        out.append(f'<p class="takedown"><span class="badge removed">removed</span> taken off this index on '
+                   f'{escape(project.takedown.removed_at[:10])}: {escape(project.takedown.reason)}. '
+                   f'pip finds it on PyPI only.</p>\n')
     if project.skip_reason:
         out.append(f'<p class="notice"><span class="badge skipped">not built</span> '
                    f'{escape(project.skip_reason)}</p>\n')
@@ -538,6 +559,8 @@ def _release_html(out: list[str], package: str, release: Release) -> None:
         out.append(' <span class="badge prerelease">pre-release</span>')
     if release.skip_reason:
         out.append(' <span class="badge skipped">skipped</span>')
+    if release.removed_reason:
+        out.append(' <span class="badge removed">removed</span>')
     out.append(f'</h3>\n  <p class="muted">released {escape(release.released[:10])}')
     if release.requires_python:
         out.append(f" · Requires-Python {escape(release.requires_python)}")
@@ -547,6 +570,8 @@ def _release_html(out: list[str], package: str, release: Release) -> None:
         out.append(f" · yanked: {escape(release.yanked_reason)}")
     if release.skip_reason:
         out.append(f" · not built: {escape(release.skip_reason)}")
+    if release.removed_reason:
+        out.append(f" · removed from this index: {escape(release.removed_reason)}")
     out.append("</p>\n")
     pip = release.pip_dependencies()
     if pip:
@@ -564,6 +589,8 @@ def _build_cell(build: Build | None) -> str:
     if build is None:
         return ""
     log_link = f'<a href="../../{escape(build.log_path)}">log</a> ' if build.log_path else ""
+    if build.imported_by:
+        return f'{log_link}<span class="muted">imported by {escape(build.imported_by)}</span>'
     return f'{log_link}<span class="muted">{human_duration(build.duration)}</span>'
 
 

@@ -36,7 +36,14 @@ every package again when they differ. Around the packages it keeps the rest of t
 (:mod:`wheelwright.publish.site`: home, search, FAQ, 404, sitemaps, ``queue.json``), each part when
 its data changed and at most so often.
 
-The formats live in :mod:`wheelwright.publish.pages`, the apt reports in :mod:`wheelwright.publish.reports`.
+A project an operator took down (``takedowns``, :mod:`wheelwright.operate.takedowns`) keeps its project
+page, which says so, but loses its simple pages (they answer 404), its place in the root lists and
+its files at once, without the grace period; a release taken down loses its files the same way. Every
+published project also gets its Atom feed of failed builds (``project/<pkg>/feed.atom``), and a run
+that touched builds rewrites the index's (``feeds/failures.atom``) when its bytes change.
+
+The formats live in :mod:`wheelwright.publish.pages`, the feeds in :mod:`wheelwright.publish.feeds`, the apt
+reports in :mod:`wheelwright.publish.reports`.
 ``publish(conn, output, full=...)`` is the one entry point; the CLI's ``wheelwright index`` and the
 ``publish_index`` DAG both reach it through :func:`wheelwright.publish.cdn.publish_and_purge` (one
 configuration, one rendering, then the CDN's purges). ``wheelwright index --full`` re-renders everything and also sweeps
@@ -67,7 +74,7 @@ from psycopg.types.string import TextLoader
 
 from wheelwright.catalog import db
 from wheelwright.catalog.store import consumer_mark, set_consumer_mark
-from wheelwright.publish import pages
+from wheelwright.publish import feeds, pages
 from wheelwright.publish import reports
 from wheelwright.publish import site
 from wheelwright.publish import status
@@ -142,6 +149,7 @@ class PublishResult:
     search_changed: bool = False   # ... of packages.json or the search shards
     site_changed: bool = False     # ... of the site's pages (home, FAQ, search page, sitemaps, static/)
     queue_changed: bool = False    # ... of queue.json
+    feeds_changed: bool = False    # ... of feeds/failures.atom
     reports_written: bool = False
     # Files the catalog forgot, by package: unlinked only after the page that listed them was replaced
     # (and, with a CDN, purged at the edge); tree paths relative to the output folder.
@@ -166,6 +174,8 @@ class PublishResult:
             keys.append(cdn.QUEUE)
         if self.reports_written:
             keys.append(cdn.REPORTS)
+        if self.feeds_changed:
+            keys.append(cdn.FEEDS)
         return keys
 
     def summary(self) -> str:
@@ -186,6 +196,7 @@ class _Published:
     aliases: tuple[str, ...] = ()
     logs: tuple[str, ...] = ()
     downloads: tuple[int, int] | None = None   # (last 30 days, all time), as packages.json has them
+    removed: bool = False          # the project was taken down (off the root lists)
 
     @classmethod
     def read(cls, path: str) -> "_Published | None":
@@ -196,7 +207,7 @@ class _Published:
             data = json.loads(raw)
             figures = data.get("downloads") or {}
             return cls(name=data.get("name"), summary=data.get("summary") or None,
-                       aliases=tuple(data.get("aliases", ())),
+                       aliases=tuple(data.get("aliases", ())), removed=bool(data.get("removed")),
                        downloads=(figures.get("last_30_days"), figures.get("total")) if figures else None,
                        logs=tuple(b["log_url"].lstrip("/")
                                   for r in data.get("releases", {}).values()
@@ -240,6 +251,9 @@ class _CatalogPackage:
     logs: set[str]                 # log paths of the package's builds
     has_builds: bool
     hidden: set[str] = field(default_factory=set)  # listed files of quarantined releases: held back
+    # taken down by an operator: the whole project, and releases (normalised versions) whose files go
+    removed: bool = False
+    removed_versions: set[str] = field(default_factory=set)
 
 
 class Publisher:
@@ -253,6 +267,7 @@ class Publisher:
         # a Pi user copies, the project JSON and the sitemaps. Unset, pages fill in their own origin.
         self.site_url = site_url.rstrip("/") if site_url else None
         self.index_url = f"{self.site_url}/simple/" if self.site_url else None
+        self.base_url = f"{self.site_url}/" if self.site_url else None  # what the Atom feeds resolve against
         self.holding = str(holding if holding is not None else holding_for(output))
         self.purging = purging
         self.workers = workers or max(1, os.cpu_count() or 1)
@@ -314,6 +329,9 @@ class Publisher:
                     if self.full:
                         self._sweep_strays()
                     self._write_root(result)
+                    if self.full or self.touched_builds or not os.path.exists(
+                            os.path.join(self.root, feeds.SITE_FEED)):
+                        result.feeds_changed = self._write_site_feed()
                     self.tree.commit()
                     self._write_site(result)
                     self.tree.write(os.path.join(self.root, TARGETS_SEEN), self._targets_fingerprint())
@@ -451,7 +469,7 @@ class Publisher:
 
     def _catalog_package(self, row) -> _CatalogPackage | None:
         (package, display, visible, present, summary, skip_reason, aliases, release_rows, build_rows,
-         wheel_rows, downloads, build_settings) = row
+         wheel_rows, downloads, build_settings, takedown) = row
         if not is_canonical(package):
             log.warning("package name %r is not a safe canonical name: not published", package)
             return None
@@ -462,7 +480,8 @@ class Publisher:
         logs = set()
         for b in build_rows or ():
             build = Build(build_id=b[0], version=b[1], abi=b[2], status=b[3], builder=b[4],
-                          duration=b[5], log_path=b[6], reason=b[7], target=b[8])
+                          duration=b[5], log_path=b[6], reason=b[7], target=b[8], imported_by=b[9],
+                          finished_at=b[10])
             builds_by_version[build.version].append(build)
             build_of[build.build_id] = build
             if build.log_path:
@@ -493,7 +512,7 @@ class Publisher:
                 requires_python=r[5], skip_reason=r[6], files=files_by_version.get(r[0], []),
                 builds=builds_by_version.get(r[0], []), has_sdist=r[7],
                 requires_dist=tuple(r[8]) if r[8] is not None else None, in_scope=tuple(r[9] or ()),
-                downloads=Downloads(r[10] or 0, r[11] or 0))
+                downloads=Downloads(r[10] or 0, r[11] or 0), removed_reason=r[12])
             release.targets = status.target_rows(release, self.target_list, project_skip=skip_reason)
             releases.append(release)
         # Files of quarantined releases are listed by the catalog but not shown: they wait out of the tree.
@@ -501,16 +520,20 @@ class Publisher:
         hidden = {name for version, files in files_by_version.items() if version not in shown
                   for f in files for name in (f.filename, f.filename + ".metadata")}
         versions = shown | files_by_version.keys() | builds_by_version.keys()
+        takedown = _decode_json(takedown) if takedown else None
         project = Project(package=package, display_name=display, summary=summary,
                           skip_reason=skip_reason,
                           build_settings=_decode_json(build_settings) if build_settings else None,
                           aliases=tuple(a for a in aliases if safe_alias(a, package)),
                           releases=releases,
                           downloads=Downloads(*(int(n or 0) for n in downloads)) if downloads else Downloads(),
-                          downloads_through=self.downloads_through)
+                          downloads_through=self.downloads_through,
+                          takedown=pages.Takedown(*takedown) if takedown else None)
         return _CatalogPackage(package=package, visible=visible, present=present, project=project,
                                listed=listed, versions=versions, logs=logs,
-                               has_builds=bool(build_rows), hidden=hidden)
+                               has_builds=bool(build_rows), hidden=hidden, removed=takedown is not None,
+                               removed_versions={_normal_version(r.version) for r in releases
+                                                 if r.removed_reason})
 
     # -- one package ---------------------------------------------------------------------------------
 
@@ -539,18 +562,26 @@ class Publisher:
         self._hold_back(pkg, pkg.listed if quarantined else pkg.hidden)
         if pkg.visible:
             p = pkg.project
-            if old is None or old.name != p.display_name or old.summary != (p.summary or None):
+            if (old is None or old.name != p.display_name or old.summary != (p.summary or None)
+                    or old.removed != pkg.removed):
                 self.root_dirty = True
             elif old.downloads != (p.downloads.last_30, p.downloads.total):
                 self.search_dirty = True   # packages.json carries the figures; the simple root does not
             # A folder that does not exist yet is built whole under a hidden name and renamed into
             # place at the next commit (see index_tree): all of its pages are written right here.
-            simple_folder = self.tree.stage_dir(simple_dir, new=not in_simple)
-            project_folder = self.tree.stage_dir(project_dir, new=not in_project)
             write = self.tree.write_in
-            write(simple_folder, "index.html", pages.simple_project_html(p))
-            write(simple_folder, "index.json", pages.simple_project_json(p))
+            if pkg.removed:  # taken down: its simple pages answer 404, as for a project we never had
+                if in_simple:
+                    for page in _PAGES:
+                        self.tree.remove(join(simple_dir, page))
+                    self.tree.remove_empty_dir(simple_dir)
+            else:
+                simple_folder = self.tree.stage_dir(simple_dir, new=not in_simple)
+                write(simple_folder, "index.html", pages.simple_project_html(p))
+                write(simple_folder, "index.json", pages.simple_project_json(p))
+            project_folder = self.tree.stage_dir(project_dir, new=not in_project)
             write(project_folder, "index.html", pages.project_html(p, self.pypi_url, self.index_url))
+            write(project_folder, "feed.atom", self._project_feed(p))
             write(project_folder + "/json", "index.json", pages.project_json(p, self.pypi_url, self.site_url))
             for alias in p.aliases:
                 self.tree.symlink(join(self.projects, alias), name)
@@ -651,7 +682,7 @@ class Publisher:
                 continue
             if not entry.is_file(follow_symlinks=False) and not entry.is_symlink():
                 continue
-            if pkg.present and not self._forgotten(name, pkg, entry):
+            if pkg.present and not pkg.removed and not self._forgotten(name, pkg, entry):
                 continue
             log.info("removing %s/%s once no page lists it: the catalog no longer does", pkg.package, name)
             self._remove_later(pkg.package, f"simple/{pkg.package}/{name}")
@@ -667,6 +698,8 @@ class Publisher:
             _name, version, _build, _tags = parse_wheel_filename(wheel)
             if str(version) not in {_normal_version(v) for v in pkg.versions}:
                 return True  # its release is gone
+            if str(version) in pkg.removed_versions:
+                return True  # an operator took its release down: no grace
         except (InvalidWheelFilename, InvalidVersion):
             pass
         try:
@@ -674,7 +707,22 @@ class Publisher:
         except FileNotFoundError:
             return False
 
+    def _project_feed(self, p: Project) -> bytes:
+        failures = sorted((feeds.Failure(b.build_id, p.package, p.display_name, r.version, b.target or b.abi,
+                                         b.reason, b.finished_at, b.log_path)
+                           for r in p.releases for b in r.builds if b.status == "failure" and b.finished_at),
+                          key=lambda f: (f.finished_at, f.build_id), reverse=True)
+        return feeds.project_feed(p.package, p.display_name, failures, base_url=self.base_url,
+                                  updated=p.releases[0].released if p.releases else None)
+
     # -- the root, strays, reports -------------------------------------------------------------------
+
+    def _write_site_feed(self) -> bool:
+        """feeds/failures.atom, from the latest failures of every published project; whether it changed."""
+        rows = self.conn.execute(db.query("publish_failures_feed"), {"limit": feeds.SITE_ENTRIES}).fetchall()
+        failures = [feeds.Failure(*row) for row in rows if is_canonical(row[1])]
+        return self.tree.write(os.path.join(self.root, feeds.SITE_FEED),
+                               feeds.site_feed(failures, base_url=self.base_url))
 
     def _write_root(self, result: PublishResult) -> None:
         """The root pages when the package list changed, packages.json when it or a download figure
