@@ -165,3 +165,10 @@ def test_apt_packages_need_an_image_a_worker_s_own_system_cannot_take_them():
     from wheelwright.errors import ConfigError
     with pytest.raises(ConfigError, match="need an image"):
         root_for_target("cp311-x86_64", extra=("libcups2-dev",))
+
+
+def test_the_broker_never_hands_a_build_to_a_second_worker_while_the_longest_allowed_one_runs():
+    # Redis redelivers a task unacknowledged past its visibility timeout: a build would run twice
+    from wheelwright.builds.build_settings import MAX_TIMEOUT
+    from wheelwright.operate.celery_config import CELERY_CONFIG
+    assert CELERY_CONFIG["broker_transport_options"]["visibility_timeout"] > MAX_TIMEOUT

@@ -10,6 +10,14 @@ to stop a build (``wheelwright builder stop-build`` then says it did not answer)
 
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 
+from wheelwright.builds.build_settings import MAX_TIMEOUT
+
 WORKER_CONTROL = "wheelwright.builds.worker_control"
+# Redis hands a task that is not acknowledged within the visibility timeout to another worker, which
+# builds it again while the first still does. Airflow's default is a day; a package's build settings
+# may allow up to MAX_TIMEOUT (numpy-class builds under emulation), so the broker waits longer.
+VISIBILITY_TIMEOUT = int(MAX_TIMEOUT + 6 * 3600)
 CELERY_CONFIG = {**DEFAULT_CELERY_CONFIG,
-                 "imports": (*DEFAULT_CELERY_CONFIG.get("imports", ()), WORKER_CONTROL)}
+                 "imports": (*DEFAULT_CELERY_CONFIG.get("imports", ()), WORKER_CONTROL),
+                 "broker_transport_options": {**DEFAULT_CELERY_CONFIG.get("broker_transport_options", {}),
+                                              "visibility_timeout": VISIBILITY_TIMEOUT}}
