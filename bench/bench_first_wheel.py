@@ -30,7 +30,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PORTS = {"ui": 8080, "index": 8081, "pypi double": 8700}
-WHEELS = {"linux_x86_64": "cp311-x86_64", "linux_armv7l": "cp311-armv7l", "linux_aarch64": "cp313-aarch64"}
+# the machine a wheel's platform tag ends in (linux_armv7l, or manylinux_2_17_armv7l once it qualifies)
+MACHINES = ("x86_64", "armv7l", "aarch64")
 
 
 def port_free(port: int) -> bool:
@@ -39,13 +40,13 @@ def port_free(port: int) -> bool:
 
 
 def served_wheels() -> set[str]:
-    """The platforms of cext-demo's wheels the local index serves now."""
+    """The machines of cext-demo's wheels the local index serves now."""
     try:
         with urllib.request.urlopen("http://127.0.0.1:8081/simple/cext-demo/", timeout=5) as response:
             page = response.read().decode()
     except OSError:
         return set()
-    return {platform for platform in WHEELS if f"{platform}.whl" in page}
+    return {machine for machine in MACHINES if f"_{machine}.whl" in page}
 
 
 def clock(seconds: float) -> str:
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
             seen[event] = time.monotonic() - started
             print(f"  [{clock(seen[event])}] {event}", flush=True)
 
-    wanted = {"linux_armv7l", "linux_aarch64"} if args.all else {"linux_armv7l"}
+    wanted = {"armv7l", "aarch64"} if args.all else {"armv7l"}
     store = clone / ".wheelwright" / "images"
     try:
         while time.monotonic() - started < args.timeout:
@@ -92,12 +93,12 @@ def main(argv=None) -> int:
                 mark("venv ready (make setup)")
             if not port_free(PORTS["ui"]):
                 mark("Airflow's UI answers")
-            for meta in store.glob("*/image.json"):
+            for meta in store.glob("[!.]*/image.json"):  # not a build's temporary folder
                 record = json.loads(meta.read_text())
                 mark(f"image {meta.parent.name} built ({record['seconds'] / 60:.1f} min, "
                      f"{record.get('packages', '?')} packages)")
-            for platform in served_wheels():
-                mark(f"first {platform} wheel served")
+            for machine in served_wheels():
+                mark(f"first {machine} wheel served")
             if all(f"first {p} wheel served" in seen for p in wanted):
                 break
             time.sleep(2)
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    print(f"first linux_armv7l wheel served {clock(seen['first linux_armv7l wheel served'])} after `make run`")
+    print(f"first armv7l wheel served {clock(seen['first armv7l wheel served'])} after `make run`")
     return 0
 
 
