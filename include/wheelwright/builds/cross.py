@@ -197,7 +197,7 @@ def build_toolchain(recipe: ToolchainRecipe, store: Path, *, mirror: str | None 
                 recipe.distro, str(work / "root"), mirror]
         progress(f"building the {recipe.triplet} toolchain {recipe.folder_name} from {mirror}")
         try:
-            done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            done = subprocess.run(images.in_own_mounts(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   errors="replace", stdin=subprocess.DEVNULL, timeout=timeout,
                                   env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"})
             if done.returncode != 0:

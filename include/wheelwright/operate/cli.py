@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from wheelwright.catalog import db
@@ -298,6 +299,11 @@ def cmd_image_build(settings: Settings, args) -> int:
     for target in chosen:
         if not target.image:
             raise ConfigError(f"target {target.name} builds on the worker's own system (image = false)")
+    # An emulated image's native cross compiler (builds/cross.py) is wanted by its first build: made
+    # beside the images (natively, on the other core), not after them, on the way to the first wheel.
+    toolchains = threading.Thread(target=_prepare_toolchains, args=(chosen, store), daemon=True)
+    toolchains.start()
+    for target in chosen:
         recipe = images.recipe_for(target)
         found = images.find_image(recipe, store)
         if found is None:
@@ -305,7 +311,21 @@ def cmd_image_build(settings: Settings, args) -> int:
         else:
             _progress(f"image {recipe.folder_name} of {target.name} is built already")
         print(f"{target.name}\t{found.root}")
+    toolchains.join()
     return 0
+
+
+def _prepare_toolchains(targets, store: Path) -> None:
+    """The cross toolchain of each emulated image of ``targets``; one that cannot be made is said,
+    and its builds compile with the image's own compiler."""
+    from wheelwright.builds import cross, images
+    if os.environ.get("WHEELWRIGHT_CROSS", "").strip().lower() in ("off", "0", "no", "false"):
+        return
+    for distro, arch in dict.fromkeys((t.distro, images.arch_of(t)) for t in targets):
+        try:
+            cross.toolchain_for(distro, arch, store, progress=_progress)  # None: compiles natively
+        except (WheelwrightError, OSError) as exc:
+            _progress(f"no cross toolchain for {distro}/{arch}: {exc} (builds compile under emulation)")
 
 
 def cmd_image_list(settings: Settings, args) -> int:
