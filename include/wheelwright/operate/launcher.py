@@ -254,6 +254,9 @@ def _run(settings: Settings, targets, images: list[tuple[str, subprocess.Popen]]
         env = airflow_environment(settings, api_port=port, executor="CeleryExecutor", broker_url=broker_url)
         if "AIRFLOW_CONN_WHEELWRIGHT_INDEX_HOST" not in os.environ:
             sftp = local_index_host(settings, env)
+            # One machine is builder and index host: the index host's install test is the one that
+            # counts (it trusts no builder), and the builder's first filter would only run it twice.
+            env.setdefault("WHEELWRIGHT_INSTALL_TEST", "index-host")
         published = serve_published(settings.output, index_port)
         env.setdefault("WHEELWRIGHT_INDEX_URL", f"http://127.0.0.1:{index_port}/simple/")
         log.info("published index at %s (builds take build dependencies from it too)",
