@@ -207,12 +207,12 @@ def test_the_sweep_removes_a_builders_folder_however_deep(catalog, settings, tmp
     use_targets(catalog)
     add_release(catalog, "deep", "1.0")
     build_id = add_build(catalog, "deep", "1.0", "cp311-armv7l", "failure")  # no longer in flight
-    folder = tmp_path / "incoming" / str(build_id)
+    folder = tmp_path / "incoming" / "pi-a" / str(build_id)      # a builder account's folder
     folder.mkdir(parents=True)
     make_deep(folder, 1600)
     (folder / "d").chmod(0)
     swept = incoming.sweep(catalog, tmp_path / "incoming", settings.output, settle=timedelta(0))
-    assert swept.removed == [str(build_id)]
+    assert swept.removed == [f"pi-a/{build_id}"]
     assert not folder.exists()
 
 

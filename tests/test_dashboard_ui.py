@@ -210,18 +210,19 @@ def test_a_builders_last_doctor_result_is_shown_to_a_viewer(site, tmp_path):
     from wheelwright.operate import doctor, doctor_reports
     finding = doctor.Finding("emulation:armhf", "armhf binaries run here", "FAIL", "arch-test is not installed",
                              "apt-get install arch-test", "builder")
-    report = doctor_reports.make_report("pi-kitchen@pi", [finding], ["builder"])
-    (tmp_path / "doctor-pi-kitchen@pi.json").write_text(json.dumps(report))
+    report = doctor_reports.make_report("celery@pi", [finding], ["builder"])
+    (tmp_path / "pi-kitchen").mkdir()                  # what the builder account pi-kitchen sent
+    (tmp_path / "pi-kitchen" / "doctor-celery@pi.json").write_text(json.dumps(report))
     with psycopg.connect(site.catalog_dsn, autocommit=True) as conn:
         doctor_reports.record(conn, tmp_path)   # what the builder_health DAG does with what arrived
     try:
         status, raw = request(f"{site.base}/wheelwright/", token=site.tokens["viewer"])
         html = raw.decode()
-        assert status == 200 and 'data-doctor="pi-kitchen@pi"' in html
+        assert status == 200 and 'data-doctor="pi-kitchen/celery@pi"' in html
         assert "FAIL armhf binaries run here: arch-test is not installed" in html and "apt-get install arch-test" in html
         snapshot = json.loads(request(f"{site.base}/wheelwright/api/snapshot", token=site.tokens["viewer"])[1])
         [row] = snapshot["doctor"]
-        assert (row["builder"], row["ok"], row["failing"][0]["fix"]) == ("pi-kitchen@pi", False,
+        assert (row["builder"], row["ok"], row["failing"][0]["fix"]) == ("pi-kitchen/celery@pi", False,
                                                                         "apt-get install arch-test")
     finally:
         with psycopg.connect(site.catalog_dsn, autocommit=True) as conn:

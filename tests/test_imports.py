@@ -13,13 +13,14 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from support.build_world import add_build, add_release, use_targets
+from support.build_world import add_build, add_release, open_folder, use_targets
 from support.images import TEST_TARGETS, built_image, image_store
 from support.received import metadata, wheel_of
 from wheelwright.builds.imports import ImportRefused, import_wheels
@@ -32,8 +33,8 @@ ON_THIS_SYSTEM = lambda _target: Path("/")  # noqa: E731 - targets without an im
 
 def wheelwright(settings, *args, env_extra=None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHEELWRIGHT")}
-    env.update(WHEELWRIGHT_HOME=str(settings.home), WHEELWRIGHT_DSN=settings.dsn,
-               WHEELWRIGHT_OUTPUT=str(settings.output), **(env_extra or {}))
+    env.update({"WHEELWRIGHT_HOME": str(settings.home), "WHEELWRIGHT_DSN": settings.dsn,
+                "WHEELWRIGHT_OUTPUT": str(settings.output), **(env_extra or {})})
     return subprocess.run([sys.executable, "-m", "wheelwright", *args], env=env, capture_output=True,
                           text=True, timeout=600)
 
@@ -52,19 +53,32 @@ def world(catalog):
     return catalog
 
 
-def test_an_armhf_wheel_is_imported_with_its_apt_dependencies_and_who_imported_it(catalog, settings, tmp_path):
+@pytest.fixture
+def reachable_home():
+    """A home the install test's build user can reach (pytest's own tmp folders are root's alone)."""
+    home = open_folder("wheelwright-import-")
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_an_armhf_wheel_is_imported_with_its_apt_dependencies_and_who_imported_it(catalog, settings, tmp_path,
+                                                                                  reachable_home):
     image = built_image(PI)
     so = next((image.root / "usr/lib/python3.11/lib-dynload").glob("_ssl.cpython-311-arm-linux-gnueabihf.so"))
     targets = tmp_path / "targets.toml"
     targets.write_text(TEST_TARGETS)
     add_release(catalog, "cext", "1.0")
     wheel = wheel_of(tmp_path, "cext-1.0-cp311-cp311-linux_armv7l.whl", "cext", "1.0", members={
-        "cext.cpython-311-arm-linux-gnueabihf.so": so.read_bytes(),
+        # a real armhf extension module, under the name its init function has: the install test imports it
+        "cext/__init__.py": b"",
+        "cext/_ssl.cpython-311-arm-linux-gnueabihf.so": so.read_bytes(),
         "cext-1.0.dist-info/METADATA": metadata("cext", "1.0", ">=3.11"),
-        "cext-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp311-cp311-linux_armv7l\n"})
+        "cext-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: cp311-cp311-linux_armv7l\n",
+        "cext-1.0.dist-info/RECORD": b""})
     build_log = tmp_path / "build.log"
     build_log.write_text("built by hand on pi-kitchen: CFLAGS=-O1, 4 h 12 min\n")
-    env = {"WHEELWRIGHT_TARGETS": str(targets), "WHEELWRIGHT_IMAGES": str(image_store())}
+    env = {"WHEELWRIGHT_TARGETS": str(targets), "WHEELWRIGHT_IMAGES": str(image_store()),
+           "WHEELWRIGHT_HOME": str(reachable_home)}
 
     done = wheelwright(settings, "import", str(wheel), "--log", str(build_log), "--by", "alice", env_extra=env)
     assert done.returncode == 0, done.stderr
@@ -88,7 +102,8 @@ def test_an_armhf_wheel_is_imported_with_its_apt_dependencies_and_who_imported_i
     published_file = data["releases"]["1.0"]["files"]["cext-1.0-cp311-cp311-linux_armv7l.whl"]
     assert published_file["unowned_libraries"] == [], "every library it needs was found in the image"
     assert published_file["apt_dependencies"] == [], "Raspberry Pi OS Lite has OpenSSL and the C library"
-    assert "imported by alice" in (www / "project/cext/index.html").read_text()
+    page = (www / "project/cext/index.html").read_text()
+    assert "imported by alice" in page and "imports on bookworm armhf" in page, "install-tested like any build"
 
 
 def test_a_wheel_of_an_unknown_release_is_refused_with_a_sentence(world, settings, tmp_path):

@@ -211,6 +211,7 @@ def test_the_glibc_floor_the_install_test_and_the_build_settings_are_shown_where
     release = project.releases[1]
     release.files[0] = replace(release.files[0], glibc_floor="2.36",
                                tested=pages.tested_sentence("imports", "bookworm armhf"))
+    release.targets = target_rows(release, TARGETS)     # the page shows each file on its target's row
     project.build_settings = {"apt_packages": ["libcups2-dev"], "timeout": 21600.0,
                               "environment": {"NPY_NUM_BUILD_JOBS": "1"}, "changed_by": "ops"}
     data = json.loads(pages.project_json(project))
@@ -219,7 +220,7 @@ def test_the_glibc_floor_the_install_test_and_the_build_settings_are_shown_where
     assert data["build_settings"]["apt_packages"] == ["libcups2-dev"]
     html = pages.project_html(project).decode()
     assert "glibc ≥ 2.36" in html and "imports on bookworm armhf" in html
-    assert "build settings: apt libcups2-dev; timeout 6h" in html and "NPY_NUM_BUILD_JOBS=1" in html
+    assert "build settings: apt libcups2-dev; timeout 6h 00m" in html and "NPY_NUM_BUILD_JOBS=1" in html
     assert pages.tested_sentence("needs-a-pi", "bookworm armhf") == \
         "built, not importable off a Pi (tested on bookworm armhf)"
 
@@ -295,11 +296,12 @@ def test_older_releases_fold_away():
     assert 'id="v1.15"' in folded and 'id="v1.16"' not in folded
 
 
-def test_build_settings_have_their_place_on_the_page(project):
-    project.build_settings = {"timeout": "6 h", "apt": "libfoo-dev <x>"}
+def test_build_settings_are_escaped_on_the_page(project):
+    project.build_settings = {"apt_packages": ["libfoo-dev<x>"], "environment": {"A": "<b>"},
+                              "changed_by": "<script>"}
     html = pages.project_html(project).decode()
-    assert "<h3>Build settings</h3>" in html and "libfoo-dev &lt;x&gt;" in html
-    assert json.loads(pages.project_json(project))["build_settings"] == {"timeout": "6 h", "apt": "libfoo-dev <x>"}
+    assert "apt libfoo-dev&lt;x&gt;; env A=&lt;b&gt; (set by &lt;script&gt;)" in html and "<script>" not in html
+    assert json.loads(pages.project_json(project))["build_settings"] == project.build_settings
 
 
 @pytest.mark.parametrize("log, found", [

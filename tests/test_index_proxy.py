@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.waiting import wait_until
 from wheelwright.builds import sandbox
 from wheelwright.builds.sandbox import IndexProxy, _Refusal
 
@@ -213,8 +214,8 @@ def test_connections_past_the_cap_are_refused_without_a_thread_each(index, proxy
             s.connect(str(proxy.path))
             s.sendall(b"GET http://127.0.0.1")
             held.append(s)
-        time.sleep(1)
-        serving = [t for t in threading.enumerate() if t.name == "index-proxy-connection"]
+        wait_until(lambda: proxy.denied_connections == 192, 10, "the proxy to take every connection")
+        serving = [t for t in threading.enumerate() if t.name == f"index-proxy-connection {proxy.path}"]
         assert len(serving) == 8, "one thread per admitted connection, no more"
         refused = 0
         for s in held[8:]:

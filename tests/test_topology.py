@@ -35,7 +35,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from wheelwright import package_data
 from wheelwright.builds.targets import parse_targets
-from wheelwright.operate import stack
+from wheelwright.operate import doctor_reports, stack
 from wheelwright.operate.airflow_setup import sqlalchemy_url
 from wheelwright.operate.sftp_server import SFTPServer
 
@@ -212,7 +212,10 @@ def test_a_release_is_synced_built_on_its_targets_worker_sent_with_its_account_a
     assert builds == [(PACKAGE, VERSION, first.name, "success")]
     (wheel,), = wheels
     assert (world.output / "simple" / PACKAGE / wheel).is_file()
-    assert not [p for p in world.incoming.rglob("*") if p.is_file()], "incoming is emptied"
+    left = [p for p in world.incoming.rglob("*") if p.is_file()]
+    reports = [p for p in left if p.name.startswith(doctor_reports.PREFIX)]
+    assert {p.parent.name for p in reports} <= set(topology["builders"]), "each in its builder's own folder"
+    assert not set(left) - set(reports), "incoming is emptied of all but the doctor reports builder_health records"
 
     runs = stack_.api("GET", "dags/build_wheels/dagRuns?limit=10")["dag_runs"]
     assert "asset_triggered" in {r["run_type"] for r in runs}, \

@@ -267,9 +267,12 @@ def run_test(wheel: Path, package: str, *, root: Path, where: str, workdir: Path
     sandbox starts as when we are root (:func:`wheelwright.builds.sandbox.build_identity`).
     """
     from wheelwright.builds import sandbox
+    from wheelwright.builds.builder import check_reachable
     with zipfile.ZipFile(wheel) as zf:
         modules = modules_to_import(zf)
     workdir.mkdir(parents=True, exist_ok=True)
+    if identity is not None:
+        check_reachable(workdir, identity[1], identity[2])   # a clear error, not a sandbox that cannot start
     work = Path(tempfile.mkdtemp(prefix="install-test-", dir=workdir))
     try:
         work.chmod(0o755)

@@ -336,8 +336,8 @@ class IndexProxy:
                     self._clients += 1
                     self._open.add(client)
             if admitted:
-                threading.Thread(target=self._handle, args=(client,), name="index-proxy-connection",
-                                 daemon=True).start()
+                threading.Thread(target=self._handle, args=(client,),
+                                 name=f"index-proxy-connection {self.path}", daemon=True).start()
                 continue
             # One connection too many: answered and closed right here, no thread, never blocking.
             self.denied_connections += 1

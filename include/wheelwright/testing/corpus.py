@@ -263,10 +263,6 @@ class PyPIRelay:
     def simple_url(self) -> str:
         return f"{self.url}/simple/"
 
-    @property
-    def host_port(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
-
     def _handler(self):
         from http.server import BaseHTTPRequestHandler
         relay = self
