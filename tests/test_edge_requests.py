@@ -58,7 +58,7 @@ def test_every_server_answers_the_shared_table(servers, kind, case):
 
 
 @settings(max_examples=150, deadline=None)
-@given(TARGETS.filter(lambda t: b" " not in t and b"#" not in t))   # a raw space or # is no target at all
+@given(TARGETS.filter(lambda t: not set(b" #\n") & set(t)))   # a raw space, # or LF is no target at all
 def test_whatever_the_target_every_server_keeps_to_the_rule(servers, target):
     verdict = request_paths.judge(target)
     for kind in SERVERS:
@@ -70,6 +70,16 @@ def test_whatever_the_target_every_server_keeps_to_the_rule(servers, target):
             assert answer.status in (200, 301, 403, 404), f"{kind}: {target!r} answered {answer.status}"
             if answer.status == 301:   # the server's own /dir -> /dir/ redirect
                 assert location.startswith(verdict.path) and location.rstrip("/") != "", f"{kind}: {target!r}"
+
+
+def test_a_request_line_a_bare_lf_cuts_short_gets_no_answer_without_a_status_line(servers):
+    """``GET /simple/0\n HTTP/1.1``: the line ends at the LF, so it reads as HTTP/0.9, whose answer is
+    a body alone (no status, no headers): a client could not tell an error from a page."""
+    request = b"GET /simple/0\n HTTP/1.1\r\nHost: wheelwright.test\r\nConnection: close\r\n\r\n"
+    for kind in ("python", "varnish"):
+        assert raw_request(servers[kind].port, request).startswith(b"HTTP/1."), kind
+        assert clean(raw_get(servers[kind].port, b"/simple/0\n")).status == 400, kind
+    assert raw_request(servers["nginx"].port, request) == b"", "nginx closes without a word (444)"
 
 
 # -- the cache key: nothing a client invents splits a page at the edge --------------------------------

@@ -55,6 +55,7 @@ CASES = [
     Case(b"/simple/Demo/\xc3\xa9", 400),
     Case(b"/simple/0\x85", 400),        # NEL: Python's http.server once split the request line there
     Case(b"/simple/demo/\xa0x", 400),   # NBSP: likewise
+    Case(b"/simple/0\r", 400),
     Case(b"/simple/Demo/\\x", 400),
     Case(b"/simple/Demo/%", 400),
     Case(b"/simple/demo/%zz", 400),

@@ -29,6 +29,7 @@ from wheelwright.publish.negotiation import content_type, negotiate
 
 _SIMPLE_PAGE = re.compile(r"/simple/(?:[^/]+/)?\Z")
 _NOT_PRINTABLE_ASCII = re.compile(rb"[^\x20-\x7e]")
+_HTTP_VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\Z")
 _VARIES = re.compile(r"/simple/(?:[^/]+/)?(?:index\.(?:json|html))?\Z")
 
 
@@ -49,7 +50,9 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
         # or NBSP (0xa0) would be cut short there and served, where nginx and Varnish refuse it.
         # A request line is printable ASCII; anything else is refused before it is split.
         line = self.raw_requestline.rstrip(b"\r\n")
-        if _NOT_PRINTABLE_ASCII.search(line):
+        # A line without its HTTP version (a bare LF inside the target ends the line early) would be
+        # an HTTP/0.9 request, answered with a body and no status line: refused like nginx does.
+        if _NOT_PRINTABLE_ASCII.search(line) or not _HTTP_VERSION.search(line):
             self.command, self.request_version = None, "HTTP/1.0"  # (not 0.9: a status line and headers)
             self.close_connection = True
             self.requestline = line.decode("latin-1")
