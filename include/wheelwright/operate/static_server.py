@@ -51,7 +51,7 @@ class IndexRequestHandler(SimpleHTTPRequestHandler):
         # A request line is printable ASCII; anything else is refused before it is split.
         line = self.raw_requestline.rstrip(b"\r\n")
         # A line without its HTTP version (a bare LF inside the target ends the line early) would be
-        # an HTTP/0.9 request, answered with a body and no status line: refused like nginx does.
+        # an HTTP/0.9 request, answered with a body and no status line: refused (nginx closes it unanswered).
         if _NOT_PRINTABLE_ASCII.search(line) or not _HTTP_VERSION.search(line):
             self.command, self.request_version = None, "HTTP/1.0"  # (not 0.9: a status line and headers)
             self.close_connection = True
